@@ -1,0 +1,94 @@
+//! The audit log: one JSON line per capability call, allowed or denied,
+//! written and flushed as it happens so a crash loses at most the call in
+//! flight.
+
+use crate::capability::Caller;
+use crate::grants::{Access, Interface};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+
+/// One capability call, as the journal and the audit log keep it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRecord {
+    pub interface: Interface,
+    pub operation: String,
+    pub access: Access,
+    pub resource: String,
+    pub args: serde_json::Value,
+    pub allowed: bool,
+    /// The value returned, or the error's text.
+    pub result: serde_json::Value,
+    /// The error kind (`denied`, `unavailable`, ...) when the call failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Run time (simulated under `--sim`) when the call was made.
+    pub at_ms: u64,
+    pub duration_us: u64,
+}
+
+pub struct AuditLog {
+    file: Mutex<File>,
+    path: String,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    time: String,
+    run_time: String,
+    run_id: &'a str,
+    step: &'a str,
+    plugin: &'a str,
+    plugin_digest: &'a str,
+    #[serde(flatten)]
+    call: &'a CallRecord,
+}
+
+impl AuditLog {
+    /// Opens `path` for appending (created if missing).
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening the audit log `{}`", path.display()))?;
+        Ok(Self {
+            file: Mutex::new(file),
+            path: path.display().to_string(),
+        })
+    }
+
+    pub fn record(&self, caller: &Caller, call: &CallRecord) {
+        self.write(&Line {
+            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            run_time: crate::scenario::rfc3339(call.at_ms),
+            run_id: &caller.run_id,
+            step: &caller.step,
+            plugin: &caller.plugin,
+            plugin_digest: &caller.plugin_digest,
+            call,
+        });
+    }
+
+    /// Any other event worth keeping (step outcomes, the run's end).
+    pub fn event(&self, value: &impl Serialize) {
+        self.write(value);
+    }
+
+    fn write(&self, value: &impl Serialize) {
+        let mut line = serde_json::to_vec(value).unwrap_or_default();
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        // An audit write that fails must be loud, but must not take the
+        // incident response down with it.
+        if let Err(e) = file.write_all(&line).and_then(|()| file.flush()) {
+            eprintln!(
+                "warning: could not write the audit log `{}`: {e}",
+                self.path
+            );
+        }
+    }
+}

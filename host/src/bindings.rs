@@ -1,0 +1,39 @@
+//! The one `bindgen!` over `wit/`. Capability errors are plain WIT results
+//! (never traps), so a denied or failed call reaches the guest as a value.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "step",
+    additional_derives: [serde::Serialize],
+});
+
+/// Every interface of the contract, by the name grants and imports use.
+pub const PACKAGE: &str = "runbook:host";
+pub const VERSION: &str = "0.1.0";
+
+impl Error {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Denied(_) => "denied",
+            Error::Unavailable(_) => "unavailable",
+            Error::Invalid(_) => "invalid",
+            Error::Timeout(_) => "timeout",
+            Error::NotFound(_) => "not-found",
+        }
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Error::Denied(m)
+            | Error::Unavailable(m)
+            | Error::Invalid(m)
+            | Error::Timeout(m)
+            | Error::NotFound(m) => m,
+        }
+    }
+
+    /// `kind: message`; wit-bindgen's own `Display` prints the Rust enum.
+    pub fn text(&self) -> String {
+        format!("{}: {}", self.kind(), self.message())
+    }
+}

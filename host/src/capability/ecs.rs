@@ -1,0 +1,132 @@
+//! `runbook:host/ecs`: describe, roll back, wait until stable. Resource:
+//! `cluster/service`. `rollback` is a mutation; `wait-stable` is a read.
+
+use super::StepState;
+use crate::bindings::Error;
+use crate::bindings::runbook::host::ecs::{self as wit, RollbackResult, ServiceInfo};
+use crate::grants::{Access, Interface};
+use serde_json::json;
+use std::time::Instant;
+use wasmtime::component::{HasSelf, Linker};
+
+pub trait EcsBackend: Send + Sync {
+    fn describe(
+        &self,
+        cluster: &str,
+        service: &str,
+        deadline: Instant,
+    ) -> Result<ServiceInfo, Error>;
+    fn rollback(
+        &self,
+        cluster: &str,
+        service: &str,
+        revision: Option<u32>,
+        deadline: Instant,
+    ) -> Result<RollbackResult, Error>;
+    fn wait_stable(
+        &self,
+        cluster: &str,
+        service: &str,
+        timeout_seconds: u32,
+        deadline: Instant,
+    ) -> Result<ServiceInfo, Error>;
+}
+
+impl wit::Host for StepState {
+    fn describe_service(&mut self, cluster: String, service: String) -> Result<ServiceInfo, Error> {
+        let resource = format!("{cluster}/{service}");
+        let args = json!({ "cluster": cluster, "service": service });
+        self.call(
+            Interface::Ecs,
+            "describe-service",
+            Access::Read,
+            &resource,
+            args,
+            |b, d| b.ecs.describe(&cluster, &service, d),
+        )
+    }
+
+    fn rollback(
+        &mut self,
+        cluster: String,
+        service: String,
+        revision: Option<u32>,
+    ) -> Result<RollbackResult, Error> {
+        let resource = format!("{cluster}/{service}");
+        let args = json!({ "cluster": cluster, "service": service, "revision": revision });
+        self.call(
+            Interface::Ecs,
+            "rollback",
+            Access::Mutate,
+            &resource,
+            args,
+            |b, d| b.ecs.rollback(&cluster, &service, revision, d),
+        )
+    }
+
+    fn wait_stable(
+        &mut self,
+        cluster: String,
+        service: String,
+        timeout_seconds: u32,
+    ) -> Result<ServiceInfo, Error> {
+        let resource = format!("{cluster}/{service}");
+        let args =
+            json!({ "cluster": cluster, "service": service, "timeout_seconds": timeout_seconds });
+        self.call(
+            Interface::Ecs,
+            "wait-stable",
+            Access::Read,
+            &resource,
+            args,
+            |b, d| b.ecs.wait_stable(&cluster, &service, timeout_seconds, d),
+        )
+    }
+}
+
+pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
+    wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::bindings::Error;
+    use crate::bindings::runbook::host::ecs::Host;
+    use crate::capability::testing::state;
+
+    #[test]
+    fn rollback_only_on_the_granted_service() {
+        let mut st =
+            state("ecs = { read = [\"production/*\"], mutate = [\"production/auth-service\"] }");
+        let denied = st
+            .rollback("production".into(), "billing".into(), None)
+            .unwrap_err();
+        assert!(matches!(denied, Error::Denied(_)));
+        let r = st
+            .rollback("production".into(), "auth-service".into(), None)
+            .unwrap();
+        assert_eq!(
+            (r.from.as_str(), r.to.as_str()),
+            ("auth-service:42", "auth-service:41")
+        );
+        let info = st
+            .wait_stable("production".into(), "auth-service".into(), 600)
+            .unwrap();
+        assert_eq!(info.task_definition, "auth-service:41");
+        assert_eq!(info.deployments.len(), 1);
+    }
+
+    #[test]
+    fn read_only_grant_cannot_roll_back() {
+        let mut st = state("ecs = { read = [\"production/auth-service\"] }");
+        assert!(
+            st.describe_service("production".into(), "auth-service".into())
+                .is_ok()
+        );
+        assert!(matches!(
+            st.rollback("production".into(), "auth-service".into(), None)
+                .unwrap_err(),
+            Error::Denied(_)
+        ));
+    }
+}

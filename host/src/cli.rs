@@ -1,0 +1,80 @@
+//! Command-line arguments. The `///` docs are the help text.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Run incident runbooks whose steps are sandboxed WebAssembly components.
+#[derive(Debug, Parser)]
+#[command(name = "runbook", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a runbook. Exit status: 0 resolved, 1 escalated, 2 invalid input
+    /// (nothing ran), 3 a step ended in a way the runbook does not route.
+    Run(RunArgs),
+    /// Validate a runbook, its plugins' manifests, components and grants
+    /// without running anything.
+    Check(CheckArgs),
+    /// Show a plugin's imports, grants, limits and digest side by side.
+    Inspect(InspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct Sources {
+    /// Directory holding the plugins (`NAME/plugin.toml`, or one level
+    /// deeper). Default: the nearest `plugins/` at or above the runbook.
+    #[arg(long, value_name = "DIR")]
+    pub plugins: Option<PathBuf>,
+    /// Extra directories to find component files in (also
+    /// `RUNBOOK_COMPONENTS`, colon-separated).
+    #[arg(long, value_name = "DIR")]
+    pub components: Vec<PathBuf>,
+    /// Refuse any component whose manifest pins no `sha256`.
+    #[arg(long)]
+    pub locked: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The runbook (Markdown with YAML front matter).
+    pub runbook: PathBuf,
+    /// Run against the simulated backends, as this scenario describes them.
+    #[arg(long, value_name = "SCENARIO")]
+    pub sim: Option<PathBuf>,
+    /// Print the report as one JSON document instead of the timeline.
+    #[arg(long)]
+    pub json: bool,
+    /// Append one JSON line per capability call to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Where compiled components are cached (default `RUNBOOK_CACHE_DIR`,
+    /// else `~/.cache/runbook`).
+    #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+    pub cache_dir: Option<PathBuf>,
+    /// Compile every component afresh and keep nothing on disk.
+    #[arg(long)]
+    pub no_cache: bool,
+    #[command(flatten)]
+    pub sources: Sources,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The runbook to check.
+    pub runbook: PathBuf,
+    #[command(flatten)]
+    pub sources: Sources,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A plugin directory or its `plugin.toml`.
+    pub plugin: PathBuf,
+    /// Extra directories to find component files in.
+    #[arg(long, value_name = "DIR")]
+    pub components: Vec<PathBuf>,
+}

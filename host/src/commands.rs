@@ -1,0 +1,210 @@
+//! What each subcommand does. Each returns the process exit status.
+
+use crate::cli::{CheckArgs, InspectArgs, RunArgs, Sources};
+use crate::engine::{Runtime, default_cache_dir};
+use crate::error::hinted;
+use crate::manifest::{FILE_NAME, LoadedManifest};
+use crate::plan::{self, Plan};
+use crate::plugin::{ImportKind, Plugin, classify};
+use crate::run::{RunConfig, execute};
+use crate::runbook::Runbook;
+use crate::scenario::Scenario;
+use crate::sim::Sim;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Exit status for input that was refused before anything ran.
+pub const EXIT_INVALID: u8 = 2;
+
+pub fn run(args: RunArgs) -> Result<u8> {
+    let Some(sim) = &args.sim else {
+        return Err(hinted(
+            "no backend chosen for the run",
+            "pass `--sim SCENARIO` to run against simulated backends (e.g. `runbooks/scenarios/session-store-outage.toml`)",
+        ));
+    };
+    let runbook = Runbook::load(&args.runbook)?;
+    let scenario = Scenario::load(sim)?;
+    let cache = if args.no_cache {
+        None
+    } else {
+        args.cache_dir.clone().or_else(default_cache_dir)
+    };
+    let runtime = Runtime::new(cache)?;
+    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook))?;
+    let audit = match &args.audit_log {
+        Some(path) => Some(Arc::new(crate::audit::AuditLog::open(path)?)),
+        None => None,
+    };
+    let expect = scenario.expect.clone();
+    let name = sim
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sim = Sim::new(scenario);
+    let cfg = RunConfig {
+        run_id: run_id(),
+        mode: format!("simulation `{name}`"),
+        backends: sim.backends(),
+        audit,
+    };
+    let report = execute(&plan, &runtime.engine, &cfg);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+        if let Some(e) = expect {
+            let path = report.path();
+            let status = serde_json::to_value(report.status)?;
+            if path == e.path && status == e.status.as_str() {
+                println!("scenario: took the expected path");
+            } else {
+                println!(
+                    "scenario: expected `{}` via {}, got this run",
+                    e.status,
+                    e.path.join(" → ")
+                );
+            }
+        }
+    }
+    Ok(report.status.exit_code())
+}
+
+pub fn check(args: CheckArgs) -> Result<u8> {
+    let runbook = Runbook::load(&args.runbook)?;
+    if !runbook.is_executable() {
+        println!(
+            "{} {}: not executable (no `steps`); front matter is valid",
+            runbook.runbook_id, runbook.title
+        );
+        return Ok(0);
+    }
+    let runtime = Runtime::new(default_cache_dir())?;
+    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook))?;
+    println!(
+        "{} {}: {} steps, all valid",
+        plan.runbook.runbook_id,
+        plan.runbook.title,
+        plan.steps.len()
+    );
+    for s in &plan.steps {
+        let limits = s.plugin.manifest.manifest.limits;
+        println!(
+            "  {} → {} (sha256 {}…, {} MiB, {} ms)",
+            s.def.id,
+            s.plugin.name(),
+            &s.plugin.digest[..12],
+            limits.memory_mib,
+            limits.timeout_ms
+        );
+        for line in s.grants.describe() {
+            println!("      {line}");
+        }
+        let routes: Vec<String> = s.def.on.iter().map(|(k, v)| format!("{k} → {v}")).collect();
+        println!("      routes: {}", routes.join(", "));
+    }
+    Ok(0)
+}
+
+pub fn inspect(args: InspectArgs) -> Result<u8> {
+    let path = if args.plugin.is_dir() {
+        args.plugin.join(FILE_NAME)
+    } else {
+        args.plugin.clone()
+    };
+    let manifest = LoadedManifest::load(&path)?;
+    let runtime = Runtime::new(default_cache_dir())?;
+    let plugin = Plugin::load(&runtime, manifest, &component_dirs(&args.components), false)?;
+    let m = &plugin.manifest.manifest;
+    let grants = &m.grants;
+    println!("plugin     {} {}", m.name, m.version);
+    if let Some(d) = &m.description {
+        println!("           {d}");
+    }
+    println!("manifest   {}", plugin.manifest.path.display());
+    println!(
+        "component  {} ({} bytes)",
+        plugin.component_path.display(),
+        plugin.size
+    );
+    let pinned = match &m.sha256 {
+        Some(_) => "pinned in the manifest, matches",
+        None => "not pinned: `--locked` refuses it until the manifest carries `sha256`",
+    };
+    println!("sha256     {} ({pinned})", plugin.digest);
+    println!(
+        "limits     memory {} MiB, deadline {} ms",
+        m.limits.memory_mib, m.limits.timeout_ms
+    );
+    println!("imports");
+    let mut problems = 0;
+    let mut used = Vec::new();
+    for import in &plugin.imports {
+        let verdict = match classify(import, grants) {
+            ImportKind::Capability { interface, granted } => {
+                used.push(interface);
+                if granted {
+                    "granted".to_string()
+                } else {
+                    problems += 1;
+                    "NOT GRANTED: refused at load".to_string()
+                }
+            }
+            ImportKind::Always => "always available".into(),
+            ImportKind::Wasi => "WASI, sandboxed: nothing behind it".into(),
+            ImportKind::WrongVersion(v) => {
+                problems += 1;
+                format!("WRONG VERSION `{v}`: refused at load")
+            }
+            ImportKind::Unknown => {
+                problems += 1;
+                "UNKNOWN: refused at load".into()
+            }
+        };
+        println!("  {import:<40} {verdict}");
+    }
+    println!("grants");
+    if grants.interfaces().next().is_none() {
+        println!("  (none)");
+    }
+    for (interface, line) in grants.interfaces().zip(grants.describe()) {
+        let note = if used.contains(&interface) {
+            "used"
+        } else {
+            "NOT USED: imported by nothing, can be removed"
+        };
+        println!("  {line:<60} {note}");
+    }
+    Ok(if problems > 0 { EXIT_INVALID } else { 0 })
+}
+
+fn sources(s: &Sources, runbook: &Path) -> plan::Sources {
+    plan::Sources {
+        plugins_dir: s
+            .plugins
+            .clone()
+            .unwrap_or_else(|| plan::default_plugins_dir(runbook)),
+        component_dirs: component_dirs(&s.components),
+        locked: s.locked,
+    }
+}
+
+/// `--components`, then `RUNBOOK_COMPONENTS`, then where this build put
+/// the plugins it built.
+fn component_dirs(flags: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = flags.to_vec();
+    if let Some(env) = std::env::var_os("RUNBOOK_COMPONENTS") {
+        dirs.extend(std::env::split_paths(&env));
+    }
+    if let Some(built) = option_env!("RUNBOOK_BUILT_PLUGINS") {
+        dirs.push(PathBuf::from(built));
+    }
+    dirs
+}
+
+fn run_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let seed = RandomState::new().hash_one((std::process::id(), crate::scenario::now_ms()));
+    format!("{:012x}", seed & 0xffff_ffff_ffff)
+}

@@ -1,0 +1,148 @@
+//! The wasmtime engine, its epoch ticker, and the compiled-component cache.
+//! Components compile once per process and are kept on disk keyed by their
+//! sha256 and the engine's compatibility hash, so a second run only loads.
+
+use anyhow::{Context, Result};
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::Component;
+use wasmtime::{Config, Engine};
+
+/// How often the epoch advances: the granularity of step deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Where a component came from this time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    Compiled,
+    DiskCache,
+    Memory,
+}
+
+pub struct Runtime {
+    pub engine: Engine,
+    cache_dir: Option<PathBuf>,
+    compiled: Mutex<HashMap<String, Component>>,
+}
+
+impl Runtime {
+    /// `cache_dir`: where compiled components are kept; `None` disables the
+    /// disk cache.
+    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        // Deadlines interrupt guest code at the next epoch check, so a step
+        // that never calls the host still stops.
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)
+            .map_err(anyhow::Error::from)
+            .context("configuring wasmtime")?;
+        let weak = engine.weak();
+        std::thread::Builder::new()
+            .name("epoch-ticker".into())
+            .spawn(move || {
+                while let Some(engine) = weak.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .context("starting the epoch ticker")?;
+        let cache_dir = cache_dir.map(|d| {
+            let mut h = DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            env!("CARGO_PKG_VERSION").hash(&mut h);
+            d.join(format!("{:016x}", h.finish()))
+        });
+        Ok(Arc::new(Self {
+            engine,
+            cache_dir,
+            compiled: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The compiled form of `bytes`, whose sha256 is `digest`.
+    pub fn component(
+        &self,
+        bytes: &[u8],
+        digest: &str,
+        source: &Path,
+    ) -> Result<(Component, Origin)> {
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(digest)
+        {
+            return Ok((c.clone(), Origin::Memory));
+        }
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|d| d.join(format!("{digest}.cwasm")));
+        if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
+            // SAFETY: the cache directory is written only by this program,
+            // with files named by the digest of the source they came from and
+            // the engine's compatibility hash. A file wasmtime rejects is
+            // recompiled below rather than trusted.
+            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, path) } {
+                self.remember(digest, &c);
+                return Ok((c, Origin::DiskCache));
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "`{}` is not a valid WebAssembly component",
+                    source.display()
+                )
+            })?;
+        if let Some(path) = cached {
+            // The cache is an optimisation: failing to write it is not an error.
+            let _ = write_atomically(&path, &component.serialize()?);
+        }
+        self.remember(digest, &component);
+        Ok((component, Origin::Compiled))
+    }
+
+    fn remember(&self, digest: &str, c: &Component) {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(digest.to_string(), c.clone());
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The default compiled-component cache: `$RUNBOOK_CACHE_DIR`, else
+/// `$XDG_CACHE_HOME/runbook`, else `~/.cache/runbook`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("RUNBOOK_CACHE_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(d).join("runbook"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("runbook"))
+}

@@ -1,0 +1,436 @@
+//! Capability grants and the one checker that answers every yes/no.
+//!
+//! A grant names, per interface, which resources a step may read and which it
+//! may mutate. Resources are plain strings (`AuthService/TokenValidationDuration`,
+//! `session-store`, `AUTH_STATELESS_FALLBACK`, `production/auth-service`);
+//! a pattern matches one exactly or, ending in `*`, by prefix. Nothing is
+//! granted unless listed: an absent interface is not even linked.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::fmt;
+
+/// The capability interfaces a manifest can grant. `log` is not here: every
+/// step may log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interface {
+    Metrics,
+    Redis,
+    FeatureFlags,
+    Ecs,
+}
+
+impl Interface {
+    pub const ALL: [Interface; 4] = [
+        Interface::Metrics,
+        Interface::Redis,
+        Interface::FeatureFlags,
+        Interface::Ecs,
+    ];
+
+    /// The WIT interface name, as in `runbook:host/<name>@0.1.0`.
+    pub fn wit_name(self) -> &'static str {
+        match self {
+            Interface::Metrics => "metrics",
+            Interface::Redis => "redis",
+            Interface::FeatureFlags => "feature-flags",
+            Interface::Ecs => "ecs",
+        }
+    }
+
+    pub fn from_wit_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|i| i.wit_name() == name)
+    }
+
+    /// Whether the interface has mutating operations at all.
+    pub fn can_mutate(self) -> bool {
+        matches!(self, Interface::FeatureFlags | Interface::Ecs)
+    }
+
+    /// How resources of this interface are written, for error hints.
+    pub fn resource_form(self) -> &'static str {
+        match self {
+            Interface::Metrics => "`Namespace/MetricName`",
+            Interface::Redis => "a redis alias such as `session-store`",
+            Interface::FeatureFlags => "a flag key such as `AUTH_STATELESS_FALLBACK`",
+            Interface::Ecs => "`cluster/service`",
+        }
+    }
+}
+
+impl fmt::Display for Interface {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.wit_name())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    Read,
+    Mutate,
+}
+
+impl fmt::Display for Access {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Access::Read => "read",
+            Access::Mutate => "mutate",
+        })
+    }
+}
+
+/// A resource name, or a prefix ending in `*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Pattern(String);
+
+impl Pattern {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() {
+            return Err("an empty pattern grants nothing; remove it".into());
+        }
+        if raw.chars().any(char::is_whitespace) {
+            return Err(format!("pattern `{raw}` contains whitespace"));
+        }
+        if raw.trim_end_matches('*').contains('*') || raw.ends_with("**") {
+            return Err(format!(
+                "pattern `{raw}`: `*` may appear only once, at the end"
+            ));
+        }
+        Ok(Self(raw.to_string()))
+    }
+
+    fn prefix(&self) -> Option<&str> {
+        self.0.strip_suffix('*')
+    }
+
+    pub fn matches(&self, resource: &str) -> bool {
+        match self.prefix() {
+            Some(prefix) => resource.starts_with(prefix),
+            None => self.0 == resource,
+        }
+    }
+
+    /// Whether every resource `other` matches is also matched by `self`.
+    pub fn covers(&self, other: &Pattern) -> bool {
+        match (self.prefix(), other.prefix()) {
+            (Some(mine), Some(theirs)) => theirs.starts_with(mine),
+            (Some(mine), None) => other.0.starts_with(mine),
+            (None, Some(_)) => false,
+            (None, None) => self.0 == other.0,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for Pattern {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = String::deserialize(d)?;
+        Pattern::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What one interface grants. Mutating a resource implies reading it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scope {
+    #[serde(default)]
+    pub read: Vec<Pattern>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mutate: Vec<Pattern>,
+}
+
+impl Scope {
+    fn allows(&self, access: Access, resource: &str) -> bool {
+        let hit = |ps: &[Pattern]| ps.iter().any(|p| p.matches(resource));
+        match access {
+            Access::Read => hit(&self.read) || hit(&self.mutate),
+            Access::Mutate => hit(&self.mutate),
+        }
+    }
+
+    fn patterns(&self, access: Access) -> Vec<&Pattern> {
+        match access {
+            Access::Read => self.read.iter().chain(&self.mutate).collect(),
+            Access::Mutate => self.mutate.iter().collect(),
+        }
+    }
+}
+
+/// Grants per interface; `None` means the interface is not granted at all.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Grants {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Scope>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<Scope>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feature_flags: Option<Scope>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ecs: Option<Scope>,
+}
+
+impl Grants {
+    pub fn scope(&self, interface: Interface) -> Option<&Scope> {
+        match interface {
+            Interface::Metrics => self.metrics.as_ref(),
+            Interface::Redis => self.redis.as_ref(),
+            Interface::FeatureFlags => self.feature_flags.as_ref(),
+            Interface::Ecs => self.ecs.as_ref(),
+        }
+    }
+
+    fn scope_mut(&mut self, interface: Interface) -> &mut Option<Scope> {
+        match interface {
+            Interface::Metrics => &mut self.metrics,
+            Interface::Redis => &mut self.redis,
+            Interface::FeatureFlags => &mut self.feature_flags,
+            Interface::Ecs => &mut self.ecs,
+        }
+    }
+
+    pub fn interfaces(&self) -> impl Iterator<Item = Interface> + '_ {
+        Interface::ALL
+            .into_iter()
+            .filter(|i| self.scope(*i).is_some())
+    }
+
+    /// Checks what a manifest or step can express at all.
+    pub fn validate(&self) -> Result<(), String> {
+        for interface in self.interfaces() {
+            let scope = self
+                .scope(interface)
+                .expect("listed interfaces have a scope");
+            if !interface.can_mutate() && !scope.mutate.is_empty() {
+                return Err(format!(
+                    "`{interface}` has no mutating operations; remove its `mutate` list"
+                ));
+            }
+            if scope.read.is_empty() && scope.mutate.is_empty() {
+                return Err(format!(
+                    "`{interface}` grants nothing; list resources under `read`{} or remove it",
+                    if interface.can_mutate() {
+                        "/`mutate`"
+                    } else {
+                        ""
+                    }
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The grant a step ends up with: interfaces the step names are replaced
+    /// by the step's scope, which must lie within the manifest's; the rest
+    /// keep the manifest's scope. Errors name what would widen the grant.
+    pub fn narrow(&self, step: &Grants) -> Result<Grants, String> {
+        step.validate()?;
+        let mut out = self.clone();
+        for interface in step.interfaces() {
+            let wanted = step
+                .scope(interface)
+                .expect("listed interfaces have a scope");
+            let Some(granted) = self.scope(interface) else {
+                return Err(format!(
+                    "the step asks for `{interface}`, which the plugin's manifest does not grant"
+                ));
+            };
+            for (access, patterns) in [
+                (Access::Read, &wanted.read),
+                (Access::Mutate, &wanted.mutate),
+            ] {
+                for p in patterns {
+                    if !granted.patterns(access).iter().any(|g| g.covers(p)) {
+                        return Err(format!(
+                            "`{interface}` {access} `{p}` is wider than the manifest grants ({})",
+                            list(&granted.patterns(access))
+                        ));
+                    }
+                }
+            }
+            *out.scope_mut(interface) = Some(wanted.clone());
+        }
+        Ok(out)
+    }
+
+    /// One line per interface, for `check` and `inspect`.
+    pub fn describe(&self) -> Vec<String> {
+        self.interfaces()
+            .map(|i| {
+                let s = self.scope(i).expect("listed interfaces have a scope");
+                let mut line = format!("{i}: read {}", list(&s.read.iter().collect::<Vec<_>>()));
+                if !s.mutate.is_empty() {
+                    line.push_str(&format!(
+                        "; mutate {}",
+                        list(&s.mutate.iter().collect::<Vec<_>>())
+                    ));
+                }
+                line
+            })
+            .collect()
+    }
+}
+
+fn list(patterns: &[&Pattern]) -> String {
+    if patterns.is_empty() {
+        return "nothing".into();
+    }
+    patterns
+        .iter()
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The single place that answers "may this step do this?". Every privileged
+/// host function calls [`GrantChecker::check`] before touching a backend.
+#[derive(Debug, Clone)]
+pub struct GrantChecker {
+    grants: Grants,
+}
+
+impl GrantChecker {
+    pub fn new(grants: Grants) -> Self {
+        Self { grants }
+    }
+
+    pub fn grants(&self) -> &Grants {
+        &self.grants
+    }
+
+    pub fn check(
+        &self,
+        interface: Interface,
+        access: Access,
+        resource: &str,
+    ) -> Result<(), String> {
+        match self.grants.scope(interface) {
+            Some(scope) if scope.allows(access, resource) => Ok(()),
+            Some(scope) => Err(format!(
+                "{access} of `{resource}` via `{interface}` is not granted (granted: {})",
+                list(&scope.patterns(access))
+            )),
+            None => Err(format!("`{interface}` is not granted to this step")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(s: &str) -> Pattern {
+        Pattern::parse(s).unwrap()
+    }
+
+    fn flags(read: &[&str], mutate: &[&str]) -> Grants {
+        Grants {
+            feature_flags: Some(Scope {
+                read: read.iter().map(|s| pat(s)).collect(),
+                mutate: mutate.iter().map(|s| pat(s)).collect(),
+            }),
+            ..Grants::default()
+        }
+    }
+
+    #[test]
+    fn patterns_match_exactly_or_by_prefix() {
+        assert!(pat("AUTH_*").matches("AUTH_STATELESS_FALLBACK"));
+        assert!(!pat("AUTH_*").matches("BILLING_X"));
+        assert!(pat("a").matches("a"));
+        assert!(!pat("a").matches("ab"));
+        assert!(pat("*").matches("anything"));
+        assert!(Pattern::parse("a*b").is_err());
+        assert!(Pattern::parse("a**").is_err());
+        assert!(Pattern::parse("").is_err());
+    }
+
+    #[test]
+    fn coverage_is_subset() {
+        assert!(pat("*").covers(&pat("AUTH_*")));
+        assert!(pat("AUTH_*").covers(&pat("AUTH_X")));
+        assert!(pat("AUTH_*").covers(&pat("AUTH_X*")));
+        assert!(!pat("AUTH_X").covers(&pat("AUTH_*")));
+        assert!(!pat("AUTH_X*").covers(&pat("AUTH_*")));
+    }
+
+    #[test]
+    fn checker_denies_by_default_and_by_scope() {
+        let c = GrantChecker::new(flags(&["*"], &["AUTH_STATELESS_FALLBACK"]));
+        assert!(
+            c.check(Interface::FeatureFlags, Access::Read, "ANY")
+                .is_ok()
+        );
+        assert!(
+            c.check(
+                Interface::FeatureFlags,
+                Access::Mutate,
+                "AUTH_STATELESS_FALLBACK"
+            )
+            .is_ok()
+        );
+        let denied = c
+            .check(Interface::FeatureFlags, Access::Mutate, "OTHER")
+            .unwrap_err();
+        assert_eq!(
+            denied,
+            "mutate of `OTHER` via `feature-flags` is not granted (granted: `AUTH_STATELESS_FALLBACK`)"
+        );
+        assert_eq!(
+            c.check(Interface::Ecs, Access::Read, "production/auth-service")
+                .unwrap_err(),
+            "`ecs` is not granted to this step"
+        );
+    }
+
+    #[test]
+    fn mutate_implies_read() {
+        let c = GrantChecker::new(flags(&[], &["K"]));
+        assert!(c.check(Interface::FeatureFlags, Access::Read, "K").is_ok());
+    }
+
+    #[test]
+    fn narrowing_never_widens() {
+        let manifest = flags(&["*"], &["AUTH_*"]);
+        let ok = manifest.narrow(&flags(&["AUTH_X"], &["AUTH_X"])).unwrap();
+        assert_eq!(ok, flags(&["AUTH_X"], &["AUTH_X"]));
+        let err = manifest.narrow(&flags(&[], &["BILLING"])).unwrap_err();
+        assert!(err.contains("mutate `BILLING` is wider"), "{err}");
+        let ecs = Grants {
+            ecs: Some(Scope {
+                read: vec![pat("*")],
+                mutate: vec![],
+            }),
+            ..Grants::default()
+        };
+        assert!(
+            manifest
+                .narrow(&ecs)
+                .unwrap_err()
+                .contains("does not grant")
+        );
+    }
+
+    #[test]
+    fn read_only_interfaces_reject_mutate() {
+        let g = Grants {
+            metrics: Some(Scope {
+                read: vec![pat("*")],
+                mutate: vec![pat("*")],
+            }),
+            ..Grants::default()
+        };
+        assert!(g.validate().unwrap_err().contains("no mutating operations"));
+    }
+}

@@ -1,0 +1,202 @@
+//! Plugin capability manifests (`plugin.toml`): what a component is, what it
+//! may touch, and how much it may use. Where backends live is not here: that
+//! is runtime configuration (the scenario or environment).
+
+use crate::error::hinted;
+use crate::grants::Grants;
+use crate::ids::Name;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+pub const FILE_NAME: &str = "plugin.toml";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Example: `set-flag`. Must match the directory the manifest sits in.
+    pub name: Name,
+    pub version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The component file, relative to the manifest or found in the
+    /// component directories (`--components`, `RUNBOOK_COMPONENTS`, and the
+    /// directory the build put the plugins in).
+    pub component: PathBuf,
+    /// Hex sha256 of the component. `--locked` requires it and refuses a
+    /// component that does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+/// Per-step resource limits.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest linear memory, in MiB.
+    #[serde(default = "default_memory_mib")]
+    pub memory_mib: u32,
+    /// Wall-clock deadline for the whole step, host calls included.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_memory_mib() -> u32 {
+    64
+}
+
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_mib: default_memory_mib(),
+            timeout_ms: default_timeout_ms(),
+        }
+    }
+}
+
+const MAX_MEMORY_MIB: u32 = 4096;
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+/// A manifest read from disk, with the paths it was resolved against.
+#[derive(Debug, Clone)]
+pub struct LoadedManifest {
+    pub path: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl LoadedManifest {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = fs_err::read_to_string(path)?;
+        let manifest: Manifest = toml::from_str(&text).map_err(|e| {
+            hinted(
+                format!(
+                    "invalid manifest `{}`: {}",
+                    path.display(),
+                    e.to_string().trim_end()
+                ),
+                "see plugins/README.md for the manifest fields",
+            )
+        })?;
+        validate(&manifest).map_err(|why| {
+            hinted(
+                format!("invalid manifest `{}`: {why}", path.display()),
+                "see plugins/README.md for the manifest fields",
+            )
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            manifest,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new("."))
+    }
+
+    /// Where the component file is: next to the manifest, else the first
+    /// component directory that has it.
+    pub fn component_path(&self, component_dirs: &[PathBuf]) -> Result<PathBuf> {
+        let rel = &self.manifest.component;
+        let beside = self.dir().join(rel);
+        if beside.is_file() || rel.is_absolute() {
+            return Ok(beside);
+        }
+        for dir in component_dirs {
+            let candidate = dir.join(rel);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+        let searched = std::iter::once(self.dir().to_path_buf())
+            .chain(component_dirs.iter().cloned())
+            .map(|d| format!("`{}`", d.display()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Err(hinted(
+            format!(
+                "component `{}` of plugin `{}` (manifest `{}`) not found; searched {searched}",
+                rel.display(),
+                self.manifest.name,
+                self.path.display()
+            ),
+            "build the plugins with `cargo build -p runbook-host`, or pass `--components DIR`",
+        ))
+    }
+}
+
+fn validate(m: &Manifest) -> Result<(), String> {
+    if m.version.trim().is_empty() {
+        return Err("`version` must not be empty".into());
+    }
+    if let Some(d) = &m.sha256
+        && (d.len() != 64
+            || !d
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+    {
+        return Err(format!(
+            "`sha256` must be 64 lowercase hex digits, not `{d}`"
+        ));
+    }
+    if m.limits.memory_mib == 0 || m.limits.memory_mib > MAX_MEMORY_MIB {
+        return Err(format!(
+            "`limits.memory_mib` must be between 1 and {MAX_MEMORY_MIB}, not {}",
+            m.limits.memory_mib
+        ));
+    }
+    if m.limits.timeout_ms == 0 || m.limits.timeout_ms > MAX_TIMEOUT_MS {
+        return Err(format!(
+            "`limits.timeout_ms` must be between 1 and {MAX_TIMEOUT_MS}, not {}",
+            m.limits.timeout_ms
+        ));
+    }
+    m.grants.validate().map_err(|why| format!("grants: {why}"))
+}
+
+/// Finds plugin `name` under `dir`: `dir/NAME/plugin.toml` or one level of
+/// grouping deeper (`dir/steps/NAME/plugin.toml`).
+pub fn find(dir: &Path, name: &Name) -> Result<PathBuf> {
+    let direct = dir.join(name.as_str()).join(FILE_NAME);
+    if direct.is_file() {
+        return Ok(direct);
+    }
+    let groups = fs_err::read_dir(dir)
+        .with_context(|| format!("reading the plugin directory `{}`", dir.display()))?;
+    let mut found = Vec::new();
+    for entry in groups.flatten() {
+        let candidate = entry.path().join(name.as_str()).join(FILE_NAME);
+        if candidate.is_file() {
+            found.push(candidate);
+        }
+    }
+    found.sort();
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => Err(hinted(
+            format!("plugin `{name}` not found under `{}`", dir.display()),
+            format!(
+                "expected `{}/{name}/{FILE_NAME}` (or one directory deeper); pass `--plugins DIR` to look elsewhere",
+                dir.display()
+            ),
+        )),
+        _ => Err(hinted(
+            format!(
+                "plugin `{name}` is ambiguous: {}",
+                found
+                    .iter()
+                    .map(|p| format!("`{}`", p.display()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            "plugin names must be unique under the plugin directory",
+        )),
+    }
+}

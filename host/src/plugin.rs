@@ -1,0 +1,171 @@
+//! A plugin ready to run: manifest, component bytes checked against the
+//! digest, compiled, and its imports read off the component.
+
+use crate::engine::{Origin, Runtime, sha256_hex};
+use crate::error::hinted;
+use crate::grants::{Grants, Interface};
+use crate::manifest::LoadedManifest;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use wasmtime::component::Component;
+
+pub struct Plugin {
+    pub manifest: LoadedManifest,
+    pub component_path: PathBuf,
+    pub digest: String,
+    pub size: usize,
+    pub component: Component,
+    pub origin: Origin,
+    /// Import names, e.g. `runbook:host/ecs@0.1.0`, `wasi:cli/stdout@0.2.6`.
+    pub imports: Vec<String>,
+}
+
+/// How an import relates to the grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportKind {
+    /// A capability interface; `granted` says whether the manifest grants it.
+    Capability { interface: Interface, granted: bool },
+    /// `log` and `types`: always available.
+    Always,
+    /// A WASI interface: linked, but with nothing behind it (no files,
+    /// sockets, env or args).
+    Wasi,
+    /// A `runbook:host` version this host does not provide.
+    WrongVersion(String),
+    /// Anything else: nothing provides it.
+    Unknown,
+}
+
+pub fn classify(import: &str, grants: &Grants) -> ImportKind {
+    if let Some(rest) = import.strip_prefix("runbook:host/") {
+        let (name, version) = rest.split_once('@').unwrap_or((rest, ""));
+        if version != crate::bindings::VERSION {
+            return ImportKind::WrongVersion(version.to_string());
+        }
+        return match Interface::from_wit_name(name) {
+            Some(interface) => ImportKind::Capability {
+                interface,
+                granted: grants.scope(interface).is_some(),
+            },
+            None if name == "log" || name == "types" => ImportKind::Always,
+            None => ImportKind::Unknown,
+        };
+    }
+    if import.starts_with("wasi:") {
+        return ImportKind::Wasi;
+    }
+    ImportKind::Unknown
+}
+
+impl Plugin {
+    pub fn load(
+        runtime: &Runtime,
+        manifest: LoadedManifest,
+        component_dirs: &[PathBuf],
+        locked: bool,
+    ) -> Result<Self> {
+        let component_path = manifest.component_path(component_dirs)?;
+        let bytes = fs_err::read(&component_path)?;
+        let digest = sha256_hex(&bytes);
+        let name = &manifest.manifest.name;
+        match &manifest.manifest.sha256 {
+            Some(pinned) if *pinned != digest => {
+                return Err(hinted(
+                    format!(
+                        "digest mismatch for plugin `{name}`: `{}` has sha256 `{digest}`, but manifest `{}` pins `{pinned}`",
+                        component_path.display(),
+                        manifest.path.display()
+                    ),
+                    "the component changed since it was reviewed: rebuild the reviewed source, or review this one and update `sha256` (`runbook inspect` prints it)",
+                ));
+            }
+            None if locked => {
+                return Err(hinted(
+                    format!(
+                        "`--locked`: manifest `{}` of plugin `{name}` pins no `sha256`",
+                        manifest.path.display()
+                    ),
+                    format!(
+                        "review the component, then add `sha256 = \"{digest}\"` to the manifest"
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        let (component, origin) = runtime
+            .component(&bytes, &digest, &component_path)
+            .with_context(|| format!("loading plugin `{name}`"))?;
+        let imports = component
+            .component_type()
+            .imports(&runtime.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        Ok(Self {
+            manifest,
+            component_path,
+            digest,
+            size: bytes.len(),
+            component,
+            origin,
+            imports,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.manifest.manifest.name.as_str()
+    }
+
+    pub fn manifest_path(&self) -> &Path {
+        &self.manifest.path
+    }
+
+    /// Refuses imports the grant does not cover, naming the manifest line
+    /// that would allow them.
+    pub fn check_imports(&self, grants: &Grants, step: Option<&str>) -> Result<()> {
+        let at = step.map(|s| format!(" (step `{s}`)")).unwrap_or_default();
+        for import in &self.imports {
+            match classify(import, grants) {
+                ImportKind::Capability { granted: true, .. }
+                | ImportKind::Always
+                | ImportKind::Wasi => {}
+                ImportKind::Capability {
+                    interface,
+                    granted: false,
+                } => {
+                    return Err(hinted(
+                        format!(
+                            "plugin `{}`{at} imports `{import}`, which its manifest `{}` does not grant",
+                            self.name(),
+                            self.manifest_path().display()
+                        ),
+                        format!(
+                            "if the plugin should have it, add `{interface} = {{ read = [...] }}` under `[grants]` in `{}` listing {}, and have it reviewed",
+                            self.manifest_path().display(),
+                            interface.resource_form()
+                        ),
+                    ));
+                }
+                ImportKind::WrongVersion(v) => {
+                    return Err(hinted(
+                        format!(
+                            "plugin `{}`{at} imports `{import}`: this host provides `runbook:host@{}`, not `{v}`",
+                            self.name(),
+                            crate::bindings::VERSION
+                        ),
+                        "rebuild the plugin against the WIT in this repository's `wit/`",
+                    ));
+                }
+                ImportKind::Unknown => {
+                    return Err(hinted(
+                        format!(
+                            "plugin `{}`{at} imports `{import}`, which this host does not provide",
+                            self.name()
+                        ),
+                        "steps may import only `runbook:host` interfaces and WASI",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

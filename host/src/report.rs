@@ -1,0 +1,156 @@
+//! What a run produced: the JSON report and the human timeline.
+
+use crate::audit::CallRecord;
+use crate::capability::LogLine;
+use crate::runbook::Escalation;
+use crate::scenario::rfc3339;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    Resolved,
+    Escalated,
+    /// A step ended in a way the runbook does not route.
+    Failed,
+}
+
+impl Status {
+    /// The CLI's exit status: 0 resolved, 1 escalated, 3 failed (2 is
+    /// invalid input, before anything ran).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Status::Resolved => 0,
+            Status::Escalated => 1,
+            Status::Failed => 3,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub runbook_id: String,
+    pub title: String,
+    pub run_id: String,
+    pub mode: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    /// Run time covered, simulated under `--sim`.
+    pub elapsed_ms: u64,
+    pub wall_ms: u64,
+    pub steps: Vec<StepReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub escalation: Option<Escalation>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepReport {
+    pub id: String,
+    pub plugin: String,
+    pub plugin_digest: String,
+    pub outcome: String,
+    pub summary: String,
+    pub facts: BTreeMap<String, String>,
+    pub calls: Vec<CallRecord>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<LogLine>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+    pub started_at: String,
+    pub wall_us: u64,
+    /// Where the runbook went next: a step id, `resolved` or `escalated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+impl Report {
+    pub fn path(&self) -> Vec<&str> {
+        self.steps.iter().map(|s| s.id.as_str()).collect()
+    }
+
+    /// The readable timeline.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} {} ({}, run {})",
+            self.runbook_id, self.title, self.mode, self.run_id
+        );
+        for s in &self.steps {
+            let time = s.started_at.get(11..19).unwrap_or(&s.started_at);
+            let _ = writeln!(
+                out,
+                "{time}  {:<20} {:<18} {:<14} {:>8.1} ms",
+                s.id,
+                s.plugin,
+                s.outcome,
+                s.wall_us as f64 / 1000.0
+            );
+            let _ = writeln!(out, "          {}", s.summary);
+            for c in &s.calls {
+                let mark = match (&c.allowed, &c.error) {
+                    (false, _) => "DENIED",
+                    (true, Some(_)) => "failed",
+                    (true, None) => "ok",
+                };
+                let _ = writeln!(
+                    out,
+                    "          {mark:<6} {}.{} {}{}",
+                    c.interface,
+                    c.operation,
+                    c.resource,
+                    match &c.error {
+                        Some(_) => format!(": {}", c.result.as_str().unwrap_or_default()),
+                        None => String::new(),
+                    }
+                );
+            }
+            for l in &s.logs {
+                let _ = writeln!(out, "          log    [{}] {}", l.level, l.message);
+            }
+            for (stream, text) in [("stdout", &s.stdout), ("stderr", &s.stderr)] {
+                for line in text.lines().take(20) {
+                    let _ = writeln!(out, "          {stream} {line}");
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "status: {} after {} step{} ({} of run time, {} ms wall) at {}",
+            match self.status {
+                Status::Resolved => "resolved",
+                Status::Escalated => "escalated",
+                Status::Failed => "failed",
+            },
+            self.steps.len(),
+            if self.steps.len() == 1 { "" } else { "s" },
+            humantime::format_duration(std::time::Duration::from_secs(self.elapsed_ms / 1000)),
+            self.wall_ms,
+            self.finished_at
+        );
+        if let Some(reason) = &self.reason {
+            let _ = writeln!(out, "reason: {reason}");
+        }
+        if let (Status::Escalated, Some(e)) = (self.status, &self.escalation) {
+            let _ = writeln!(out, "page: {}", e.page);
+            for n in &e.notify {
+                let _ = writeln!(out, "notify: {n}");
+            }
+            if let Some(c) = &e.channel {
+                let _ = writeln!(out, "channel: {c}");
+            }
+        }
+        out
+    }
+}
+
+pub fn time(ms: u64) -> String {
+    rfc3339(ms)
+}

@@ -1,0 +1,250 @@
+//! Executes a [`Plan`]: one fresh, sandboxed instance per step, routed by
+//! outcome labels until the run ends `resolved`, `escalated` or failed.
+
+use crate::audit::AuditLog;
+use crate::bindings::{Error, Outcome, Pair, RunContext};
+use crate::capability::{Backends, Caller, StepState};
+use crate::engine::EPOCH_TICK;
+use crate::grants::GrantChecker;
+use crate::limits::StepLimiter;
+use crate::plan::{Plan, PlannedStep};
+use crate::report::{Report, Status, StepReport, time};
+use crate::runbook::{ESCALATED, LABEL_ERROR, LABEL_LIMIT, RESOLVED};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap};
+use wasmtime_wasi::WasiCtx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+/// A runbook that loops (e.g. retry routes) still ends.
+const MAX_STEPS: usize = 64;
+/// Captured stdout/stderr per step; a guest writing more traps.
+const OUTPUT_CAPACITY: usize = 64 * 1024;
+
+pub struct RunConfig {
+    pub run_id: String,
+    pub mode: String,
+    pub backends: Backends,
+    pub audit: Option<Arc<AuditLog>>,
+}
+
+pub fn execute(plan: &Plan, engine: &wasmtime::Engine, cfg: &RunConfig) -> Report {
+    let wall = Instant::now();
+    let started_ms = cfg.backends.clock.now_ms();
+    let mut steps = Vec::new();
+    let mut current = plan.steps[0].def.id.to_string();
+    let (status, reason) = loop {
+        if steps.len() >= MAX_STEPS {
+            break (
+                Status::Failed,
+                Some(format!(
+                    "the run took more than {MAX_STEPS} steps; check the runbook's routes for a loop"
+                )),
+            );
+        }
+        let step = plan.step(&current).expect("plan validated every route");
+        let mut report = run_step(step, engine, cfg);
+        let next = step.def.on.get(&report.outcome).cloned();
+        report.next = next.clone();
+        if let Some(audit) = &cfg.audit {
+            audit.event(&serde_json::json!({
+                "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                "run_id": cfg.run_id,
+                "step": report.id,
+                "plugin": report.plugin,
+                "plugin_digest": report.plugin_digest,
+                "event": "step-end",
+                "outcome": report.outcome,
+                "summary": report.summary,
+                "next": next,
+            }));
+        }
+        let outcome = report.outcome.clone();
+        steps.push(report);
+        match next.as_deref() {
+            Some(RESOLVED) => break (Status::Resolved, None),
+            Some(ESCALATED) => {
+                break (
+                    Status::Escalated,
+                    Some(format!("step `{current}` ended `{outcome}`")),
+                );
+            }
+            Some(n) => current = n.to_string(),
+            None => {
+                let routed: Vec<&str> = step.def.on.keys().map(String::as_str).collect();
+                break (
+                    Status::Failed,
+                    Some(format!(
+                        "step `{current}` ended `{outcome}`, which the runbook does not route (it routes {})",
+                        routed.join(", ")
+                    )),
+                );
+            }
+        }
+    };
+    let finished_ms = cfg.backends.clock.now_ms();
+    let report = Report {
+        runbook_id: plan.runbook.runbook_id.clone(),
+        title: plan.runbook.title.clone(),
+        run_id: cfg.run_id.clone(),
+        mode: cfg.mode.clone(),
+        status,
+        reason,
+        started_at: time(started_ms),
+        finished_at: time(finished_ms),
+        elapsed_ms: finished_ms.saturating_sub(started_ms),
+        wall_ms: wall.elapsed().as_millis() as u64,
+        steps,
+        escalation: plan.runbook.escalation.clone(),
+    };
+    if let Some(audit) = &cfg.audit {
+        audit.event(&serde_json::json!({
+            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "run_id": cfg.run_id,
+            "event": "run-end",
+            "runbook_id": report.runbook_id,
+            "status": report.status,
+            "reason": report.reason,
+        }));
+    }
+    report
+}
+
+/// Runs one step in a fresh store. Never fails: whatever happens becomes the
+/// step's outcome label.
+pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) -> StepReport {
+    let limits = step.plugin.manifest.manifest.limits;
+    let timeout = Duration::from_millis(limits.timeout_ms);
+    let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+    let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+    // Nothing from the host leaks in: no preopened directories, no
+    // environment, no arguments, no network (WASI's defaults), and output
+    // goes to memory.
+    let wasi: WasiCtx = WasiCtx::builder()
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .build();
+    let now_ms = cfg.backends.clock.now_ms();
+    let state = StepState {
+        wasi,
+        table: ResourceTable::new(),
+        limiter: StepLimiter::new(limits.memory_mib as usize * 1024 * 1024),
+        checker: GrantChecker::new(step.grants.clone()),
+        backends: cfg.backends.clone(),
+        deadline: Instant::now() + timeout,
+        caller: Caller {
+            run_id: cfg.run_id.clone(),
+            step: step.def.id.to_string(),
+            plugin: step.plugin.name().to_string(),
+            plugin_digest: step.plugin.digest.clone(),
+        },
+        audit: cfg.audit.clone(),
+        calls: Vec::new(),
+        logs: Vec::new(),
+    };
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| &mut s.limiter);
+    store.set_epoch_deadline(limits.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
+    store.epoch_deadline_trap();
+
+    let ctx = RunContext {
+        run_id: cfg.run_id.clone(),
+        step_id: step.def.id.to_string(),
+        now_ms,
+        incident_start_ms: cfg.backends.clock.incident_start_ms(),
+    };
+    let inputs: Vec<Pair> = step
+        .def
+        .input_pairs()
+        .into_iter()
+        .map(|(key, value)| Pair { key, value })
+        .collect();
+    let started = Instant::now();
+    let result = step
+        .pre
+        .instantiate(&mut store)
+        .and_then(|bindings| bindings.call_run(&mut store, &ctx, &inputs));
+    let wall_us = started.elapsed().as_micros() as u64;
+    let stderr_text = String::from_utf8_lossy(&stderr.contents()).into_owned();
+    let (outcome, summary, facts) = classify(result, &store, &limits, &stderr_text);
+    let state = store.into_data();
+    StepReport {
+        id: step.def.id.to_string(),
+        plugin: step.plugin.name().to_string(),
+        plugin_digest: step.plugin.digest.clone(),
+        outcome,
+        summary,
+        facts,
+        calls: state.calls,
+        logs: state.logs,
+        stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
+        stderr: stderr_text,
+        started_at: time(now_ms),
+        wall_us,
+        next: None,
+    }
+}
+
+type Classified = (String, String, std::collections::BTreeMap<String, String>);
+
+fn classify(
+    result: wasmtime::Result<Result<Outcome, Error>>,
+    store: &Store<StepState>,
+    limits: &crate::manifest::Limits,
+    stderr: &str,
+) -> Classified {
+    match result {
+        Ok(Ok(o)) => {
+            let facts = o.facts.into_iter().map(|p| (p.key, p.value)).collect();
+            if crate::ids::Name::parse(&o.label).is_err() {
+                return (
+                    LABEL_ERROR.into(),
+                    format!("the step returned an invalid outcome label `{}`", o.label),
+                    facts,
+                );
+            }
+            (o.label, o.summary, facts)
+        }
+        Ok(Err(e)) => (
+            LABEL_ERROR.into(),
+            format!("step error: {}", e.text()),
+            [("error".to_string(), e.kind().to_string())].into(),
+        ),
+        Err(trap) => {
+            if let Some(asked) = store.data().limiter.memory_refused {
+                return (
+                    LABEL_LIMIT.into(),
+                    format!(
+                        "limit exceeded: memory limit of {} MiB (the step asked for {} MiB)",
+                        limits.memory_mib,
+                        asked.div_ceil(1024 * 1024)
+                    ),
+                    [("limit".to_string(), "memory".to_string())].into(),
+                );
+            }
+            if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                return (
+                    LABEL_LIMIT.into(),
+                    format!("limit exceeded: deadline of {} ms", limits.timeout_ms),
+                    [("limit".to_string(), "time".to_string())].into(),
+                );
+            }
+            let last = stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            let detail = if last.is_empty() {
+                String::new()
+            } else {
+                format!(" ({last})")
+            };
+            (
+                LABEL_ERROR.into(),
+                format!("the step trapped: {}{detail}", trap.root_cause()),
+                [("error".to_string(), "trap".to_string())].into(),
+            )
+        }
+    }
+}

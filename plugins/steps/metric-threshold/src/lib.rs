@@ -1,0 +1,60 @@
+//! `healthy` when the latest value of a statistic is within the threshold,
+//! `degraded` when it is past it, `no-data` when the window is empty.
+//! Inputs: `namespace`, `metric`, `statistic` (default `p99`), `threshold`,
+//! `direction` (`above` is bad, the default, or `below`), `dimensions`
+//! (`Name=Value,...`), `period_seconds` (60), `window_seconds` (300), `unit`.
+
+use runbook_sdk::{Error, Inputs, Outcome, Pair, RunContext, Step, metrics, outcome};
+
+struct MetricThreshold;
+
+impl Step for MetricThreshold {
+    fn run(_ctx: RunContext, inputs: Vec<Pair>) -> Result<Outcome, Error> {
+        let inputs = Inputs::new(inputs);
+        let threshold: f64 = inputs.num("threshold")?;
+        let bad_when_below = match inputs.opt("direction").unwrap_or("above") {
+            "above" => false,
+            "below" => true,
+            other => {
+                return Err(Error::Invalid(format!(
+                    "input `direction` must be `above` or `below`, not `{other}`"
+                )));
+            }
+        };
+        let unit = inputs.opt("unit").unwrap_or("");
+        let query = metrics::MetricQuery {
+            namespace: inputs.str("namespace")?.to_string(),
+            name: inputs.str("metric")?.to_string(),
+            dimensions: inputs.dimensions("dimensions")?,
+            statistic: inputs.opt("statistic").unwrap_or("p99").to_string(),
+            period_seconds: inputs.num_or("period_seconds", 60)?,
+            window_seconds: inputs.num_or("window_seconds", 300)?,
+        };
+        let what = format!("{} {}", query.name, query.statistic);
+        let Some(value) = runbook_sdk::latest(&query)? else {
+            return outcome("no-data")
+                .fact("metric", &query.name)
+                .summary(format!(
+                    "{what}: no datapoints in the last {}s",
+                    query.window_seconds
+                ));
+        };
+        let bad = if bad_when_below {
+            value < threshold
+        } else {
+            value > threshold
+        };
+        let (label, cmp) = match (bad, bad_when_below) {
+            (true, false) => ("degraded", ">"),
+            (true, true) => ("degraded", "<"),
+            (false, false) => ("healthy", "<="),
+            (false, true) => ("healthy", ">="),
+        };
+        outcome(label)
+            .fact("value", value)
+            .fact("threshold", threshold)
+            .summary(format!("{what} is {value}{unit} ({cmp} {threshold}{unit})"))
+    }
+}
+
+runbook_sdk::export_step!(MetricThreshold);
