@@ -32,10 +32,26 @@ pub fn run(args: RunArgs) -> Result<u8> {
         args.cache_dir.clone().or_else(default_cache_dir)
     };
     let runtime = Runtime::new(cache)?;
-    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook))?;
     let audit = match &args.audit_log {
         Some(path) => Some(Arc::new(crate::audit::AuditLog::open(path)?)),
         None => None,
+    };
+    let run_id = run_id();
+    let plan = match Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook)) {
+        Ok(plan) => plan,
+        Err(err) => {
+            // A refusal before any step ran is a security decision too.
+            if let Some(audit) = &audit {
+                audit.event(&serde_json::json!({
+                    "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+                    "run_id": run_id,
+                    "event": "refused",
+                    "runbook": args.runbook.display().to_string(),
+                    "reason": format!("{err:#}"),
+                }));
+            }
+            return Err(err);
+        }
     };
     let expect = scenario.expect.clone();
     let name = sim
@@ -44,7 +60,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         .unwrap_or_default();
     let sim = Sim::new(scenario);
     let cfg = RunConfig {
-        run_id: run_id(),
+        run_id,
         mode: format!("simulation `{name}`"),
         backends: sim.backends(),
         audit,

@@ -94,14 +94,17 @@ impl Runtime {
                 return Ok((c, Origin::DiskCache));
             }
         }
-        let component = Component::new(&self.engine, bytes)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "`{}` is not a valid WebAssembly component",
-                    source.display()
-                )
-            })?;
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            // wasmparser's own message can span many lines of byte dumps.
+            let e = anyhow::Error::from(e);
+            let cause = e.root_cause().to_string();
+            let cause = cause.lines().next().unwrap_or_default();
+            let cause = cause.split(" - expected=").next().unwrap_or_default();
+            crate::error::hinted(
+                format!("`{}` is not a valid WebAssembly component: {cause}", source.display()),
+                "step plugins are components built with `cargo build --target wasm32-wasip2`; see plugins/README.md",
+            )
+        })?;
         if let Some(path) = cached {
             // The cache is an optimisation: failing to write it is not an error.
             let _ = write_atomically(&path, &component.serialize()?);

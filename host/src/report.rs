@@ -94,6 +94,15 @@ impl Report {
                 s.wall_us as f64 / 1000.0
             );
             let _ = writeln!(out, "          {}", s.summary);
+            let facts: Vec<String> = s
+                .facts
+                .iter()
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            if !facts.is_empty() {
+                let _ = writeln!(out, "          facts: {}", facts.join(", "));
+            }
             for c in &s.calls {
                 let mark = match (&c.allowed, &c.error) {
                     (false, _) => "DENIED",

@@ -92,6 +92,8 @@ impl Runbook {
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let shown = path.display();
         let hint = "a runbook starts with `---`, YAML front matter, `---`, then Markdown; see runbooks/README.md";
+        let fields_hint =
+            "see runbooks/README.md for the front matter fields and the `steps` format";
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let Some(rest) = text
             .strip_prefix("---\n")
@@ -130,12 +132,12 @@ impl Runbook {
                 .unwrap_or_default();
             let msg = e.to_string();
             let msg = msg.split(" at line ").next().unwrap_or(&msg);
-            hinted(format!("invalid runbook `{shown}{at}`: {msg}"), hint)
+            hinted(format!("invalid runbook `{shown}{at}`: {msg}"), fields_hint)
         })?;
         runbook.path = path.to_path_buf();
         runbook
             .validate()
-            .map_err(|why| hinted(format!("invalid runbook `{shown}`: {why}"), hint))?;
+            .map_err(|why| hinted(format!("invalid runbook `{shown}`: {why}"), fields_hint))?;
         Ok(runbook)
     }
 

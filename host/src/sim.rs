@@ -223,8 +223,7 @@ impl MetricsBackend for Sim {
         let value = series
             .effects
             .iter()
-            .filter(|e| st.holds(&e.when))
-            .next_back()
+            .rfind(|e| st.holds(&e.when))
             .map_or(series.value, |e| e.value);
         let period_ms = u64::from(q.period_seconds) * 1000;
         let points = u64::from(q.window_seconds / q.period_seconds);

@@ -1,0 +1,92 @@
+//! Bad input, as golden files: each malformed runbook, manifest and scenario
+//! under `tests/fixtures/bad/` sits beside the `.err` file holding exactly
+//! what the CLI must print (exit status 2, nothing run), with the checkout's
+//! absolute path written as `<root>`.
+//!
+//! Regenerate after a deliberate wording change with
+//! `UPDATE_GOLDEN=1 cargo test --test bad_input`, then review the diff.
+
+mod common;
+
+use common::{RB0031, root, run};
+use std::path::Path;
+
+fn cases(kind: &str, ext: &str) -> Vec<String> {
+    let dir = root().join("tests/fixtures/bad").join(kind);
+    let mut out: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .map(|p| {
+            format!(
+                "tests/fixtures/bad/{kind}/{}",
+                p.file_name().unwrap().to_string_lossy()
+            )
+        })
+        .collect();
+    out.sort();
+    assert!(out.len() >= 3, "too few `{kind}` cases");
+    out
+}
+
+fn golden(case: &str, args: &[&str]) -> Option<String> {
+    let mut out = run(args);
+    // Golden files hold paths relative to the checkout, wherever it is.
+    out.stderr = out.stderr.replace(root().to_str().unwrap(), "<root>");
+    let err_file = root().join(Path::new(case).with_extension("err"));
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&err_file, &out.stderr).unwrap();
+    }
+    let expected = std::fs::read_to_string(&err_file)
+        .unwrap_or_else(|_| panic!("missing {}", err_file.display()));
+    let mut problems = Vec::new();
+    if out.code != 2 {
+        problems.push(format!("exit status {} instead of 2", out.code));
+    }
+    if !out.stdout.is_empty() {
+        problems.push(format!("printed to stdout: {}", out.stdout));
+    }
+    if out.stderr != expected {
+        problems.push(format!(
+            "stderr differs.\n--- expected\n{expected}--- got\n{}",
+            out.stderr
+        ));
+    }
+    (!problems.is_empty()).then(|| format!("{case}: {}", problems.join("; ")))
+}
+
+fn assert_all(failures: Vec<Option<String>>) {
+    let failures: Vec<String> = failures.into_iter().flatten().collect();
+    assert!(failures.is_empty(), "\n{}", failures.join("\n\n"));
+}
+
+#[test]
+fn malformed_runbooks() {
+    let plugins = root().join("plugins");
+    assert_all(
+        cases("runbooks", "md")
+            .iter()
+            .map(|c| golden(c, &["check", c, "--plugins", plugins.to_str().unwrap()]))
+            .collect(),
+    );
+}
+
+#[test]
+fn malformed_manifests() {
+    assert_all(
+        cases("manifests", "toml")
+            .iter()
+            .map(|c| golden(c, &["inspect", c]))
+            .collect(),
+    );
+}
+
+#[test]
+fn malformed_scenarios() {
+    assert_all(
+        cases("scenarios", "toml")
+            .iter()
+            .map(|c| golden(c, &["run", RB0031, "--sim", c]))
+            .collect(),
+    );
+}

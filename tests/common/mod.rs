@@ -1,0 +1,92 @@
+//! Helpers shared by the integration tests: run the real `runbook` binary
+//! from the repository root and read what it printed.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const RB0031: &str = "runbooks/RB-0031-auth-service-degradation.md";
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The binary, run from the repository root with its own compiled-component
+/// cache (shared by the tests, kept out of the user's).
+pub fn runbook() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    cmd.current_dir(root())
+        .env(
+            "RUNBOOK_CACHE_DIR",
+            root().join("target").join("test-cache"),
+        )
+        .env_remove("RUNBOOK_COMPONENTS")
+        .env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON report ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+pub fn output(cmd: &mut Command) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("running the runbook binary");
+    Run {
+        code: status.code().expect("exited normally"),
+        stdout: String::from_utf8(stdout).unwrap(),
+        stderr: String::from_utf8(stderr).unwrap(),
+    }
+}
+
+pub fn run(args: &[&str]) -> Run {
+    output(runbook().args(args))
+}
+
+/// The report's step ids in order.
+pub fn path(report: &Value) -> Vec<String> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+pub fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no step `{id}` in the report"))
+}
+
+pub fn audit_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
+        .collect()
+}

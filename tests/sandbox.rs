@@ -1,0 +1,350 @@
+//! Sandbox claims, each proven by a plugin that tries to break out: files,
+//! sockets, environment, endless loops, unbounded memory, ungranted
+//! interfaces, out-of-scope calls, and altered components.
+
+mod common;
+
+use common::{RB0031, audit_lines, root, run, step};
+use runbook_host::engine::Runtime;
+use runbook_host::grants::Grants;
+use runbook_host::manifest::LoadedManifest;
+use runbook_host::plugin::Plugin;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+
+const SANDBOX: &str = "tests/fixtures/runbooks/sandbox.md";
+const SANDBOX_SIM: &str = "tests/fixtures/scenarios/sandbox.toml";
+
+/// The sandbox runbook, pointed at a real listening socket; every step must
+/// be contained and the run must carry on to `resolved`.
+#[test]
+fn every_escape_attempt_is_contained_and_the_run_carries_on() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = dir.path().join("sandbox.md");
+    let text = std::fs::read_to_string(root().join(SANDBOX))
+        .unwrap()
+        .replace("127.0.0.1:9", &addr);
+    std::fs::write(&runbook, text).unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let plugins = root().join("plugins");
+    let out = run(&[
+        "run",
+        runbook.to_str().unwrap(),
+        "--sim",
+        SANDBOX_SIM,
+        "--json",
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "--audit-log",
+        log.to_str().unwrap(),
+    ]);
+    // Guest stdout is captured into the report: were it inherited, stdout
+    // would not parse as one JSON document.
+    let report = out.json();
+    assert_eq!(report["status"], "resolved", "{report:#}");
+    assert_eq!(out.code, 0);
+
+    let files = step(&report, "files");
+    assert_eq!(files["outcome"], "contained");
+    assert_eq!(files["facts"]["escaped"], "");
+    assert!(
+        files["facts"]["errors"]
+            .as_str()
+            .unwrap()
+            .contains("read /etc/passwd")
+    );
+    assert!(!Path::new("/tmp/runbook-escape-fs").exists());
+
+    let env = step(&report, "env");
+    assert_eq!(env["outcome"], "contained", "{env:#}");
+    assert_eq!(
+        env["facts"]["home"],
+        "error: environment variable not found"
+    );
+    assert_eq!(env["stdout"], "escape-env: hello on stdout\n");
+    assert_eq!(env["stderr"], "escape-env: hello on stderr\n");
+    assert!(!out.stderr.contains("hello on stderr"));
+
+    let net = step(&report, "net");
+    assert_eq!(net["outcome"], "contained", "{net:#}");
+    assert!(
+        net["facts"]["errors"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("connect {addr}"))
+    );
+    assert!(
+        listener.accept().is_err(),
+        "the guest reached the test's socket"
+    );
+
+    let overreach = step(&report, "overreach");
+    assert_eq!(overreach["outcome"], "contained", "{overreach:#}");
+    let calls = overreach["calls"].as_array().unwrap();
+    assert_eq!(calls.len(), 2);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["allowed"] == false && c["error"] == "denied")
+    );
+    assert_eq!(
+        calls[0]["result"],
+        "denied: mutate of `BILLING_KILL_SWITCH` via `feature-flags` is not granted (granted: `AUTH_STATELESS_FALLBACK`)"
+    );
+    assert_eq!(
+        calls[1]["result"],
+        "denied: mutate of `production/billing` via `ecs` is not granted (granted: `production/auth-service`)"
+    );
+
+    let spin = step(&report, "spin");
+    assert_eq!(spin["outcome"], "limit-exceeded");
+    assert_eq!(spin["facts"]["limit"], "time");
+    assert_eq!(spin["summary"], "limit exceeded: deadline of 300 ms");
+
+    let alloc = step(&report, "alloc");
+    assert_eq!(alloc["outcome"], "limit-exceeded");
+    assert_eq!(alloc["facts"]["limit"], "memory");
+    assert!(
+        alloc["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("limit exceeded: memory limit of 32 MiB")
+    );
+
+    // The audit log has the denied calls and every step's end.
+    let lines = audit_lines(&log);
+    let denied: Vec<_> = lines.iter().filter(|l| l["allowed"] == false).collect();
+    assert_eq!(denied.len(), 2);
+    assert!(
+        denied
+            .iter()
+            .all(|l| l["step"] == "overreach" && l["error"] == "denied")
+    );
+    for id in ["files", "env", "net", "overreach", "spin", "alloc"] {
+        let end = lines
+            .iter()
+            .find(|l| l["event"] == "step-end" && l["step"] == id)
+            .unwrap();
+        let want = if matches!(id, "spin" | "alloc") {
+            "limit-exceeded"
+        } else {
+            "contained"
+        };
+        assert_eq!(end["outcome"], want, "{id}");
+    }
+}
+
+/// A runbook of one step with `plugin`, written to a temp dir.
+fn one_step(dir: &Path, plugin: &str, extra: &str) -> PathBuf {
+    let path = dir.join(format!("{plugin}.md"));
+    let text = format!(
+        "---\nrunbook_id: RB-TEST\ntitle: One step\nservice: none\nseverity_scope: TEST\ntags: []\nfirst_action_step: run it\nsteps:\n  - id: only\n    plugin: {plugin}\n{extra}    on: {{ contained: resolved, escaped: escalated }}\n---\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn an_ungranted_import_is_refused_before_any_step_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let runbook = one_step(dir.path(), "ungranted-import", "");
+    let log = dir.path().join("audit.jsonl");
+    let plugins = root().join("plugins");
+    let out = run(&[
+        "run",
+        runbook.to_str().unwrap(),
+        "--sim",
+        SANDBOX_SIM,
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "--audit-log",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(out.stdout.is_empty(), "nothing may run: {}", out.stdout);
+    assert!(
+        out.stderr.contains("plugin `ungranted-import` (step `only`) imports `runbook:host/ecs@0.1.0`, which its manifest"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "hint: if the plugin should have it, add `ecs = { read = [...] }` under `[grants]`"
+        ),
+        "{}",
+        out.stderr
+    );
+    let lines = audit_lines(&log);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["event"], "refused");
+    assert!(
+        lines[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("runbook:host/ecs@0.1.0")
+    );
+}
+
+/// The linker itself refuses it too, whatever the import check says.
+#[test]
+fn the_linker_lacks_ungranted_interfaces() {
+    let runtime = Runtime::new(None).unwrap();
+    let manifest =
+        LoadedManifest::load(&root().join("plugins/testing/ungranted-import/plugin.toml")).unwrap();
+    let dirs = vec![PathBuf::from(env!("RUNBOOK_BUILT_PLUGINS"))];
+    let plugin = Plugin::load(&runtime, manifest, &dirs, false).unwrap();
+    let grants: Grants = toml::from_str("metrics = { read = [\"*\"] }").unwrap();
+    let err = runbook_host::plan::instance_pre(&runtime, &plugin, &grants)
+        .err()
+        .expect("linking must fail");
+    let text = format!("{err:#}");
+    assert!(text.contains("runbook:host/ecs@0.1.0"), "{text}");
+    assert!(
+        text.contains("matching implementation was not found"),
+        "{text}"
+    );
+    let grants: Grants = toml::from_str("ecs = { read = [\"*\"] }").unwrap();
+    assert!(runbook_host::plan::instance_pre(&runtime, &plugin, &grants).is_ok());
+}
+
+#[test]
+fn a_step_cannot_widen_its_plugins_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let grants = "    inputs: { key: X, cluster: production, service: billing }\n    grants:\n      feature-flags: { mutate: [\"*\"] }\n";
+    let runbook = one_step(dir.path(), "overreach", grants);
+    let plugins = root().join("plugins");
+    let out = run(&[
+        "check",
+        runbook.to_str().unwrap(),
+        "--plugins",
+        plugins.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("step `only` of"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("widens the grant of plugin `overreach`: `feature-flags` mutate `*` is wider than the manifest grants (`AUTH_STATELESS_FALLBACK`)"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Copies the plugins RB-0031 uses into `dir`, components beside their
+/// manifests, with `sha256` pinned (or not).
+fn pinned_plugins(dir: &Path, pin: bool) {
+    let built = Path::new(env!("RUNBOOK_BUILT_PLUGINS"));
+    for entry in std::fs::read_dir(root().join("plugins/steps")).unwrap() {
+        let src = entry.unwrap().path();
+        let name = src.file_name().unwrap().to_string_lossy().into_owned();
+        let dst = dir.join(&name);
+        std::fs::create_dir_all(&dst).unwrap();
+        let wasm = format!("{}.wasm", name.replace('-', "_"));
+        let bytes = std::fs::read(built.join(&wasm)).unwrap();
+        std::fs::write(dst.join(&wasm), &bytes).unwrap();
+        let mut manifest = std::fs::read_to_string(src.join("plugin.toml")).unwrap();
+        if pin {
+            use sha2::Digest;
+            let digest: String = sha2::Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            let component_line = format!("component = \"{wasm}\"\n");
+            assert!(manifest.contains(&component_line), "{name}: {manifest}");
+            manifest = manifest.replace(
+                &component_line,
+                &format!("{component_line}sha256 = \"{digest}\"\n"),
+            );
+        }
+        std::fs::write(dst.join("plugin.toml"), manifest).unwrap();
+    }
+}
+
+#[test]
+fn locked_runs_need_pinned_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    pinned_plugins(dir.path(), false);
+    let plugins = dir.path().to_str().unwrap();
+    let out = run(&[
+        "run",
+        RB0031,
+        "--sim",
+        "runbooks/scenarios/healthy.toml",
+        "--locked",
+        "--plugins",
+        plugins,
+    ]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("`--locked`: manifest"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("pins no `sha256`"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("hint: review the component, then add `sha256 = \""),
+        "{}",
+        out.stderr
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    pinned_plugins(dir.path(), true);
+    let plugins = dir.path().to_str().unwrap();
+    let out = run(&[
+        "run",
+        RB0031,
+        "--sim",
+        "runbooks/scenarios/healthy.toml",
+        "--locked",
+        "--plugins",
+        plugins,
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
+
+#[test]
+fn an_altered_component_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    pinned_plugins(dir.path(), true);
+    // One bit flipped after review.
+    let wasm = dir.path().join("set-flag/set_flag.wasm");
+    let mut bytes = std::fs::read(&wasm).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&wasm, bytes).unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let plugins = dir.path().to_str().unwrap();
+    let out = run(&[
+        "run",
+        RB0031,
+        "--sim",
+        "runbooks/scenarios/healthy.toml",
+        "--plugins",
+        plugins,
+        "--audit-log",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(out.stdout.is_empty());
+    assert!(
+        out.stderr.contains("digest mismatch for plugin `set-flag`"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("hint: the component changed since it was reviewed"),
+        "{}",
+        out.stderr
+    );
+    let lines = audit_lines(&log);
+    assert_eq!(lines[0]["event"], "refused");
+    assert!(
+        lines[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("digest mismatch")
+    );
+}
