@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// Median of `n` timings of `f`.
@@ -46,7 +49,10 @@ fn main() {
 
     // Disk cache: a fresh runtime each time (no in-memory hit), warm disk.
     let cache = tempfile::tempdir().unwrap();
-    Runtime::new(Some(cache.path().into())).unwrap().component(&bytes, &digest, &wasm).unwrap();
+    Runtime::new(Some(cache.path().into()))
+        .unwrap()
+        .component(&bytes, &digest, &wasm)
+        .unwrap();
     let load = median(51, || {
         let rt = Runtime::new(Some(cache.path().into())).unwrap();
         rt.component(&bytes, &digest, &wasm).unwrap();
@@ -91,13 +97,37 @@ fn main() {
 
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!("step_overhead (medians, one run; compare ratios, not absolutes)");
-    println!("  compile metric-threshold component   {:>10.1} µs", us(compile));
-    println!("  load it from the disk cache          {:>10.1} µs", us(load));
-    println!("  run one step (instantiate + call)    {:>10.1} µs", us(one_step));
-    println!("  RB-0031 session-store path, 5 steps  {:>10.1} µs", us(whole));
-    println!("  same, incl. plan load from cache     {:>10.1} µs", us(with_load));
+    println!(
+        "  compile metric-threshold component   {:>10.1} µs",
+        us(compile)
+    );
+    println!(
+        "  load it from the disk cache          {:>10.1} µs",
+        us(load)
+    );
+    println!(
+        "  run one step (instantiate + call)    {:>10.1} µs",
+        us(one_step)
+    );
+    println!(
+        "  RB-0031 session-store path, 5 steps  {:>10.1} µs",
+        us(whole)
+    );
+    println!(
+        "  same, incl. plan load from cache     {:>10.1} µs",
+        us(with_load)
+    );
     println!("ratios");
-    println!("  compile / cache load                 {:>10.1}x", us(compile) / us(load));
-    println!("  compile / one step                   {:>10.1}x", us(compile) / us(one_step));
-    println!("  5-step run / one step                {:>10.1}x", us(whole) / us(one_step));
+    println!(
+        "  compile / cache load                 {:>10.1}x",
+        us(compile) / us(load)
+    );
+    println!(
+        "  compile / one step                   {:>10.1}x",
+        us(compile) / us(one_step)
+    );
+    println!(
+        "  5-step run / one step                {:>10.1}x",
+        us(whole) / us(one_step)
+    );
 }
