@@ -5,6 +5,7 @@
 //!
 //! Run with `cargo bench --bench step_overhead`.
 
+use runbook_host::approval::{Approver, Policy};
 use runbook_host::engine::{Runtime, sha256_hex};
 use runbook_host::plan::{Plan, Sources, default_plugins_dir};
 use runbook_host::run::{RunConfig, execute, run_step};
@@ -72,6 +73,7 @@ fn main() {
         mode: "bench".into(),
         backends: Sim::new(scenario.clone()).backends(),
         audit: None,
+        approver: std::sync::Arc::new(Approver::new(Policy::All, true)),
     };
     let step = plan.step("check-latency").unwrap();
     let c = cfg();

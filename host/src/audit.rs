@@ -25,6 +25,9 @@ pub struct CallRecord {
     /// The error kind (`denied`, `unavailable`, ...) when the call failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// For mutations: approved (by whom, how), dry-run, refused or awaiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approval::Decision>,
     /// Run time (simulated under `--sim`) when the call was made.
     pub at_ms: u64,
     pub duration_us: u64,

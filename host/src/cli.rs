@@ -43,8 +43,25 @@ pub struct RunArgs {
     /// The runbook (Markdown with YAML front matter).
     pub runbook: PathBuf,
     /// Run against the simulated backends, as this scenario describes them.
-    #[arg(long, value_name = "SCENARIO")]
+    #[arg(long, value_name = "SCENARIO", conflicts_with = "env")]
     pub sim: Option<PathBuf>,
+    /// Run against real backends, as this environment file maps them.
+    #[arg(long, value_name = "FILE")]
+    pub env: Option<PathBuf>,
+    /// Approve every mutation (flag set, rollback) without asking.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub yes: bool,
+    /// Approve the mutations of this step (repeatable).
+    #[arg(long, value_name = "STEP")]
+    pub approve: Vec<String>,
+    /// Read for real but perform no mutation: each is recorded as what it
+    /// would do, and later steps see what it would have reported.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// When the incident started (RFC 3339), for steps that correlate
+    /// changes with it. Simulations take it from the scenario.
+    #[arg(long, value_name = "TIME")]
+    pub incident_start: Option<String>,
     /// Print the report as one JSON document instead of the timeline.
     #[arg(long)]
     pub json: bool,

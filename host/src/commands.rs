@@ -1,7 +1,9 @@
 //! What each subcommand does. Each returns the process exit status.
 
+use crate::approval::{Approver, Policy};
 use crate::cli::{CheckArgs, InspectArgs, RunArgs, Sources};
 use crate::engine::{Runtime, default_cache_dir};
+use crate::environment::Environment;
 use crate::error::hinted;
 use crate::manifest::{FILE_NAME, LoadedManifest};
 use crate::plan::{self, Plan};
@@ -18,14 +20,44 @@ use std::sync::Arc;
 pub const EXIT_INVALID: u8 = 2;
 
 pub fn run(args: RunArgs) -> Result<u8> {
-    let Some(sim) = &args.sim else {
+    if args.sim.is_none() && args.env.is_none() {
         return Err(hinted(
             "no backend chosen for the run",
-            "pass `--sim SCENARIO` to run against simulated backends (e.g. `runbooks/scenarios/session-store-outage.toml`)",
+            "pass `--sim SCENARIO` to run against simulated backends (e.g. `runbooks/scenarios/session-store-outage.toml`), or `--env FILE` for real ones",
         ));
-    };
+    }
     let runbook = Runbook::load(&args.runbook)?;
-    let scenario = Scenario::load(sim)?;
+    for step in &args.approve {
+        if runbook.step(step).is_none() {
+            return Err(hinted(
+                format!(
+                    "`--approve {step}`: runbook `{}` has no step `{step}`",
+                    args.runbook.display()
+                ),
+                "name a step id from the runbook's `steps`",
+            ));
+        }
+    }
+    let scenario = args.sim.as_deref().map(Scenario::load).transpose()?;
+    let environment = args.env.as_deref().map(Environment::load).transpose()?;
+    let incident_start = args
+        .incident_start
+        .as_deref()
+        .map(|t| {
+            humantime::parse_rfc3339(t)
+                .map(|t| {
+                    t.duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_millis() as u64
+                })
+                .map_err(|e| {
+                    hinted(
+                        format!("`--incident-start {t}`: {e}"),
+                        "write it like `2026-11-26T02:52:00Z`",
+                    )
+                })
+        })
+        .transpose()?;
     let cache = if args.no_cache {
         None
     } else {
@@ -37,7 +69,14 @@ pub fn run(args: RunArgs) -> Result<u8> {
         None => None,
     };
     let run_id = run_id();
-    let plan = match Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook)) {
+    let loaded =
+        Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook)).and_then(|plan| {
+            if let Some(env) = &environment {
+                env.check_plan(&plan)?;
+            }
+            Ok(plan)
+        });
+    let plan = match loaded {
         Ok(plan) => plan,
         Err(err) => {
             // A refusal before any step ran is a security decision too.
@@ -53,24 +92,50 @@ pub fn run(args: RunArgs) -> Result<u8> {
             return Err(err);
         }
     };
-    let expect = scenario.expect.clone();
-    let name = sim
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let sim = Sim::new(scenario);
+    let policy = if args.dry_run {
+        Policy::DryRun
+    } else if args.yes {
+        Policy::All
+    } else {
+        Policy::Steps(args.approve.iter().cloned().collect())
+    };
+    let expect = scenario.as_ref().and_then(|s| s.expect.clone());
+    let (mode, backends) = match (scenario, &environment) {
+        (Some(scenario), _) => {
+            let name = args
+                .sim
+                .as_deref()
+                .and_then(Path::file_stem)
+                .map(|s| s.to_string_lossy().into_owned());
+            (
+                format!("simulation `{}`", name.unwrap_or_default()),
+                Sim::new(scenario).backends(),
+            )
+        }
+        (None, Some(env)) => (
+            format!("live `{}`", env.path.display()),
+            crate::live::backends(env, incident_start)?,
+        ),
+        (None, None) => unreachable!("checked above"),
+    };
+    let mode = if args.dry_run {
+        format!("{mode}, dry run")
+    } else {
+        mode
+    };
     let cfg = RunConfig {
         run_id,
-        mode: format!("simulation `{name}`"),
-        backends: sim.backends(),
+        mode,
+        backends,
         audit,
+        approver: Arc::new(Approver::new(policy, args.sim.is_some())),
     };
     let report = execute(&plan, &runtime.engine, &cfg);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", report.render());
-        if let Some(e) = expect {
+        if let Some(e) = expect.filter(|_| !args.dry_run) {
             let path = report.path();
             let status = serde_json::to_value(report.status)?;
             if path == e.path && status == e.status.as_str() {

@@ -9,20 +9,26 @@
 //! - [`run`]: executes a plan, one fresh sandboxed instance per step.
 //! - [`capability`]: host side of each WIT interface, one module each.
 //! - [`sim`] and [`scenario`]: the simulated backends and their input.
+//! - [`live`] and [`environment`]: real backends (CloudWatch, Redis, flag
+//!   stores, ECS) and the file that says where they are.
+//! - [`approval`]: who allows a mutation; dry runs.
 //! - [`engine`]: wasmtime engine, epoch ticker, compiled-component cache.
 //! - [`audit`], [`report`]: what a run leaves behind.
 //! - [`cli`], [`commands`]: the `runbook` binary's arguments and commands.
 
+pub mod approval;
 pub mod audit;
 pub mod bindings;
 pub mod capability;
 pub mod cli;
 pub mod commands;
 pub mod engine;
+pub mod environment;
 pub mod error;
 pub mod grants;
 pub mod ids;
 pub mod limits;
+pub mod live;
 pub mod manifest;
 pub mod plan;
 pub mod plugin;

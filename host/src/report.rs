@@ -15,6 +15,9 @@ pub enum Status {
     Escalated,
     /// A step ended in a way the runbook does not route.
     Failed,
+    /// A mutation needed an approval nobody could give; the run stopped
+    /// before it.
+    AwaitingApproval,
 }
 
 impl Status {
@@ -25,6 +28,7 @@ impl Status {
             Status::Resolved => 0,
             Status::Escalated => 1,
             Status::Failed => 3,
+            Status::AwaitingApproval => 4,
         }
     }
 }
@@ -68,6 +72,9 @@ pub struct StepReport {
     /// Where the runbook went next: a step id, `resolved` or `escalated`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// The change this step wanted and nobody approved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub awaiting_approval: Option<String>,
 }
 
 impl Report {
@@ -104,10 +111,16 @@ impl Report {
                 let _ = writeln!(out, "          facts: {}", facts.join(", "));
             }
             for c in &s.calls {
-                let mark = match (&c.allowed, &c.error) {
-                    (false, _) => "DENIED",
-                    (true, Some(_)) => "failed",
-                    (true, None) => "ok",
+                let mark = match (
+                    &c.allowed,
+                    &c.error,
+                    c.approval.as_ref().map(|a| a.decision),
+                ) {
+                    (false, _, _) => "DENIED",
+                    (true, _, Some("dry-run")) => "DRY",
+                    (true, _, Some("awaiting-approval")) => "HELD",
+                    (true, Some(_), _) => "failed",
+                    (true, None, _) => "ok",
                 };
                 let _ = writeln!(
                     out,
@@ -115,11 +128,25 @@ impl Report {
                     c.interface,
                     c.operation,
                     c.resource,
-                    match &c.error {
-                        Some(_) => format!(": {}", c.result.as_str().unwrap_or_default()),
-                        None => String::new(),
+                    match (&c.error, &c.approval) {
+                        (Some(_), None) => format!(": {}", c.result.as_str().unwrap_or_default()),
+                        _ => String::new(),
                     }
                 );
+                if let Some(a) = &c.approval {
+                    let who = match (a.how, &a.by) {
+                        (Some(how), Some(by)) => format!(" ({how}, {by})"),
+                        (Some(how), None) => format!(" ({how})"),
+                        _ => String::new(),
+                    };
+                    let verb = match a.decision {
+                        "dry-run" => "would",
+                        "approved" => "approved:",
+                        "refused" => "refused:",
+                        _ => "held: needs approval to",
+                    };
+                    let _ = writeln!(out, "                 {verb} {}{who}", a.change);
+                }
             }
             for l in &s.logs {
                 let _ = writeln!(out, "          log    [{}] {}", l.level, l.message);
@@ -137,6 +164,7 @@ impl Report {
                 Status::Resolved => "resolved",
                 Status::Escalated => "escalated",
                 Status::Failed => "failed",
+                Status::AwaitingApproval => "awaiting approval",
             },
             self.steps.len(),
             if self.steps.len() == 1 { "" } else { "s" },

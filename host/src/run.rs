@@ -13,7 +13,7 @@ use crate::runbook::{ESCALATED, LABEL_ERROR, LABEL_LIMIT, RESOLVED};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
@@ -27,6 +27,7 @@ pub struct RunConfig {
     pub mode: String,
     pub backends: Backends,
     pub audit: Option<Arc<AuditLog>>,
+    pub approver: Arc<crate::approval::Approver>,
 }
 
 pub fn execute(plan: &Plan, engine: &wasmtime::Engine, cfg: &RunConfig) -> Report {
@@ -61,7 +62,16 @@ pub fn execute(plan: &Plan, engine: &wasmtime::Engine, cfg: &RunConfig) -> Repor
             }));
         }
         let outcome = report.outcome.clone();
+        let awaiting = report.awaiting_approval.clone();
         steps.push(report);
+        if let Some(change) = awaiting {
+            break (
+                Status::AwaitingApproval,
+                Some(format!(
+                    "step `{current}` stopped before it could {change}: nobody approved it; rerun with `--approve {current}` (or `--yes`), or from a terminal to be asked"
+                )),
+            );
+        }
         match next.as_deref() {
             Some(RESOLVED) => break (Status::Resolved, None),
             Some(ESCALATED) => {
@@ -140,13 +150,23 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
             plugin_digest: step.plugin.digest.clone(),
         },
         audit: cfg.audit.clone(),
+        approver: cfg.approver.clone(),
+        awaiting: None,
         calls: Vec::new(),
         logs: Vec::new(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(limits.timeout_ms.div_ceil(EPOCH_TICK.as_millis() as u64) + 1);
-    store.epoch_deadline_trap();
+    store.set_epoch_deadline(ticks_until(store.data().deadline));
+    // The deadline moves when a person is asked to approve a mutation, so
+    // the epoch check consults it rather than trapping at a fixed tick.
+    store.epoch_deadline_callback(|ctx| {
+        let deadline = ctx.data().deadline;
+        if Instant::now() >= deadline {
+            return Err(Trap::Interrupt.into());
+        }
+        Ok(UpdateDeadline::Continue(ticks_until(deadline)))
+    });
 
     let ctx = RunContext {
         run_id: cfg.run_id.clone(),
@@ -169,6 +189,7 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
     let stderr_text = String::from_utf8_lossy(&stderr.contents()).into_owned();
     let (outcome, summary, facts) = classify(result, &store, &limits, &stderr_text);
     let state = store.into_data();
+    let awaiting = state.awaiting.clone();
     StepReport {
         id: step.def.id.to_string(),
         plugin: step.plugin.name().to_string(),
@@ -183,7 +204,15 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
         started_at: time(now_ms),
         wall_us,
         next: None,
+        awaiting_approval: awaiting,
     }
+}
+
+fn ticks_until(deadline: Instant) -> u64 {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis() as u64;
+    left.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
 }
 
 type Classified = (String, String, std::collections::BTreeMap<String, String>);

@@ -6,6 +6,7 @@ use crate::bindings::Error;
 use crate::bindings::runbook::host::ecs::{Deployment, RollbackResult, ServiceInfo};
 use crate::bindings::runbook::host::metrics::{Datapoint, MetricQuery};
 use crate::bindings::runbook::host::redis::{InfoStats, PingReply};
+use crate::capability::ecs::rollback_target;
 use crate::capability::{Backends, Clock, EcsBackend, FlagsBackend, MetricsBackend, RedisBackend};
 use crate::scenario::{Condition, RedisStatus, Scenario};
 use std::collections::BTreeMap;
@@ -319,6 +320,24 @@ impl EcsBackend for Sim {
             .describe(cluster, service, now))
     }
 
+    fn rollback_plan(
+        &self,
+        cluster: &str,
+        service: &str,
+        revision: Option<u32>,
+        _deadline: Instant,
+    ) -> Result<RollbackResult, Error> {
+        let mut st = self.lock();
+        st.now_ms += ECS_CALL_MS;
+        let svc = st.service(cluster, service)?;
+        let current = svc.current.revision;
+        let target = rollback_target(&svc.family, current, &svc.revisions, revision)?;
+        Ok(RollbackResult {
+            from: format!("{}:{current}", svc.family),
+            to: format!("{}:{target}", svc.family),
+        })
+    }
+
     fn rollback(
         &self,
         cluster: &str,
@@ -331,33 +350,7 @@ impl EcsBackend for Sim {
         let now = st.now_ms;
         let svc = st.service(cluster, service)?;
         let current = svc.current.revision;
-        let target = match revision {
-            Some(r) if r == current => {
-                return Err(Error::Invalid(format!(
-                    "`{service}` already runs `{}:{r}`",
-                    svc.family
-                )));
-            }
-            Some(r) if svc.revisions.contains(&r) => r,
-            Some(r) => {
-                return Err(Error::NotFound(format!(
-                    "task definition `{}:{r}` is not registered",
-                    svc.family
-                )));
-            }
-            None => svc
-                .revisions
-                .iter()
-                .copied()
-                .filter(|r| *r < current)
-                .max()
-                .ok_or_else(|| {
-                    Error::NotFound(format!(
-                        "no revision of `{}` older than {current}",
-                        svc.family
-                    ))
-                })?,
-        };
+        let target = rollback_target(&svc.family, current, &svc.revisions, revision)?;
         svc.deployments_made += 1;
         let new = SimDeployment {
             id: format!("ecs-svc/{}", svc.deployments_made),

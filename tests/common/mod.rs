@@ -90,3 +90,10 @@ pub fn audit_lines(path: &Path) -> Vec<Value> {
         .map(|l| serde_json::from_str(l).expect("each audit line is JSON"))
         .collect()
 }
+
+pub fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}

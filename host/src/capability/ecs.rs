@@ -1,7 +1,7 @@
 //! `runbook:host/ecs`: describe, roll back, wait until stable. Resource:
 //! `cluster/service`. `rollback` is a mutation; `wait-stable` is a read.
 
-use super::StepState;
+use super::{Backends, StepState};
 use crate::bindings::Error;
 use crate::bindings::runbook::host::ecs::{self as wit, RollbackResult, ServiceInfo};
 use crate::grants::{Access, Interface};
@@ -16,6 +16,14 @@ pub trait EcsBackend: Send + Sync {
         service: &str,
         deadline: Instant,
     ) -> Result<ServiceInfo, Error>;
+    /// What `rollback` would do, changing nothing.
+    fn rollback_plan(
+        &self,
+        cluster: &str,
+        service: &str,
+        revision: Option<u32>,
+        deadline: Instant,
+    ) -> Result<RollbackResult, Error>;
     fn rollback(
         &self,
         cluster: &str,
@@ -54,12 +62,17 @@ impl wit::Host for StepState {
     ) -> Result<RollbackResult, Error> {
         let resource = format!("{cluster}/{service}");
         let args = json!({ "cluster": cluster, "service": service, "revision": revision });
-        self.call(
+        let preview = |b: &Backends, d| {
+            let plan = b.ecs.rollback_plan(&cluster, &service, revision, d)?;
+            let change = format!("roll back `{resource}` {} → {}", plan.from, plan.to);
+            Ok((change, plan))
+        };
+        self.mutate(
             Interface::Ecs,
             "rollback",
-            Access::Mutate,
             &resource,
             args,
+            preview,
             |b, d| b.ecs.rollback(&cluster, &service, revision, d),
         )
     }
@@ -88,8 +101,52 @@ pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
 }
 
+/// The revision a rollback goes to: `requested` if it is registered and not
+/// the current one, else the newest registered revision older than
+/// `current`. Revisions are compared as numbers, never as listed.
+pub fn rollback_target(
+    family: &str,
+    current: u32,
+    revisions: &[u32],
+    requested: Option<u32>,
+) -> Result<u32, Error> {
+    match requested {
+        Some(r) if r == current => Err(Error::Invalid(format!(
+            "the service already runs `{family}:{r}`"
+        ))),
+        Some(r) if revisions.contains(&r) => Ok(r),
+        Some(r) => Err(Error::NotFound(format!(
+            "task definition `{family}:{r}` is not registered"
+        ))),
+        None => revisions
+            .iter()
+            .copied()
+            .filter(|r| *r < current)
+            .max()
+            .ok_or_else(|| {
+                Error::NotFound(format!("no revision of `{family}` older than {current}"))
+            }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rollback_target_is_the_newest_older_revision() {
+        use super::rollback_target;
+        assert_eq!(
+            rollback_target("a", 42, &[9, 41, 40, 42, 100], None).unwrap(),
+            41
+        );
+        assert_eq!(
+            rollback_target("a", 42, &[40, 41, 42], Some(40)).unwrap(),
+            40
+        );
+        assert!(rollback_target("a", 42, &[40, 41, 42], Some(42)).is_err());
+        assert!(rollback_target("a", 42, &[40, 41, 42], Some(7)).is_err());
+        assert!(rollback_target("a", 1, &[1, 2], None).is_err());
+    }
+
     use crate::bindings::Error;
     use crate::bindings::runbook::host::ecs::Host;
     use crate::capability::testing::state;

@@ -1,7 +1,7 @@
 //! `runbook:host/feature-flags`: read and set flags. Resource: the flag key.
 //! `set` is a mutation.
 
-use super::StepState;
+use super::{Backends, StepState};
 use crate::bindings::Error;
 use crate::bindings::runbook::host::feature_flags as wit;
 use crate::grants::{Access, Interface};
@@ -29,12 +29,17 @@ impl wit::Host for StepState {
 
     fn set(&mut self, key: String, value: String) -> Result<Option<String>, Error> {
         let args = json!({ "key": key, "value": value });
-        self.call(
+        let preview = |b: &Backends, d| {
+            let now = b.flags.get(&key, d)?;
+            let shown = now.as_deref().unwrap_or("(unset)");
+            Ok((format!("set flag `{key}` from `{shown}` to `{value}`"), now))
+        };
+        self.mutate(
             Interface::FeatureFlags,
             "set",
-            Access::Mutate,
             &key,
             args,
+            preview,
             |b, d| b.flags.set(&key, &value, d),
         )
     }

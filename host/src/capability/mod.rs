@@ -70,6 +70,10 @@ pub struct StepState {
     pub deadline: Instant,
     pub caller: Caller,
     pub audit: Option<Arc<AuditLog>>,
+    pub approver: Arc<crate::approval::Approver>,
+    /// Set when a mutation needed an approval nobody could give: the run
+    /// stops after this step.
+    pub awaiting: Option<String>,
     pub calls: Vec<CallRecord>,
     pub logs: Vec<LogLine>,
 }
@@ -86,9 +90,8 @@ impl WasiView for StepState {
 impl crate::bindings::runbook::host::types::Host for StepState {}
 
 impl StepState {
-    /// Every privileged host function goes through here: grant check, then
-    /// deadline, then the backend; each call is journaled and audited,
-    /// allowed or not.
+    /// Every privileged read goes through here: grant check, then deadline,
+    /// then the backend; each call is journaled and audited, allowed or not.
     pub(crate) fn call<R: Serialize>(
         &mut self,
         interface: Interface,
@@ -99,37 +102,146 @@ impl StepState {
         backend_call: impl FnOnce(&Backends, Instant) -> Result<R, Error>,
     ) -> Result<R, Error> {
         let started = Instant::now();
-        let sim_time = self.backends.clock.now_ms();
+        let at_ms = self.backends.clock.now_ms();
         let checked = self.checker.check(interface, access, resource);
         let allowed = checked.is_ok();
         let result = match checked {
             Err(why) => Err(Error::Denied(why)),
-            Ok(()) if Instant::now() >= self.deadline => {
-                Err(Error::Timeout("the step's deadline has passed".into()))
-            }
-            Ok(()) => backend_call(&self.backends, self.deadline),
+            Ok(()) => self
+                .before_deadline()
+                .and_then(|()| backend_call(&self.backends, self.deadline)),
         };
-        let record = CallRecord {
+        let call = Call {
             interface,
-            operation: operation.to_string(),
+            operation,
             access,
-            resource: resource.to_string(),
+            resource,
             args,
             allowed,
-            result: match &result {
+            at_ms,
+            started,
+        };
+        self.record(call, &result, None);
+        result
+    }
+
+    /// Every mutation goes through here: grant check, deadline, then
+    /// `preview` says what would change (and what the step would be told),
+    /// the approver decides, and only an approved change reaches `apply`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per part of the decision"
+    )]
+    pub(crate) fn mutate<R: Serialize>(
+        &mut self,
+        interface: Interface,
+        operation: &str,
+        resource: &str,
+        args: serde_json::Value,
+        preview: impl FnOnce(&Backends, Instant) -> Result<(String, R), Error>,
+        apply: impl FnOnce(&Backends, Instant) -> Result<R, Error>,
+    ) -> Result<R, Error> {
+        let started = Instant::now();
+        let at_ms = self.backends.clock.now_ms();
+        let access = Access::Mutate;
+        let checked = self.checker.check(interface, access, resource);
+        let allowed = checked.is_ok();
+        let call = Call {
+            interface,
+            operation,
+            access,
+            resource,
+            args,
+            allowed,
+            at_ms,
+            started,
+        };
+        if let Err(why) = checked {
+            let result = Err(Error::Denied(why));
+            self.record(call, &result, None);
+            return result;
+        }
+        let previewed = self
+            .before_deadline()
+            .and_then(|()| preview(&self.backends, self.deadline));
+        let (change, would) = match previewed {
+            Ok(p) => p,
+            Err(e) => {
+                let result = Err(e);
+                self.record(call, &result, None);
+                return result;
+            }
+        };
+        let asked = Instant::now();
+        let decision = self.approver.decide(&self.caller.step, change);
+        // Time spent waiting for a person is not the step's time.
+        self.deadline += asked.elapsed();
+        let result = match decision.decision {
+            "approved" => self
+                .before_deadline()
+                .and_then(|()| apply(&self.backends, self.deadline)),
+            "dry-run" => Ok(would),
+            "refused" => Err(Error::Denied(format!(
+                "the operator refused to {}",
+                decision.change
+            ))),
+            _ => {
+                self.awaiting = Some(decision.change.clone());
+                Err(Error::Denied(format!(
+                    "awaiting approval to {}",
+                    decision.change
+                )))
+            }
+        };
+        self.record(call, &result, Some(decision));
+        result
+    }
+
+    fn before_deadline(&self) -> Result<(), Error> {
+        if Instant::now() >= self.deadline {
+            return Err(Error::Timeout("the step's deadline has passed".into()));
+        }
+        Ok(())
+    }
+
+    fn record<R: Serialize>(
+        &mut self,
+        call: Call<'_>,
+        result: &Result<R, Error>,
+        approval: Option<crate::approval::Decision>,
+    ) {
+        let record = CallRecord {
+            interface: call.interface,
+            operation: call.operation.to_string(),
+            access: call.access,
+            resource: call.resource.to_string(),
+            args: call.args,
+            allowed: call.allowed,
+            result: match result {
                 Ok(r) => serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
                 Err(e) => serde_json::Value::String(e.text()),
             },
             error: result.as_ref().err().map(|e| e.kind().to_string()),
-            at_ms: sim_time,
-            duration_us: started.elapsed().as_micros() as u64,
+            approval,
+            at_ms: call.at_ms,
+            duration_us: call.started.elapsed().as_micros() as u64,
         };
         if let Some(audit) = &self.audit {
             audit.record(&self.caller, &record);
         }
         self.calls.push(record);
-        result
     }
+}
+
+struct Call<'a> {
+    interface: Interface,
+    operation: &'a str,
+    access: Access,
+    resource: &'a str,
+    args: serde_json::Value,
+    allowed: bool,
+    at_ms: u64,
+    started: Instant,
 }
 
 /// A linker with WASI (empty: no files, network, env or args), `log`, and
@@ -202,6 +314,11 @@ deployments = [{ revision = 42, created_at = "2026-11-26T02:40:00Z" }]
                 plugin_digest: "0".repeat(64),
             },
             audit: None,
+            approver: Arc::new(crate::approval::Approver::new(
+                crate::approval::Policy::All,
+                true,
+            )),
+            awaiting: None,
             calls: Vec::new(),
             logs: Vec::new(),
         }

@@ -1,0 +1,106 @@
+//! Who allows a mutation (flag set, rollback), decided per call before the
+//! backend is touched. Live runs need approval; dry runs perform none.
+
+use serde::Serialize;
+use std::collections::BTreeSet;
+use std::io::{BufRead, IsTerminal, Write};
+use std::sync::Mutex;
+
+/// How mutations are handled in this run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Policy {
+    /// Everything is approved up front (`--yes`, and simulations).
+    All,
+    /// Only these steps (`--approve STEP`); others are asked for, or stop
+    /// the run when nobody can be asked.
+    Steps(BTreeSet<String>),
+    /// Nothing is performed: each mutation is recorded as what it would do.
+    DryRun,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Decision {
+    /// `approved`, `dry-run`, `refused` or `awaiting-approval`.
+    pub decision: &'static str,
+    /// `--yes`, `--approve`, `interactive`, `simulation`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub how: Option<&'static str>,
+    /// `$USER` when a person approved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// What the mutation does, e.g. "set `K` from `false` to `true`".
+    pub change: String,
+}
+
+impl Decision {
+    pub fn performs(&self) -> bool {
+        self.decision == "approved"
+    }
+}
+
+pub struct Approver {
+    policy: Policy,
+    /// Simulated runs approve everything without asking.
+    simulation: bool,
+    /// Serialises prompts.
+    prompt: Mutex<()>,
+}
+
+impl Approver {
+    pub fn new(policy: Policy, simulation: bool) -> Self {
+        Self {
+            policy,
+            simulation,
+            prompt: Mutex::new(()),
+        }
+    }
+
+    pub fn is_dry_run(&self) -> bool {
+        self.policy == Policy::DryRun
+    }
+
+    pub fn decide(&self, step: &str, change: String) -> Decision {
+        let user = || {
+            std::env::var("USER")
+                .ok()
+                .or_else(|| std::env::var("LOGNAME").ok())
+        };
+        let decided = |decision, how: Option<&'static str>, by| Decision {
+            decision,
+            how,
+            by,
+            change: change.clone(),
+        };
+        match &self.policy {
+            Policy::DryRun => decided("dry-run", None, None),
+            Policy::All if self.simulation => decided("approved", Some("simulation"), None),
+            Policy::All => decided("approved", Some("--yes"), user()),
+            Policy::Steps(steps) if steps.contains(step) => {
+                decided("approved", Some("--approve"), user())
+            }
+            Policy::Steps(_) if self.simulation => decided("approved", Some("simulation"), None),
+            Policy::Steps(_)
+                if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() =>
+            {
+                let _guard = self.prompt.lock().unwrap_or_else(|e| e.into_inner());
+                if ask(step, &change) {
+                    decided("approved", Some("interactive"), user())
+                } else {
+                    decided("refused", Some("interactive"), user())
+                }
+            }
+            Policy::Steps(_) => decided("awaiting-approval", None, None),
+        }
+    }
+}
+
+fn ask(step: &str, change: &str) -> bool {
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\nstep `{step}` will {change}\napprove? [y/N] ");
+    let _ = err.flush();
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        return false;
+    }
+    matches!(line.trim(), "y" | "Y" | "yes" | "YES")
+}

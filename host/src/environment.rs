@@ -1,0 +1,262 @@
+//! Environment files (`--env FILE`): which real backend each alias means.
+//! Grants name aliases (`session-store`, `production/auth-service`); this
+//! file maps them to endpoints. It holds no secrets: passwords come from
+//! environment variables it names, AWS credentials from the standard chain.
+
+use crate::error::hinted;
+use crate::grants::Interface;
+use crate::plan::Plan;
+use anyhow::Result;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Environment {
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub aws: AwsConfig,
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+    #[serde(default)]
+    pub redis: BTreeMap<String, RedisTarget>,
+    #[serde(default)]
+    pub flags: Option<FlagStore>,
+    #[serde(default)]
+    pub ecs: BTreeMap<String, EcsTarget>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+/// Shared by every AWS client. Credentials: the standard chain (env,
+/// profile, SSO, instance role).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    #[serde(default)]
+    pub region: Option<String>,
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// For emulators (moto, LocalStack) or VPC endpoints.
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// Per attempt.
+    #[serde(default = "default_attempt_timeout")]
+    pub attempt_timeout_ms: u64,
+    /// Per operation, retries included.
+    #[serde(default = "default_operation_timeout")]
+    pub operation_timeout_ms: u64,
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+}
+
+fn default_attempt_timeout() -> u64 {
+    3_000
+}
+fn default_operation_timeout() -> u64 {
+    10_000
+}
+fn default_attempts() -> u32 {
+    3
+}
+
+impl Default for AwsConfig {
+    fn default() -> Self {
+        Self {
+            region: None,
+            profile: None,
+            endpoint_url: None,
+            attempt_timeout_ms: default_attempt_timeout(),
+            operation_timeout_ms: default_operation_timeout(),
+            max_attempts: default_attempts(),
+        }
+    }
+}
+
+/// Where metrics come from: CloudWatch (the default; `endpoint_url`
+/// overrides `[aws]`'s), or recorded responses replayed from a file, for
+/// rehearsals and for emulators that cannot answer metric queries.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "source", rename_all = "kebab-case")]
+pub enum MetricsConfig {
+    Cloudwatch {
+        #[serde(default)]
+        endpoint_url: Option<String>,
+    },
+    Replay {
+        path: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTarget {
+    /// `redis://host:port/db` or `rediss://` for TLS. No password here.
+    pub url: String,
+    /// Environment variable holding the password (AUTH), if any.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default = "default_redis_timeout")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_redis_timeout")]
+    pub response_timeout_ms: u64,
+}
+
+fn default_redis_timeout() -> u64 {
+    1_000
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "store", rename_all = "kebab-case")]
+pub enum FlagStore {
+    /// A JSON object of key → value, rewritten atomically (the default).
+    File { path: PathBuf },
+    /// A Redis hash.
+    Redis {
+        #[serde(flatten)]
+        target: RedisTarget,
+        hash: String,
+    },
+    /// SSM Parameter Store: flag `K` is parameter `{prefix}K`.
+    Ssm {
+        prefix: String,
+        #[serde(default)]
+        endpoint_url: Option<String>,
+    },
+}
+
+/// The real cluster and service behind a `cluster/service` name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EcsTarget {
+    pub cluster: String,
+    pub service: String,
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+}
+
+impl Environment {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = fs_err::read_to_string(path)?;
+        let hint = "see runbooks/environments/README.md for the environment file";
+        let mut env: Environment = toml::from_str(&text).map_err(|e| {
+            hinted(
+                format!(
+                    "invalid environment `{}`: {}",
+                    path.display(),
+                    e.to_string().trim_end()
+                ),
+                hint,
+            )
+        })?;
+        env.path = path.to_path_buf();
+        // A relative flag file is relative to the environment file.
+        if let Some(FlagStore::File { path: flags }) = &mut env.flags
+            && flags.is_relative()
+        {
+            *flags = path.parent().unwrap_or(Path::new(".")).join(&*flags);
+        }
+        if let Some(MetricsConfig::Replay { path: replay }) = &mut env.metrics
+            && replay.is_relative()
+        {
+            *replay = path.parent().unwrap_or(Path::new(".")).join(&*replay);
+        }
+        for (alias, t) in env
+            .redis
+            .iter()
+            .map(|(a, t)| (a.as_str(), t))
+            .chain(match &env.flags {
+                Some(FlagStore::Redis { target, .. }) => Some(("flags", target)),
+                _ => None,
+            })
+        {
+            if !(t.url.starts_with("redis://") || t.url.starts_with("rediss://")) {
+                return Err(hinted(
+                    format!(
+                        "invalid environment `{}`: redis `{alias}`: url must start with `redis://` or `rediss://`",
+                        path.display()
+                    ),
+                    hint,
+                ));
+            }
+            if t.url.contains('@') {
+                return Err(hinted(
+                    format!(
+                        "invalid environment `{}`: redis `{alias}`: the url carries credentials",
+                        path.display()
+                    ),
+                    "keep secrets out of the file: name the variable holding the password with `password_env`",
+                ));
+            }
+        }
+        Ok(env)
+    }
+
+    /// Every exact alias a step's grant names must be mapped here; wildcard
+    /// grants are checked per call.
+    pub fn check_plan(&self, plan: &Plan) -> Result<()> {
+        for step in &plan.steps {
+            for interface in [
+                Interface::Redis,
+                Interface::Ecs,
+                Interface::Metrics,
+                Interface::FeatureFlags,
+            ] {
+                let Some(scope) = step.grants.scope(interface) else {
+                    continue;
+                };
+                let missing = scope
+                    .read
+                    .iter()
+                    .chain(&scope.mutate)
+                    .filter(|p| !p.as_str().ends_with('*'))
+                    .find(|p| match interface {
+                        Interface::Redis => !self.redis.contains_key(p.as_str()),
+                        Interface::Ecs => !self.ecs.contains_key(p.as_str()),
+                        Interface::Metrics => false,
+                        Interface::FeatureFlags => false,
+                    });
+                let unconfigured = match interface {
+                    Interface::FeatureFlags => self.flags.is_none(),
+                    _ => false,
+                };
+                if let Some(p) = missing {
+                    return Err(hinted(
+                        format!(
+                            "step `{}` of `{}` is granted {interface} `{p}`, which environment `{}` does not define",
+                            step.def.id,
+                            plan.runbook.path.display(),
+                            self.path.display()
+                        ),
+                        match interface {
+                            Interface::Redis => format!(
+                                "add `[redis.{p}]` with its `url` to `{}`",
+                                self.path.display()
+                            ),
+                            _ => format!(
+                                "add `[ecs.\"{p}\"]` with `cluster` and `service` to `{}`",
+                                self.path.display()
+                            ),
+                        },
+                    ));
+                }
+                if unconfigured {
+                    return Err(hinted(
+                        format!(
+                            "step `{}` of `{}` uses feature flags, but environment `{}` has no `[flags]` store",
+                            step.def.id,
+                            plan.runbook.path.display(),
+                            self.path.display()
+                        ),
+                        "add `[flags]` with `store = \"file\"` and a `path` (or `redis` / `ssm`)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,267 @@
+//! ECS: DescribeServices, the previous revision of the service's family
+//! (revisions sorted as numbers here, not as listed), UpdateService with
+//! a forced new deployment, and waiting until stable by polling
+//! DescribeServices (the SDK's waiter polls every 15 s at best).
+
+use super::{Blocking, aws_error};
+use crate::bindings::Error;
+use crate::bindings::runbook::host::ecs::{Deployment, RollbackResult, ServiceInfo};
+use crate::capability::EcsBackend;
+use crate::capability::ecs::rollback_target;
+use crate::environment::EcsTarget;
+use aws_sdk_ecs::Client;
+use aws_sdk_ecs::types::TaskDefinitionStatus;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+const POLL: Duration = Duration::from_secs(2);
+
+pub struct Ecs {
+    client: Client,
+    blocking: Blocking,
+    timeout: Duration,
+    targets: BTreeMap<String, EcsTarget>,
+}
+
+impl Ecs {
+    pub fn new(
+        client: Client,
+        blocking: Blocking,
+        timeout: Duration,
+        targets: BTreeMap<String, EcsTarget>,
+    ) -> Self {
+        Self {
+            client,
+            blocking,
+            timeout,
+            targets,
+        }
+    }
+
+    fn target(&self, cluster: &str, service: &str) -> Result<&EcsTarget, Error> {
+        self.targets
+            .get(&format!("{cluster}/{service}"))
+            .ok_or_else(|| {
+                Error::NotFound(format!(
+                    "ecs `{cluster}/{service}` is not defined in the environment"
+                ))
+            })
+    }
+
+    async fn describe_async(
+        &self,
+        logical: (&str, &str),
+        t: &EcsTarget,
+    ) -> Result<ServiceInfo, Error> {
+        let what = format!("ecs describe `{}/{}`", t.cluster, t.service);
+        let out = self
+            .client
+            .describe_services()
+            .cluster(&t.cluster)
+            .services(&t.service)
+            .send()
+            .await
+            .map_err(|e| aws_error(&what, e))?;
+        let Some(s) = out.services().first() else {
+            let why = out
+                .failures()
+                .first()
+                .and_then(|f| f.reason())
+                .unwrap_or("not found");
+            return Err(Error::NotFound(format!("{what}: {why}")));
+        };
+        let ms = |d: Option<&aws_sdk_ecs::primitives::DateTime>| {
+            d.and_then(|d| d.to_millis().ok()).unwrap_or(0).max(0) as u64
+        };
+        Ok(ServiceInfo {
+            cluster: logical.0.to_string(),
+            service: logical.1.to_string(),
+            task_definition: short(s.task_definition().unwrap_or_default()),
+            running_count: s.running_count().max(0) as u32,
+            desired_count: s.desired_count().max(0) as u32,
+            deployments: s
+                .deployments()
+                .iter()
+                .map(|d| Deployment {
+                    id: d.id().unwrap_or_default().to_string(),
+                    status: d.status().unwrap_or_default().to_string(),
+                    task_definition: short(d.task_definition().unwrap_or_default()),
+                    created_at_ms: ms(d.created_at()),
+                    running_count: d.running_count().max(0) as u32,
+                    desired_count: d.desired_count().max(0) as u32,
+                })
+                .collect(),
+        })
+    }
+
+    async fn plan_async(
+        &self,
+        logical: (&str, &str),
+        t: &EcsTarget,
+        revision: Option<u32>,
+    ) -> Result<RollbackResult, Error> {
+        let info = self.describe_async(logical, t).await?;
+        let (family, current) = split(&info.task_definition).ok_or_else(|| {
+            Error::Invalid(format!(
+                "task definition `{}` is not `family:revision`",
+                info.task_definition
+            ))
+        })?;
+        let what = format!("ecs list task definitions `{family}`");
+        let mut revisions = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .client
+                .list_task_definitions()
+                .family_prefix(family)
+                .status(TaskDefinitionStatus::Active)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(|e| aws_error(&what, e))?;
+            revisions.extend(out.task_definition_arns().iter().filter_map(|arn| {
+                split(&short(arn))
+                    .filter(|(f, _)| *f == family)
+                    .map(|(_, r)| r)
+            }));
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                break;
+            }
+        }
+        let target = rollback_target(family, current, &revisions, revision)?;
+        Ok(RollbackResult {
+            from: info.task_definition.clone(),
+            to: format!("{family}:{target}"),
+        })
+    }
+}
+
+/// `arn:aws:ecs:…:task-definition/auth-service:42` → `auth-service:42`.
+fn short(arn: &str) -> String {
+    arn.rsplit('/').next().unwrap_or(arn).to_string()
+}
+
+fn split(td: &str) -> Option<(&str, u32)> {
+    let (family, rev) = td.rsplit_once(':')?;
+    Some((family, rev.parse().ok()?))
+}
+
+/// One deployment left, all its tasks running.
+fn is_stable(s: &ServiceInfo) -> bool {
+    s.deployments.len() == 1 && s.running_count == s.desired_count
+}
+
+impl EcsBackend for Ecs {
+    fn describe(
+        &self,
+        cluster: &str,
+        service: &str,
+        deadline: Instant,
+    ) -> Result<ServiceInfo, Error> {
+        let t = self.target(cluster, service)?;
+        self.blocking.run(
+            "ecs describe",
+            self.timeout,
+            deadline,
+            self.describe_async((cluster, service), t),
+        )
+    }
+
+    fn rollback_plan(
+        &self,
+        cluster: &str,
+        service: &str,
+        revision: Option<u32>,
+        deadline: Instant,
+    ) -> Result<RollbackResult, Error> {
+        let t = self.target(cluster, service)?;
+        self.blocking.run(
+            "ecs rollback",
+            self.timeout,
+            deadline,
+            self.plan_async((cluster, service), t, revision),
+        )
+    }
+
+    fn rollback(
+        &self,
+        cluster: &str,
+        service: &str,
+        revision: Option<u32>,
+        deadline: Instant,
+    ) -> Result<RollbackResult, Error> {
+        let t = self.target(cluster, service)?;
+        self.blocking
+            .run("ecs rollback", self.timeout, deadline, async {
+                let plan = self.plan_async((cluster, service), t, revision).await?;
+                self.client
+                    .update_service()
+                    .cluster(&t.cluster)
+                    .service(&t.service)
+                    .task_definition(&plan.to)
+                    .force_new_deployment(true)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        aws_error(&format!("ecs update `{}/{}`", t.cluster, t.service), e)
+                    })?;
+                Ok(plan)
+            })
+    }
+
+    fn wait_stable(
+        &self,
+        cluster: &str,
+        service: &str,
+        timeout_seconds: u32,
+        deadline: Instant,
+    ) -> Result<ServiceInfo, Error> {
+        let t = self.target(cluster, service)?;
+        let limit = Duration::from_secs(u64::from(timeout_seconds));
+        let until = (Instant::now() + limit).min(deadline);
+        let progress = indicatif::ProgressBar::new_spinner();
+        progress.enable_steady_tick(Duration::from_millis(200));
+        let result = self.blocking.run("ecs wait-stable", limit, deadline, async {
+            loop {
+                let info = self.describe_async((cluster, service), t).await?;
+                progress.set_message(format!(
+                    "waiting for `{cluster}/{service}`: {}/{} running, {} deployment(s)",
+                    info.running_count,
+                    info.desired_count,
+                    info.deployments.len()
+                ));
+                if is_stable(&info) {
+                    return Ok(info);
+                }
+                if Instant::now() + POLL >= until {
+                    return Err(Error::Timeout(format!(
+                        "`{cluster}/{service}` not stable after {timeout_seconds}s ({}/{} running, {} deployments)",
+                        info.running_count,
+                        info.desired_count,
+                        info.deployments.len()
+                    )));
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        });
+        progress.finish_and_clear();
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{short, split};
+
+    #[test]
+    fn task_definition_names() {
+        assert_eq!(
+            short("arn:aws:ecs:us-east-1:123:task-definition/auth-service:42"),
+            "auth-service:42"
+        );
+        assert_eq!(split("auth-service:42"), Some(("auth-service", 42)));
+        assert_eq!(split("auth-service"), None);
+    }
+}

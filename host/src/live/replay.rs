@@ -1,0 +1,113 @@
+//! Recorded metric responses, replayed in order: each query of a series
+//! returns its next recorded value (the last one repeats). For rehearsing a
+//! runbook against real Redis/ECS/flags where no metrics service can answer
+//! (emulators cannot compute percentiles).
+
+use crate::bindings::Error;
+use crate::bindings::runbook::host::metrics::{Datapoint, MetricQuery};
+use crate::capability::MetricsBackend;
+use crate::capability::metrics::{check_window, parse_statistic};
+use crate::error::hinted;
+use anyhow::Result;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    series: Vec<Series>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Series {
+    namespace: String,
+    name: String,
+    #[serde(default)]
+    dimensions: BTreeMap<String, String>,
+    statistic: String,
+    values: Vec<f64>,
+}
+
+pub struct Replay {
+    series: Vec<Series>,
+    served: Mutex<Vec<usize>>,
+}
+
+impl Replay {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = fs_err::read_to_string(path)?;
+        let hint = "a replay file lists `[[series]]` with namespace, name, dimensions, statistic and `values`";
+        let file: File = toml::from_str(&text).map_err(|e| {
+            hinted(
+                format!(
+                    "invalid metric replay `{}`: {}",
+                    path.display(),
+                    e.to_string().trim_end()
+                ),
+                hint,
+            )
+        })?;
+        for s in &file.series {
+            parse_statistic(&s.statistic).map_err(|why| {
+                hinted(
+                    format!(
+                        "invalid metric replay `{}`: `{}/{}`: {why}",
+                        path.display(),
+                        s.namespace,
+                        s.name
+                    ),
+                    hint,
+                )
+            })?;
+            if s.values.is_empty() {
+                return Err(hinted(
+                    format!(
+                        "invalid metric replay `{}`: `{}/{}` has no values",
+                        path.display(),
+                        s.namespace,
+                        s.name
+                    ),
+                    hint,
+                ));
+            }
+        }
+        let served = Mutex::new(vec![0; file.series.len()]);
+        Ok(Self {
+            series: file.series,
+            served,
+        })
+    }
+}
+
+impl MetricsBackend for Replay {
+    fn query(&self, q: &MetricQuery, _deadline: Instant) -> Result<Vec<Datapoint>, Error> {
+        let statistic = parse_statistic(&q.statistic).map_err(Error::Invalid)?;
+        check_window(q)?;
+        let dims: BTreeMap<String, String> = q
+            .dimensions
+            .iter()
+            .map(|d| (d.name.clone(), d.value.clone()))
+            .collect();
+        let Some(i) = self.series.iter().position(|s| {
+            s.namespace == q.namespace
+                && s.name == q.name
+                && s.dimensions == dims
+                && parse_statistic(&s.statistic).ok() == Some(statistic.clone())
+        }) else {
+            return Ok(Vec::new());
+        };
+        let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
+        let values = &self.series[i].values;
+        let value = values[served[i].min(values.len() - 1)];
+        served[i] += 1;
+        let now = crate::scenario::now_ms();
+        Ok(vec![Datapoint {
+            timestamp_ms: now - now % (u64::from(q.period_seconds) * 1000),
+            value,
+        }])
+    }
+}

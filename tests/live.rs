@@ -1,0 +1,804 @@
+//! RB-0031 against real servers: `redis-server` and `moto_server` (ECS,
+//! SSM) on loopback, started here or by `.ci/run` (which exports
+//! `RUNBOOK_TEST_MOTO_URL`). Metrics are replayed from recorded values:
+//! moto cannot answer CloudWatch's current protocol nor compute p99 (the
+//! CloudWatch backend is tested with `aws-smithy-mocks` in the host crate).
+
+mod common;
+
+use common::{RB0031, audit_lines, output, path, runbook, step};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !ready() {
+        assert!(Instant::now() < until, "{what} did not come up within 30 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `redis-server` of this test's own, so it can be stopped or paused.
+struct RedisServer {
+    child: Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start() -> Self {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("`redis-server` must be installed for the live tests (`apt-get install redis-server`)");
+        let server = Self { child, port };
+        wait_for("redis-server", || {
+            server
+                .client()
+                .get_connection_with_timeout(Duration::from_millis(200))
+                .is_ok()
+        });
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+
+    fn hget(&self, hash: &str, key: &str) -> Option<String> {
+        let mut c = self
+            .client()
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap();
+        redis::cmd("HGET").arg(hash).arg(key).query(&mut c).unwrap()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        // A paused server must resume to die; a stopped one is already gone.
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `moto_server`: the one `.ci/run` started, or one of this test's own.
+struct Moto {
+    url: String,
+    child: Option<Child>,
+}
+
+impl Moto {
+    fn start() -> Self {
+        if let Ok(url) = std::env::var("RUNBOOK_TEST_MOTO_URL") {
+            return Self { url, child: None };
+        }
+        let port = free_port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_ECS_SERVICE_RUNNING", "2")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "`moto_server` must be installed for the live tests (`pip install 'moto[server]'`)",
+            );
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for("moto_server", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Self {
+            url,
+            child: Some(child),
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn creds() -> aws_sdk_ecs::config::Credentials {
+    aws_sdk_ecs::config::Credentials::new("test", "test", None, None, "tests")
+}
+
+fn ecs_client(moto: &Moto) -> aws_sdk_ecs::Client {
+    let conf = aws_sdk_ecs::Config::builder()
+        .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+        .region(aws_sdk_ecs::config::Region::new("us-east-1"))
+        .endpoint_url(&moto.url)
+        .credentials_provider(creds())
+        .build();
+    aws_sdk_ecs::Client::from_conf(conf)
+}
+
+fn ssm_client(moto: &Moto) -> aws_sdk_ssm::Client {
+    let conf = aws_sdk_ssm::Config::builder()
+        .behavior_version(aws_sdk_ssm::config::BehaviorVersion::latest())
+        .region(aws_sdk_ssm::config::Region::new("us-east-1"))
+        .endpoint_url(&moto.url)
+        .credentials_provider(creds())
+        .build();
+    aws_sdk_ssm::Client::from_conf(conf)
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        common::now_nanos() % 1_000_000_000
+    )
+}
+
+/// A cluster with `family:1..=3` registered and the service on revision 3.
+fn ecs_service(moto: &Moto) -> (String, String, String) {
+    let (cluster, service, family) = (unique("prod"), unique("auth"), unique("auth-td"));
+    let ecs = ecs_client(moto);
+    rt().block_on(async {
+        ecs.create_cluster()
+            .cluster_name(&cluster)
+            .send()
+            .await
+            .unwrap();
+        for rev in 1..=3 {
+            let container = aws_sdk_ecs::types::ContainerDefinition::builder()
+                .name("app")
+                .image(format!("auth:{rev}"))
+                .memory(128)
+                .build();
+            ecs.register_task_definition()
+                .family(&family)
+                .container_definitions(container)
+                .send()
+                .await
+                .unwrap();
+        }
+        ecs.create_service()
+            .cluster(&cluster)
+            .service_name(&service)
+            .task_definition(format!("{family}:3"))
+            .desired_count(2)
+            .send()
+            .await
+            .unwrap();
+    });
+    (cluster, service, family)
+}
+
+fn service_task_definition(moto: &Moto, cluster: &str, service: &str) -> String {
+    let ecs = ecs_client(moto);
+    rt().block_on(async {
+        let out = ecs
+            .describe_services()
+            .cluster(cluster)
+            .services(service)
+            .send()
+            .await
+            .unwrap();
+        let td = out.services()[0].task_definition().unwrap().to_string();
+        td.rsplit('/').next().unwrap().to_string()
+    })
+}
+
+fn ssm_get(moto: &Moto, name: &str) -> Option<String> {
+    let ssm = ssm_client(moto);
+    rt().block_on(async {
+        match ssm.get_parameter().name(name).send().await {
+            Ok(o) => o.parameter().and_then(|p| p.value()).map(str::to_string),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_parameter_not_found()) =>
+            {
+                None
+            }
+            Err(e) => panic!("ssm get {name}: {e:?}"),
+        }
+    })
+}
+
+const SESSION_OUTAGE_METRICS: &str = r#"
+[[series]]
+namespace = "AuthService"
+name = "auth-service.token.validation.duration"
+dimensions = { Service = "auth-service" }
+statistic = "p99"
+values = [1850.0, 164.0]
+
+[[series]]
+namespace = "AuthService"
+name = "auth-service.token.validation.success_rate"
+dimensions = { Service = "auth-service" }
+statistic = "average"
+values = [99.7]
+"#;
+
+const BAD_DEPLOY_METRICS: &str = r#"
+[[series]]
+namespace = "AuthService"
+name = "auth-service.token.validation.duration"
+dimensions = { Service = "auth-service" }
+statistic = "p99"
+values = [1460.0, 121.0]
+
+[[series]]
+namespace = "AuthService"
+name = "auth-service.token.validation.success_rate"
+dimensions = { Service = "auth-service" }
+statistic = "average"
+values = [99.9]
+"#;
+
+struct Live {
+    dir: tempfile::TempDir,
+}
+
+impl Live {
+    /// An environment file in a temp dir: `session-store` at `redis_url`,
+    /// `production/auth-service` at moto's `cluster/service`, `flags` as given.
+    fn new(metrics: &str, redis_url: &str, moto: &Moto, ecs: (&str, &str), flags: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("metrics.toml"), metrics).unwrap();
+        let env = format!(
+            r#"
+[aws]
+region = "us-east-1"
+endpoint_url = "{moto}"
+attempt_timeout_ms = 2000
+operation_timeout_ms = 5000
+max_attempts = 2
+
+[metrics]
+source = "replay"
+path = "metrics.toml"
+
+[redis.session-store]
+url = "{redis_url}"
+connect_timeout_ms = 500
+response_timeout_ms = 500
+
+[ecs."production/auth-service"]
+cluster = "{cluster}"
+service = "{service}"
+
+{flags}
+"#,
+            moto = moto.url,
+            cluster = ecs.0,
+            service = ecs.1,
+        );
+        std::fs::write(dir.path().join("env.toml"), env).unwrap();
+        Self { dir }
+    }
+
+    fn env(&self) -> String {
+        self.dir
+            .path()
+            .join("env.toml")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn audit(&self) -> PathBuf {
+        self.dir.path().join("audit.jsonl")
+    }
+
+    fn run(&self, extra: &[&str]) -> common::Run {
+        let env = self.env();
+        let audit = self.audit();
+        let incident = humantime::format_rfc3339_seconds(
+            std::time::SystemTime::now() + Duration::from_secs(60),
+        )
+        .to_string();
+        let mut args = vec![
+            "run",
+            RB0031,
+            "--env",
+            &env,
+            "--json",
+            "--incident-start",
+            &incident,
+            "--audit-log",
+        ];
+        let audit = audit.to_string_lossy().into_owned();
+        args.push(&audit);
+        args.extend_from_slice(extra);
+        output(
+            runbook()
+                .args(&args)
+                .stdin(Stdio::null())
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .env_remove("AWS_PROFILE"),
+        )
+    }
+}
+
+fn dead_redis_url() -> String {
+    format!("redis://127.0.0.1:{}", free_port())
+}
+
+const OUTAGE_PATH: [&str; 5] = [
+    "check-latency",
+    "session-store",
+    "enable-fallback",
+    "downstream-impact",
+    "verify-fallback",
+];
+
+/// The session-store path, with the flag really set in each flag store.
+#[test]
+fn session_store_outage_sets_the_flag_in_every_store() {
+    let moto = Moto::start();
+    let (cluster, service, _) = ecs_service(&moto);
+    let flags_redis = RedisServer::start();
+    // The session store really is down: started, then stopped.
+    let mut session = RedisServer::start();
+    let session_url = session.url();
+    session.signal("-TERM");
+    let _ = session.child.wait();
+
+    let prefix = format!("/{}/flags/", unique("auth"));
+    let stores = [
+        (
+            "file",
+            "[flags]\nstore = \"file\"\npath = \"flags.json\"".to_string(),
+        ),
+        (
+            "redis",
+            format!(
+                "[flags]\nstore = \"redis\"\nurl = \"{}\"\nhash = \"feature-flags\"",
+                flags_redis.url()
+            ),
+        ),
+        (
+            "ssm",
+            format!("[flags]\nstore = \"ssm\"\nprefix = \"{prefix}\""),
+        ),
+    ];
+    for (store, flags) in stores {
+        let live = Live::new(
+            SESSION_OUTAGE_METRICS,
+            &session_url,
+            &moto,
+            (&cluster, &service),
+            &flags,
+        );
+        let out = live.run(&["--yes"]);
+        let report = out.json();
+        assert_eq!(
+            report["status"], "resolved",
+            "{store}: {report:#}\n{}",
+            out.stderr
+        );
+        assert_eq!(out.code, 0);
+        assert_eq!(path(&report), OUTAGE_PATH, "{store}");
+        let error = step(&report, "session-store")["facts"]["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.starts_with("unavailable: redis `session-store`"),
+            "{store}: {error}"
+        );
+        let value = match store {
+            "file" => {
+                let text = std::fs::read_to_string(live.dir.path().join("flags.json")).unwrap();
+                let map: std::collections::BTreeMap<String, String> =
+                    serde_json::from_str(&text).unwrap();
+                map.get("AUTH_STATELESS_FALLBACK").cloned()
+            }
+            "redis" => flags_redis.hget("feature-flags", "AUTH_STATELESS_FALLBACK"),
+            _ => ssm_get(&moto, &format!("{prefix}AUTH_STATELESS_FALLBACK")),
+        };
+        assert_eq!(value.as_deref(), Some("true"), "{store}");
+        // The approval is in the audit log: how, and by whom.
+        let set = audit_lines(&live.audit())
+            .into_iter()
+            .find(|l| l["operation"] == "set")
+            .unwrap();
+        assert_eq!(set["approval"]["decision"], "approved");
+        assert_eq!(set["approval"]["how"], "--yes");
+        // No rollback on this path: the service is untouched.
+        assert!(service_task_definition(&moto, &cluster, &service).ends_with(":3"));
+    }
+}
+
+#[test]
+fn bad_deploy_rolls_the_service_back_for_real() {
+    let moto = Moto::start();
+    let (cluster, service, family) = ecs_service(&moto);
+    let session = RedisServer::start();
+    let live = Live::new(
+        BAD_DEPLOY_METRICS,
+        &session.url(),
+        &moto,
+        (&cluster, &service),
+        "[flags]\nstore = \"file\"\npath = \"flags.json\"",
+    );
+    let out = live.run(&["--approve", "rollback"]);
+    let report = out.json();
+    assert_eq!(report["status"], "resolved", "{report:#}\n{}", out.stderr);
+    assert_eq!(
+        path(&report),
+        [
+            "check-latency",
+            "session-store",
+            "recent-deploys",
+            "rollback",
+            "verify-rollback"
+        ]
+    );
+    let rollback = step(&report, "rollback");
+    assert_eq!(rollback["facts"]["from"], format!("{family}:3"));
+    assert_eq!(rollback["facts"]["to"], format!("{family}:2"));
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:2")
+    );
+    let audited = audit_lines(&live.audit())
+        .into_iter()
+        .find(|l| l["operation"] == "rollback")
+        .unwrap();
+    assert_eq!(audited["approval"]["how"], "--approve");
+    assert_eq!(
+        audited["approval"]["change"],
+        format!("roll back `production/auth-service` {family}:3 → {family}:2")
+    );
+}
+
+#[test]
+fn without_approval_the_run_stops_before_the_first_mutation() {
+    let moto = Moto::start();
+    let (cluster, service, _) = ecs_service(&moto);
+    let live = Live::new(
+        SESSION_OUTAGE_METRICS,
+        &dead_redis_url(),
+        &moto,
+        (&cluster, &service),
+        "[flags]\nstore = \"file\"\npath = \"flags.json\"",
+    );
+    let out = live.run(&[]);
+    assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+    let report = out.json();
+    assert_eq!(report["status"], "awaiting-approval");
+    assert_eq!(
+        path(&report),
+        ["check-latency", "session-store", "enable-fallback"]
+    );
+    let reason = report["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("set flag `AUTH_STATELESS_FALLBACK` from `(unset)` to `true`"),
+        "{reason}"
+    );
+    assert!(reason.contains("--approve enable-fallback"), "{reason}");
+    assert!(
+        !live.dir.path().join("flags.json").exists(),
+        "the flag was written without approval"
+    );
+    let held = audit_lines(&live.audit())
+        .into_iter()
+        .find(|l| l["operation"] == "set")
+        .unwrap();
+    assert_eq!(held["approval"]["decision"], "awaiting-approval");
+}
+
+#[test]
+fn dry_run_reads_for_real_and_changes_nothing() {
+    let moto = Moto::start();
+    let (cluster, service, family) = ecs_service(&moto);
+    let session = RedisServer::start();
+    let flags = RedisServer::start();
+    let flags_conf = format!(
+        "[flags]\nstore = \"redis\"\nurl = \"{}\"\nhash = \"feature-flags\"",
+        flags.url()
+    );
+    let live = Live::new(
+        BAD_DEPLOY_METRICS,
+        &session.url(),
+        &moto,
+        (&cluster, &service),
+        &flags_conf,
+    );
+    let out = live.run(&["--dry-run"]);
+    let report = out.json();
+    assert_eq!(
+        path(&report),
+        [
+            "check-latency",
+            "session-store",
+            "recent-deploys",
+            "rollback",
+            "verify-rollback"
+        ],
+        "{report:#}"
+    );
+    // The rollback step saw what the rollback would have reported ...
+    assert_eq!(
+        step(&report, "rollback")["facts"]["to"],
+        format!("{family}:2")
+    );
+    let call = &step(&report, "rollback")["calls"].as_array().unwrap()[0];
+    assert_eq!(call["approval"]["decision"], "dry-run");
+    // ... but moto still runs revision 3.
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:3")
+    );
+    assert!(report["mode"].as_str().unwrap().ends_with("dry run"));
+
+    // The session path in a dry run leaves the flag store untouched.
+    let live = Live::new(
+        SESSION_OUTAGE_METRICS,
+        &dead_redis_url(),
+        &moto,
+        (&cluster, &service),
+        &flags_conf,
+    );
+    let out = live.run(&["--dry-run"]);
+    let report = out.json();
+    assert_eq!(
+        step(&report, "enable-fallback")["outcome"],
+        "set",
+        "{report:#}"
+    );
+    assert_eq!(flags.hget("feature-flags", "AUTH_STATELESS_FALLBACK"), None);
+    let decision = audit_lines(&live.audit())
+        .into_iter()
+        .find(|l| l["operation"] == "set")
+        .unwrap();
+    assert_eq!(decision["approval"]["decision"], "dry-run");
+}
+
+#[test]
+fn a_hung_session_store_times_out_and_the_run_goes_on() {
+    let moto = Moto::start();
+    let (cluster, service, _) = ecs_service(&moto);
+    let session = RedisServer::start();
+    session.signal("-STOP");
+    let live = Live::new(
+        SESSION_OUTAGE_METRICS,
+        &session.url(),
+        &moto,
+        (&cluster, &service),
+        "[flags]\nstore = \"file\"\npath = \"flags.json\"",
+    );
+    let out = live.run(&["--yes"]);
+    let report = out.json();
+    let error = step(&report, "session-store")["facts"]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.starts_with("timeout: redis `session-store`"),
+        "{error}"
+    );
+    assert_eq!(path(&report), OUTAGE_PATH);
+    assert_eq!(report["status"], "resolved");
+}
+
+#[test]
+fn an_alias_the_environment_lacks_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = dir.path().join("env.toml");
+    std::fs::write(
+        &env,
+        "[aws]\nregion = \"us-east-1\"\n[flags]\nstore = \"file\"\npath = \"f.json\"\n",
+    )
+    .unwrap();
+    let out = output(runbook().args(["run", RB0031, "--env", env.to_str().unwrap()]));
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("step `session-store` of `runbooks/RB-0031-auth-service-degradation.md` is granted redis `session-store`, which environment"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("hint: add `[redis.session-store]`"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// From a terminal, a live run asks before each mutation, showing the
+/// change; "y" performs it, anything else refuses it.
+#[test]
+fn a_terminal_is_asked_before_each_mutation() {
+    use std::io::{Read, Write};
+    let moto = Moto::start();
+    let (cluster, service, _) = ecs_service(&moto);
+    for (answer, code, flag) in [("y", 0, Some("true")), ("n", 1, None)] {
+        let live = Live::new(
+            SESSION_OUTAGE_METRICS,
+            &dead_redis_url(),
+            &moto,
+            (&cluster, &service),
+            "[flags]\nstore = \"file\"\npath = \"flags.json\"",
+        );
+        let command = format!(
+            "{} run {RB0031} --env {} --incident-start 2026-11-26T02:52:00Z --audit-log {}",
+            env!("CARGO_BIN_EXE_runbook"),
+            live.env(),
+            live.audit().display()
+        );
+        // `script` gives the run a terminal of its own.
+        let mut child = Command::new("script")
+            .args(["-q", "-e", "-c", &command, "/dev/null"])
+            .current_dir(common::root())
+            .env(
+                "RUNBOOK_CACHE_DIR",
+                common::root().join("target").join("test-cache"),
+            )
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("`script` (util-linux) runs the CLI on a terminal");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            stdout.read_to_string(&mut text).unwrap();
+            text
+        });
+        let status = child.wait().unwrap();
+        drop(stdin);
+        let screen = reader.join().unwrap();
+        assert!(
+            screen.contains("step `enable-fallback` will set flag `AUTH_STATELESS_FALLBACK` from `(unset)` to `true`"),
+            "{screen}"
+        );
+        assert!(screen.contains("approve? [y/N]"), "{screen}");
+        assert_eq!(status.code(), Some(code), "{screen}");
+        let file = std::fs::read_to_string(live.dir.path().join("flags.json")).ok();
+        assert_eq!(file.is_some(), flag.is_some(), "{screen}");
+        let decision = audit_lines(&live.audit())
+            .into_iter()
+            .find(|l| l["operation"] == "set")
+            .unwrap();
+        let expected = if answer == "y" { "approved" } else { "refused" };
+        assert_eq!(decision["approval"]["decision"], expected);
+        assert_eq!(decision["approval"]["how"], "interactive");
+    }
+}
+
+mod faults {
+    //! Each backend against a server that refuses or never answers: the
+    //! step gets the right error, bounded by its timeouts.
+
+    use super::*;
+    use runbook_host::bindings::Error;
+    use runbook_host::capability::{EcsBackend, RedisBackend};
+    use runbook_host::environment::{EcsTarget, RedisTarget};
+
+    fn target(url: String) -> RedisTarget {
+        RedisTarget {
+            url,
+            password_env: None,
+            username: None,
+            connect_timeout_ms: 300,
+            response_timeout_ms: 300,
+        }
+    }
+
+    fn redis_backend(url: String) -> runbook_host::live::redis::Redis {
+        runbook_host::live::redis::Redis::new([("cache".to_string(), target(url))].into())
+    }
+
+    fn deadline() -> Instant {
+        Instant::now() + Duration::from_secs(10)
+    }
+
+    #[test]
+    fn redis_refused_is_unavailable() {
+        let err = redis_backend(dead_redis_url())
+            .ping("cache", deadline())
+            .unwrap_err();
+        assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+    }
+
+    #[test]
+    fn redis_that_accepts_but_never_answers_times_out() {
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", silent.local_addr().unwrap());
+        let err = redis_backend(url).ping("cache", deadline()).unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        let paused = RedisServer::start();
+        paused.signal("-STOP");
+        let err = redis_backend(paused.url())
+            .info("cache", deadline())
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    }
+
+    #[test]
+    fn the_step_deadline_bounds_a_redis_call() {
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut t = target(format!("redis://{}", silent.local_addr().unwrap()));
+        t.response_timeout_ms = 60_000;
+        let backend = runbook_host::live::redis::Redis::new([("cache".to_string(), t)].into());
+        let err = backend
+            .ping("cache", Instant::now() + Duration::from_millis(300))
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_aws_endpoint_that_never_answers_times_out() {
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let env: runbook_host::environment::Environment = toml::from_str(&format!(
+            "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://{}\"\nattempt_timeout_ms = 300\noperation_timeout_ms = 800\nmax_attempts = 2\n",
+            silent.local_addr().unwrap()
+        ))
+        .unwrap();
+        // SAFETY: set before any thread of this test reads the environment.
+        unsafe {
+            std::env::set_var("AWS_ACCESS_KEY_ID", "test");
+            std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
+            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+        }
+        let blocking = runbook_host::live::Blocking::new().unwrap();
+        let sdk = runbook_host::live::sdk_config(&blocking, &env.aws);
+        let ecs = runbook_host::live::ecs::Ecs::new(
+            aws_sdk_ecs::Client::new(&sdk),
+            blocking,
+            Duration::from_secs(5),
+            [(
+                "production/auth-service".to_string(),
+                EcsTarget {
+                    cluster: "c".into(),
+                    service: "s".into(),
+                    endpoint_url: None,
+                },
+            )]
+            .into(),
+        );
+        let err = ecs
+            .describe("production", "auth-service", deadline())
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    }
+}
