@@ -719,6 +719,7 @@ mod faults {
             url,
             password_env: None,
             username: None,
+            ca_file: None,
             connect_timeout_ms: 300,
             response_timeout_ms: 300,
         }
@@ -764,6 +765,124 @@ mod faults {
             .ping("cache", Instant::now() + Duration::from_millis(300))
             .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+    }
+
+    /// `rediss://` with a private CA, the password from the variable the
+    /// environment names.
+    #[test]
+    fn tls_redis_with_a_password_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let openssl = |args: &[&str]| {
+            let ok = Command::new("openssl")
+                .args(args)
+                .current_dir(d)
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok, "openssl {args:?}");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=test-ca",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "srv.key",
+            "-out",
+            "srv.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "1",
+            "-extfile",
+            "ext.cnf",
+        ]);
+        let port = free_port();
+        let mut server = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args([
+                "--tls-cert-file",
+                "srv.pem",
+                "--tls-key-file",
+                "srv.key",
+                "--tls-ca-cert-file",
+                "ca.pem",
+            ])
+            .args(["--tls-auth-clients", "no", "--requirepass", "s3cret"])
+            .current_dir(d)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("tls redis-server", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let target = |var: &str| RedisTarget {
+            url: format!("rediss://127.0.0.1:{port}"),
+            password_env: Some(var.to_string()),
+            username: None,
+            ca_file: Some(d.join("ca.pem")),
+            connect_timeout_ms: 2000,
+            response_timeout_ms: 2000,
+        };
+        // SAFETY: these variables are read only by this test.
+        unsafe { std::env::set_var("RUNBOOK_TEST_TLS_PW", "s3cret") };
+        let redis = runbook_host::live::redis::Redis::new(
+            [("s".to_string(), target("RUNBOOK_TEST_TLS_PW"))].into(),
+        );
+        let pong = redis.ping("s", deadline());
+        let missing = runbook_host::live::redis::Redis::new(
+            [("s".to_string(), target("RUNBOOK_TEST_UNSET_PW"))].into(),
+        );
+        let unset = missing.ping("s", deadline());
+        let _ = server.kill();
+        let _ = server.wait();
+        assert_eq!(pong.unwrap().reply, "PONG");
+        let err = unset.unwrap_err();
+        assert!(
+            matches!(&err, Error::Unavailable(m) if m.contains("password variable `RUNBOOK_TEST_UNSET_PW` is not set")),
+            "{err:?}"
+        );
     }
 
     #[test]

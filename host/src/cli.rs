@@ -83,6 +83,10 @@ pub struct RunArgs {
 pub struct CheckArgs {
     /// The runbook to check.
     pub runbook: PathBuf,
+    /// Also check that this environment file defines every alias the
+    /// steps' grants name.
+    #[arg(long, value_name = "FILE")]
+    pub env: Option<PathBuf>,
     #[command(flatten)]
     pub sources: Sources,
 }

@@ -16,6 +16,27 @@ use anyhow::Result;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// `writeln!` into the command's output, which is printed in one go.
+macro_rules! say {
+    ($out:ident, $($fmt:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($fmt)*);
+    }};
+}
+
+/// Prints a command's output; a reader that went away (`| head`) is fine.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// Exit status for input that was refused before anything ran.
 pub const EXIT_INVALID: u8 = 2;
 
@@ -131,17 +152,19 @@ pub fn run(args: RunArgs) -> Result<u8> {
         approver: Arc::new(Approver::new(policy, args.sim.is_some())),
     };
     let report = execute(&plan, &runtime.engine, &cfg);
+    let mut out = String::new();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!(out, "{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", report.render());
+        out.push_str(&report.render());
         if let Some(e) = expect.filter(|_| !args.dry_run) {
             let path = report.path();
             let status = serde_json::to_value(report.status)?;
             if path == e.path && status == e.status.as_str() {
-                println!("scenario: took the expected path");
+                say!(out, "scenario: took the expected path");
             } else {
-                println!(
+                say!(
+                    out,
                     "scenario: expected `{}` via {}, got this run",
                     e.status,
                     e.path.join(" → ")
@@ -149,21 +172,30 @@ pub fn run(args: RunArgs) -> Result<u8> {
             }
         }
     }
+    emit(&out)?;
     Ok(report.status.exit_code())
 }
 
 pub fn check(args: CheckArgs) -> Result<u8> {
+    let mut out = String::new();
     let runbook = Runbook::load(&args.runbook)?;
     if !runbook.is_executable() {
-        println!(
+        say!(
+            out,
             "{} {}: not executable (no `steps`); front matter is valid",
-            runbook.runbook_id, runbook.title
+            runbook.runbook_id,
+            runbook.title
         );
+        emit(&out)?;
         return Ok(0);
     }
     let runtime = Runtime::new(default_cache_dir())?;
     let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook))?;
-    println!(
+    if let Some(env) = &args.env {
+        Environment::load(env)?.check_plan(&plan)?;
+    }
+    say!(
+        out,
         "{} {}: {} steps, all valid",
         plan.runbook.runbook_id,
         plan.runbook.title,
@@ -171,7 +203,8 @@ pub fn check(args: CheckArgs) -> Result<u8> {
     );
     for s in &plan.steps {
         let limits = s.plugin.manifest.manifest.limits;
-        println!(
+        say!(
+            out,
             "  {} → {} (sha256 {}…, {} MiB, {} ms)",
             s.def.id,
             s.plugin.name(),
@@ -180,15 +213,17 @@ pub fn check(args: CheckArgs) -> Result<u8> {
             limits.timeout_ms
         );
         for line in s.grants.describe() {
-            println!("      {line}");
+            say!(out, "      {line}");
         }
         let routes: Vec<String> = s.def.on.iter().map(|(k, v)| format!("{k} → {v}")).collect();
-        println!("      routes: {}", routes.join(", "));
+        say!(out, "      routes: {}", routes.join(", "));
     }
+    emit(&out)?;
     Ok(0)
 }
 
 pub fn inspect(args: InspectArgs) -> Result<u8> {
+    let mut out = String::new();
     let path = if args.plugin.is_dir() {
         args.plugin.join(FILE_NAME)
     } else {
@@ -199,12 +234,13 @@ pub fn inspect(args: InspectArgs) -> Result<u8> {
     let plugin = Plugin::load(&runtime, manifest, &component_dirs(&args.components), false)?;
     let m = &plugin.manifest.manifest;
     let grants = &m.grants;
-    println!("plugin     {} {}", m.name, m.version);
+    say!(out, "plugin     {} {}", m.name, m.version);
     if let Some(d) = &m.description {
-        println!("           {d}");
+        say!(out, "           {d}");
     }
-    println!("manifest   {}", plugin.manifest.path.display());
-    println!(
+    say!(out, "manifest   {}", plugin.manifest.path.display());
+    say!(
+        out,
         "component  {} ({} bytes)",
         plugin.component_path.display(),
         plugin.size
@@ -213,12 +249,14 @@ pub fn inspect(args: InspectArgs) -> Result<u8> {
         Some(_) => "pinned in the manifest, matches",
         None => "not pinned: `--locked` refuses it until the manifest carries `sha256`",
     };
-    println!("sha256     {} ({pinned})", plugin.digest);
-    println!(
+    say!(out, "sha256     {} ({pinned})", plugin.digest);
+    say!(
+        out,
         "limits     memory {} MiB, deadline {} ms",
-        m.limits.memory_mib, m.limits.timeout_ms
+        m.limits.memory_mib,
+        m.limits.timeout_ms
     );
-    println!("imports");
+    say!(out, "imports");
     let mut problems = 0;
     let mut used = Vec::new();
     for import in &plugin.imports {
@@ -243,11 +281,11 @@ pub fn inspect(args: InspectArgs) -> Result<u8> {
                 "UNKNOWN: refused at load".into()
             }
         };
-        println!("  {import:<40} {verdict}");
+        say!(out, "  {import:<40} {verdict}");
     }
-    println!("grants");
+    say!(out, "grants");
     if grants.interfaces().next().is_none() {
-        println!("  (none)");
+        say!(out, "  (none)");
     }
     for (interface, line) in grants.interfaces().zip(grants.describe()) {
         let note = if used.contains(&interface) {
@@ -255,8 +293,9 @@ pub fn inspect(args: InspectArgs) -> Result<u8> {
         } else {
             "NOT USED: imported by nothing, can be removed"
         };
-        println!("  {line:<60} {note}");
+        say!(out, "  {line:<60} {note}");
     }
+    emit(&out)?;
     Ok(if problems > 0 { EXIT_INVALID } else { 0 })
 }
 

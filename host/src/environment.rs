@@ -100,6 +100,10 @@ pub struct RedisTarget {
     pub password_env: Option<String>,
     #[serde(default)]
     pub username: Option<String>,
+    /// PEM file of the CA to trust for `rediss://` instead of the system's
+    /// roots (relative to the environment file).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     #[serde(default = "default_redis_timeout")]
     pub connect_timeout_ms: u64,
     #[serde(default = "default_redis_timeout")]
@@ -164,6 +168,18 @@ impl Environment {
             && replay.is_relative()
         {
             *replay = path.parent().unwrap_or(Path::new(".")).join(&*replay);
+        }
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let targets = env.redis.values_mut().chain(match &mut env.flags {
+            Some(FlagStore::Redis { target, .. }) => Some(target),
+            _ => None,
+        });
+        for t in targets {
+            if let Some(ca) = &mut t.ca_file
+                && ca.is_relative()
+            {
+                *ca = base.join(&*ca);
+            }
         }
         for (alias, t) in env
             .redis

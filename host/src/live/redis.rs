@@ -56,7 +56,23 @@ pub fn connect(
         settings = settings.set_username(user);
     }
     info = info.set_redis_settings(settings);
-    let client = redis::Client::open(info).map_err(|e| redis_error(alias, e))?;
+    let client = match &t.ca_file {
+        None => redis::Client::open(info),
+        Some(ca) => {
+            let pem = std::fs::read(ca).map_err(|e| {
+                Error::Unavailable(format!(
+                    "redis `{alias}`: reading CA file `{}`: {e}",
+                    ca.display()
+                ))
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(info, certs)
+        }
+    }
+    .map_err(|e| redis_error(alias, e))?;
     let connect = Duration::from_millis(t.connect_timeout_ms).min(left);
     let conn = client
         .get_connection_with_timeout(connect)

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Times RB-0031's bad-deploy path live (moto ECS + redis-server, metrics
+# replayed) against the same backend actions done by hand with the AWS CLI
+# and redis-cli, in one run so the figures compare.
+#
+#   bash scripts/live-vs-cli.sh [RUNS]
+#
+# Needs: redis-server, redis-cli, moto_server, aws (pip install awscli), and
+# a release build (`cargo build --release`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-5}
+bin=target/release/runbook
+[ -x "$bin" ] || cargo build --release -q
+
+work=$(mktemp -d)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+moto_port=$(free_port); redis_port=$(free_port)
+MOTO_ECS_SERVICE_RUNNING=2 moto_server -H 127.0.0.1 -p "$moto_port" >"$work/moto.log" 2>&1 &
+moto_pid=$!
+redis-server --port "$redis_port" --bind 127.0.0.1 --save "" >"$work/redis.log" 2>&1 &
+redis_pid=$!
+trap 'kill $moto_pid $redis_pid 2>/dev/null; rm -rf "$work"' EXIT
+until (exec 3<>"/dev/tcp/127.0.0.1/$moto_port") 2>/dev/null; do sleep 0.2; done
+until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
+
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+aws_() { aws --endpoint-url "http://127.0.0.1:$moto_port" "$@"; }
+aws_ ecs create-cluster --cluster-name prod >/dev/null
+for rev in 1 2 3; do
+  aws_ ecs register-task-definition --family auth-td \
+    --container-definitions "[{\"name\":\"app\",\"image\":\"auth:$rev\",\"memory\":128}]" >/dev/null
+done
+aws_ ecs create-service --cluster prod --service-name auth --task-definition auth-td:3 --desired-count 2 >/dev/null
+
+cat >"$work/metrics.toml" <<'TOML'
+[[series]]
+namespace = "AuthService"
+name = "auth-service.token.validation.duration"
+dimensions = { Service = "auth-service" }
+statistic = "p99"
+values = [1460.0, 121.0]
+
+[[series]]
+namespace = "AuthService"
+name = "auth-service.token.validation.success_rate"
+dimensions = { Service = "auth-service" }
+statistic = "average"
+values = [99.9]
+TOML
+cat >"$work/env.toml" <<TOML
+[aws]
+region = "us-east-1"
+endpoint_url = "http://127.0.0.1:$moto_port"
+[metrics]
+source = "replay"
+path = "metrics.toml"
+[redis.session-store]
+url = "redis://127.0.0.1:$redis_port"
+[flags]
+store = "file"
+path = "flags.json"
+[ecs."production/auth-service"]
+cluster = "prod"
+service = "auth"
+TOML
+
+reset() { aws_ ecs update-service --cluster prod --service auth --task-definition auth-td:3 >/dev/null; }
+incident=$(date -u -d '+1 min' +%Y-%m-%dT%H:%M:%SZ)
+
+by_runbook() {
+  "$bin" run runbooks/RB-0031-auth-service-degradation.md --env "$work/env.toml" \
+    --yes --incident-start "$incident" >"$work/out.txt"
+  grep -q "status: resolved" "$work/out.txt"
+}
+
+# The same backend actions, by hand: session store health, the service's
+# deployments, the previous revision, the rollback, one stability poll, and
+# the two connection readings of the verification.
+by_hand() {
+  redis-cli -p "$redis_port" ping >/dev/null
+  redis-cli -p "$redis_port" info clients >/dev/null
+  redis-cli -p "$redis_port" info stats >/dev/null
+  aws_ ecs describe-services --cluster prod --services auth >/dev/null
+  aws_ ecs describe-services --cluster prod --services auth >/dev/null
+  aws_ ecs list-task-definitions --family-prefix auth-td --status ACTIVE >/dev/null
+  aws_ ecs update-service --cluster prod --service auth --task-definition auth-td:2 --force-new-deployment >/dev/null
+  aws_ ecs describe-services --cluster prod --services auth >/dev/null
+  redis-cli -p "$redis_port" info clients >/dev/null
+  redis-cli -p "$redis_port" info stats >/dev/null
+  redis-cli -p "$redis_port" info clients >/dev/null
+  redis-cli -p "$redis_port" info stats >/dev/null
+}
+
+ms() { date +%s%N; }
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+time_it() {
+  local f=$1 i t0 t1
+  for i in $(seq 1 "$runs"); do
+    reset
+    t0=$(ms); "$f"; t1=$(ms)
+    echo $(( (t1 - t0) / 1000000 ))
+  done | median
+}
+
+by_runbook  # warm the compiled-component cache
+rb=$(time_it by_runbook)
+cli=$(time_it by_hand)
+echo "RB-0031 bad-deploy path, live against moto + redis-server (median of $runs runs)"
+echo "  runbook run --env (5 sandboxed steps, approvals):        ${rb} ms"
+echo "  same backend actions by aws CLI + redis-cli:            ${cli} ms"
+awk -v a="$rb" -v b="$cli" 'BEGIN { printf "  ratio CLI / runbook: %.1fx\n", b / a }'
