@@ -761,10 +761,17 @@ mod faults {
         let mut t = target(format!("redis://{}", silent.local_addr().unwrap()));
         t.response_timeout_ms = 60_000;
         let backend = runbook_host::live::redis::Redis::new([("cache".to_string(), t)].into());
+        let started = Instant::now();
         let err = backend
             .ping("cache", Instant::now() + Duration::from_millis(300))
             .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        // The 0.3 s deadline, not the 60 s response timeout, ended it.
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     /// `rediss://` with a private CA, the password from the variable the
@@ -857,31 +864,50 @@ mod faults {
         wait_for("tls redis-server", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        let target = |var: &str| RedisTarget {
-            url: format!("rediss://127.0.0.1:{port}"),
-            password_env: Some(var.to_string()),
-            username: None,
-            ca_file: Some(d.join("ca.pem")),
-            connect_timeout_ms: 2000,
-            response_timeout_ms: 2000,
-        };
-        // SAFETY: these variables are read only by this test.
-        unsafe { std::env::set_var("RUNBOOK_TEST_TLS_PW", "s3cret") };
-        let redis = runbook_host::live::redis::Redis::new(
-            [("s".to_string(), target("RUNBOOK_TEST_TLS_PW"))].into(),
+        std::fs::write(
+            d.join("env.toml"),
+            format!("[redis.session-store]\nurl = \"rediss://127.0.0.1:{port}\"\nca_file = \"ca.pem\"\npassword_env = \"RUNBOOK_TEST_TLS_PW\"\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("rb.md"),
+            "---\nrunbook_id: RB-TLS\ntitle: t\nservice: s\nseverity_scope: T\ntags: []\nfirst_action_step: x\nsteps:\n  - id: ping\n    plugin: redis-health\n    inputs: { target: session-store }\n    grants: { redis: { read: [session-store] } }\n    on: { healthy: resolved, degraded: resolved, unreachable: escalated }\n---\n",
+        )
+        .unwrap();
+        let plugins = common::root().join("plugins");
+        let args = [
+            "run",
+            "rb.md",
+            "--env",
+            "env.toml",
+            "--json",
+            "--plugins",
+            plugins.to_str().unwrap(),
+        ];
+        let with = output(
+            runbook()
+                .current_dir(d)
+                .args(args)
+                .env("RUNBOOK_TEST_TLS_PW", "s3cret"),
         );
-        let pong = redis.ping("s", deadline());
-        let missing = runbook_host::live::redis::Redis::new(
-            [("s".to_string(), target("RUNBOOK_TEST_UNSET_PW"))].into(),
+        let without = output(
+            runbook()
+                .current_dir(d)
+                .args(args)
+                .env_remove("RUNBOOK_TEST_TLS_PW"),
         );
-        let unset = missing.ping("s", deadline());
         let _ = server.kill();
         let _ = server.wait();
-        assert_eq!(pong.unwrap().reply, "PONG");
-        let err = unset.unwrap_err();
+        let report = with.json();
+        assert_eq!(step(&report, "ping")["outcome"], "healthy", "{report:#}");
+        let report = without.json();
+        let error = step(&report, "ping")["facts"]["error"]
+            .as_str()
+            .unwrap()
+            .to_string();
         assert!(
-            matches!(&err, Error::Unavailable(m) if m.contains("password variable `RUNBOOK_TEST_UNSET_PW` is not set")),
-            "{err:?}"
+            error.contains("password variable `RUNBOOK_TEST_TLS_PW` is not set"),
+            "{error}"
         );
     }
 
@@ -893,31 +919,36 @@ mod faults {
             silent.local_addr().unwrap()
         ))
         .unwrap();
-        // SAFETY: set before any thread of this test reads the environment.
-        unsafe {
-            std::env::set_var("AWS_ACCESS_KEY_ID", "test");
-            std::env::set_var("AWS_SECRET_ACCESS_KEY", "test");
-            std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-        }
         let blocking = runbook_host::live::Blocking::new().unwrap();
-        let sdk = runbook_host::live::sdk_config(&blocking, &env.aws);
+        // Our timeouts and retries, with test credentials instead of the chain.
+        let sdk = runbook_host::live::sdk_config(&blocking, &env.aws).unwrap();
+        let conf = aws_sdk_ecs::config::Builder::from(&sdk)
+            .credentials_provider(creds())
+            .build();
         let ecs = runbook_host::live::ecs::Ecs::new(
-            aws_sdk_ecs::Client::new(&sdk),
+            aws_sdk_ecs::Client::from_conf(conf),
             blocking,
-            Duration::from_secs(5),
+            Duration::from_secs(30),
             [(
                 "production/auth-service".to_string(),
                 EcsTarget {
                     cluster: "c".into(),
                     service: "s".into(),
-                    endpoint_url: None,
                 },
             )]
             .into(),
         );
+        let started = Instant::now();
         let err = ecs
             .describe("production", "auth-service", deadline())
             .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        // The SDK's own operation timeout (0.8 s) ended it, not our 30 s
+        // backstop nor the 10 s deadline.
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

@@ -104,6 +104,13 @@ fn every_escape_attempt_is_contained_and_the_run_carries_on() {
     assert_eq!(spin["facts"]["limit"], "time");
     assert_eq!(spin["summary"], "limit exceeded: deadline of 300 ms");
 
+    // Blocked in a WASI sleep, out of epoch interruption's reach: ended
+    // at its deadline all the same.
+    let sleep = step(&report, "sleep");
+    assert_eq!(sleep["outcome"], "limit-exceeded", "{sleep:#}");
+    assert_eq!(sleep["facts"]["limit"], "time");
+    assert!(sleep["wall_us"].as_u64().unwrap() < 60_000_000);
+
     let alloc = step(&report, "alloc");
     assert_eq!(alloc["outcome"], "limit-exceeded");
     assert_eq!(alloc["facts"]["limit"], "memory");
@@ -123,12 +130,12 @@ fn every_escape_attempt_is_contained_and_the_run_carries_on() {
             .iter()
             .all(|l| l["step"] == "overreach" && l["error"] == "denied")
     );
-    for id in ["files", "env", "net", "overreach", "spin", "alloc"] {
+    for id in ["files", "env", "net", "overreach", "spin", "sleep", "alloc"] {
         let end = lines
             .iter()
             .find(|l| l["event"] == "step-end" && l["step"] == id)
             .unwrap();
-        let want = if matches!(id, "spin" | "alloc") {
+        let want = if matches!(id, "spin" | "sleep" | "alloc") {
             "limit-exceeded"
         } else {
             "contained"

@@ -73,7 +73,7 @@ fn main() {
         mode: "bench".into(),
         backends: Sim::new(scenario.clone()).backends(),
         audit: None,
-        approver: std::sync::Arc::new(Approver::new(Policy::All, true)),
+        approver: std::sync::Arc::new(Approver::new(Policy::All, true, false)),
     };
     let step = plan.step("check-latency").unwrap();
     let c = cfg();

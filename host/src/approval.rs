@@ -18,10 +18,18 @@ pub enum Policy {
     DryRun,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Approved,
+    DryRun,
+    Refused,
+    AwaitingApproval,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Decision {
-    /// `approved`, `dry-run`, `refused` or `awaiting-approval`.
-    pub decision: &'static str,
+    pub decision: Verdict,
     /// `--yes`, `--approve`, `interactive`, `simulation`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub how: Option<&'static str>,
@@ -32,31 +40,29 @@ pub struct Decision {
     pub change: String,
 }
 
-impl Decision {
-    pub fn performs(&self) -> bool {
-        self.decision == "approved"
-    }
-}
-
 pub struct Approver {
     policy: Policy,
     /// Simulated runs approve everything without asking.
     simulation: bool,
+    /// Whether a person can be asked (stdin and stderr are a terminal).
+    interactive: bool,
     /// Serialises prompts.
     prompt: Mutex<()>,
 }
 
 impl Approver {
-    pub fn new(policy: Policy, simulation: bool) -> Self {
+    pub fn new(policy: Policy, simulation: bool, interactive: bool) -> Self {
         Self {
             policy,
             simulation,
+            interactive,
             prompt: Mutex::new(()),
         }
     }
 
-    pub fn is_dry_run(&self) -> bool {
-        self.policy == Policy::DryRun
+    /// Whether this process can ask a person: stdin and stderr are a terminal.
+    pub fn terminal() -> bool {
+        std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
     }
 
     pub fn decide(&self, step: &str, change: String) -> Decision {
@@ -72,24 +78,24 @@ impl Approver {
             change: change.clone(),
         };
         match &self.policy {
-            Policy::DryRun => decided("dry-run", None, None),
-            Policy::All if self.simulation => decided("approved", Some("simulation"), None),
-            Policy::All => decided("approved", Some("--yes"), user()),
+            Policy::DryRun => decided(Verdict::DryRun, None, None),
+            Policy::All if self.simulation => decided(Verdict::Approved, Some("simulation"), None),
+            Policy::All => decided(Verdict::Approved, Some("--yes"), user()),
             Policy::Steps(steps) if steps.contains(step) => {
-                decided("approved", Some("--approve"), user())
+                decided(Verdict::Approved, Some("--approve"), user())
             }
-            Policy::Steps(_) if self.simulation => decided("approved", Some("simulation"), None),
-            Policy::Steps(_)
-                if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() =>
-            {
+            Policy::Steps(_) if self.simulation => {
+                decided(Verdict::Approved, Some("simulation"), None)
+            }
+            Policy::Steps(_) if self.interactive => {
                 let _guard = self.prompt.lock().unwrap_or_else(|e| e.into_inner());
                 if ask(step, &change) {
-                    decided("approved", Some("interactive"), user())
+                    decided(Verdict::Approved, Some("interactive"), user())
                 } else {
-                    decided("refused", Some("interactive"), user())
+                    decided(Verdict::Refused, Some("interactive"), user())
                 }
             }
-            Policy::Steps(_) => decided("awaiting-approval", None, None),
+            Policy::Steps(_) => decided(Verdict::AwaitingApproval, None, None),
         }
     }
 }

@@ -7,8 +7,7 @@ wasmtime::component::bindgen!({
     additional_derives: [serde::Serialize],
 });
 
-/// Every interface of the contract, by the name grants and imports use.
-pub const PACKAGE: &str = "runbook:host";
+/// The contract's version, as in `runbook:host/ecs@0.1.0`.
 pub const VERSION: &str = "0.1.0";
 
 impl Error {

@@ -14,7 +14,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a runbook. Exit status: 0 resolved, 1 escalated, 2 invalid input
-    /// (nothing ran), 3 a step ended in a way the runbook does not route.
+    /// (nothing ran), 3 a step ended in a way the runbook does not route,
+    /// 4 stopped before a mutation nobody approved.
     Run(RunArgs),
     /// Validate a runbook, its plugins' manifests, components and grants
     /// without running anything.

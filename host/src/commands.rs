@@ -79,7 +79,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
                 })
         })
         .transpose()?;
-    let cache = if args.no_cache {
+    // Compiled code from the cache is not covered by the digest pin, so a
+    // locked run compiles from the pinned bytes itself.
+    let cache = if args.no_cache || args.sources.locked {
         None
     } else {
         args.cache_dir.clone().or_else(default_cache_dir)
@@ -94,6 +96,9 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook)).and_then(|plan| {
             if let Some(env) = &environment {
                 env.check_plan(&plan)?;
+            }
+            if let (Some(scenario), Some(path)) = (&scenario, &args.sim) {
+                scenario.check_plan(&plan, path)?;
             }
             Ok(plan)
         });
@@ -149,7 +154,11 @@ pub fn run(args: RunArgs) -> Result<u8> {
         mode,
         backends,
         audit,
-        approver: Arc::new(Approver::new(policy, args.sim.is_some())),
+        approver: Arc::new(Approver::new(
+            policy,
+            args.sim.is_some(),
+            Approver::terminal(),
+        )),
     };
     let report = execute(&plan, &runtime.engine, &cfg);
     let mut out = String::new();

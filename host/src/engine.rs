@@ -107,7 +107,9 @@ impl Runtime {
         })?;
         if let Some(path) = cached {
             // The cache is an optimisation: failing to write it is not an error.
-            let _ = write_atomically(&path, &component.serialize()?);
+            if let Ok(bytes) = component.serialize() {
+                let _ = write_atomically(&path, &bytes);
+            }
         }
         self.remember(digest, &component);
         Ok((component, Origin::Compiled))

@@ -133,14 +133,13 @@ pub enum FlagStore {
     },
 }
 
-/// The real cluster and service behind a `cluster/service` name.
+/// The real cluster and service behind a `cluster/service` name. The
+/// endpoint is `[aws]`'s.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EcsTarget {
     pub cluster: String,
     pub service: String,
-    #[serde(default)]
-    pub endpoint_url: Option<String>,
 }
 
 impl Environment {
@@ -158,6 +157,12 @@ impl Environment {
             )
         })?;
         env.path = path.to_path_buf();
+        env.validate_timeouts().map_err(|why| {
+            hinted(
+                format!("invalid environment `{}`: {why}", path.display()),
+                hint,
+            )
+        })?;
         // A relative flag file is relative to the environment file.
         if let Some(FlagStore::File { path: flags }) = &mut env.flags
             && flags.is_relative()
@@ -212,66 +217,71 @@ impl Environment {
         Ok(env)
     }
 
+    fn validate_timeouts(&self) -> Result<(), String> {
+        let positive = |name: String, v: u64| {
+            if v == 0 {
+                Err(format!("`{name}` must be above 0"))
+            } else {
+                Ok(())
+            }
+        };
+        positive("aws.attempt_timeout_ms".into(), self.aws.attempt_timeout_ms)?;
+        positive(
+            "aws.operation_timeout_ms".into(),
+            self.aws.operation_timeout_ms,
+        )?;
+        positive("aws.max_attempts".into(), u64::from(self.aws.max_attempts))?;
+        let flags = match &self.flags {
+            Some(FlagStore::Redis { target, .. }) => Some(("flags".to_string(), target)),
+            _ => None,
+        };
+        for (alias, t) in self
+            .redis
+            .iter()
+            .map(|(a, t)| (format!("redis.{a}"), t))
+            .chain(flags)
+        {
+            positive(format!("{alias}.connect_timeout_ms"), t.connect_timeout_ms)?;
+            positive(
+                format!("{alias}.response_timeout_ms"),
+                t.response_timeout_ms,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Every exact alias a step's grant names must be mapped here; wildcard
     /// grants are checked per call.
     pub fn check_plan(&self, plan: &Plan) -> Result<()> {
-        for step in &plan.steps {
-            for interface in [
-                Interface::Redis,
-                Interface::Ecs,
-                Interface::Metrics,
-                Interface::FeatureFlags,
-            ] {
-                let Some(scope) = step.grants.scope(interface) else {
-                    continue;
-                };
-                let missing = scope
-                    .read
-                    .iter()
-                    .chain(&scope.mutate)
-                    .filter(|p| !p.as_str().ends_with('*'))
-                    .find(|p| match interface {
-                        Interface::Redis => !self.redis.contains_key(p.as_str()),
-                        Interface::Ecs => !self.ecs.contains_key(p.as_str()),
-                        Interface::Metrics => false,
-                        Interface::FeatureFlags => false,
-                    });
-                let unconfigured = match interface {
-                    Interface::FeatureFlags => self.flags.is_none(),
-                    _ => false,
-                };
-                if let Some(p) = missing {
-                    return Err(hinted(
-                        format!(
-                            "step `{}` of `{}` is granted {interface} `{p}`, which environment `{}` does not define",
-                            step.def.id,
-                            plan.runbook.path.display(),
-                            self.path.display()
-                        ),
-                        match interface {
-                            Interface::Redis => format!(
-                                "add `[redis.{p}]` with its `url` to `{}`",
-                                self.path.display()
-                            ),
-                            _ => format!(
-                                "add `[ecs.\"{p}\"]` with `cluster` and `service` to `{}`",
-                                self.path.display()
-                            ),
-                        },
-                    ));
-                }
-                if unconfigured {
-                    return Err(hinted(
-                        format!(
-                            "step `{}` of `{}` uses feature flags, but environment `{}` has no `[flags]` store",
-                            step.def.id,
-                            plan.runbook.path.display(),
-                            self.path.display()
-                        ),
-                        "add `[flags]` with `store = \"file\"` and a `path` (or `redis` / `ssm`)",
-                    ));
-                }
-            }
+        plan.check_aliases(
+            &format!("environment `{}`", self.path.display()),
+            |interface, alias| match interface {
+                Interface::Redis => self.redis.contains_key(alias),
+                _ => self.ecs.contains_key(alias),
+            },
+            |interface, alias| match interface {
+                Interface::Redis => format!(
+                    "add `[redis.{alias}]` with its `url` to `{}`",
+                    self.path.display()
+                ),
+                _ => format!(
+                    "add `[ecs.\"{alias}\"]` with `cluster` and `service` to `{}`",
+                    self.path.display()
+                ),
+            },
+        )?;
+        if let Some(step) = plan.steps.iter().find(|s| s.grants.feature_flags.is_some())
+            && self.flags.is_none()
+        {
+            return Err(hinted(
+                format!(
+                    "step `{}` of `{}` uses feature flags, but environment `{}` has no `[flags]` store",
+                    step.def.id,
+                    plan.runbook.path.display(),
+                    self.path.display()
+                ),
+                "add `[flags]` with `store = \"file\"` and a `path` (or `redis` / `ssm`)",
+            ));
         }
         Ok(())
     }

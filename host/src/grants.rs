@@ -105,25 +105,35 @@ impl Pattern {
         self.0.strip_suffix('*')
     }
 
+    /// `*` alone matches everything; otherwise a trailing `*` stays within
+    /// one `/`-separated part, so `AuthService/*` does not reach namespace
+    /// `AuthService/Other` nor `production/*` a cluster `production/x`.
     pub fn matches(&self, resource: &str) -> bool {
-        match self.prefix() {
-            Some(prefix) => resource.starts_with(prefix),
-            None => self.0 == resource,
-        }
+        within(self, &self.0, resource)
     }
 
     /// Whether every resource `other` matches is also matched by `self`.
     pub fn covers(&self, other: &Pattern) -> bool {
-        match (self.prefix(), other.prefix()) {
-            (Some(mine), Some(theirs)) => theirs.starts_with(mine),
-            (Some(mine), None) => other.0.starts_with(mine),
-            (None, Some(_)) => false,
-            (None, None) => self.0 == other.0,
+        match other.prefix() {
+            Some(_) if self.0 == "*" => true,
+            // A narrower wildcard must stay inside this one's last part.
+            Some(theirs) => self.prefix().is_some() && within(self, &self.0, theirs),
+            None => self.matches(&other.0),
         }
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+}
+
+fn within(pattern: &Pattern, raw: &str, resource: &str) -> bool {
+    match pattern.prefix() {
+        Some("") => true,
+        Some(prefix) => resource
+            .strip_prefix(prefix)
+            .is_some_and(|rest| !rest.contains('/')),
+        None => raw == resource,
     }
 }
 
@@ -305,10 +315,6 @@ impl GrantChecker {
         Self { grants }
     }
 
-    pub fn grants(&self) -> &Grants {
-        &self.grants
-    }
-
     pub fn check(
         &self,
         interface: Interface,
@@ -363,6 +369,17 @@ mod tests {
         assert!(pat("AUTH_*").covers(&pat("AUTH_X*")));
         assert!(!pat("AUTH_X").covers(&pat("AUTH_*")));
         assert!(!pat("AUTH_X*").covers(&pat("AUTH_*")));
+        assert!(pat("AuthService/*").covers(&pat("AuthService/auth.*")));
+        assert!(!pat("AuthService/*").covers(&pat("AuthService/Other/*")));
+    }
+
+    #[test]
+    fn a_wildcard_stays_within_its_part() {
+        assert!(pat("AuthService/*").matches("AuthService/latency"));
+        assert!(!pat("AuthService/*").matches("AuthService/Other/latency"));
+        assert!(!pat("production/*").matches("production/x/auth"));
+        assert!(pat("*").matches("AuthService/Other/latency"));
+        assert!(pat("AWS/ElastiCache/*").matches("AWS/ElastiCache/CurrConnections"));
     }
 
     #[test]

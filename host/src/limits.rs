@@ -6,6 +6,9 @@ use wasmtime::ResourceLimiter;
 
 pub struct StepLimiter {
     max_memory: usize,
+    /// All linear memories of the step together: a component may have
+    /// several, and the limit is the step's, not each memory's.
+    total: usize,
     /// Set once a growth request was refused.
     pub memory_refused: Option<usize>,
 }
@@ -14,6 +17,7 @@ impl StepLimiter {
     pub fn new(max_memory: usize) -> Self {
         Self {
             max_memory,
+            total: 0,
             memory_refused: None,
         }
     }
@@ -22,14 +26,16 @@ impl StepLimiter {
 impl ResourceLimiter for StepLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            self.memory_refused = Some(desired);
+        let total = self.total.saturating_sub(current).saturating_add(desired);
+        if total > self.max_memory {
+            self.memory_refused = Some(total);
             return Ok(false);
         }
+        self.total = total;
         Ok(true)
     }
 
@@ -40,5 +46,17 @@ impl ResourceLimiter for StepLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         Ok(desired <= 100_000)
+    }
+
+    fn instances(&self) -> usize {
+        100
+    }
+
+    fn memories(&self) -> usize {
+        100
+    }
+
+    fn tables(&self) -> usize {
+        100
     }
 }

@@ -7,7 +7,7 @@ use crate::bindings::StepPre;
 use crate::capability::{StepState, linker_for};
 use crate::engine::Runtime;
 use crate::error::hinted;
-use crate::grants::Grants;
+use crate::grants::{Grants, Interface};
 use crate::manifest::{self, LoadedManifest};
 use crate::plugin::Plugin;
 use crate::runbook::{Runbook, StepDef};
@@ -113,6 +113,40 @@ impl Plan {
 
     pub fn step(&self, id: &str) -> Option<&PlannedStep> {
         self.steps.iter().find(|s| s.def.id.as_str() == id)
+    }
+
+    /// Every exact Redis alias and ECS `cluster/service` a step's grant
+    /// names must be defined by the runtime configuration (`source`, e.g.
+    /// "environment `prod.toml`"); wildcard grants are checked per call.
+    pub fn check_aliases(
+        &self,
+        source: &str,
+        defines: impl Fn(Interface, &str) -> bool,
+        hint: impl Fn(Interface, &str) -> String,
+    ) -> Result<()> {
+        for step in &self.steps {
+            for interface in [Interface::Redis, Interface::Ecs] {
+                let Some(scope) = step.grants.scope(interface) else {
+                    continue;
+                };
+                let exact = scope
+                    .read
+                    .iter()
+                    .chain(&scope.mutate)
+                    .filter(|p| !p.as_str().ends_with('*'));
+                if let Some(alias) = exact.map(|p| p.as_str()).find(|a| !defines(interface, a)) {
+                    return Err(hinted(
+                        format!(
+                            "step `{}` of `{}` is granted {interface} `{alias}`, which {source} does not define",
+                            step.def.id,
+                            self.runbook.path.display()
+                        ),
+                        hint(interface, alias),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

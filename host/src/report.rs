@@ -1,9 +1,9 @@
 //! What a run produced: the JSON report and the human timeline.
 
+use crate::approval::Verdict;
 use crate::audit::CallRecord;
 use crate::capability::LogLine;
 use crate::runbook::Escalation;
-use crate::scenario::rfc3339;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -21,8 +21,8 @@ pub enum Status {
 }
 
 impl Status {
-    /// The CLI's exit status: 0 resolved, 1 escalated, 3 failed (2 is
-    /// invalid input, before anything ran).
+    /// The CLI's exit status: 0 resolved, 1 escalated, 3 failed, 4 awaiting
+    /// approval (2 is invalid input, before anything ran).
     pub fn exit_code(self) -> u8 {
         match self {
             Status::Resolved => 0,
@@ -117,8 +117,8 @@ impl Report {
                     c.approval.as_ref().map(|a| a.decision),
                 ) {
                     (false, _, _) => "DENIED",
-                    (true, _, Some("dry-run")) => "DRY",
-                    (true, _, Some("awaiting-approval")) => "HELD",
+                    (true, _, Some(Verdict::DryRun)) => "DRY",
+                    (true, _, Some(Verdict::AwaitingApproval)) => "HELD",
                     (true, Some(_), _) => "failed",
                     (true, None, _) => "ok",
                 };
@@ -128,9 +128,12 @@ impl Report {
                     c.interface,
                     c.operation,
                     c.resource,
-                    match (&c.error, &c.approval) {
-                        (Some(_), None) => format!(": {}", c.result.as_str().unwrap_or_default()),
-                        _ => String::new(),
+                    match (&c.error, c.approval.as_ref().map(|a| a.decision)) {
+                        // A held or refused mutation is explained below.
+                        (Some(_), Some(Verdict::AwaitingApproval | Verdict::Refused)) =>
+                            String::new(),
+                        (Some(_), _) => format!(": {}", c.result.as_str().unwrap_or_default()),
+                        (None, _) => String::new(),
                     }
                 );
                 if let Some(a) = &c.approval {
@@ -140,10 +143,10 @@ impl Report {
                         _ => String::new(),
                     };
                     let verb = match a.decision {
-                        "dry-run" => "would",
-                        "approved" => "approved:",
-                        "refused" => "refused:",
-                        _ => "held: needs approval to",
+                        Verdict::DryRun => "would",
+                        Verdict::Approved => "approved:",
+                        Verdict::Refused => "refused:",
+                        Verdict::AwaitingApproval => "held: needs approval to",
                     };
                     let _ = writeln!(out, "                 {verb} {}{who}", a.change);
                 }
@@ -186,8 +189,4 @@ impl Report {
         }
         out
     }
-}
-
-pub fn time(ms: u64) -> String {
-    rfc3339(ms)
 }

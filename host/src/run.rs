@@ -3,13 +3,14 @@
 
 use crate::audit::AuditLog;
 use crate::bindings::{Error, Outcome, Pair, RunContext};
-use crate::capability::{Backends, Caller, StepState};
+use crate::capability::{Backends, Caller, StepShared, StepState};
 use crate::engine::EPOCH_TICK;
 use crate::grants::GrantChecker;
 use crate::limits::StepLimiter;
 use crate::plan::{Plan, PlannedStep};
-use crate::report::{Report, Status, StepReport, time};
+use crate::report::{Report, Status, StepReport};
 use crate::runbook::{ESCALATED, LABEL_ERROR, LABEL_LIMIT, RESOLVED};
+use crate::scenario::rfc3339 as time;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
@@ -136,13 +137,13 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
         .stderr(stderr.clone())
         .build();
     let now_ms = cfg.backends.clock.now_ms();
+    let shared = StepShared::new(Instant::now() + timeout);
     let state = StepState {
         wasi,
         table: ResourceTable::new(),
         limiter: StepLimiter::new(limits.memory_mib as usize * 1024 * 1024),
         checker: GrantChecker::new(step.grants.clone()),
         backends: cfg.backends.clone(),
-        deadline: Instant::now() + timeout,
         caller: Caller {
             run_id: cfg.run_id.clone(),
             step: step.def.id.to_string(),
@@ -151,17 +152,15 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
         },
         audit: cfg.audit.clone(),
         approver: cfg.approver.clone(),
-        awaiting: None,
-        calls: Vec::new(),
-        logs: Vec::new(),
+        shared: shared.clone(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(ticks_until(store.data().deadline));
+    store.set_epoch_deadline(ticks_until(shared.deadline()));
     // The deadline moves when a person is asked to approve a mutation, so
     // the epoch check consults it rather than trapping at a fixed tick.
     store.epoch_deadline_callback(|ctx| {
-        let deadline = ctx.data().deadline;
+        let deadline = ctx.data().deadline();
         if Instant::now() >= deadline {
             return Err(Trap::Interrupt.into());
         }
@@ -181,15 +180,33 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
         .map(|(key, value)| Pair { key, value })
         .collect();
     let started = Instant::now();
-    let result = step
-        .pre
-        .instantiate(&mut store)
-        .and_then(|bindings| bindings.call_run(&mut store, &ctx, &inputs));
+    let ran = run_watched(
+        step.pre.clone(),
+        store,
+        ctx,
+        inputs,
+        &shared,
+        &step.def.id.to_string(),
+    );
     let wall_us = started.elapsed().as_micros() as u64;
     let stderr_text = String::from_utf8_lossy(&stderr.contents()).into_owned();
-    let (outcome, summary, facts) = classify(result, &store, &limits, &stderr_text);
-    let state = store.into_data();
-    let awaiting = state.awaiting.clone();
+    let (outcome, summary, facts) = match ran {
+        Watched::Done(result, store) => classify(result, &store, &limits, &stderr_text),
+        Watched::Crashed => (
+            LABEL_ERROR.into(),
+            "the host failed while running the step (its thread panicked); see stderr".into(),
+            [("error".to_string(), "host".to_string())].into(),
+        ),
+        Watched::Abandoned => (
+            LABEL_LIMIT.into(),
+            format!(
+                "limit exceeded: deadline of {} ms; the step was blocked outside WebAssembly (e.g. sleeping) and was abandoned",
+                limits.timeout_ms
+            ),
+            [("limit".to_string(), "time".to_string())].into(),
+        ),
+    };
+    let journal = std::mem::take(&mut *shared.journal());
     StepReport {
         id: step.def.id.to_string(),
         plugin: step.plugin.name().to_string(),
@@ -197,14 +214,69 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
         outcome,
         summary,
         facts,
-        calls: state.calls,
-        logs: state.logs,
+        calls: journal.calls,
+        logs: journal.logs,
         stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
         stderr: stderr_text,
         started_at: time(now_ms),
         wall_us,
         next: None,
-        awaiting_approval: awaiting,
+        awaiting_approval: journal.awaiting,
+    }
+}
+
+/// How long past its deadline a step blocked outside WebAssembly is waited
+/// for before it is abandoned.
+const GRACE: Duration = Duration::from_millis(250);
+
+enum Watched {
+    Done(wasmtime::Result<Result<Outcome, Error>>, Store<StepState>),
+    /// Still blocked past its deadline.
+    Abandoned,
+    /// The step's thread panicked (a host bug, not the guest's doing).
+    Crashed,
+}
+
+type Ran = (wasmtime::Result<Result<Outcome, Error>>, Store<StepState>);
+
+/// Runs the step on a thread of its own and waits for it until its deadline
+/// (which approvals may move) plus [`GRACE`]. Epoch interruption stops guest
+/// code, but not a guest blocked in a host call such as a WASI sleep: such a
+/// step is abandoned (`None`). Anything it still tries after its deadline
+/// is refused by the deadline check every capability call makes first.
+fn run_watched(
+    pre: crate::bindings::StepPre<StepState>,
+    mut store: Store<StepState>,
+    ctx: RunContext,
+    inputs: Vec<Pair>,
+    shared: &StepShared,
+    id: &str,
+) -> Watched {
+    let (tx, rx) = std::sync::mpsc::channel::<Ran>();
+    let spawned = std::thread::Builder::new()
+        .name(format!("step-{id}"))
+        .spawn(move || {
+            let result = pre
+                .instantiate(&mut store)
+                .and_then(|bindings| bindings.call_run(&mut store, &ctx, &inputs));
+            let _ = tx.send((result, store));
+        });
+    if spawned.is_err() {
+        return Watched::Crashed;
+    }
+    loop {
+        let left = (shared.deadline() + GRACE).saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return match rx.try_recv() {
+                Ok((result, store)) => Watched::Done(result, store),
+                Err(_) => Watched::Abandoned,
+            };
+        }
+        match rx.recv_timeout(left.min(Duration::from_millis(100))) {
+            Ok((result, store)) => return Watched::Done(result, store),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Watched::Crashed,
+        }
     }
 }
 
@@ -269,9 +341,20 @@ fn classify(
             } else {
                 format!(" ({last})")
             };
+            let cause = trap.root_cause().to_string();
+            if cause.contains("beyond capacity of MemoryOutputPipe") {
+                return (
+                    LABEL_LIMIT.into(),
+                    format!(
+                        "limit exceeded: the step wrote more than {} KiB to stdout or stderr",
+                        OUTPUT_CAPACITY / 1024
+                    ),
+                    [("limit".to_string(), "output".to_string())].into(),
+                );
+            }
             (
                 LABEL_ERROR.into(),
-                format!("the step trapped: {}{detail}", trap.root_cause()),
+                format!("the step trapped: {cause}{detail}"),
                 [("error".to_string(), "trap".to_string())].into(),
             )
         }

@@ -186,6 +186,27 @@ impl Scenario {
         Ok(scenario)
     }
 
+    /// The aliases RB steps are granted must exist in the simulation too.
+    pub fn check_plan(&self, plan: &crate::plan::Plan, path: &Path) -> Result<()> {
+        plan.check_aliases(
+            &format!("scenario `{}`", path.display()),
+            |interface, alias| match interface {
+                crate::grants::Interface::Redis => self.redis.contains_key(alias),
+                _ => self.ecs.contains_key(alias),
+            },
+            |interface, alias| match interface {
+                crate::grants::Interface::Redis => format!(
+                    "add `[redis.{alias}]` with a `status` to `{}`",
+                    path.display()
+                ),
+                _ => format!(
+                    "add `[ecs.\"{alias}\"]` with its revisions and deployments to `{}`",
+                    path.display()
+                ),
+            },
+        )
+    }
+
     fn validate(&self) -> Result<(), String> {
         for m in &self.metrics {
             crate::capability::metrics::parse_statistic(&m.statistic)

@@ -6,7 +6,7 @@ use crate::bindings::Error;
 use crate::bindings::runbook::host::ecs::{Deployment, RollbackResult, ServiceInfo};
 use crate::bindings::runbook::host::metrics::{Datapoint, MetricQuery};
 use crate::bindings::runbook::host::redis::{InfoStats, PingReply};
-use crate::capability::ecs::rollback_target;
+use crate::capability::ecs::{changed_since_approval, rollback_target};
 use crate::capability::{Backends, Clock, EcsBackend, FlagsBackend, MetricsBackend, RedisBackend};
 use crate::scenario::{Condition, RedisStatus, Scenario};
 use std::collections::BTreeMap;
@@ -69,7 +69,7 @@ impl Sim {
                     family: s.family.clone(),
                     revisions: s.revisions.clone(),
                     desired: s.desired,
-                    stabilize_ms: s.stabilize_seconds * 1000,
+                    stabilize_ms: s.stabilize_seconds.saturating_mul(1000),
                     never_stable: s.never_stable,
                     current,
                     rollout: None,
@@ -103,19 +103,6 @@ impl Sim {
         // A panic while holding the lock cannot leave the state half-written
         // in a way later reads would misread; keep serving.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Current flag values, for tests and the report.
-    pub fn flag(&self, key: &str) -> Option<String> {
-        self.lock().flags.get(key).cloned()
-    }
-
-    /// The task definition a service runs now.
-    pub fn task_definition(&self, service: &str) -> Option<String> {
-        let st = self.lock();
-        st.services
-            .get(service)
-            .map(|s| format!("{}:{}", s.family, s.current.revision))
     }
 }
 
@@ -196,26 +183,16 @@ impl Clock for Sim {
 
 impl MetricsBackend for Sim {
     fn query(&self, q: &MetricQuery, _deadline: Instant) -> Result<Vec<Datapoint>, Error> {
-        let statistic =
-            crate::capability::metrics::parse_statistic(&q.statistic).map_err(Error::Invalid)?;
-        crate::capability::metrics::check_window(q)?;
         let mut st = self.lock();
         st.now_ms += METRIC_CALL_MS;
-        let dims: BTreeMap<&str, &str> = q
-            .dimensions
-            .iter()
-            .map(|d| (d.name.as_str(), d.value.as_str()))
-            .collect();
         let series = st.scenario.metrics.iter().find(|m| {
-            m.namespace == q.namespace
-                && m.name == q.name
-                && crate::capability::metrics::parse_statistic(&m.statistic).ok()
-                    == Some(statistic.clone())
-                && m.dimensions
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect::<BTreeMap<_, _>>()
-                    == dims
+            crate::capability::metrics::series_matches(
+                &m.namespace,
+                &m.name,
+                &m.dimensions,
+                &m.statistic,
+                q,
+            )
         });
         let Some(series) = series else {
             // Like CloudWatch: an unknown metric is just one without data.
@@ -232,7 +209,7 @@ impl MetricsBackend for Sim {
         Ok((0..points)
             .rev()
             .map(|i| Datapoint {
-                timestamp_ms: end - (i + 1) * period_ms,
+                timestamp_ms: end.saturating_sub((i + 1) * period_ms),
                 value,
             })
             .collect())
@@ -342,15 +319,25 @@ impl EcsBackend for Sim {
         &self,
         cluster: &str,
         service: &str,
-        revision: Option<u32>,
+        plan: &RollbackResult,
         _deadline: Instant,
     ) -> Result<RollbackResult, Error> {
         let mut st = self.lock();
         st.now_ms += ECS_CALL_MS;
         let now = st.now_ms;
         let svc = st.service(cluster, service)?;
-        let current = svc.current.revision;
-        let target = rollback_target(&svc.family, current, &svc.revisions, revision)?;
+        let current = format!("{}:{}", svc.family, svc.current.revision);
+        if current != plan.from {
+            return Err(changed_since_approval(service, &current, plan));
+        }
+        let target = plan
+            .to
+            .rsplit_once(':')
+            .and_then(|(_, r)| r.parse().ok())
+            .filter(|r| svc.revisions.contains(r))
+            .ok_or_else(|| {
+                Error::NotFound(format!("task definition `{}` is not registered", plan.to))
+            })?;
         svc.deployments_made += 1;
         let new = SimDeployment {
             id: format!("ecs-svc/{}", svc.deployments_made),
@@ -358,12 +345,9 @@ impl EcsBackend for Sim {
             created_at_ms: now,
         };
         let old = std::mem::replace(&mut svc.current, new);
-        let done = (!svc.never_stable).then_some(now + svc.stabilize_ms);
+        let done = (!svc.never_stable).then_some(now.saturating_add(svc.stabilize_ms));
         svc.rollout = Some((old, done));
-        Ok(RollbackResult {
-            from: format!("{}:{current}", svc.family),
-            to: format!("{}:{target}", svc.family),
-        })
+        Ok(plan.clone())
     }
 
     fn wait_stable(

@@ -24,11 +24,13 @@ pub trait EcsBackend: Send + Sync {
         revision: Option<u32>,
         deadline: Instant,
     ) -> Result<RollbackResult, Error>;
+    /// Performs `plan` (from `rollback_plan`, as approved), refusing if the
+    /// service no longer runs `plan.from`.
     fn rollback(
         &self,
         cluster: &str,
         service: &str,
-        revision: Option<u32>,
+        plan: &RollbackResult,
         deadline: Instant,
     ) -> Result<RollbackResult, Error>;
     fn wait_stable(
@@ -73,7 +75,7 @@ impl wit::Host for StepState {
             &resource,
             args,
             preview,
-            |b, d| b.ecs.rollback(&cluster, &service, revision, d),
+            |b, d, plan| b.ecs.rollback(&cluster, &service, plan, d),
         )
     }
 
@@ -99,6 +101,14 @@ impl wit::Host for StepState {
 
 pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+}
+
+/// The error when a service moved between the approval and the rollback.
+pub fn changed_since_approval(service: &str, now: &str, plan: &RollbackResult) -> Error {
+    Error::Invalid(format!(
+        "`{service}` runs `{now}`, not `{}` as when the rollback to `{}` was approved; nothing was changed",
+        plan.from, plan.to
+    ))
 }
 
 /// The revision a rollback goes to: `requested` if it is registered and not
@@ -185,5 +195,45 @@ mod tests {
                 .unwrap_err(),
             Error::Denied(_)
         ));
+    }
+
+    #[test]
+    fn a_dry_run_rollback_reports_the_plan_and_changes_nothing() {
+        use crate::approval::Policy;
+        use crate::capability::testing::with_policy;
+        let mut st = with_policy(
+            "ecs = { read = [\"*\"], mutate = [\"*\"] }",
+            Policy::DryRun,
+            false,
+        );
+        let r = st
+            .rollback("production".into(), "auth-service".into(), None)
+            .unwrap();
+        assert_eq!(r.to, "auth-service:41");
+        let info = st
+            .describe_service("production".into(), "auth-service".into())
+            .unwrap();
+        assert_eq!(info.task_definition, "auth-service:42");
+    }
+
+    #[test]
+    fn a_rollback_refuses_when_the_service_moved_since_approval() {
+        use crate::bindings::runbook::host::ecs::RollbackResult;
+        use crate::capability::testing::state;
+        let st = state("ecs = { read = [\"*\"] }");
+        let stale = RollbackResult {
+            from: "auth-service:40".into(),
+            to: "auth-service:39".into(),
+        };
+        let far = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let err = st
+            .backends
+            .ecs
+            .rollback("production", "auth-service", &stale, far)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid(m) if m.contains("runs `auth-service:42`, not `auth-service:40`")),
+            "{err:?}"
+        );
     }
 }

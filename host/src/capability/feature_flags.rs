@@ -40,7 +40,7 @@ impl wit::Host for StepState {
             &key,
             args,
             preview,
-            |b, d| b.flags.set(&key, &value, d),
+            |b, d, _| b.flags.set(&key, &value, d),
         )
     }
 }
@@ -77,5 +77,44 @@ mod tests {
         assert!(matches!(denied, Error::Denied(_)));
         // The denied write never reached the store.
         assert_eq!(st.get("BILLING_KILL_SWITCH".into()).unwrap(), None);
+    }
+
+    #[test]
+    fn unapproved_and_dry_run_sets_never_reach_the_store() {
+        use crate::approval::Policy;
+        use crate::capability::testing::with_policy;
+        let grants = "feature-flags = { read = [\"*\"], mutate = [\"*\"] }";
+        // Live run, nobody to ask, step not approved: held.
+        let mut st = with_policy(grants, Policy::Steps(Default::default()), false);
+        let held = st
+            .set("AUTH_STATELESS_FALLBACK".into(), "true".into())
+            .unwrap_err();
+        assert!(
+            matches!(&held, Error::Denied(m) if m.starts_with("awaiting approval to set flag")),
+            "{held:?}"
+        );
+        assert_eq!(
+            st.get("AUTH_STATELESS_FALLBACK".into()).unwrap().as_deref(),
+            Some("false")
+        );
+        assert!(st.shared.journal().awaiting.is_some());
+        // Dry run: the step is told what it would have been told.
+        let mut st = with_policy(grants, Policy::DryRun, false);
+        let previous = st
+            .set("AUTH_STATELESS_FALLBACK".into(), "true".into())
+            .unwrap();
+        assert_eq!(previous.as_deref(), Some("false"));
+        assert_eq!(
+            st.get("AUTH_STATELESS_FALLBACK".into()).unwrap().as_deref(),
+            Some("false")
+        );
+        // Approved for this step by name.
+        let mut st = with_policy(grants, Policy::Steps(["step".to_string()].into()), false);
+        st.set("AUTH_STATELESS_FALLBACK".into(), "true".into())
+            .unwrap();
+        assert_eq!(
+            st.get("AUTH_STATELESS_FALLBACK".into()).unwrap().as_deref(),
+            Some("true")
+        );
     }
 }

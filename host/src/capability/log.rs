@@ -11,7 +11,8 @@ const MAX_LINES: usize = 200;
 
 impl wit::Host for StepState {
     fn log(&mut self, level: Level, message: String, fields: Vec<Pair>) {
-        if self.logs.len() >= MAX_LINES {
+        let mut journal = self.shared.journal();
+        if journal.logs.len() >= MAX_LINES {
             return;
         }
         let level = match level {
@@ -20,12 +21,26 @@ impl wit::Host for StepState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        self.logs.push(LogLine {
+        journal.logs.push(LogLine {
             level: level.into(),
-            message,
-            fields: fields.into_iter().map(|p| (p.key, p.value)).collect(),
+            message: clip(message),
+            fields: fields.into_iter().map(|p| (p.key, clip(p.value))).collect(),
         });
     }
+}
+
+/// Keeps one line from growing the report without bound.
+fn clip(mut s: String) -> String {
+    const MAX: usize = 2048;
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
 }
 
 pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {

@@ -14,6 +14,9 @@ pub trait MetricsBackend: Send + Sync {
 impl wit::Host for StepState {
     fn query(&mut self, q: MetricQuery) -> Result<Vec<Datapoint>, Error> {
         let resource = format!("{}/{}", q.namespace, q.name);
+        // Validated here, once, for every backend; a `/` in the name would
+        // make `Namespace/Name` ambiguous to the grant check.
+        let valid = validate(&q);
         let args = serde_json::to_value(&q).unwrap_or_default();
         self.call(
             Interface::Metrics,
@@ -21,7 +24,7 @@ impl wit::Host for StepState {
             Access::Read,
             &resource,
             args,
-            |b, deadline| b.metrics.query(&q, deadline),
+            |b, deadline| valid.and_then(|()| b.metrics.query(&q, deadline)),
         )
     }
 }
@@ -59,6 +62,37 @@ pub fn parse_statistic(raw: &str) -> Result<Statistic, String> {
             }
         },
     })
+}
+
+/// Whether a recorded or simulated series answers query `q`: same
+/// namespace, name, statistic (however spelled) and exactly the same
+/// dimensions.
+pub fn series_matches(
+    namespace: &str,
+    name: &str,
+    dimensions: &std::collections::BTreeMap<String, String>,
+    statistic: &str,
+    q: &MetricQuery,
+) -> bool {
+    namespace == q.namespace
+        && name == q.name
+        && dimensions.len() == q.dimensions.len()
+        && q.dimensions
+            .iter()
+            .all(|d| dimensions.get(&d.name) == Some(&d.value))
+        && parse_statistic(statistic).ok() == parse_statistic(&q.statistic).ok()
+}
+
+/// What every backend may take for granted about a query.
+pub fn validate(q: &MetricQuery) -> Result<(), Error> {
+    if q.name.is_empty() || q.namespace.is_empty() || q.name.contains('/') {
+        return Err(Error::Invalid(format!(
+            "metric `{}` in namespace `{}`: names must be non-empty and free of `/`",
+            q.name, q.namespace
+        )));
+    }
+    parse_statistic(&q.statistic).map_err(Error::Invalid)?;
+    check_window(q)
 }
 
 /// Period and window must describe at least one and at most 1440 datapoints.
@@ -116,8 +150,9 @@ mod tests {
         assert_eq!(points.last().unwrap().value, 1850.0);
         let denied = st.query(query("Billing", "Revenue", "sum")).unwrap_err();
         assert!(matches!(denied, Error::Denied(_)), "{denied:?}");
-        assert_eq!(st.calls.len(), 2);
-        assert!(st.calls[0].allowed && !st.calls[1].allowed);
+        let calls = &st.shared.journal().calls;
+        assert_eq!(calls.len(), 2);
+        assert!(calls[0].allowed && !calls[1].allowed);
     }
 
     #[test]

@@ -59,6 +59,51 @@ pub struct LogLine {
     pub fields: Vec<(String, String)>,
 }
 
+/// What a step leaves behind as it runs. Shared with the runner, so a step
+/// that has to be abandoned (blocked past its deadline) still reports what
+/// it did.
+#[derive(Debug, Default)]
+pub struct Journal {
+    pub calls: Vec<CallRecord>,
+    pub logs: Vec<LogLine>,
+    /// Set when a mutation needed an approval nobody could give: the run
+    /// stops after this step.
+    pub awaiting: Option<String>,
+}
+
+/// The part of a step's state the runner watches from outside the store.
+#[derive(Debug)]
+pub struct StepShared {
+    pub journal: std::sync::Mutex<Journal>,
+    deadline: std::sync::Mutex<Instant>,
+}
+
+impl StepShared {
+    pub fn new(deadline: Instant) -> Arc<Self> {
+        Arc::new(Self {
+            journal: Default::default(),
+            deadline: std::sync::Mutex::new(deadline),
+        })
+    }
+
+    /// The step's wall-clock deadline; host calls past it return `timeout`.
+    pub fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn extend(&self, by: std::time::Duration) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) += by;
+    }
+
+    pub fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Capability calls one step may make; a step calling in a loop is stopped
+/// short of filling the host's memory and the audit log.
+pub const MAX_CALLS: usize = 1000;
+
 /// Per-step store data.
 pub struct StepState {
     pub wasi: WasiCtx,
@@ -66,16 +111,10 @@ pub struct StepState {
     pub limiter: crate::limits::StepLimiter,
     pub checker: GrantChecker,
     pub backends: Backends,
-    /// The step's wall-clock deadline; host calls past it return `timeout`.
-    pub deadline: Instant,
     pub caller: Caller,
     pub audit: Option<Arc<AuditLog>>,
     pub approver: Arc<crate::approval::Approver>,
-    /// Set when a mutation needed an approval nobody could give: the run
-    /// stops after this step.
-    pub awaiting: Option<String>,
-    pub calls: Vec<CallRecord>,
-    pub logs: Vec<LogLine>,
+    pub shared: Arc<StepShared>,
 }
 
 impl WasiView for StepState {
@@ -90,6 +129,10 @@ impl WasiView for StepState {
 impl crate::bindings::runbook::host::types::Host for StepState {}
 
 impl StepState {
+    pub fn deadline(&self) -> Instant {
+        self.shared.deadline()
+    }
+
     /// Every privileged read goes through here: grant check, then deadline,
     /// then the backend; each call is journaled and audited, allowed or not.
     pub(crate) fn call<R: Serialize>(
@@ -101,37 +144,19 @@ impl StepState {
         args: serde_json::Value,
         backend_call: impl FnOnce(&Backends, Instant) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let started = Instant::now();
-        let at_ms = self.backends.clock.now_ms();
-        let checked = self.checker.check(interface, access, resource);
-        let allowed = checked.is_ok();
-        let result = match checked {
-            Err(why) => Err(Error::Denied(why)),
-            Ok(()) => self
-                .before_deadline()
-                .and_then(|()| backend_call(&self.backends, self.deadline)),
-        };
-        let call = Call {
-            interface,
-            operation,
-            access,
-            resource,
-            args,
-            allowed,
-            at_ms,
-            started,
+        let call = self.start(interface, operation, access, resource, args);
+        let result = match self.admit(&call) {
+            Err(e) => Err(e),
+            Ok(()) => backend_call(&self.backends, self.deadline()),
         };
         self.record(call, &result, None);
         result
     }
 
     /// Every mutation goes through here: grant check, deadline, then
-    /// `preview` says what would change (and what the step would be told),
-    /// the approver decides, and only an approved change reaches `apply`.
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one argument per part of the decision"
-    )]
+    /// `preview` says what would change and what the step would be told, the
+    /// approver decides, and only an approved change reaches `apply`, which
+    /// gets the previewed value: what was approved is what is done.
     pub(crate) fn mutate<R: Serialize>(
         &mut self,
         interface: Interface,
@@ -139,31 +164,13 @@ impl StepState {
         resource: &str,
         args: serde_json::Value,
         preview: impl FnOnce(&Backends, Instant) -> Result<(String, R), Error>,
-        apply: impl FnOnce(&Backends, Instant) -> Result<R, Error>,
+        apply: impl FnOnce(&Backends, Instant, &R) -> Result<R, Error>,
     ) -> Result<R, Error> {
-        let started = Instant::now();
-        let at_ms = self.backends.clock.now_ms();
-        let access = Access::Mutate;
-        let checked = self.checker.check(interface, access, resource);
-        let allowed = checked.is_ok();
-        let call = Call {
-            interface,
-            operation,
-            access,
-            resource,
-            args,
-            allowed,
-            at_ms,
-            started,
-        };
-        if let Err(why) = checked {
-            let result = Err(Error::Denied(why));
-            self.record(call, &result, None);
-            return result;
-        }
+        use crate::approval::Verdict;
+        let call = self.start(interface, operation, Access::Mutate, resource, args);
         let previewed = self
-            .before_deadline()
-            .and_then(|()| preview(&self.backends, self.deadline));
+            .admit(&call)
+            .and_then(|()| preview(&self.backends, self.deadline()));
         let (change, would) = match previewed {
             Ok(p) => p,
             Err(e) => {
@@ -175,18 +182,18 @@ impl StepState {
         let asked = Instant::now();
         let decision = self.approver.decide(&self.caller.step, change);
         // Time spent waiting for a person is not the step's time.
-        self.deadline += asked.elapsed();
+        self.shared.extend(asked.elapsed());
         let result = match decision.decision {
-            "approved" => self
+            Verdict::Approved => self
                 .before_deadline()
-                .and_then(|()| apply(&self.backends, self.deadline)),
-            "dry-run" => Ok(would),
-            "refused" => Err(Error::Denied(format!(
+                .and_then(|()| apply(&self.backends, self.deadline(), &would)),
+            Verdict::DryRun => Ok(would),
+            Verdict::Refused => Err(Error::Denied(format!(
                 "the operator refused to {}",
                 decision.change
             ))),
-            _ => {
-                self.awaiting = Some(decision.change.clone());
+            Verdict::AwaitingApproval => {
+                self.shared.journal().awaiting = Some(decision.change.clone());
                 Err(Error::Denied(format!(
                     "awaiting approval to {}",
                     decision.change
@@ -197,8 +204,42 @@ impl StepState {
         result
     }
 
+    fn start<'a>(
+        &self,
+        interface: Interface,
+        operation: &'a str,
+        access: Access,
+        resource: &'a str,
+        args: serde_json::Value,
+    ) -> Call<'a> {
+        Call {
+            interface,
+            operation,
+            access,
+            resource,
+            args,
+            allowed: self.checker.check(interface, access, resource).is_ok(),
+            at_ms: self.backends.clock.now_ms(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Grant, deadline and call budget, in that order.
+    fn admit(&self, call: &Call<'_>) -> Result<(), Error> {
+        self.checker
+            .check(call.interface, call.access, call.resource)
+            .map_err(Error::Denied)?;
+        self.before_deadline()?;
+        if self.shared.journal().calls.len() >= MAX_CALLS {
+            return Err(Error::Invalid(format!(
+                "a step may make at most {MAX_CALLS} capability calls"
+            )));
+        }
+        Ok(())
+    }
+
     fn before_deadline(&self) -> Result<(), Error> {
-        if Instant::now() >= self.deadline {
+        if Instant::now() >= self.deadline() {
             return Err(Error::Timeout("the step's deadline has passed".into()));
         }
         Ok(())
@@ -210,6 +251,11 @@ impl StepState {
         result: &Result<R, Error>,
         approval: Option<crate::approval::Decision>,
     ) {
+        let mut journal = self.shared.journal();
+        // Past the budget only the first refusal is kept.
+        if journal.calls.len() > MAX_CALLS {
+            return;
+        }
         let record = CallRecord {
             interface: call.interface,
             operation: call.operation.to_string(),
@@ -229,7 +275,7 @@ impl StepState {
         if let Some(audit) = &self.audit {
             audit.record(&self.caller, &record);
         }
-        self.calls.push(record);
+        journal.calls.push(record);
     }
 }
 
@@ -297,6 +343,16 @@ deployments = [{ revision = 42, created_at = "2026-11-26T02:40:00Z" }]
 
     /// A step state over the simulated backend, with `grants` (TOML).
     pub fn state(grants: &str) -> StepState {
+        with_policy(grants, crate::approval::Policy::All, true)
+    }
+
+    /// The same, with mutations decided by `policy`; `simulation` as a
+    /// simulated run would say it. Nobody can be asked.
+    pub fn with_policy(
+        grants: &str,
+        policy: crate::approval::Policy,
+        simulation: bool,
+    ) -> StepState {
         let grants: Grants = toml::from_str(grants).expect("test grants parse");
         let scenario: crate::scenario::Scenario =
             toml::from_str(SCENARIO).expect("test scenario parses");
@@ -306,7 +362,6 @@ deployments = [{ revision = 42, created_at = "2026-11-26T02:40:00Z" }]
             limiter: crate::limits::StepLimiter::new(64 << 20),
             checker: GrantChecker::new(grants),
             backends: crate::sim::Sim::new(scenario).backends(),
-            deadline: Instant::now() + std::time::Duration::from_secs(60),
             caller: Caller {
                 run_id: "test".into(),
                 step: "step".into(),
@@ -314,13 +369,8 @@ deployments = [{ revision = 42, created_at = "2026-11-26T02:40:00Z" }]
                 plugin_digest: "0".repeat(64),
             },
             audit: None,
-            approver: Arc::new(crate::approval::Approver::new(
-                crate::approval::Policy::All,
-                true,
-            )),
-            awaiting: None,
-            calls: Vec::new(),
-            logs: Vec::new(),
+            approver: Arc::new(crate::approval::Approver::new(policy, simulation, false)),
+            shared: StepShared::new(Instant::now() + std::time::Duration::from_secs(60)),
         }
     }
 }

@@ -58,6 +58,9 @@ mod tests {
             st.ping("cache".into()).unwrap_err(),
             Error::Denied(_)
         ));
-        assert_eq!(st.calls[1].error.as_deref(), Some("denied"));
+        assert_eq!(
+            st.shared.journal().calls[1].error.as_deref(),
+            Some("denied")
+        );
     }
 }

@@ -6,7 +6,7 @@ use super::{Blocking, aws_error};
 use crate::bindings::Error;
 use crate::bindings::runbook::host::metrics::{Datapoint, MetricQuery};
 use crate::capability::MetricsBackend;
-use crate::capability::metrics::{Statistic, check_window, parse_statistic};
+use crate::capability::metrics::{Statistic, parse_statistic};
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
@@ -46,7 +46,6 @@ pub fn stat_name(s: &Statistic, raw: &str) -> String {
 impl MetricsBackend for CloudWatch {
     fn query(&self, q: &MetricQuery, deadline: Instant) -> Result<Vec<Datapoint>, Error> {
         let statistic = parse_statistic(&q.statistic).map_err(Error::Invalid)?;
-        check_window(q)?;
         let metric = Metric::builder()
             .namespace(&q.namespace)
             .metric_name(&q.name)
@@ -87,6 +86,18 @@ impl MetricsBackend for CloudWatch {
                     .await
                     .map_err(|e| aws_error(&what, e))?;
                 for r in out.metric_data_results() {
+                    use aws_sdk_cloudwatch::types::StatusCode;
+                    // An error inside a 200 answer must not read as "no data".
+                    if let Some(code @ (StatusCode::Forbidden | StatusCode::InternalError)) =
+                        r.status_code()
+                    {
+                        let why: Vec<&str> =
+                            r.messages().iter().filter_map(|m| m.value()).collect();
+                        return Err(Error::Unavailable(format!(
+                            "{what}: {code}: {}",
+                            why.join("; ")
+                        )));
+                    }
                     for (t, v) in r.timestamps().iter().zip(r.values()) {
                         points.push(Datapoint {
                             timestamp_ms: t.to_millis().unwrap_or(0).max(0) as u64,

@@ -7,7 +7,7 @@ use super::{Blocking, aws_error};
 use crate::bindings::Error;
 use crate::bindings::runbook::host::ecs::{Deployment, RollbackResult, ServiceInfo};
 use crate::capability::EcsBackend;
-use crate::capability::ecs::rollback_target;
+use crate::capability::ecs::{changed_since_approval, rollback_target};
 use crate::environment::EcsTarget;
 use aws_sdk_ecs::Client;
 use aws_sdk_ecs::types::TaskDefinitionStatus;
@@ -162,7 +162,7 @@ impl EcsBackend for Ecs {
     ) -> Result<ServiceInfo, Error> {
         let t = self.target(cluster, service)?;
         self.blocking.run(
-            "ecs describe",
+            &format!("ecs describe `{}/{}`", t.cluster, t.service),
             self.timeout,
             deadline,
             self.describe_async((cluster, service), t),
@@ -178,7 +178,7 @@ impl EcsBackend for Ecs {
     ) -> Result<RollbackResult, Error> {
         let t = self.target(cluster, service)?;
         self.blocking.run(
-            "ecs rollback",
+            &format!("ecs rollback plan `{}/{}`", t.cluster, t.service),
             self.timeout,
             deadline,
             self.plan_async((cluster, service), t, revision),
@@ -189,26 +189,40 @@ impl EcsBackend for Ecs {
         &self,
         cluster: &str,
         service: &str,
-        revision: Option<u32>,
+        plan: &RollbackResult,
         deadline: Instant,
     ) -> Result<RollbackResult, Error> {
         let t = self.target(cluster, service)?;
-        self.blocking
-            .run("ecs rollback", self.timeout, deadline, async {
-                let plan = self.plan_async((cluster, service), t, revision).await?;
-                self.client
-                    .update_service()
-                    .cluster(&t.cluster)
-                    .service(&t.service)
-                    .task_definition(&plan.to)
-                    .force_new_deployment(true)
-                    .send()
-                    .await
-                    .map_err(|e| {
-                        aws_error(&format!("ecs update `{}/{}`", t.cluster, t.service), e)
-                    })?;
-                Ok(plan)
-            })
+        let what = format!("ecs rollback `{}/{}`", t.cluster, t.service);
+        let current = self.blocking.run(&what, self.timeout, deadline, async {
+            Ok(self
+                .describe_async((cluster, service), t)
+                .await?
+                .task_definition)
+        })?;
+        if current != plan.from {
+            return Err(changed_since_approval(service, &current, plan));
+        }
+        let update = self.blocking.run(&what, self.timeout, deadline, async {
+            self.client
+                .update_service()
+                .cluster(&t.cluster)
+                .service(&t.service)
+                .task_definition(&plan.to)
+                .force_new_deployment(true)
+                .send()
+                .await
+                .map_err(|e| aws_error(&what, e))
+        });
+        match update {
+            Ok(_) => Ok(plan.clone()),
+            // The request may have reached ECS before the answer was lost.
+            Err(Error::Timeout(m)) => Err(Error::Timeout(format!(
+                "{m}; the rollback to `{}` may have been applied: describe the service before retrying",
+                plan.to
+            ))),
+            Err(e) => Err(e),
+        }
     }
 
     fn wait_stable(
@@ -219,11 +233,14 @@ impl EcsBackend for Ecs {
         deadline: Instant,
     ) -> Result<ServiceInfo, Error> {
         let t = self.target(cluster, service)?;
+        let started = Instant::now();
         let limit = Duration::from_secs(u64::from(timeout_seconds));
-        let until = (Instant::now() + limit).min(deadline);
+        let until = (started + limit).min(deadline);
         let progress = indicatif::ProgressBar::new_spinner();
         progress.enable_steady_tick(Duration::from_millis(200));
-        let result = self.blocking.run("ecs wait-stable", limit, deadline, async {
+        let what = format!("ecs wait-stable `{}/{}`", t.cluster, t.service);
+        // One more describe may start just before `until`: allow for it.
+        let result = self.blocking.run(&what, limit + self.timeout, deadline, async {
             loop {
                 let info = self.describe_async((cluster, service), t).await?;
                 progress.set_message(format!(
@@ -236,8 +253,10 @@ impl EcsBackend for Ecs {
                     return Ok(info);
                 }
                 if Instant::now() + POLL >= until {
+                    let by = if until < started + limit { "the step's deadline" } else { "`timeout-seconds`" };
                     return Err(Error::Timeout(format!(
-                        "`{cluster}/{service}` not stable after {timeout_seconds}s ({}/{} running, {} deployments)",
+                        "`{cluster}/{service}` not stable after {}s, the limit set by {by} ({}/{} running, {} deployments)",
+                        started.elapsed().as_secs(),
                         info.running_count,
                         info.desired_count,
                         info.deployments.len()

@@ -81,9 +81,13 @@ impl Clock for RealClock {
     }
 }
 
+/// How long loading AWS settings (region, profile, credentials chain) may
+/// take: the chain can reach the instance metadata service.
+const CONFIG_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Shared AWS settings: region, profile, endpoint, and explicit timeouts
 /// and retries (the SDK's defaults have no operation timeout).
-pub fn sdk_config(blocking: &Blocking, aws: &AwsConfig) -> SdkConfig {
+pub fn sdk_config(blocking: &Blocking, aws: &AwsConfig) -> Result<SdkConfig> {
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .timeout_config(
             TimeoutConfig::builder()
@@ -102,28 +106,43 @@ pub fn sdk_config(blocking: &Blocking, aws: &AwsConfig) -> SdkConfig {
     if let Some(url) = &aws.endpoint_url {
         loader = loader.endpoint_url(url);
     }
-    blocking.block_on(loader.load())
+    blocking
+        .block_on(async { tokio::time::timeout(CONFIG_TIMEOUT, loader.load()).await })
+        .map_err(|_| {
+            crate::error::hinted(
+                format!("loading the AWS configuration took longer than {} s", CONFIG_TIMEOUT.as_secs()),
+                "set `region` in `[aws]` and make credentials available (env, profile, SSO); outside AWS set AWS_EC2_METADATA_DISABLED=true",
+            )
+        })
 }
 
 /// Every capability backed by what `env` names.
 pub fn backends(env: &Environment, incident_start_ms: Option<u64>) -> Result<Backends> {
     let blocking = Blocking::new()?;
-    let sdk = sdk_config(&blocking, &env.aws);
+    let replayed = matches!(env.metrics, Some(MetricsConfig::Replay { .. }));
+    let uses_aws =
+        !replayed || !env.ecs.is_empty() || matches!(env.flags, Some(FlagStore::Ssm { .. }));
+    // Only load AWS settings (and reach for credentials) when a service needs them.
+    let sdk = if uses_aws {
+        sdk_config(&blocking, &env.aws)?
+    } else {
+        SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .build()
+    };
     let op_timeout = Duration::from_millis(env.aws.operation_timeout_ms);
-    let endpoint = |own: &Option<String>| own.clone().or_else(|| env.aws.endpoint_url.clone());
 
     let metrics: Arc<dyn crate::capability::MetricsBackend> = match &env.metrics {
         Some(MetricsConfig::Replay { path }) => Arc::new(replay::Replay::load(path)?),
         other => {
-            let own = match other {
-                Some(MetricsConfig::Cloudwatch { endpoint_url }) => endpoint_url.clone(),
-                _ => None,
-            };
-            let mut cw = aws_sdk_cloudwatch::config::Builder::from(&sdk);
-            if let Some(url) = endpoint(&own) {
-                cw = cw.endpoint_url(url);
+            let mut conf = aws_sdk_cloudwatch::config::Builder::from(&sdk);
+            if let Some(MetricsConfig::Cloudwatch {
+                endpoint_url: Some(url),
+            }) = other
+            {
+                conf = conf.endpoint_url(url);
             }
-            let client = aws_sdk_cloudwatch::Client::from_conf(cw.build());
+            let client = aws_sdk_cloudwatch::Client::from_conf(conf.build());
             Arc::new(cloudwatch::CloudWatch::new(
                 client,
                 blocking.clone(),
@@ -131,19 +150,12 @@ pub fn backends(env: &Environment, incident_start_ms: Option<u64>) -> Result<Bac
             ))
         }
     };
-
-    let ecs_endpoint = env.ecs.values().find_map(|t| t.endpoint_url.clone());
-    let mut ecs_conf = aws_sdk_ecs::config::Builder::from(&sdk);
-    if let Some(url) = endpoint(&ecs_endpoint) {
-        ecs_conf = ecs_conf.endpoint_url(url);
-    }
     let ecs = ecs::Ecs::new(
-        aws_sdk_ecs::Client::from_conf(ecs_conf.build()),
+        aws_sdk_ecs::Client::new(&sdk),
         blocking.clone(),
         op_timeout,
         env.ecs.clone(),
     );
-
     let flags: Arc<dyn crate::capability::FlagsBackend> = match &env.flags {
         None => Arc::new(flags::Unconfigured),
         Some(FlagStore::File { path }) => Arc::new(flags::FileFlags::new(path.clone())),
@@ -155,11 +167,12 @@ pub fn backends(env: &Environment, incident_start_ms: Option<u64>) -> Result<Bac
             endpoint_url,
         }) => {
             let mut conf = aws_sdk_ssm::config::Builder::from(&sdk);
-            if let Some(url) = endpoint(endpoint_url) {
+            if let Some(url) = endpoint_url {
                 conf = conf.endpoint_url(url);
             }
+            let client = aws_sdk_ssm::Client::from_conf(conf.build());
             Arc::new(flags::SsmFlags::new(
-                aws_sdk_ssm::Client::from_conf(conf.build()),
+                client,
                 blocking.clone(),
                 op_timeout,
                 prefix.clone(),
@@ -192,16 +205,35 @@ where
         SdkError::ServiceError(s) => {
             let e = s.err();
             let code = e.code().unwrap_or("Unknown");
-            let msg = e.message().unwrap_or("");
-            let text = format!("{what}: {code}: {msg}");
-            if code.contains("Throttl") || code.contains("RequestLimitExceeded") {
-                Error::Unavailable(text)
-            } else if code.contains("NotFound") || code.contains("ParameterNotFound") {
-                Error::NotFound(text)
-            } else if code.contains("Invalid") || code.contains("Validation") {
-                Error::Invalid(text)
-            } else {
-                Error::Unavailable(text)
+            let text = format!("{what}: {code}: {}", e.message().unwrap_or(""));
+            match code {
+                "Throttling"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "TooManyRequestsException" => Error::Unavailable(text),
+                "InvalidClientTokenId"
+                | "UnrecognizedClientException"
+                | "InvalidSignatureException"
+                | "SignatureDoesNotMatch"
+                | "ExpiredToken"
+                | "ExpiredTokenException"
+                | "AccessDenied"
+                | "AccessDeniedException"
+                | "MissingAuthenticationToken" => Error::Unavailable(format!(
+                    "{text} (check the AWS credentials and their permissions)"
+                )),
+                "ParameterNotFound"
+                | "ServiceNotFoundException"
+                | "ClusterNotFoundException"
+                | "ResourceNotFoundException"
+                | "ResourceNotFound" => Error::NotFound(text),
+                "InvalidParameterException"
+                | "InvalidParameterValue"
+                | "InvalidParameterCombination"
+                | "ValidationError"
+                | "ValidationException"
+                | "InvalidNextToken" => Error::Invalid(text),
+                _ => Error::Unavailable(text),
             }
         }
         _ => Error::Unavailable(format!("{what}: {}", chain(&err))),
@@ -217,4 +249,23 @@ fn chain(err: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_call_in_progress_is_cut_off_at_the_deadline() {
+        let blocking = Blocking::new().unwrap();
+        let deadline = Instant::now() + Duration::from_millis(50);
+        let never = std::future::pending::<Result<(), Error>>();
+        let err = blocking
+            .run("call", Duration::from_secs(60), deadline, never)
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Timeout(m) if m.starts_with("call: no answer within")),
+            "{err:?}"
+        );
+    }
 }

@@ -77,13 +77,7 @@ pub fn connect(
     let conn = client
         .get_connection_with_timeout(connect)
         .map_err(|e| redis_error(alias, e))?;
-    let response = Duration::from_millis(t.response_timeout_ms)
-        .min(deadline.saturating_duration_since(Instant::now()));
-    let response = response.max(Duration::from_millis(1));
-    conn.set_read_timeout(Some(response))
-        .map_err(|e| redis_error(alias, e))?;
-    conn.set_write_timeout(Some(response))
-        .map_err(|e| redis_error(alias, e))?;
+    arm(alias, &conn, t, deadline)?;
     Ok(conn)
 }
 
@@ -103,6 +97,27 @@ fn field<T: std::str::FromStr>(info: &str, name: &str) -> Option<T> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Each connection answers within the response timeout or what is left of
+/// the step's deadline, whichever is less; every call makes one round trip.
+fn arm(
+    alias: &str,
+    conn: &redis::Connection,
+    t: &RedisTarget,
+    deadline: Instant,
+) -> Result<(), Error> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(Error::Timeout(format!(
+            "redis `{alias}`: the step's deadline has passed"
+        )));
+    }
+    let wait = Duration::from_millis(t.response_timeout_ms).min(left);
+    conn.set_read_timeout(Some(wait))
+        .map_err(|e| redis_error(alias, e))?;
+    conn.set_write_timeout(Some(wait))
+        .map_err(|e| redis_error(alias, e))
+}
+
 impl RedisBackend for Redis {
     fn ping(&self, target: &str, deadline: Instant) -> Result<PingReply, Error> {
         let t = self.target(target)?;
@@ -120,11 +135,11 @@ impl RedisBackend for Redis {
     fn info(&self, target: &str, deadline: Instant) -> Result<InfoStats, Error> {
         let t = self.target(target)?;
         let mut conn = connect(target, t, deadline)?;
-        let clients: String = redis::cmd("INFO")
+        // One round trip for both sections.
+        let (clients, stats): (String, String) = redis::pipe()
+            .cmd("INFO")
             .arg("clients")
-            .query(&mut conn)
-            .map_err(|e| redis_error(target, e))?;
-        let stats: String = redis::cmd("INFO")
+            .cmd("INFO")
             .arg("stats")
             .query(&mut conn)
             .map_err(|e| redis_error(target, e))?;

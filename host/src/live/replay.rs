@@ -6,7 +6,7 @@
 use crate::bindings::Error;
 use crate::bindings::runbook::host::metrics::{Datapoint, MetricQuery};
 use crate::capability::MetricsBackend;
-use crate::capability::metrics::{check_window, parse_statistic};
+use crate::capability::metrics::{parse_statistic, series_matches};
 use crate::error::hinted;
 use anyhow::Result;
 use serde::Deserialize;
@@ -85,19 +85,11 @@ impl Replay {
 
 impl MetricsBackend for Replay {
     fn query(&self, q: &MetricQuery, _deadline: Instant) -> Result<Vec<Datapoint>, Error> {
-        let statistic = parse_statistic(&q.statistic).map_err(Error::Invalid)?;
-        check_window(q)?;
-        let dims: BTreeMap<String, String> = q
-            .dimensions
+        let Some(i) = self
+            .series
             .iter()
-            .map(|d| (d.name.clone(), d.value.clone()))
-            .collect();
-        let Some(i) = self.series.iter().position(|s| {
-            s.namespace == q.namespace
-                && s.name == q.name
-                && s.dimensions == dims
-                && parse_statistic(&s.statistic).ok() == Some(statistic.clone())
-        }) else {
+            .position(|s| series_matches(&s.namespace, &s.name, &s.dimensions, &s.statistic, q))
+        else {
             return Ok(Vec::new());
         };
         let mut served = self.served.lock().unwrap_or_else(|e| e.into_inner());
