@@ -150,3 +150,46 @@ pub fn info(message: &str) {
 pub fn latest(q: &metrics::MetricQuery) -> Result<Option<f64>, Error> {
     Ok(metrics::query(q)?.last().map(|d| d.value))
 }
+
+/// Tallies break-out attempts, for the sandbox test plugins: the outcome is
+/// `contained` when every attempt failed, `escaped` when any succeeded, with
+/// both lists as facts.
+pub struct Attempts {
+    what: &'static str,
+    escaped: Vec<String>,
+    failed: Vec<String>,
+}
+
+impl Attempts {
+    pub fn new(what: &'static str) -> Self {
+        Self {
+            what,
+            escaped: Vec::new(),
+            failed: Vec::new(),
+        }
+    }
+
+    pub fn note<T, E: core::fmt::Display>(&mut self, attempt: &str, result: Result<T, E>) {
+        match result {
+            Ok(_) => self.escaped.push(attempt.to_string()),
+            Err(e) => self.failed.push(format!("{attempt}: {e}")),
+        }
+    }
+
+    pub fn finish(self) -> Result<Outcome, Error> {
+        let label = if self.escaped.is_empty() {
+            "contained"
+        } else {
+            "escaped"
+        };
+        outcome(label)
+            .fact("escaped", self.escaped.join("; "))
+            .fact("errors", self.failed.join("; "))
+            .summary(format!(
+                "{} {} attempts failed, {} succeeded",
+                self.failed.len(),
+                self.what,
+                self.escaped.len()
+            ))
+    }
+}

@@ -1,40 +1,33 @@
 //! Calls granted interfaces outside their scope: sets flag `key` and rolls
 //! back `cluster`/`service`, both from inputs. `contained` when every call
-//! is denied, `escaped` when any went through.
+//! is denied; a call that went through, or failed for any other reason than
+//! a denial, counts as `escaped`.
 
-use runbook_sdk::{Error, Inputs, Outcome, Pair, RunContext, Step, ecs, flags, outcome};
+use runbook_sdk::{Attempts, Error, Inputs, Outcome, Pair, RunContext, Step, ecs, flags};
 
 struct Overreach;
+
+/// Only a denial proves the grant held.
+fn denied<T>(result: Result<T, Error>) -> Result<String, String> {
+    match result {
+        Err(Error::Denied(why)) => Err(format!("denied: {why}")),
+        Err(other) => Ok(format!("not denied: {}", other.text())),
+        Ok(_) => Ok("went through".into()),
+    }
+}
 
 impl Step for Overreach {
     fn run(_ctx: RunContext, inputs: Vec<Pair>) -> Result<Outcome, Error> {
         let inputs = Inputs::new(inputs);
-        let mut escaped = Vec::new();
-        let mut denied = Vec::new();
         let key = inputs.str("key")?;
-        match flags::set(key, "true") {
-            Ok(_) => escaped.push(format!("set flag {key}")),
-            Err(e) => denied.push(format!("set flag {key}: {}", e.text())),
-        }
         let (cluster, service) = (inputs.str("cluster")?, inputs.str("service")?);
-        match ecs::rollback(cluster, service, None) {
-            Ok(r) => escaped.push(format!("rolled back {cluster}/{service} to {}", r.to)),
-            Err(e) => denied.push(format!("rollback {cluster}/{service}: {}", e.text())),
-        }
-        let all_denied = denied.iter().all(|d| d.contains("denied:"));
-        let label = if escaped.is_empty() && all_denied {
-            "contained"
-        } else {
-            "escaped"
-        };
-        outcome(label)
-            .fact("escaped", escaped.join("; "))
-            .fact("denied", denied.join("; "))
-            .summary(format!(
-                "{} calls denied, {} went through",
-                denied.len(),
-                escaped.len()
-            ))
+        let mut tries = Attempts::new("out-of-scope call");
+        tries.note(&format!("set flag {key}"), denied(flags::set(key, "true")));
+        tries.note(
+            &format!("rollback {cluster}/{service}"),
+            denied(ecs::rollback(cluster, service, None)),
+        );
+        tries.finish()
     }
 }
 
