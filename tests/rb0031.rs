@@ -300,6 +300,7 @@ fn inspect_shows_imports_grants_limits_and_digest() {
     let bytes =
         std::fs::read(std::path::Path::new(env!("RUNBOOK_BUILT_PLUGINS")).join("set_flag.wasm"))
             .unwrap();
+    // Computed independently of the host's own digest code.
     use sha2::Digest;
     let expected: String = sha2::Sha256::digest(&bytes)
         .iter()

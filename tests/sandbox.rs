@@ -252,11 +252,7 @@ fn pinned_plugins(dir: &Path, pin: bool) {
         std::fs::write(dst.join(&wasm), &bytes).unwrap();
         let mut manifest = std::fs::read_to_string(src.join("plugin.toml")).unwrap();
         if pin {
-            use sha2::Digest;
-            let digest: String = sha2::Sha256::digest(&bytes)
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let digest = runbook_host::engine::sha256_hex(&bytes);
             let component_line = format!("component = \"{wasm}\"\n");
             assert!(manifest.contains(&component_line), "{name}: {manifest}");
             manifest = manifest.replace(

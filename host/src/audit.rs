@@ -76,9 +76,18 @@ impl AuditLog {
         });
     }
 
-    /// Any other event worth keeping (step outcomes, the run's end).
-    pub fn event(&self, value: &impl Serialize) {
-        self.write(value);
+    /// Any other event worth keeping (a refusal, a step's end, the run's
+    /// end): `fields` plus when, which run and what happened.
+    pub fn event(&self, run_id: &str, event: &str, fields: serde_json::Value) {
+        let mut line = serde_json::json!({
+            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "run_id": run_id,
+            "event": event,
+        });
+        if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
+            line.extend(fields);
+        }
+        self.write(&line);
     }
 
     fn write(&self, value: &impl Serialize) {

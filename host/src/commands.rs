@@ -107,13 +107,14 @@ pub fn run(args: RunArgs) -> Result<u8> {
         Err(err) => {
             // A refusal before any step ran is a security decision too.
             if let Some(audit) = &audit {
-                audit.event(&serde_json::json!({
-                    "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                    "run_id": run_id,
-                    "event": "refused",
-                    "runbook": args.runbook.display().to_string(),
-                    "reason": format!("{err:#}"),
-                }));
+                audit.event(
+                    &run_id,
+                    "refused",
+                    serde_json::json!({
+                        "runbook": args.runbook.display().to_string(),
+                        "reason": format!("{err:#}"),
+                    }),
+                );
             }
             return Err(err);
         }

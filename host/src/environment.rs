@@ -142,27 +142,15 @@ pub struct EcsTarget {
     pub service: String,
 }
 
+const HINT: &str = "see runbooks/environments/README.md for the environment file";
+
 impl Environment {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = fs_err::read_to_string(path)?;
-        let hint = "see runbooks/environments/README.md for the environment file";
-        let mut env: Environment = toml::from_str(&text).map_err(|e| {
-            hinted(
-                format!(
-                    "invalid environment `{}`: {}",
-                    path.display(),
-                    e.to_string().trim_end()
-                ),
-                hint,
-            )
-        })?;
+        let mut env: Environment =
+            crate::error::load_toml(path, "environment", HINT, |e: &mut Environment| {
+                e.validate_timeouts()
+            })?;
         env.path = path.to_path_buf();
-        env.validate_timeouts().map_err(|why| {
-            hinted(
-                format!("invalid environment `{}`: {why}", path.display()),
-                hint,
-            )
-        })?;
         // A relative flag file is relative to the environment file.
         if let Some(FlagStore::File { path: flags }) = &mut env.flags
             && flags.is_relative()
@@ -201,7 +189,7 @@ impl Environment {
                         "invalid environment `{}`: redis `{alias}`: url must start with `redis://` or `rediss://`",
                         path.display()
                     ),
-                    hint,
+                    HINT,
                 ));
             }
             if t.url.contains('@') {

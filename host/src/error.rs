@@ -32,3 +32,18 @@ pub fn hint_of(err: &anyhow::Error) -> Option<&str> {
         .find_map(|e| e.downcast_ref::<Hinted>())
         .map(|h| h.hint.as_str())
 }
+
+/// Reads and parses TOML file `path` (a `kind`: manifest, scenario, ...),
+/// then `validate`s it; either failure names the file and carries `hint`.
+pub fn load_toml<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    kind: &str,
+    hint: &str,
+    validate: impl FnOnce(&mut T) -> Result<(), String>,
+) -> anyhow::Result<T> {
+    let text = fs_err::read_to_string(path)?;
+    let invalid = |why: &str| hinted(format!("invalid {kind} `{}`: {why}", path.display()), hint);
+    let mut value: T = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end()))?;
+    validate(&mut value).map_err(|why| invalid(&why))?;
+    Ok(value)
+}

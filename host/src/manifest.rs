@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 pub const FILE_NAME: &str = "plugin.toml";
 
+const HINT: &str = "see plugins/README.md for the manifest fields";
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
@@ -74,23 +76,7 @@ pub struct LoadedManifest {
 
 impl LoadedManifest {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = fs_err::read_to_string(path)?;
-        let manifest: Manifest = toml::from_str(&text).map_err(|e| {
-            hinted(
-                format!(
-                    "invalid manifest `{}`: {}",
-                    path.display(),
-                    e.to_string().trim_end()
-                ),
-                "see plugins/README.md for the manifest fields",
-            )
-        })?;
-        validate(&manifest).map_err(|why| {
-            hinted(
-                format!("invalid manifest `{}`: {why}", path.display()),
-                "see plugins/README.md for the manifest fields",
-            )
-        })?;
+        let manifest: Manifest = crate::error::load_toml(path, "manifest", HINT, |m| validate(m))?;
         Ok(Self {
             path: path.to_path_buf(),
             manifest,

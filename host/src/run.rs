@@ -50,17 +50,18 @@ pub fn execute(plan: &Plan, engine: &wasmtime::Engine, cfg: &RunConfig) -> Repor
         let next = step.def.on.get(&report.outcome).cloned();
         report.next = next.clone();
         if let Some(audit) = &cfg.audit {
-            audit.event(&serde_json::json!({
-                "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-                "run_id": cfg.run_id,
-                "step": report.id,
-                "plugin": report.plugin,
-                "plugin_digest": report.plugin_digest,
-                "event": "step-end",
-                "outcome": report.outcome,
-                "summary": report.summary,
-                "next": next,
-            }));
+            audit.event(
+                &cfg.run_id,
+                "step-end",
+                serde_json::json!({
+                    "step": report.id,
+                    "plugin": report.plugin,
+                    "plugin_digest": report.plugin_digest,
+                    "outcome": report.outcome,
+                    "summary": report.summary,
+                    "next": next,
+                }),
+            );
         }
         let outcome = report.outcome.clone();
         let awaiting = report.awaiting_approval.clone();
@@ -110,14 +111,15 @@ pub fn execute(plan: &Plan, engine: &wasmtime::Engine, cfg: &RunConfig) -> Repor
         escalation: plan.runbook.escalation.clone(),
     };
     if let Some(audit) = &cfg.audit {
-        audit.event(&serde_json::json!({
-            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "run_id": cfg.run_id,
-            "event": "run-end",
-            "runbook_id": report.runbook_id,
-            "status": report.status,
-            "reason": report.reason,
-        }));
+        audit.event(
+            &cfg.run_id,
+            "run-end",
+            serde_json::json!({
+                "runbook_id": report.runbook_id,
+                "status": report.status,
+                "reason": report.reason,
+            }),
+        );
     }
     report
 }

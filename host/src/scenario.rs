@@ -1,7 +1,6 @@
 //! Simulation scenarios (TOML): what every simulated backend holds at the
 //! start of a run, and the effects remediation has on it.
 
-use crate::error::hinted;
 use anyhow::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -165,24 +164,12 @@ pub fn now_ms() -> u64 {
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = fs_err::read_to_string(path)?;
-        let hint = "see runbooks/README.md for the scenario format";
-        let scenario: Scenario = toml::from_str(&text).map_err(|e| {
-            hinted(
-                format!(
-                    "invalid scenario `{}`: {}",
-                    path.display(),
-                    e.to_string().trim_end()
-                ),
-                hint,
-            )
-        })?;
-        scenario.validate().map_err(|why| {
-            hinted(
-                format!("invalid scenario `{}`: {why}", path.display()),
-                hint,
-            )
-        })?;
+        let scenario: Scenario = crate::error::load_toml(
+            path,
+            "scenario",
+            "see runbooks/README.md for the scenario format",
+            |s: &mut Scenario| s.validate(),
+        )?;
         Ok(scenario)
     }
 

@@ -7,7 +7,6 @@ use crate::bindings::Error;
 use crate::bindings::runbook::host::metrics::{Datapoint, MetricQuery};
 use crate::capability::MetricsBackend;
 use crate::capability::metrics::{parse_statistic, series_matches};
-use crate::error::hinted;
 use anyhow::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -39,42 +38,18 @@ pub struct Replay {
 
 impl Replay {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = fs_err::read_to_string(path)?;
         let hint = "a replay file lists `[[series]]` with namespace, name, dimensions, statistic and `values`";
-        let file: File = toml::from_str(&text).map_err(|e| {
-            hinted(
-                format!(
-                    "invalid metric replay `{}`: {}",
-                    path.display(),
-                    e.to_string().trim_end()
-                ),
-                hint,
-            )
-        })?;
-        for s in &file.series {
-            parse_statistic(&s.statistic).map_err(|why| {
-                hinted(
-                    format!(
-                        "invalid metric replay `{}`: `{}/{}`: {why}",
-                        path.display(),
-                        s.namespace,
-                        s.name
-                    ),
-                    hint,
-                )
+        let file: File =
+            crate::error::load_toml(path, "metric replay", hint, |file: &mut File| {
+                for s in &file.series {
+                    let at = format!("`{}/{}`", s.namespace, s.name);
+                    parse_statistic(&s.statistic).map_err(|why| format!("{at}: {why}"))?;
+                    if s.values.is_empty() {
+                        return Err(format!("{at} has no values"));
+                    }
+                }
+                Ok(())
             })?;
-            if s.values.is_empty() {
-                return Err(hinted(
-                    format!(
-                        "invalid metric replay `{}`: `{}/{}` has no values",
-                        path.display(),
-                        s.namespace,
-                        s.name
-                    ),
-                    hint,
-                ));
-            }
-        }
         let served = Mutex::new(vec![0; file.series.len()]);
         Ok(Self {
             series: file.series,
