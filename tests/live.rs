@@ -62,14 +62,6 @@ impl RedisServer {
         redis::Client::open(self.url()).unwrap()
     }
 
-    fn hget(&self, hash: &str, key: &str) -> Option<String> {
-        let mut c = self
-            .client()
-            .get_connection_with_timeout(Duration::from_secs(2))
-            .unwrap();
-        redis::cmd("HGET").arg(hash).arg(key).query(&mut c).unwrap()
-    }
-
     fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
@@ -89,6 +81,55 @@ impl Drop for RedisServer {
             .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A Redis to keep flags in: the `redis-server` `.ci/run` started
+/// (`RUNBOOK_TEST_REDIS_URL`), or one of this test's own. Each test uses a
+/// hash of its own.
+struct FlagRedis {
+    url: String,
+    hash: String,
+    _own: Option<RedisServer>,
+}
+
+impl FlagRedis {
+    fn start() -> Self {
+        let hash = unique("feature-flags");
+        match std::env::var("RUNBOOK_TEST_REDIS_URL") {
+            Ok(url) => Self {
+                url,
+                hash,
+                _own: None,
+            },
+            Err(_) => {
+                let own = RedisServer::start();
+                Self {
+                    url: own.url(),
+                    hash,
+                    _own: Some(own),
+                }
+            }
+        }
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "[flags]\nstore = \"redis\"\nurl = \"{}\"\nhash = \"{}\"",
+            self.url, self.hash
+        )
+    }
+
+    fn get(&self, key: &str) -> Option<String> {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        let mut c = client
+            .get_connection_with_timeout(Duration::from_secs(2))
+            .unwrap();
+        redis::cmd("HGET")
+            .arg(&self.hash)
+            .arg(key)
+            .query(&mut c)
+            .unwrap()
     }
 }
 
@@ -374,7 +415,7 @@ const OUTAGE_PATH: [&str; 5] = [
 fn session_store_outage_sets_the_flag_in_every_store() {
     let moto = Moto::start();
     let (cluster, service, _) = ecs_service(&moto);
-    let flags_redis = RedisServer::start();
+    let flags_redis = FlagRedis::start();
     // The session store really is down: started, then stopped.
     let mut session = RedisServer::start();
     let session_url = session.url();
@@ -387,13 +428,7 @@ fn session_store_outage_sets_the_flag_in_every_store() {
             "file",
             "[flags]\nstore = \"file\"\npath = \"flags.json\"".to_string(),
         ),
-        (
-            "redis",
-            format!(
-                "[flags]\nstore = \"redis\"\nurl = \"{}\"\nhash = \"feature-flags\"",
-                flags_redis.url()
-            ),
-        ),
+        ("redis", flags_redis.config()),
         (
             "ssm",
             format!("[flags]\nstore = \"ssm\"\nprefix = \"{prefix}\""),
@@ -431,7 +466,7 @@ fn session_store_outage_sets_the_flag_in_every_store() {
                     serde_json::from_str(&text).unwrap();
                 map.get("AUTH_STATELESS_FALLBACK").cloned()
             }
-            "redis" => flags_redis.hget("feature-flags", "AUTH_STATELESS_FALLBACK"),
+            "redis" => flags_redis.get("AUTH_STATELESS_FALLBACK"),
             _ => ssm_get(&moto, &format!("{prefix}AUTH_STATELESS_FALLBACK")),
         };
         assert_eq!(value.as_deref(), Some("true"), "{store}");
@@ -531,11 +566,8 @@ fn dry_run_reads_for_real_and_changes_nothing() {
     let moto = Moto::start();
     let (cluster, service, family) = ecs_service(&moto);
     let session = RedisServer::start();
-    let flags = RedisServer::start();
-    let flags_conf = format!(
-        "[flags]\nstore = \"redis\"\nurl = \"{}\"\nhash = \"feature-flags\"",
-        flags.url()
-    );
+    let flags = FlagRedis::start();
+    let flags_conf = flags.config();
     let live = Live::new(
         BAD_DEPLOY_METRICS,
         &session.url(),
@@ -585,7 +617,7 @@ fn dry_run_reads_for_real_and_changes_nothing() {
         "set",
         "{report:#}"
     );
-    assert_eq!(flags.hget("feature-flags", "AUTH_STATELESS_FALLBACK"), None);
+    assert_eq!(flags.get("AUTH_STATELESS_FALLBACK"), None);
     let decision = audit_lines(&live.audit())
         .into_iter()
         .find(|l| l["operation"] == "set")

@@ -39,9 +39,12 @@ pub struct AwsConfig {
     pub region: Option<String>,
     #[serde(default)]
     pub profile: Option<String>,
-    /// For emulators (moto, LocalStack) or VPC endpoints.
+    /// For emulators (moto, LocalStack) or VPC endpoints: all services.
     #[serde(default)]
     pub endpoint_url: Option<String>,
+    /// Per service, over `endpoint_url`.
+    #[serde(default)]
+    pub endpoints: Endpoints,
     /// Per attempt.
     #[serde(default = "default_attempt_timeout")]
     pub attempt_timeout_ms: u64,
@@ -68,6 +71,7 @@ impl Default for AwsConfig {
             region: None,
             profile: None,
             endpoint_url: None,
+            endpoints: Endpoints::default(),
             attempt_timeout_ms: default_attempt_timeout(),
             operation_timeout_ms: default_operation_timeout(),
             max_attempts: default_attempts(),
@@ -75,19 +79,26 @@ impl Default for AwsConfig {
     }
 }
 
-/// Where metrics come from: CloudWatch (the default; `endpoint_url`
-/// overrides `[aws]`'s), or recorded responses replayed from a file, for
-/// rehearsals and for emulators that cannot answer metric queries.
+/// Endpoint URLs per AWS service (`[aws.endpoints]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoints {
+    #[serde(default)]
+    pub cloudwatch: Option<String>,
+    #[serde(default)]
+    pub ecs: Option<String>,
+    #[serde(default)]
+    pub ssm: Option<String>,
+}
+
+/// Where metrics come from: CloudWatch (the default), or recorded responses
+/// replayed from a file, for rehearsals and for emulators that cannot
+/// answer metric queries.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "source", rename_all = "kebab-case")]
 pub enum MetricsConfig {
-    Cloudwatch {
-        #[serde(default)]
-        endpoint_url: Option<String>,
-    },
-    Replay {
-        path: PathBuf,
-    },
+    Cloudwatch {},
+    Replay { path: PathBuf },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,11 +137,7 @@ pub enum FlagStore {
         hash: String,
     },
     /// SSM Parameter Store: flag `K` is parameter `{prefix}K`.
-    Ssm {
-        prefix: String,
-        #[serde(default)]
-        endpoint_url: Option<String>,
-    },
+    Ssm { prefix: String },
 }
 
 /// The real cluster and service behind a `cluster/service` name. The

@@ -132,14 +132,12 @@ pub fn backends(env: &Environment, incident_start_ms: Option<u64>) -> Result<Bac
     };
     let op_timeout = Duration::from_millis(env.aws.operation_timeout_ms);
 
+    let endpoints = &env.aws.endpoints;
     let metrics: Arc<dyn crate::capability::MetricsBackend> = match &env.metrics {
         Some(MetricsConfig::Replay { path }) => Arc::new(replay::Replay::load(path)?),
-        other => {
+        _ => {
             let mut conf = aws_sdk_cloudwatch::config::Builder::from(&sdk);
-            if let Some(MetricsConfig::Cloudwatch {
-                endpoint_url: Some(url),
-            }) = other
-            {
+            if let Some(url) = &endpoints.cloudwatch {
                 conf = conf.endpoint_url(url);
             }
             let client = aws_sdk_cloudwatch::Client::from_conf(conf.build());
@@ -150,24 +148,21 @@ pub fn backends(env: &Environment, incident_start_ms: Option<u64>) -> Result<Bac
             ))
         }
     };
-    let ecs = ecs::Ecs::new(
-        aws_sdk_ecs::Client::new(&sdk),
-        blocking.clone(),
-        op_timeout,
-        env.ecs.clone(),
-    );
+    let mut conf = aws_sdk_ecs::config::Builder::from(&sdk);
+    if let Some(url) = &endpoints.ecs {
+        conf = conf.endpoint_url(url);
+    }
+    let client = aws_sdk_ecs::Client::from_conf(conf.build());
+    let ecs = ecs::Ecs::new(client, blocking.clone(), op_timeout, env.ecs.clone());
     let flags: Arc<dyn crate::capability::FlagsBackend> = match &env.flags {
         None => Arc::new(flags::Unconfigured),
         Some(FlagStore::File { path }) => Arc::new(flags::FileFlags::new(path.clone())),
         Some(FlagStore::Redis { target, hash }) => {
             Arc::new(flags::RedisFlags::new(target.clone(), hash.clone()))
         }
-        Some(FlagStore::Ssm {
-            prefix,
-            endpoint_url,
-        }) => {
+        Some(FlagStore::Ssm { prefix }) => {
             let mut conf = aws_sdk_ssm::config::Builder::from(&sdk);
-            if let Some(url) = endpoint_url {
+            if let Some(url) = &endpoints.ssm {
                 conf = conf.endpoint_url(url);
             }
             let client = aws_sdk_ssm::Client::from_conf(conf.build());
