@@ -340,20 +340,22 @@ fn compiled_components_are_cached_on_disk() {
     let files = cwasm_files(cache.path());
     // One per distinct plugin RB-0031 uses.
     assert_eq!(files.len(), 7, "{files:?}");
-    let before: Vec<_> = files
-        .iter()
-        .map(|f| std::fs::metadata(f).unwrap().modified().unwrap())
-        .collect();
+    let before: Vec<_> = files.iter().map(|f| identity(f)).collect();
     assert_eq!(run(&args).code, 0);
-    let after: Vec<_> = files
-        .iter()
-        .map(|f| std::fs::metadata(f).unwrap().modified().unwrap())
-        .collect();
+    let after: Vec<_> = files.iter().map(|f| identity(f)).collect();
     assert_eq!(before, after, "a warm run must not recompile");
     // A damaged cache entry is recompiled, not trusted.
     std::fs::write(&files[0], b"garbage").unwrap();
     assert_eq!(run(&args).code, 0);
     assert_ne!(std::fs::read(&files[0]).unwrap(), b"garbage");
+}
+
+/// A rewrite replaces the file (write to a temporary, rename), so a new
+/// inode or mtime means the component was compiled again.
+fn identity(f: &std::path::Path) -> (u64, std::time::SystemTime) {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(f).unwrap();
+    (m.ino(), m.modified().unwrap())
 }
 
 fn cwasm_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
