@@ -477,6 +477,13 @@ fn session_store_outage_sets_the_flag_in_every_store() {
             .unwrap();
         assert_eq!(set["approval"]["decision"], "approved");
         assert_eq!(set["approval"]["how"], "--yes");
+        // Who approved: `$USER`, or the uid's name when it is unset.
+        let by = set["approval"]["by"].as_str().unwrap_or_default();
+        assert!(!by.is_empty(), "{set}");
+        assert!(
+            set["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{set}"
+        );
         // No rollback on this path: the service is untouched.
         assert!(service_task_definition(&moto, &cluster, &service).ends_with(":3"));
     }

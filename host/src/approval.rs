@@ -66,11 +66,7 @@ impl Approver {
     }
 
     pub fn decide(&self, step: &str, change: String) -> Decision {
-        let user = || {
-            std::env::var("USER")
-                .ok()
-                .or_else(|| std::env::var("LOGNAME").ok())
-        };
+        let user = || Some(who());
         let decided = |decision, how: Option<&'static str>, by| Decision {
             decision,
             how,
@@ -98,6 +94,31 @@ impl Approver {
             Policy::Steps(_) => decided(Verdict::AwaitingApproval, None, None),
         }
     }
+}
+
+/// Who is approving: `$USER`, `$LOGNAME`, else the name of this process's
+/// uid in `/etc/passwd`, else `uid N`.
+fn who() -> String {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(name) = ["USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok())
+    {
+        return name;
+    }
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|l| {
+                let mut f = l.split(':');
+                let name = f.next()?;
+                (f.nth(1)? == uid.to_string()).then(|| name.to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 fn ask(step: &str, change: &str) -> bool {
