@@ -145,8 +145,15 @@ impl Moto {
             return Self { url, child: None };
         }
         let port = free_port();
-        let child = Command::new("moto_server")
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        let mut child = Command::new("python3")
+            .args([
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+            ])
             .env("MOTO_ECS_SERVICE_RUNNING", "2")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -157,6 +164,11 @@ impl Moto {
             );
         let url = format!("http://127.0.0.1:{port}");
         wait_for("moto_server", || {
+            let exited = child.try_wait().ok().flatten();
+            assert!(
+                exited.is_none(),
+                "moto exited ({exited:?}): install it with `pip install 'moto[server]'`"
+            );
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         Self {
@@ -207,10 +219,12 @@ fn ssm_client(moto: &Moto) -> aws_sdk_ssm::Client {
 }
 
 fn unique(prefix: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     format!(
-        "{prefix}-{}-{}",
+        "{prefix}-{}-{n}-{}",
         std::process::id(),
-        common::now_nanos() % 1_000_000_000
+        common::now_nanos() % 1_000_000
     )
 }
 
@@ -742,6 +756,70 @@ fn a_terminal_is_asked_before_each_mutation() {
         assert_eq!(decision["approval"]["decision"], expected);
         assert_eq!(decision["approval"]["how"], "interactive");
     }
+}
+
+/// A person slower to answer than the step's deadline is waited for: the
+/// step's clock stops while it asks, and the runner does not give up on it.
+#[test]
+fn a_slow_approval_is_waited_for() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let manifest =
+        std::fs::read_to_string(common::root().join("plugins/steps/set-flag/plugin.toml")).unwrap();
+    assert!(manifest.contains("timeout_ms = 10000"));
+    std::fs::create_dir_all(d.join("plugins/set-flag")).unwrap();
+    std::fs::write(
+        d.join("plugins/set-flag/plugin.toml"),
+        manifest.replace("timeout_ms = 10000", "timeout_ms = 300"),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("env.toml"),
+        "[flags]\nstore = \"file\"\npath = \"flags.json\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("rb.md"),
+        "---\nrunbook_id: RB-SLOW\ntitle: t\nservice: s\nseverity_scope: T\ntags: []\nfirst_action_step: x\nsteps:\n  - id: flip\n    plugin: set-flag\n    inputs: { key: AUTH_STATELESS_FALLBACK, value: \"true\" }\n    on: { set: resolved, unchanged: resolved, error: escalated, limit-exceeded: escalated }\n---\n",
+    )
+    .unwrap();
+    let command = format!(
+        "{} run rb.md --env env.toml --plugins plugins",
+        env!("CARGO_BIN_EXE_runbook")
+    );
+    let mut child = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .current_dir(d)
+        .env(
+            "RUNBOOK_CACHE_DIR",
+            common::root().join("target").join("test-cache"),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("`script` (util-linux) runs the CLI on a terminal");
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).unwrap();
+        text
+    });
+    // Well past the 300 ms deadline and the runner's 2 s grace.
+    std::thread::sleep(Duration::from_secs(4));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"y\n").unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    let screen = reader.join().unwrap();
+    assert_eq!(status.code(), Some(0), "{screen}");
+    assert!(screen.contains("status: resolved"), "{screen}");
+    let flags = std::fs::read_to_string(d.join("flags.json")).unwrap();
+    assert!(
+        flags.contains("\"AUTH_STATELESS_FALLBACK\": \"true\""),
+        "{flags}"
+    );
 }
 
 mod faults {

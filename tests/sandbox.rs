@@ -109,7 +109,8 @@ fn every_escape_attempt_is_contained_and_the_run_carries_on() {
     let sleep = step(&report, "sleep");
     assert_eq!(sleep["outcome"], "limit-exceeded", "{sleep:#}");
     assert_eq!(sleep["facts"]["limit"], "time");
-    assert!(sleep["wall_us"].as_u64().unwrap() < 60_000_000);
+    let summary = sleep["summary"].as_str().unwrap();
+    assert!(summary.contains("was abandoned"), "{summary}");
 
     let alloc = step(&report, "alloc");
     assert_eq!(alloc["outcome"], "limit-exceeded");

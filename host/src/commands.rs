@@ -141,7 +141,7 @@ pub fn run(args: RunArgs) -> Result<u8> {
         }
         (None, Some(env)) => (
             format!("live `{}`", env.path.display()),
-            crate::live::backends(env, incident_start)?,
+            crate::live::backends(env, incident_start, &plan.interfaces())?,
         ),
         (None, None) => unreachable!("checked above"),
     };

@@ -3,7 +3,8 @@
 //! A grant names, per interface, which resources a step may read and which it
 //! may mutate. Resources are plain strings (`AuthService/TokenValidationDuration`,
 //! `session-store`, `AUTH_STATELESS_FALLBACK`, `production/auth-service`);
-//! a pattern matches one exactly or, ending in `*`, by prefix. Nothing is
+//! a pattern matches one exactly or, ending in `*`, by prefix within its
+//! last `/`-separated part (`*` alone matches everything). Nothing is
 //! granted unless listed: an absent interface is not even linked.
 
 use serde::{Deserialize, Deserializer, Serialize};
@@ -225,6 +226,16 @@ impl Grants {
             if !interface.can_mutate() && !scope.mutate.is_empty() {
                 return Err(format!(
                     "`{interface}` has no mutating operations; remove its `mutate` list"
+                ));
+            }
+            if interface == Interface::Metrics
+                && let Some(p) = scope
+                    .read
+                    .iter()
+                    .find(|p| p.as_str() != "*" && !p.as_str().contains('/'))
+            {
+                return Err(format!(
+                    "`metrics` pattern `{p}` names no namespace; write `Namespace/Name`, `Namespace/*` or `*`"
                 ));
             }
             if scope.read.is_empty() && scope.mutate.is_empty() {

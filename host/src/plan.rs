@@ -115,6 +115,14 @@ impl Plan {
         self.steps.iter().find(|s| s.def.id.as_str() == id)
     }
 
+    /// The capability interfaces any step is granted.
+    pub fn interfaces(&self) -> std::collections::BTreeSet<Interface> {
+        self.steps
+            .iter()
+            .flat_map(|s| s.grants.interfaces())
+            .collect()
+    }
+
     /// Every exact Redis alias and ECS `cluster/service` a step's grant
     /// names must be defined by the runtime configuration (`source`, e.g.
     /// "environment `prod.toml`"); wildcard grants are checked per call.

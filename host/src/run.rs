@@ -227,9 +227,12 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
     }
 }
 
-/// How long past its deadline a step blocked outside WebAssembly is waited
-/// for before it is abandoned.
-const GRACE: Duration = Duration::from_millis(250);
+/// How long past its deadline a step is waited for before it is abandoned:
+/// a step stopped by its deadline needs a moment to unwind and report.
+const GRACE: Duration = Duration::from_secs(2);
+/// The step thread's stack: guest frames and host calls (AWS SDK futures
+/// among them) share it, so it gets what a main thread would.
+const STEP_STACK: usize = 8 << 20;
 
 enum Watched {
     Done(wasmtime::Result<Result<Outcome, Error>>, Store<StepState>),
@@ -257,6 +260,7 @@ fn run_watched(
     let (tx, rx) = std::sync::mpsc::channel::<Ran>();
     let spawned = std::thread::Builder::new()
         .name(format!("step-{id}"))
+        .stack_size(STEP_STACK)
         .spawn(move || {
             let result = pre
                 .instantiate(&mut store)
@@ -269,12 +273,15 @@ fn run_watched(
     loop {
         let left = (shared.deadline() + GRACE).saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return match rx.try_recv() {
-                Ok((result, store)) => Watched::Done(result, store),
-                Err(_) => Watched::Abandoned,
-            };
+            if let Ok((result, store)) = rx.try_recv() {
+                return Watched::Done(result, store);
+            }
+            // Waiting for a person to approve is not being stuck.
+            if shared.abandon() {
+                return Watched::Abandoned;
+            }
         }
-        match rx.recv_timeout(left.min(Duration::from_millis(100))) {
+        match rx.recv_timeout(left.clamp(Duration::from_millis(1), Duration::from_millis(100))) {
             Ok((result, store)) => return Watched::Done(result, store),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Watched::Crashed,

@@ -76,10 +76,11 @@ pub fn series_matches(
 ) -> bool {
     namespace == q.namespace
         && name == q.name
-        && dimensions.len() == q.dimensions.len()
-        && q.dimensions
-            .iter()
-            .all(|d| dimensions.get(&d.name) == Some(&d.value))
+        && *dimensions
+            == q.dimensions
+                .iter()
+                .map(|d| (d.name.clone(), d.value.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>()
         && parse_statistic(statistic).ok() == parse_statistic(&q.statistic).ok()
 }
 
@@ -161,5 +162,28 @@ mod tests {
         let mut q = query("AuthService", "TokenValidationDuration", "p99");
         q.period_seconds = 0;
         assert!(matches!(st.query(q).unwrap_err(), Error::Invalid(_)));
+    }
+
+    #[test]
+    fn a_step_has_a_call_budget() {
+        let mut st = state("metrics = { read = [\"*\"] }");
+        for _ in 0..crate::capability::MAX_CALLS {
+            st.query(query("AuthService", "TokenValidationDuration", "p99"))
+                .unwrap();
+        }
+        let over = st
+            .query(query("AuthService", "TokenValidationDuration", "p99"))
+            .unwrap_err();
+        assert!(
+            matches!(&over, Error::Invalid(m) if m.contains("at most 1000")),
+            "{over:?}"
+        );
+        // The first refusal is journaled, the rest are not.
+        st.query(query("AuthService", "TokenValidationDuration", "p99"))
+            .unwrap_err();
+        assert_eq!(
+            st.shared.journal().calls.len(),
+            crate::capability::MAX_CALLS + 1
+        );
     }
 }

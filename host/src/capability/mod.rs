@@ -76,6 +76,11 @@ pub struct Journal {
 pub struct StepShared {
     pub journal: std::sync::Mutex<Journal>,
     deadline: std::sync::Mutex<Instant>,
+    /// A person is being asked to approve a mutation: the step's clock is
+    /// stopped and the runner must not give up on it.
+    asking: std::sync::atomic::AtomicBool,
+    /// The runner gave up on the step; anything it still tries is refused.
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 impl StepShared {
@@ -83,7 +88,33 @@ impl StepShared {
         Arc::new(Self {
             journal: Default::default(),
             deadline: std::sync::Mutex::new(deadline),
+            asking: Default::default(),
+            abandoned: Default::default(),
         })
+    }
+
+    pub fn is_asking(&self) -> bool {
+        self.asking.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Marks the step abandoned, unless a person is being asked right now
+    /// (then the step is not stuck, it is waiting for them).
+    pub fn abandon(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.is_asking() {
+            return false;
+        }
+        self.abandoned.store(true, SeqCst);
+        // Re-check: an approval prompt may have begun in between.
+        if self.is_asking() {
+            self.abandoned.store(false, SeqCst);
+            return false;
+        }
+        true
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.abandoned.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The step's wall-clock deadline; host calls past it return `timeout`.
@@ -179,10 +210,19 @@ impl StepState {
                 return result;
             }
         };
+        use std::sync::atomic::Ordering::SeqCst;
+        self.shared.asking.store(true, SeqCst);
+        if self.shared.is_abandoned() {
+            self.shared.asking.store(false, SeqCst);
+            let result = Err(abandoned());
+            self.record(call, &result, None);
+            return result;
+        }
         let asked = Instant::now();
         let decision = self.approver.decide(&self.caller.step, change);
         // Time spent waiting for a person is not the step's time.
         self.shared.extend(asked.elapsed());
+        self.shared.asking.store(false, SeqCst);
         let result = match decision.decision {
             Verdict::Approved => self
                 .before_deadline()
@@ -226,6 +266,9 @@ impl StepState {
 
     /// Grant, deadline and call budget, in that order.
     fn admit(&self, call: &Call<'_>) -> Result<(), Error> {
+        if self.shared.is_abandoned() {
+            return Err(abandoned());
+        }
         self.checker
             .check(call.interface, call.access, call.resource)
             .map_err(Error::Denied)?;
@@ -239,6 +282,9 @@ impl StepState {
     }
 
     fn before_deadline(&self) -> Result<(), Error> {
+        if self.shared.is_abandoned() {
+            return Err(abandoned());
+        }
         if Instant::now() >= self.deadline() {
             return Err(Error::Timeout("the step's deadline has passed".into()));
         }
@@ -251,9 +297,8 @@ impl StepState {
         result: &Result<R, Error>,
         approval: Option<crate::approval::Decision>,
     ) {
-        let mut journal = self.shared.journal();
         // Past the budget only the first refusal is kept.
-        if journal.calls.len() > MAX_CALLS {
+        if self.shared.journal().calls.len() > MAX_CALLS {
             return;
         }
         let record = CallRecord {
@@ -272,11 +317,17 @@ impl StepState {
             at_ms: call.at_ms,
             duration_us: call.started.elapsed().as_micros() as u64,
         };
+        // The file write happens outside the journal lock, which the
+        // runner takes to collect a step it gave up on.
         if let Some(audit) = &self.audit {
             audit.record(&self.caller, &record);
         }
-        journal.calls.push(record);
+        self.shared.journal().calls.push(record);
     }
+}
+
+fn abandoned() -> Error {
+    Error::Timeout("the step ran past its deadline and was abandoned".into())
 }
 
 struct Call<'a> {

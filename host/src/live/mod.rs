@@ -116,12 +116,20 @@ pub fn sdk_config(blocking: &Blocking, aws: &AwsConfig) -> Result<SdkConfig> {
         })
 }
 
-/// Every capability backed by what `env` names.
-pub fn backends(env: &Environment, incident_start_ms: Option<u64>) -> Result<Backends> {
+/// Every capability backed by what `env` names; `used`: the interfaces the
+/// runbook's steps are granted.
+pub fn backends(
+    env: &Environment,
+    incident_start_ms: Option<u64>,
+    used: &std::collections::BTreeSet<crate::grants::Interface>,
+) -> Result<Backends> {
+    use crate::grants::Interface;
     let blocking = Blocking::new()?;
     let replayed = matches!(env.metrics, Some(MetricsConfig::Replay { .. }));
-    let uses_aws =
-        !replayed || !env.ecs.is_empty() || matches!(env.flags, Some(FlagStore::Ssm { .. }));
+    let ssm_flags = matches!(env.flags, Some(FlagStore::Ssm { .. }));
+    let uses_aws = (used.contains(&Interface::Metrics) && !replayed)
+        || used.contains(&Interface::Ecs)
+        || (used.contains(&Interface::FeatureFlags) && ssm_flags);
     // Only load AWS settings (and reach for credentials) when a service needs them.
     let sdk = if uses_aws {
         sdk_config(&blocking, &env.aws)?
