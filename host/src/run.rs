@@ -182,14 +182,7 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
         .map(|(key, value)| Pair { key, value })
         .collect();
     let started = Instant::now();
-    let ran = run_watched(
-        step.pre.clone(),
-        store,
-        ctx,
-        inputs,
-        &shared,
-        &step.def.id.to_string(),
-    );
+    let ran = run_watched(step.pre.clone(), store, ctx, inputs, &shared);
     let wall_us = started.elapsed().as_micros() as u64;
     let stderr_text = String::from_utf8_lossy(&stderr.contents()).into_owned();
     let (outcome, summary, facts) = match ran {
@@ -234,6 +227,44 @@ const GRACE: Duration = Duration::from_secs(2);
 /// among them) share it, so it gets what a main thread would.
 const STEP_STACK: usize = 8 << 20;
 
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The thread steps run on, reused from step to step (a new thread per step
+/// costs more than the step).
+static WORKER: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>> = std::sync::Mutex::new(None);
+
+/// Hands `job` to the step thread, starting one if there is none (or the
+/// last one died with a panicking job).
+fn submit(job: Job) -> std::io::Result<()> {
+    let mut worker = WORKER.lock().unwrap_or_else(|e| e.into_inner());
+    let job = match worker.as_ref() {
+        Some(w) => match w.send(job) {
+            Ok(()) => return Ok(()),
+            Err(returned) => returned.0,
+        },
+        None => job,
+    };
+    let (tx, rx) = std::sync::mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("step".into())
+        .stack_size(STEP_STACK)
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                job();
+            }
+        })?;
+    tx.send(job)
+        .map_err(|_| std::io::Error::other("the step thread stopped"))?;
+    *worker = Some(tx);
+    Ok(())
+}
+
+/// Leaves the current step thread to its stuck job: when that job ends,
+/// the thread finds its queue closed and exits.
+fn retire_worker() {
+    *WORKER.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
 enum Watched {
     Done(wasmtime::Result<Result<Outcome, Error>>, Store<StepState>),
     /// Still blocked past its deadline.
@@ -244,7 +275,7 @@ enum Watched {
 
 type Ran = (wasmtime::Result<Result<Outcome, Error>>, Store<StepState>);
 
-/// Runs the step on a thread of its own and waits for it until its deadline
+/// Runs the step on the step thread and waits for it until its deadline
 /// (which approvals may move) plus [`GRACE`]. Epoch interruption stops guest
 /// code, but not a guest blocked in a host call such as a WASI sleep: such a
 /// step is abandoned (`None`). Anything it still tries after its deadline
@@ -255,19 +286,15 @@ fn run_watched(
     ctx: RunContext,
     inputs: Vec<Pair>,
     shared: &StepShared,
-    id: &str,
 ) -> Watched {
     let (tx, rx) = std::sync::mpsc::channel::<Ran>();
-    let spawned = std::thread::Builder::new()
-        .name(format!("step-{id}"))
-        .stack_size(STEP_STACK)
-        .spawn(move || {
-            let result = pre
-                .instantiate(&mut store)
-                .and_then(|bindings| bindings.call_run(&mut store, &ctx, &inputs));
-            let _ = tx.send((result, store));
-        });
-    if spawned.is_err() {
+    let job = Box::new(move || {
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|bindings| bindings.call_run(&mut store, &ctx, &inputs));
+        let _ = tx.send((result, store));
+    });
+    if submit(job).is_err() {
         return Watched::Crashed;
     }
     loop {
@@ -278,6 +305,8 @@ fn run_watched(
             }
             // Waiting for a person to approve is not being stuck.
             if shared.abandon() {
+                // The stuck job keeps its thread; later steps get a new one.
+                retire_worker();
                 return Watched::Abandoned;
             }
         }
