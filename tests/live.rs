@@ -294,37 +294,35 @@ fn ssm_get(moto: &Moto, name: &str) -> Option<String> {
     })
 }
 
-const SESSION_OUTAGE_METRICS: &str = r#"
+/// Recorded RB-0031 metrics: token-validation p99 before and after the
+/// remediation, and the success rate verification reads.
+fn recorded(p99_before: f64, p99_after: f64, success: f64) -> String {
+    format!(
+        r#"
 [[series]]
 namespace = "AuthService"
 name = "auth-service.token.validation.duration"
-dimensions = { Service = "auth-service" }
+dimensions = {{ Service = "auth-service" }}
 statistic = "p99"
-values = [1850.0, 164.0]
+values = [{p99_before:?}, {p99_after:?}]
 
 [[series]]
 namespace = "AuthService"
 name = "auth-service.token.validation.success_rate"
-dimensions = { Service = "auth-service" }
+dimensions = {{ Service = "auth-service" }}
 statistic = "average"
-values = [99.7]
-"#;
+values = [{success:?}]
+"#
+    )
+}
 
-const BAD_DEPLOY_METRICS: &str = r#"
-[[series]]
-namespace = "AuthService"
-name = "auth-service.token.validation.duration"
-dimensions = { Service = "auth-service" }
-statistic = "p99"
-values = [1460.0, 121.0]
+fn session_outage_metrics() -> String {
+    recorded(1850.0, 164.0, 99.7)
+}
 
-[[series]]
-namespace = "AuthService"
-name = "auth-service.token.validation.success_rate"
-dimensions = { Service = "auth-service" }
-statistic = "average"
-values = [99.9]
-"#;
+fn bad_deploy_metrics() -> String {
+    recorded(1460.0, 121.0, 99.9)
+}
 
 struct Live {
     dir: tempfile::TempDir,
@@ -450,7 +448,7 @@ fn session_store_outage_sets_the_flag_in_every_store() {
     ];
     for (store, flags) in stores {
         let live = Live::new(
-            SESSION_OUTAGE_METRICS,
+            &session_outage_metrics(),
             &session_url,
             &moto,
             (&cluster, &service),
@@ -509,7 +507,7 @@ fn bad_deploy_rolls_the_service_back_for_real() {
     let (cluster, service, family) = ecs_service(&moto);
     let session = RedisServer::start();
     let live = Live::new(
-        BAD_DEPLOY_METRICS,
+        &bad_deploy_metrics(),
         &session.url(),
         &moto,
         (&cluster, &service),
@@ -551,7 +549,7 @@ fn without_approval_the_run_stops_before_the_first_mutation() {
     let moto = Moto::start();
     let (cluster, service, _) = ecs_service(&moto);
     let live = Live::new(
-        SESSION_OUTAGE_METRICS,
+        &session_outage_metrics(),
         &dead_redis_url(),
         &moto,
         (&cluster, &service),
@@ -590,7 +588,7 @@ fn dry_run_reads_for_real_and_changes_nothing() {
     let flags = FlagRedis::start();
     let flags_conf = flags.config();
     let live = Live::new(
-        BAD_DEPLOY_METRICS,
+        &bad_deploy_metrics(),
         &session.url(),
         &moto,
         (&cluster, &service),
@@ -625,7 +623,7 @@ fn dry_run_reads_for_real_and_changes_nothing() {
 
     // The session path in a dry run leaves the flag store untouched.
     let live = Live::new(
-        SESSION_OUTAGE_METRICS,
+        &session_outage_metrics(),
         &dead_redis_url(),
         &moto,
         (&cluster, &service),
@@ -653,7 +651,7 @@ fn a_hung_session_store_times_out_and_the_run_goes_on() {
     let session = RedisServer::start();
     session.signal("-STOP");
     let live = Live::new(
-        SESSION_OUTAGE_METRICS,
+        &session_outage_metrics(),
         &session.url(),
         &moto,
         (&cluster, &service),
@@ -701,7 +699,7 @@ fn a_terminal_is_asked_before_each_mutation() {
     let (cluster, service, _) = ecs_service(&moto);
     for (answer, code, flag) in [("y", 0, Some("true")), ("n", 1, None)] {
         let live = Live::new(
-            SESSION_OUTAGE_METRICS,
+            &session_outage_metrics(),
             &dead_redis_url(),
             &moto,
             (&cluster, &service),

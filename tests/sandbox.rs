@@ -267,18 +267,22 @@ fn pinned_plugins(dir: &Path, pin: bool) {
 
 #[test]
 fn locked_runs_need_pinned_digests() {
-    let dir = tempfile::tempdir().unwrap();
-    pinned_plugins(dir.path(), false);
-    let plugins = dir.path().to_str().unwrap();
-    let out = run(&[
-        "run",
-        RB0031,
-        "--sim",
-        "runbooks/scenarios/healthy.toml",
-        "--locked",
-        "--plugins",
-        plugins,
-    ]);
+    let locked = |pin: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        pinned_plugins(dir.path(), pin);
+        let plugins = dir.path().to_str().unwrap();
+        let args = [
+            "run",
+            RB0031,
+            "--sim",
+            "runbooks/scenarios/healthy.toml",
+            "--locked",
+            "--plugins",
+            plugins,
+        ];
+        run(&args)
+    };
+    let out = locked(false);
     assert_eq!(out.code, 2);
     assert!(
         out.stderr.contains("`--locked`: manifest"),
@@ -293,18 +297,7 @@ fn locked_runs_need_pinned_digests() {
         out.stderr
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    pinned_plugins(dir.path(), true);
-    let plugins = dir.path().to_str().unwrap();
-    let out = run(&[
-        "run",
-        RB0031,
-        "--sim",
-        "runbooks/scenarios/healthy.toml",
-        "--locked",
-        "--plugins",
-        plugins,
-    ]);
+    let out = locked(true);
     assert_eq!(out.code, 0, "{}", out.stderr);
 }
 

@@ -258,7 +258,7 @@ impl StepState {
             access,
             resource,
             args,
-            allowed: self.checker.check(interface, access, resource).is_ok(),
+            grant: self.checker.check(interface, access, resource),
             at_ms: self.backends.clock.now_ms(),
             started: Instant::now(),
         }
@@ -269,9 +269,7 @@ impl StepState {
         if self.shared.is_abandoned() {
             return Err(abandoned());
         }
-        self.checker
-            .check(call.interface, call.access, call.resource)
-            .map_err(Error::Denied)?;
+        call.grant.clone().map_err(Error::Denied)?;
         self.before_deadline()?;
         if self.shared.journal().calls.len() >= MAX_CALLS {
             return Err(Error::Invalid(format!(
@@ -307,7 +305,7 @@ impl StepState {
             access: call.access,
             resource: call.resource.to_string(),
             args: call.args,
-            allowed: call.allowed,
+            allowed: call.grant.is_ok(),
             result: match result {
                 Ok(r) => serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
                 Err(e) => serde_json::Value::String(e.text()),
@@ -336,7 +334,8 @@ struct Call<'a> {
     access: Access,
     resource: &'a str,
     args: serde_json::Value,
-    allowed: bool,
+    /// The grant checker's answer, asked once per call.
+    grant: Result<(), String>,
     at_ms: u64,
     started: Instant,
 }
