@@ -793,6 +793,7 @@ fn a_slow_approval_is_waited_for() {
             "RUNBOOK_CACHE_DIR",
             common::root().join("target").join("test-cache"),
         )
+        .env("RUNBOOK_COMPONENTS", common::built_plugins())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

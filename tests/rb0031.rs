@@ -324,6 +324,8 @@ fn inspect_shows_imports_grants_limits_and_digest() {
     assert!(out.stdout.contains("NOT USED"), "{}", out.stdout);
 }
 
+/// Plugins from a directory (here the source tree's manifests, with the
+/// components the build made) are compiled once and cached.
 #[test]
 fn compiled_components_are_cached_on_disk() {
     let cache = tempfile::tempdir().unwrap();
@@ -333,6 +335,8 @@ fn compiled_components_are_cached_on_disk() {
         RB0031,
         "--sim",
         "runbooks/scenarios/healthy.toml",
+        "--plugins",
+        "plugins",
         "--cache-dir",
         cache_arg,
     ];

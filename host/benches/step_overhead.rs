@@ -7,7 +7,7 @@
 
 use runbook_host::approval::{Approver, Policy};
 use runbook_host::engine::{Runtime, sha256_hex};
-use runbook_host::plan::{Plan, Sources, default_plugins_dir};
+use runbook_host::plan::{Plan, Sources};
 use runbook_host::run::{RunConfig, execute, run_step};
 use runbook_host::runbook::Runbook;
 use runbook_host::scenario::Scenario;
@@ -62,7 +62,7 @@ fn main() {
     // One step, plan loaded once: store + instantiate + call + journal.
     let runtime = Runtime::new(Some(cache.path().into())).unwrap();
     let sources = Sources {
-        plugins_dir: default_plugins_dir(&rb_path),
+        plugin_dirs: vec![root().join("plugins")],
         component_dirs: vec![PathBuf::from(env!("RUNBOOK_BUILT_PLUGINS"))],
         locked: false,
     };

@@ -22,14 +22,18 @@ pub enum Command {
     Check(CheckArgs),
     /// Show a plugin's imports, grants, limits and digest side by side.
     Inspect(InspectArgs),
+    /// List the plugins a runbook can use: those in plugin directories,
+    /// then the ones built into this binary, with their digests.
+    Plugins(PluginsArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct Sources {
-    /// Directory holding the plugins (`NAME/plugin.toml`, or one level
-    /// deeper). Default: the nearest `plugins/` at or above the runbook.
+    /// A directory of plugins (`NAME/plugin.toml`, or one level deeper),
+    /// searched before the built-in ones; repeatable, first match wins.
+    /// Default: `plugins/` beside the runbook, if there is one.
     #[arg(long, value_name = "DIR")]
-    pub plugins: Option<PathBuf>,
+    pub plugins: Vec<PathBuf>,
     /// Extra directories to find component files in (also
     /// `RUNBOOK_COMPONENTS`, colon-separated).
     #[arg(long, value_name = "DIR")]
@@ -94,8 +98,22 @@ pub struct CheckArgs {
 
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A plugin directory or its `plugin.toml`.
+    /// A plugin directory, its `plugin.toml`, or the name of a built-in
+    /// plugin.
     pub plugin: PathBuf,
+    /// Extra directories to find component files in.
+    #[arg(long, value_name = "DIR")]
+    pub components: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PluginsArgs {
+    /// List what this runbook would use (its `plugins/` directory too).
+    pub runbook: Option<PathBuf>,
+    /// A directory of plugins, searched before the built-in ones
+    /// (repeatable).
+    #[arg(long, value_name = "DIR")]
+    pub plugins: Vec<PathBuf>,
     /// Extra directories to find component files in.
     #[arg(long, value_name = "DIR")]
     pub components: Vec<PathBuf>,

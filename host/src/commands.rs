@@ -1,7 +1,7 @@
 //! What each subcommand does. Each returns the process exit status.
 
 use crate::approval::{Approver, Policy};
-use crate::cli::{CheckArgs, InspectArgs, RunArgs, Sources};
+use crate::cli::{CheckArgs, InspectArgs, PluginsArgs, RunArgs, Sources};
 use crate::engine::{Runtime, default_cache_dir};
 use crate::environment::Environment;
 use crate::error::hinted;
@@ -234,14 +234,24 @@ pub fn check(args: CheckArgs) -> Result<u8> {
 
 pub fn inspect(args: InspectArgs) -> Result<u8> {
     let mut out = String::new();
-    let path = if args.plugin.is_dir() {
-        args.plugin.join(FILE_NAME)
-    } else {
-        args.plugin.clone()
-    };
-    let manifest = LoadedManifest::load(&path)?;
     let runtime = Runtime::new(default_cache_dir())?;
-    let plugin = Plugin::load(&runtime, manifest, &component_dirs(&args.components), false)?;
+    let builtin = args
+        .plugin
+        .to_str()
+        .filter(|_| !args.plugin.exists())
+        .and_then(crate::builtin::find);
+    let plugin = match builtin {
+        Some(b) => Plugin::builtin(&runtime, b)?,
+        None => {
+            let path = if args.plugin.is_dir() {
+                args.plugin.join(FILE_NAME)
+            } else {
+                args.plugin.clone()
+            };
+            let manifest = LoadedManifest::load(&path)?;
+            Plugin::load(&runtime, manifest, &component_dirs(&args.components), false)?
+        }
+    };
     let m = &plugin.manifest.manifest;
     let grants = &m.grants;
     say!(out, "plugin     {} {}", m.name, m.version);
@@ -256,6 +266,7 @@ pub fn inspect(args: InspectArgs) -> Result<u8> {
         plugin.size
     );
     let pinned = match &m.sha256 {
+        Some(_) if plugin.builtin => "built in: pinned by this binary",
         Some(_) => "pinned in the manifest, matches",
         None => "not pinned: `--locked` refuses it until the manifest carries `sha256`",
     };
@@ -311,26 +322,92 @@ pub fn inspect(args: InspectArgs) -> Result<u8> {
 
 fn sources(s: &Sources, runbook: &Path) -> plan::Sources {
     plan::Sources {
-        plugins_dir: s
-            .plugins
-            .clone()
-            .unwrap_or_else(|| plan::default_plugins_dir(runbook)),
+        plugin_dirs: plugin_dirs(&s.plugins, Some(runbook)),
         component_dirs: component_dirs(&s.components),
         locked: s.locked,
     }
 }
 
-/// `--components`, then `RUNBOOK_COMPONENTS`, then where this build put
-/// the plugins it built.
+/// `--plugins`, else `plugins/` beside the runbook.
+fn plugin_dirs(flags: &[PathBuf], runbook: Option<&Path>) -> Vec<PathBuf> {
+    match (flags, runbook) {
+        ([], Some(runbook)) => plan::default_plugin_dirs(runbook),
+        _ => flags.to_vec(),
+    }
+}
+
+/// `--components`, then `RUNBOOK_COMPONENTS`.
 fn component_dirs(flags: &[PathBuf]) -> Vec<PathBuf> {
     let mut dirs = flags.to_vec();
     if let Some(env) = std::env::var_os("RUNBOOK_COMPONENTS") {
         dirs.extend(std::env::split_paths(&env));
     }
-    if let Some(built) = option_env!("RUNBOOK_BUILT_PLUGINS") {
-        dirs.push(PathBuf::from(built));
-    }
     dirs
+}
+
+pub fn plugins(args: PluginsArgs) -> Result<u8> {
+    let mut out = String::new();
+    let runtime = Runtime::new(default_cache_dir())?;
+    let dirs = plugin_dirs(&args.plugins, args.runbook.as_deref());
+    let components = component_dirs(&args.components);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut problems = 0;
+    say!(
+        out,
+        "{:<22} {:<9} {:<14} source",
+        "plugin",
+        "version",
+        "sha256"
+    );
+    for dir in &dirs {
+        for path in crate::manifest::list(dir)? {
+            let listed = LoadedManifest::load(&path)
+                .and_then(|m| Plugin::load(&runtime, m, &components, false));
+            match listed {
+                Ok(p) => {
+                    let shadowed = !seen.insert(p.name().to_string());
+                    say!(
+                        out,
+                        "{:<22} {:<9} {:<14} {}{}",
+                        p.name(),
+                        p.manifest.manifest.version,
+                        format!("{}…", &p.digest[..12]),
+                        p.source(),
+                        if shadowed {
+                            " (hidden by the one above)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                Err(e) => {
+                    problems += 1;
+                    say!(
+                        out,
+                        "{:<22} {:<9} {:<14} {}: {e:#}",
+                        "?",
+                        "?",
+                        "unusable",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+    for b in crate::builtin::all() {
+        let m = b.manifest()?;
+        let shadowed = !seen.insert(b.name.to_string());
+        say!(
+            out,
+            "{:<22} {:<9} {:<14} built-in{}",
+            b.name,
+            m.manifest.version,
+            format!("{}…", &b.sha256[..12]),
+            if shadowed { " (overridden above)" } else { "" }
+        );
+    }
+    emit(&out)?;
+    Ok(if problems > 0 { EXIT_INVALID } else { 0 })
 }
 
 fn run_id() -> String {

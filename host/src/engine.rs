@@ -21,6 +21,8 @@ pub enum Origin {
     Compiled,
     DiskCache,
     Memory,
+    /// Precompiled into the binary (a built-in plugin).
+    Embedded,
 }
 
 pub struct Runtime {
@@ -33,11 +35,7 @@ impl Runtime {
     /// `cache_dir`: where compiled components are kept; `None` disables the
     /// disk cache.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        // Deadlines interrupt guest code at the next epoch check, so a step
-        // that never calls the host still stops.
-        config.epoch_interruption(true);
+        let config: Config = crate::engine_config::config();
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("configuring wasmtime")?;
@@ -113,6 +111,21 @@ impl Runtime {
         }
         self.remember(digest, &component);
         Ok((component, Origin::Compiled))
+    }
+
+    /// The compiled form of a built-in plugin.
+    pub fn builtin_component(&self, b: &crate::builtin::Builtin) -> Result<(Component, Origin)> {
+        if let Some(c) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(b.sha256)
+        {
+            return Ok((c.clone(), Origin::Memory));
+        }
+        let (c, origin) = b.component(&self.engine)?;
+        self.remember(b.sha256, &c);
+        Ok((c, origin))
     }
 
     fn remember(&self, digest: &str, c: &Component) {

@@ -42,8 +42,19 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(
     validate: impl FnOnce(&mut T) -> Result<(), String>,
 ) -> anyhow::Result<T> {
     let text = fs_err::read_to_string(path)?;
+    parse_toml(&text, path, kind, hint, validate)
+}
+
+/// [`load_toml`] for text already read; `path` names it in errors.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &std::path::Path,
+    kind: &str,
+    hint: &str,
+    validate: impl FnOnce(&mut T) -> Result<(), String>,
+) -> anyhow::Result<T> {
     let invalid = |why: &str| hinted(format!("invalid {kind} `{}`: {why}", path.display()), hint);
-    let mut value: T = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end()))?;
+    let mut value: T = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end()))?;
     validate(&mut value).map_err(|why| invalid(&why))?;
     Ok(value)
 }

@@ -25,5 +25,6 @@ fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Run(args) => commands::run(args),
         Command::Check(args) => commands::check(args),
         Command::Inspect(args) => commands::inspect(args),
+        Command::Plugins(args) => commands::plugins(args),
     }
 }

@@ -83,6 +83,16 @@ impl LoadedManifest {
         })
     }
 
+    /// A manifest from `text`; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let manifest: Manifest =
+            crate::error::parse_toml(text, path, "manifest", HINT, |m| validate(m))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            manifest,
+        })
+    }
+
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
     }
@@ -113,7 +123,7 @@ impl LoadedManifest {
                 self.manifest.name,
                 self.path.display()
             ),
-            "build the plugins with `cargo build -p runbook-host`, or pass `--components DIR`",
+            "put the component file beside the manifest, or pass `--components DIR` (also `RUNBOOK_COMPONENTS`) naming where it is",
         ))
     }
 }
@@ -148,11 +158,12 @@ fn validate(m: &Manifest) -> Result<(), String> {
 }
 
 /// Finds plugin `name` under `dir`: `dir/NAME/plugin.toml` or one level of
-/// grouping deeper (`dir/steps/NAME/plugin.toml`).
-pub fn find(dir: &Path, name: &Name) -> Result<PathBuf> {
+/// grouping deeper (`dir/steps/NAME/plugin.toml`). `None` when `dir` does
+/// not have it.
+pub fn find(dir: &Path, name: &Name) -> Result<Option<PathBuf>> {
     let direct = dir.join(name.as_str()).join(FILE_NAME);
     if direct.is_file() {
-        return Ok(direct);
+        return Ok(Some(direct));
     }
     let groups = fs_err::read_dir(dir)
         .with_context(|| format!("reading the plugin directory `{}`", dir.display()))?;
@@ -165,14 +176,8 @@ pub fn find(dir: &Path, name: &Name) -> Result<PathBuf> {
     }
     found.sort();
     match found.len() {
-        1 => Ok(found.remove(0)),
-        0 => Err(hinted(
-            format!("plugin `{name}` not found under `{}`", dir.display()),
-            format!(
-                "expected `{}/{name}/{FILE_NAME}` (or one directory deeper); pass `--plugins DIR` to look elsewhere",
-                dir.display()
-            ),
-        )),
+        0 => Ok(None),
+        1 => Ok(Some(found.remove(0))),
         _ => Err(hinted(
             format!(
                 "plugin `{name}` is ambiguous: {}",
@@ -182,7 +187,32 @@ pub fn find(dir: &Path, name: &Name) -> Result<PathBuf> {
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
-            "plugin names must be unique under the plugin directory",
+            "plugin names must be unique under a plugin directory",
         )),
     }
+}
+
+/// Every manifest under `dir` (`NAME/plugin.toml` and one level deeper),
+/// sorted by path.
+pub fn list(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    let entries = fs_err::read_dir(dir)
+        .with_context(|| format!("reading the plugin directory `{}`", dir.display()))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.join(FILE_NAME).is_file() {
+            found.push(path.join(FILE_NAME));
+        } else if path.is_dir()
+            && let Ok(inner) = fs_err::read_dir(&path)
+        {
+            found.extend(
+                inner
+                    .flatten()
+                    .map(|e| e.path().join(FILE_NAME))
+                    .filter(|p| p.is_file()),
+            );
+        }
+    }
+    found.sort();
+    Ok(found)
 }

@@ -8,6 +8,7 @@ use crate::capability::{StepState, linker_for};
 use crate::engine::Runtime;
 use crate::error::hinted;
 use crate::grants::{Grants, Interface};
+use crate::ids::Name;
 use crate::manifest::{self, LoadedManifest};
 use crate::plugin::Plugin;
 use crate::runbook::{Runbook, StepDef};
@@ -16,10 +17,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Where plugins and their components are found.
+/// Where plugins and their components are found: the plugin directories
+/// in order, then the plugins built into the binary.
 #[derive(Debug, Clone)]
 pub struct Sources {
-    pub plugins_dir: PathBuf,
+    pub plugin_dirs: Vec<PathBuf>,
     pub component_dirs: Vec<PathBuf>,
     /// Refuse components whose manifest pins no digest.
     pub locked: bool,
@@ -56,28 +58,9 @@ impl Plan {
             let plugin = match plugins.get(def.plugin.as_str()) {
                 Some(p) => p.clone(),
                 None => {
-                    let path =
-                        manifest::find(&sources.plugins_dir, &def.plugin).with_context(|| {
-                            format!("step `{step}` of `{}`", runbook.path.display())
-                        })?;
-                    let loaded = LoadedManifest::load(&path)?;
-                    if loaded.manifest.name != def.plugin {
-                        return Err(hinted(
-                            format!(
-                                "manifest `{}` names plugin `{}`, but it sits where plugin `{}` belongs",
-                                path.display(),
-                                loaded.manifest.name,
-                                def.plugin
-                            ),
-                            "a plugin's directory must carry its name",
-                        ));
-                    }
-                    let p = Arc::new(
-                        Plugin::load(runtime, loaded, &sources.component_dirs, sources.locked)
-                            .with_context(|| {
-                                format!("step `{step}` of `{}`", runbook.path.display())
-                            })?,
-                    );
+                    let p = Arc::new(sources.load(runtime, &def.plugin).with_context(|| {
+                        format!("step `{step}` of `{}`", runbook.path.display())
+                    })?);
                     plugins.insert(def.plugin.to_string(), p.clone());
                     p
                 }
@@ -180,20 +163,78 @@ pub fn instance_pre(
         })
 }
 
-/// The plugin directory for a runbook: the nearest `plugins/` directory at
-/// or above the runbook's own, else `./plugins`.
-pub fn default_plugins_dir(runbook: &Path) -> PathBuf {
-    let start = runbook
-        .canonicalize()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf));
-    let mut dir = start.as_deref();
-    while let Some(d) = dir {
-        let candidate = d.join("plugins");
-        if candidate.is_dir() {
-            return candidate;
-        }
-        dir = d.parent();
+/// The plugin directories for a runbook when none are given: `plugins/`
+/// beside the runbook, if there is one. Built-in plugins come after.
+pub fn default_plugin_dirs(runbook: &Path) -> Vec<PathBuf> {
+    let beside = runbook.parent().unwrap_or(Path::new(".")).join("plugins");
+    if beside.is_dir() {
+        vec![beside]
+    } else {
+        Vec::new()
     }
-    PathBuf::from("plugins")
+}
+
+/// Where a plugin was found.
+pub enum Located {
+    Manifest(PathBuf),
+    Builtin(&'static crate::builtin::Builtin),
+}
+
+impl Sources {
+    /// Finds plugin `name`: the first plugin directory that has it, else
+    /// the built-in plugin of that name.
+    pub fn locate(&self, name: &Name) -> Result<Located> {
+        for dir in &self.plugin_dirs {
+            if let Some(path) = manifest::find(dir, name)? {
+                return Ok(Located::Manifest(path));
+            }
+        }
+        if let Some(b) = crate::builtin::find(name.as_str()) {
+            return Ok(Located::Builtin(b));
+        }
+        let searched: Vec<String> = self
+            .plugin_dirs
+            .iter()
+            .map(|d| format!("`{}`", d.display()))
+            .chain(std::iter::once(format!(
+                "the built-in plugins ({})",
+                crate::builtin::all()
+                    .iter()
+                    .map(|b| format!("`{}`", b.name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+            .collect();
+        Err(hinted(
+            format!(
+                "plugin `{name}` not found; searched {}",
+                searched.join(", ")
+            ),
+            format!(
+                "put it in a directory as `DIR/{name}/{}` and pass `--plugins DIR` (or keep it in `plugins/` beside the runbook); `runbook plugins` lists what is available",
+                manifest::FILE_NAME
+            ),
+        ))
+    }
+
+    /// Locates and loads plugin `name`.
+    pub fn load(&self, runtime: &Runtime, name: &Name) -> Result<Plugin> {
+        match self.locate(name)? {
+            Located::Builtin(b) => Plugin::builtin(runtime, b),
+            Located::Manifest(path) => {
+                let loaded = LoadedManifest::load(&path)?;
+                if loaded.manifest.name != *name {
+                    return Err(hinted(
+                        format!(
+                            "manifest `{}` names plugin `{}`, but it sits where plugin `{name}` belongs",
+                            path.display(),
+                            loaded.manifest.name,
+                        ),
+                        "a plugin's directory must carry its name",
+                    ));
+                }
+                Plugin::load(runtime, loaded, &self.component_dirs, self.locked)
+            }
+        }
+    }
 }

@@ -11,6 +11,8 @@ use wasmtime::component::Component;
 
 pub struct Plugin {
     pub manifest: LoadedManifest,
+    /// Embedded in the binary rather than read from a plugin directory.
+    pub builtin: bool,
     pub component_path: PathBuf,
     pub digest: String,
     pub size: usize,
@@ -57,6 +59,14 @@ pub fn classify(import: &str, grants: &Grants) -> ImportKind {
     ImportKind::Unknown
 }
 
+fn imports(runtime: &Runtime, component: &Component) -> Vec<String> {
+    component
+        .component_type()
+        .imports(&runtime.engine)
+        .map(|(n, _)| n.to_string())
+        .collect()
+}
+
 impl Plugin {
     pub fn load(
         runtime: &Runtime,
@@ -95,13 +105,10 @@ impl Plugin {
         let (component, origin) = runtime
             .component(&bytes, &digest, &component_path)
             .with_context(|| format!("loading plugin `{name}`"))?;
-        let imports = component
-            .component_type()
-            .imports(&runtime.engine)
-            .map(|(n, _)| n.to_string())
-            .collect();
+        let imports = imports(runtime, &component);
         Ok(Self {
             manifest,
+            builtin: false,
             component_path,
             digest,
             size: bytes.len(),
@@ -109,6 +116,33 @@ impl Plugin {
             origin,
             imports,
         })
+    }
+
+    /// A plugin embedded in the binary.
+    pub fn builtin(runtime: &Runtime, b: &'static crate::builtin::Builtin) -> Result<Self> {
+        let manifest = b.manifest()?;
+        let component_path = b.location().join(&manifest.manifest.component);
+        let (component, origin) = runtime.builtin_component(b)?;
+        Ok(Self {
+            imports: imports(runtime, &component),
+            manifest,
+            builtin: true,
+            component_path,
+            digest: b.sha256.to_string(),
+            size: b.wasm.len(),
+            component,
+            origin,
+        })
+    }
+
+    /// Where the plugin comes from, for listings: `built-in` or its
+    /// manifest's path.
+    pub fn source(&self) -> String {
+        if self.builtin {
+            "built-in".to_string()
+        } else {
+            self.manifest.path.display().to_string()
+        }
     }
 
     pub fn name(&self) -> &str {

@@ -16,8 +16,15 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Where the build put the plugin components (the testing ones too).
+pub fn built_plugins() -> PathBuf {
+    PathBuf::from(env!("RUNBOOK_BUILT_PLUGINS"))
+}
+
 /// The binary, run from the repository root with its own compiled-component
-/// cache (shared by the tests, kept out of the user's).
+/// cache (shared by the tests, kept out of the user's). Components of
+/// plugins given with `--plugins plugins` are found where the build put
+/// them; RB-0031 alone uses the plugins built into the binary.
 pub fn runbook() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
     cmd.current_dir(root())
@@ -25,7 +32,7 @@ pub fn runbook() -> Command {
             "RUNBOOK_CACHE_DIR",
             root().join("target").join("test-cache"),
         )
-        .env_remove("RUNBOOK_COMPONENTS")
+        .env("RUNBOOK_COMPONENTS", built_plugins())
         .env_remove("RUST_BACKTRACE");
     cmd
 }
