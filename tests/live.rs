@@ -827,8 +827,10 @@ mod faults {
 
     use super::*;
     use runbook_host::bindings::Error;
-    use runbook_host::capability::{EcsBackend, RedisBackend};
-    use runbook_host::environment::{EcsTarget, RedisTarget};
+    use runbook_host::capability::ecs::EcsBackend;
+    use runbook_host::capability::ecs::live::EcsTarget;
+    use runbook_host::capability::redis::RedisBackend;
+    use runbook_host::capability::redis::live::{Redis, RedisTarget};
 
     fn target(url: String) -> RedisTarget {
         RedisTarget {
@@ -841,45 +843,67 @@ mod faults {
         }
     }
 
-    fn redis_backend(url: String) -> runbook_host::live::redis::Redis {
-        runbook_host::live::redis::Redis::new([("cache".to_string(), target(url))].into())
+    fn redis_backend(url: String) -> Redis {
+        Redis::new([("cache".to_string(), target(url))].into())
     }
 
     fn deadline() -> Instant {
         Instant::now() + Duration::from_secs(10)
     }
 
-    #[test]
-    fn redis_refused_is_unavailable() {
+    #[tokio::test]
+    async fn redis_refused_is_unavailable() {
         let err = redis_backend(dead_redis_url())
             .ping("cache", deadline())
+            .await
             .unwrap_err();
         assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
     }
 
-    #[test]
-    fn redis_that_accepts_but_never_answers_times_out() {
+    /// Connect and response timeouts each cut a call off, well before the
+    /// step's 10 s deadline (before: a silent server took twice the connect
+    /// timeout and `response_timeout_ms` had no effect).
+    #[tokio::test]
+    async fn redis_that_accepts_but_never_answers_times_out() {
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("redis://{}", silent.local_addr().unwrap());
-        let err = redis_backend(url).ping("cache", deadline()).unwrap_err();
-        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
-        let paused = RedisServer::start();
-        paused.signal("-STOP");
-        let err = redis_backend(paused.url())
-            .info("cache", deadline())
+        let started = Instant::now();
+        let err = redis_backend(url)
+            .ping("cache", deadline())
+            .await
             .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        let paused = RedisServer::start();
+        paused.signal("-STOP");
+        let started = Instant::now();
+        let err = redis_backend(paused.url())
+            .info("cache", deadline())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Timeout(_)), "{err:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
-    #[test]
-    fn the_step_deadline_bounds_a_redis_call() {
+    #[tokio::test]
+    async fn the_step_deadline_bounds_a_redis_call() {
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let mut t = target(format!("redis://{}", silent.local_addr().unwrap()));
         t.response_timeout_ms = 60_000;
-        let backend = runbook_host::live::redis::Redis::new([("cache".to_string(), t)].into());
+        t.connect_timeout_ms = 60_000;
+        let backend = Redis::new([("cache".to_string(), t)].into());
         let started = Instant::now();
         let err = backend
             .ping("cache", Instant::now() + Duration::from_millis(300))
+            .await
             .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
         // The 0.3 s deadline, not the 60 s response timeout, ended it.
@@ -1027,23 +1051,21 @@ mod faults {
         );
     }
 
-    #[test]
-    fn an_aws_endpoint_that_never_answers_times_out() {
+    #[tokio::test]
+    async fn an_aws_endpoint_that_never_answers_times_out() {
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let env: runbook_host::environment::Environment = toml::from_str(&format!(
             "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://{}\"\nattempt_timeout_ms = 300\noperation_timeout_ms = 800\nmax_attempts = 2\n",
             silent.local_addr().unwrap()
         ))
         .unwrap();
-        let blocking = runbook_host::live::Blocking::new().unwrap();
         // Our timeouts and retries, with test credentials instead of the chain.
-        let sdk = runbook_host::live::sdk_config(&blocking, &env.aws).unwrap();
-        let conf = aws_sdk_ecs::config::Builder::from(&sdk)
+        let aws = runbook_host::capability::aws::load(&env.aws).await.unwrap();
+        let conf = aws_sdk_ecs::config::Builder::from(&aws.sdk)
             .credentials_provider(creds())
             .build();
-        let ecs = runbook_host::live::ecs::Ecs::new(
+        let ecs = runbook_host::capability::ecs::live::Ecs::new(
             aws_sdk_ecs::Client::from_conf(conf),
-            blocking,
             Duration::from_secs(30),
             [(
                 "production/auth-service".to_string(),
@@ -1057,6 +1079,7 @@ mod faults {
         let started = Instant::now();
         let err = ecs
             .describe("production", "auth-service", deadline())
+            .await
             .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
         // The SDK's own operation timeout (0.8 s) ended it, not our 30 s

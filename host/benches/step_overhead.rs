@@ -1,18 +1,24 @@
 //! What a step costs, measured in one run so the figures compare:
-//! compiling a component, loading it from the disk cache, and running one
-//! step (fresh store, instantiate, call, journal) against the simulation.
-//! Also one whole RB-0031 run, all steps.
+//! - the same step logic as native Rust (the floor),
+//! - one step through the host (pooled instance, instantiate, call,
+//!   teardown, grant check and trail) against the simulation,
+//! - instantiating alone,
+//! - a whole RB-0031 run in-process, and the same with the plan loaded,
+//! - compiling a component, and loading it from the disk cache.
 //!
 //! Run with `cargo bench --bench step_overhead`.
 
 use runbook_host::approval::{Approver, Policy};
+use runbook_host::bindings::runbook::host::metrics::{Dimension, MetricQuery};
+use runbook_host::capability::metrics::MetricsBackend;
+use runbook_host::capability::metrics::sim::SimMetrics;
 use runbook_host::engine::{Runtime, sha256_hex};
 use runbook_host::plan::{Plan, Sources};
 use runbook_host::run::{RunConfig, execute, run_step};
 use runbook_host::runbook::Runbook;
 use runbook_host::scenario::Scenario;
-use runbook_host::sim::Sim;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn root() -> PathBuf {
@@ -35,7 +41,47 @@ fn median(n: usize, mut f: impl FnMut()) -> Duration {
     times[n / 2]
 }
 
+/// The metric-threshold plugin's logic, natively: parse the inputs, query
+/// the simulated backend, compare.
+async fn native_step(backend: &dyn MetricsBackend, inputs: &[(String, String)]) -> &'static str {
+    let get = |k: &str| {
+        inputs
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    let threshold: f64 = get("threshold").unwrap().parse().unwrap();
+    let dimensions = get("dimensions")
+        .unwrap_or("")
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(n, v)| Dimension {
+            name: n.trim().into(),
+            value: v.trim().into(),
+        })
+        .collect();
+    let q = MetricQuery {
+        namespace: get("namespace").unwrap().into(),
+        name: get("metric").unwrap().into(),
+        dimensions,
+        statistic: get("statistic").unwrap_or("p99").into(),
+        period_seconds: 60,
+        window_seconds: 300,
+    };
+    let far = Instant::now() + Duration::from_secs(60);
+    let points = backend.query(&q, far).await.unwrap();
+    match points.last() {
+        Some(p) if p.value > threshold => "degraded",
+        Some(_) => "healthy",
+        None => "no-data",
+    }
+}
+
 fn main() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let rb_path = root().join("runbooks/RB-0031-auth-service-degradation.md");
     let sim_path = root().join("runbooks/scenarios/session-store-outage.toml");
     let wasm = Path::new(env!("RUNBOOK_BUILT_PLUGINS")).join("metric_threshold.wasm");
@@ -47,7 +93,6 @@ fn main() {
         let rt = Runtime::new(None).unwrap();
         rt.component(&bytes, &digest, &wasm).unwrap();
     });
-
     // Disk cache: a fresh runtime each time (no in-memory hit), warm disk.
     let cache = tempfile::tempdir().unwrap();
     Runtime::new(Some(cache.path().into()))
@@ -59,11 +104,11 @@ fn main() {
         rt.component(&bytes, &digest, &wasm).unwrap();
     });
 
-    // One step, plan loaded once: store + instantiate + call + journal.
-    let runtime = Runtime::new(Some(cache.path().into())).unwrap();
+    // The built-in plugins, as the CLI runs RB-0031.
+    let runtime = Runtime::new(None).unwrap();
     let sources = Sources {
-        plugin_dirs: vec![root().join("plugins")],
-        component_dirs: vec![PathBuf::from(env!("RUNBOOK_BUILT_PLUGINS"))],
+        plugin_dirs: vec![],
+        component_dirs: vec![],
         locked: false,
     };
     let plan = Plan::load(&runtime, Runbook::load(&rb_path).unwrap(), &sources).unwrap();
@@ -71,65 +116,102 @@ fn main() {
     let cfg = || RunConfig {
         run_id: "bench".into(),
         mode: "bench".into(),
-        backends: Sim::new(scenario.clone()).backends(),
+        backends: scenario.backends().unwrap(),
         audit: None,
-        approver: std::sync::Arc::new(Approver::new(Policy::All, true, false)),
+        approver: Arc::new(Approver::new(Policy::All, true, false)),
     };
     let step = plan.step("check-latency").unwrap();
+
+    // Native: the same logic, no sandbox.
+    let world = runbook_host::capability::sim::World::new(scenario.start.0, None);
+    let native_backend = SimMetrics::new(scenario.metrics.clone(), world);
+    let inputs = step.def.input_pairs();
+    let native = median(2001, || {
+        assert_eq!(
+            rt.block_on(native_step(&native_backend, &inputs)),
+            "degraded"
+        );
+    });
+
+    // One step through the host.
     let c = cfg();
-    for _ in 0..50 {
-        run_step(step, &runtime.engine, &c);
+    for _ in 0..200 {
+        rt.block_on(run_step(step, &runtime, &c));
     }
-    let one_step = median(501, || {
-        let r = run_step(step, &runtime.engine, &c);
+    let one_step = median(2001, || {
+        let r = rt.block_on(run_step(step, &runtime, &c));
         assert_eq!(r.outcome, "degraded");
     });
 
+    // Instantiating alone (and dropping the store).
+    let instantiate = median(2001, || {
+        rt.block_on(async {
+            let mut store = wasmtime::Store::new(&runtime.engine, state(&c));
+            step.pre.instantiate_async(&mut store).await.unwrap();
+        });
+    });
+
     // A whole RB-0031 run (5 steps on this path), plan already loaded.
-    let whole = median(101, || {
-        let report = execute(&plan, &runtime.engine, &cfg());
+    let whole = median(501, || {
+        let report = rt.block_on(execute(&plan, &runtime, &cfg()));
         assert_eq!(report.steps.len(), 5);
     });
-    // And with the plan load (manifests, digests, cache loads, linking).
-    let with_load = median(21, || {
-        let rt = Runtime::new(Some(cache.path().into())).unwrap();
-        let plan = Plan::load(&rt, Runbook::load(&rb_path).unwrap(), &sources).unwrap();
-        execute(&plan, &rt.engine, &cfg());
+    // And with the plan load (manifests, built-ins, linking).
+    let with_load = median(51, || {
+        let rt2 = Runtime::new(None).unwrap();
+        let plan = Plan::load(&rt2, Runbook::load(&rb_path).unwrap(), &sources).unwrap();
+        rt.block_on(execute(&plan, &rt2, &cfg()));
     });
 
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!("step_overhead (medians, one run; compare ratios, not absolutes)");
-    println!(
-        "  compile metric-threshold component   {:>10.1} µs",
-        us(compile)
-    );
-    println!(
-        "  load it from the disk cache          {:>10.1} µs",
-        us(load)
-    );
-    println!(
-        "  run one step (instantiate + call)    {:>10.1} µs",
-        us(one_step)
-    );
-    println!(
-        "  RB-0031 session-store path, 5 steps  {:>10.1} µs",
-        us(whole)
-    );
-    println!(
-        "  same, incl. plan load from cache     {:>10.1} µs",
-        us(with_load)
-    );
+    let rows = [
+        ("metric-threshold logic, native Rust", native),
+        ("one step through the host", one_step),
+        ("  of which instantiate + drop", instantiate),
+        ("RB-0031 session-store path, 5 steps", whole),
+        ("same, incl. plan load (built-ins)", with_load),
+        ("compile metric-threshold component", compile),
+        ("load it from the disk cache", load),
+    ];
+    for (what, d) in rows {
+        println!("  {what:<38} {:>10.1} µs", us(d));
+    }
     println!("ratios");
     println!(
-        "  compile / cache load                 {:>10.1}x",
-        us(compile) / us(load)
+        "  one step / native                      {:>10.1}x",
+        us(one_step) / us(native)
     );
     println!(
-        "  compile / one step                   {:>10.1}x",
-        us(compile) / us(one_step)
+        "  host overhead per step (step - native) {:>10.1} µs",
+        us(one_step) - us(native)
     );
     println!(
-        "  5-step run / one step                {:>10.1}x",
+        "  5-step run / one step                  {:>10.1}x",
         us(whole) / us(one_step)
     );
+    println!(
+        "  compile / cache load                   {:>10.1}x",
+        us(compile) / us(load)
+    );
+}
+
+/// A step state like the runner's, for timing instantiation alone.
+fn state(c: &RunConfig) -> runbook_host::capability::StepState {
+    use runbook_host::capability::gate::StepSetup;
+    runbook_host::capability::StepState::new(StepSetup {
+        wasi: wasmtime_wasi::WasiCtx::builder().build(),
+        memory_bytes: 16 << 20,
+        checker: runbook_host::grants::GrantChecker::new(Default::default()),
+        backends: c.backends.clone(),
+        caller: runbook_host::audit::Caller {
+            run_id: "bench".into(),
+            step: "s".into(),
+            plugin: "p".into(),
+            plugin_digest: String::new(),
+        },
+        audit: None,
+        approver: c.approver.clone(),
+        shared: runbook_host::capability::StepShared::new(Instant::now() + Duration::from_secs(60)),
+    })
 }

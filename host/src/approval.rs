@@ -4,7 +4,6 @@
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
-use std::sync::Mutex;
 
 /// How mutations are handled in this run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +45,8 @@ pub struct Approver {
     simulation: bool,
     /// Whether a person can be asked (stdin and stderr are a terminal).
     interactive: bool,
-    /// Serialises prompts.
-    prompt: Mutex<()>,
+    /// Serialises prompts: one question on the terminal at a time.
+    prompt: tokio::sync::Mutex<()>,
 }
 
 impl Approver {
@@ -56,7 +55,7 @@ impl Approver {
             policy,
             simulation,
             interactive,
-            prompt: Mutex::new(()),
+            prompt: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -65,7 +64,7 @@ impl Approver {
         std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
     }
 
-    pub fn decide(&self, step: &str, change: String) -> Decision {
+    pub async fn decide(&self, step: &str, change: String) -> Decision {
         let user = || Some(who());
         let decided = |decision, how: Option<&'static str>, by| Decision {
             decision,
@@ -84,8 +83,13 @@ impl Approver {
                 decided(Verdict::Approved, Some("simulation"), None)
             }
             Policy::Steps(_) if self.interactive => {
-                let _guard = self.prompt.lock().unwrap_or_else(|e| e.into_inner());
-                if ask(step, &change) {
+                let _guard = self.prompt.lock().await;
+                let (s, c) = (step.to_string(), change.clone());
+                // Reading the terminal blocks: off the async workers.
+                let yes = tokio::task::spawn_blocking(move || ask(&s, &c))
+                    .await
+                    .unwrap_or(false);
+                if yes {
                     decided(Verdict::Approved, Some("interactive"), user())
                 } else {
                     decided(Verdict::Refused, Some("interactive"), user())

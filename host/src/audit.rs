@@ -2,7 +2,6 @@
 //! written and flushed as it happens so a crash loses at most the call in
 //! flight.
 
-use crate::capability::Caller;
 use crate::grants::{Access, Interface};
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -11,7 +10,17 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// One capability call, as the journal and the audit log keep it.
+/// Who is calling, for the report and the audit log.
+#[derive(Debug, Clone, Serialize)]
+pub struct Caller {
+    pub run_id: String,
+    pub step: String,
+    pub plugin: String,
+    pub plugin_digest: String,
+}
+
+/// One capability call, as the report and the audit log keep it. Strings
+/// in `args` and `result` are clipped (see `capability::limits`).
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRecord {
     pub interface: Interface,
@@ -64,23 +73,24 @@ impl AuditLog {
         })
     }
 
-    pub fn record(&self, caller: &Caller, call: &CallRecord) {
+    /// Writes one call; returns the bytes written.
+    pub fn record(&self, caller: &Caller, call: &CallRecord) -> usize {
         self.write(&Line {
-            time: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            run_time: crate::scenario::rfc3339(call.at_ms),
+            time: crate::time::rfc3339_millis(crate::time::now_ms()),
+            run_time: crate::time::rfc3339(call.at_ms),
             run_id: &caller.run_id,
             step: &caller.step,
             plugin: &caller.plugin,
             plugin_digest: &caller.plugin_digest,
             call,
-        });
+        })
     }
 
     /// Any other event worth keeping (a refusal, a step's end, the run's
     /// end): `fields` plus when, which run and what happened.
     pub fn event(&self, run_id: &str, event: &str, fields: serde_json::Value) {
         let mut line = serde_json::json!({
-            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "time": crate::time::rfc3339_millis(crate::time::now_ms()),
             "run_id": run_id,
             "event": event,
         });
@@ -90,7 +100,7 @@ impl AuditLog {
         self.write(&line);
     }
 
-    fn write(&self, value: &impl Serialize) {
+    fn write(&self, value: &impl Serialize) -> usize {
         let mut line = serde_json::to_vec(value).unwrap_or_default();
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
@@ -102,5 +112,6 @@ impl AuditLog {
                 self.path
             );
         }
+        line.len()
     }
 }

@@ -1,9 +1,13 @@
-//! The one `bindgen!` over `wit/`. Capability errors are plain WIT results
-//! (never traps), so a denied or failed call reaches the guest as a value.
+//! The one `bindgen!` over `wit/`. Host functions are `async` (steps run
+//! as futures on tokio) and may trap, which only the host's own limits do
+//! (`capability::limits`): a denied or failed call reaches the guest as a
+//! WIT `error` value, never as a trap.
 
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "step",
+    imports: { default: async | trappable },
+    exports: { default: async },
     additional_derives: [serde::Serialize],
 });
 

@@ -25,6 +25,10 @@ pub enum Command {
     /// List the plugins a runbook can use: those in plugin directories,
     /// then the ones built into this binary, with their digests.
     Plugins(PluginsArgs),
+    /// Execute many runs of a runbook at once against a simulated scenario,
+    /// in this one process, and report steps/s, runs/s, the cost of a step
+    /// (p50/p99) and peak memory.
+    Bench(BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -117,4 +121,31 @@ pub struct PluginsArgs {
     /// Extra directories to find component files in.
     #[arg(long, value_name = "DIR")]
     pub components: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The runbook.
+    pub runbook: PathBuf,
+    /// The scenario every run is simulated against (each run gets a fresh
+    /// simulated world).
+    #[arg(long, value_name = "SCENARIO")]
+    pub sim: PathBuf,
+    /// How many runs.
+    #[arg(long, default_value_t = 1000)]
+    pub runs: usize,
+    /// How many runs are in flight at once.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Steps instantiated at once (pooled instance slots).
+    #[arg(long, default_value_t = 256)]
+    pub instances: u32,
+    /// Emit the figures as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sources: Sources,
 }

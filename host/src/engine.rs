@@ -1,14 +1,19 @@
-//! The wasmtime engine, its epoch ticker, and the compiled-component cache.
-//! Components compile once per process and are kept on disk keyed by their
-//! sha256 and the engine's compatibility hash, so a second run only loads.
+//! The wasmtime engine, its epoch ticker, the pooling instance allocator,
+//! linkers and instance templates built once per process, and the
+//! compiled-component cache. Components compile once per process and are
+//! kept on disk keyed by their sha256 and the engine's compatibility hash,
+//! so a second run only loads.
 
+use crate::bindings::StepPre;
+use crate::capability::StepState;
+use crate::interface::Interface;
 use anyhow::{Context, Result};
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 /// How often the epoch advances: the granularity of step deadlines.
@@ -25,17 +30,57 @@ pub enum Origin {
     Embedded,
 }
 
+/// How many step instances may exist at once in one process by default:
+/// the pooling allocator reserves their memory slots up front.
+pub const DEFAULT_INSTANCES: u32 = 64;
+
+/// A fiber stack per running step: guest frames (at most
+/// [`MAX_WASM_STACK`]) and the host futures a capability call polls on it
+/// (AWS SDK calls among them) share it.
+const ASYNC_STACK: usize = 8 << 20;
+const MAX_WASM_STACK: usize = 1 << 20;
+
+/// An instance template's key: the component's digest and the interfaces
+/// it is linked with.
+type PreKey = (String, Vec<Interface>);
+
 pub struct Runtime {
     pub engine: Engine,
     cache_dir: Option<PathBuf>,
     compiled: Mutex<HashMap<String, Component>>,
+    linkers: Mutex<HashMap<Vec<Interface>, Arc<Linker<StepState>>>>,
+    pres: Mutex<HashMap<PreKey, StepPre<StepState>>>,
+    /// One permit per pooled instance slot: a step waits for one before it
+    /// instantiates, so any number of runs may be in flight at once.
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Runtime {
     /// `cache_dir`: where compiled components are kept; `None` disables the
     /// disk cache.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>> {
-        let config: Config = crate::engine_config::config();
+        Self::with_instances(cache_dir, DEFAULT_INSTANCES)
+    }
+
+    /// The same, with room for `instances` steps running at once.
+    pub fn with_instances(cache_dir: Option<PathBuf>, instances: u32) -> Result<Arc<Self>> {
+        let mut config: Config = crate::engine_config::config();
+        config.async_stack_size(ASYNC_STACK);
+        config.max_wasm_stack(MAX_WASM_STACK);
+        // Instances come from a pool reserved once, memory kept resident
+        // between steps: no per-step mmap of a 4 GiB reservation and the
+        // TLB flushes of unmapping it.
+        let mut pool = wasmtime::PoolingAllocationConfig::default();
+        let n = instances.max(1);
+        pool.total_component_instances(n)
+            .total_core_instances(n.saturating_mul(8))
+            .total_memories(n.saturating_mul(2))
+            .total_tables(n.saturating_mul(4))
+            .total_stacks(n)
+            .max_memory_size(crate::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024)
+            .linear_memory_keep_resident(2 << 20)
+            .table_keep_resident(64 << 10);
+        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("configuring wasmtime")?;
@@ -60,7 +105,64 @@ impl Runtime {
             engine,
             cache_dir,
             compiled: Mutex::new(HashMap::new()),
+            linkers: Mutex::new(HashMap::new()),
+            pres: Mutex::new(HashMap::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(n as usize)),
         }))
+    }
+
+    /// Waits for a free instance slot; the step holds it until it ends.
+    pub async fn instance_slot(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the slot semaphore is never closed")
+    }
+
+    /// The linker for steps granted `interfaces`, built once per process.
+    pub fn linker(&self, interfaces: &[Interface]) -> Result<Arc<Linker<StepState>>> {
+        let mut linkers = self.linkers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = linkers.get(interfaces) {
+            return Ok(l.clone());
+        }
+        let l = Arc::new(crate::capability::linker_for(
+            &self.engine,
+            interfaces.iter().copied(),
+        )?);
+        linkers.insert(interfaces.to_vec(), l.clone());
+        Ok(l)
+    }
+
+    /// The instance template for component `digest` linked with exactly
+    /// `interfaces`, built once per process.
+    pub fn instance_pre(
+        &self,
+        digest: &str,
+        component: &Component,
+        interfaces: &[Interface],
+    ) -> Result<StepPre<StepState>> {
+        let key = (digest.to_string(), interfaces.to_vec());
+        if let Some(p) = self
+            .pres
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(p.clone());
+        }
+        let pre = self
+            .linker(interfaces)?
+            .instantiate_pre(component)
+            .map_err(anyhow::Error::from)?;
+        let pre = StepPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .context("the component does not export the `step` world's `run` function")?;
+        self.pres
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, pre.clone());
+        Ok(pre)
     }
 
     /// The compiled form of `bytes`, whose sha256 is `digest`.

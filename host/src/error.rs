@@ -41,8 +41,33 @@ pub fn load_toml<T: serde::de::DeserializeOwned>(
     hint: &str,
     validate: impl FnOnce(&mut T) -> Result<(), String>,
 ) -> anyhow::Result<T> {
-    let text = fs_err::read_to_string(path)?;
+    let text = crate::files::read_text(path, kind)?;
     parse_toml(&text, path, kind, hint, validate)
+}
+
+/// [`load_toml`] for files that may hold something secret next to a
+/// typo: a parse error gives the line, column and what was wrong, never
+/// the file's text.
+pub fn load_toml_redacted<T: serde::de::DeserializeOwned>(
+    path: &std::path::Path,
+    kind: &str,
+    hint: &str,
+    validate: impl FnOnce(&mut T) -> Result<(), String>,
+) -> anyhow::Result<T> {
+    let text = crate::files::read_text(path, kind)?;
+    let invalid = |why: &str| hinted(format!("invalid {kind} `{}`: {why}", path.display()), hint);
+    let mut value: T = toml::from_str(&text).map_err(|e: toml::de::Error| {
+        let at = e
+            .span()
+            .map(|s| {
+                let (line, column) = crate::files::line_column(&text.as_bytes()[..s.start]);
+                format!("at line {line}, column {column}: ")
+            })
+            .unwrap_or_default();
+        invalid(&format!("{at}{}", redact_quoted(e.message().trim_end())))
+    })?;
+    validate(&mut value).map_err(|why| invalid(&why))?;
+    Ok(value)
 }
 
 /// [`load_toml`] for text already read; `path` names it in errors.
@@ -57,4 +82,27 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
     let mut value: T = toml::from_str(text).map_err(|e| invalid(e.to_string().trim_end()))?;
     validate(&mut value).map_err(|why| invalid(&why))?;
     Ok(value)
+}
+
+/// `msg` with every double-quoted string replaced by `"…"`: serde's
+/// messages quote the offending value ("invalid type: string \"…\""),
+/// which in an environment file may be a secret.
+pub fn redact_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    let mut inside = false;
+    for c in msg.chars() {
+        match (c, inside) {
+            ('"', false) => {
+                inside = true;
+                out.push_str("\"…");
+            }
+            ('"', true) => {
+                inside = false;
+                out.push('"');
+            }
+            (_, true) => {}
+            (c, false) => out.push(c),
+        }
+    }
+    out
 }

@@ -10,60 +10,7 @@
 use serde::{Deserialize, Deserializer, Serialize};
 use std::fmt;
 
-/// The capability interfaces a manifest can grant. `log` is not here: every
-/// step may log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Interface {
-    Metrics,
-    Redis,
-    FeatureFlags,
-    Ecs,
-}
-
-impl Interface {
-    pub const ALL: [Interface; 4] = [
-        Interface::Metrics,
-        Interface::Redis,
-        Interface::FeatureFlags,
-        Interface::Ecs,
-    ];
-
-    /// The WIT interface name, as in `runbook:host/<name>@0.1.0`.
-    pub fn wit_name(self) -> &'static str {
-        match self {
-            Interface::Metrics => "metrics",
-            Interface::Redis => "redis",
-            Interface::FeatureFlags => "feature-flags",
-            Interface::Ecs => "ecs",
-        }
-    }
-
-    pub fn from_wit_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|i| i.wit_name() == name)
-    }
-
-    /// Whether the interface has mutating operations at all.
-    pub fn can_mutate(self) -> bool {
-        matches!(self, Interface::FeatureFlags | Interface::Ecs)
-    }
-
-    /// How resources of this interface are written, for error hints.
-    pub fn resource_form(self) -> &'static str {
-        match self {
-            Interface::Metrics => "`Namespace/MetricName`",
-            Interface::Redis => "a redis alias such as `session-store`",
-            Interface::FeatureFlags => "a flag key such as `AUTH_STATELESS_FALLBACK`",
-            Interface::Ecs => "`cluster/service`",
-        }
-    }
-}
-
-impl fmt::Display for Interface {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.wit_name())
-    }
-}
+pub use crate::interface::Interface;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -178,42 +125,48 @@ impl Scope {
     }
 }
 
-/// Grants per interface; `None` means the interface is not granted at all.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Grants {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<Scope>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub redis: Option<Scope>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub feature_flags: Option<Scope>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ecs: Option<Scope>,
+macro_rules! define_grants {
+    ($($section:ident: $variant:ident($wit:literal, $form:literal, parts $parts:literal, $($access:ident)+) => $module:ident,)*) => {
+        /// Grants per interface, one optional scope per registered
+        /// capability; `None` means the interface is not granted at all.
+        #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Grants {
+            $(
+                #[serde(rename = $wit, default, skip_serializing_if = "Option::is_none")]
+                $section: Option<Scope>,
+            )*
+        }
+
+        impl Grants {
+            pub fn scope(&self, interface: Interface) -> Option<&Scope> {
+                match interface {
+                    $(Interface::$variant => self.$section.as_ref(),)*
+                }
+            }
+
+            fn scope_mut(&mut self, interface: Interface) -> &mut Option<Scope> {
+                match interface {
+                    $(Interface::$variant => &mut self.$section,)*
+                }
+            }
+        }
+    };
 }
+crate::interface::with_capabilities!(define_grants);
 
 impl Grants {
-    pub fn scope(&self, interface: Interface) -> Option<&Scope> {
-        match interface {
-            Interface::Metrics => self.metrics.as_ref(),
-            Interface::Redis => self.redis.as_ref(),
-            Interface::FeatureFlags => self.feature_flags.as_ref(),
-            Interface::Ecs => self.ecs.as_ref(),
-        }
-    }
-
-    fn scope_mut(&mut self, interface: Interface) -> &mut Option<Scope> {
-        match interface {
-            Interface::Metrics => &mut self.metrics,
-            Interface::Redis => &mut self.redis,
-            Interface::FeatureFlags => &mut self.feature_flags,
-            Interface::Ecs => &mut self.ecs,
-        }
+    /// A grant of `scope` on `interface`, and nothing else.
+    pub fn only(interface: Interface, scope: Scope) -> Self {
+        let mut g = Grants::default();
+        *g.scope_mut(interface) = Some(scope);
+        g
     }
 
     pub fn interfaces(&self) -> impl Iterator<Item = Interface> + '_ {
         Interface::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|i| self.scope(*i).is_some())
     }
 
@@ -228,14 +181,16 @@ impl Grants {
                     "`{interface}` has no mutating operations; remove its `mutate` list"
                 ));
             }
-            if interface == Interface::Metrics
-                && let Some(p) = scope
-                    .read
-                    .iter()
-                    .find(|p| p.as_str() != "*" && !p.as_str().contains('/'))
+            let parts = interface.resource_parts();
+            if let Some(p) = scope
+                .read
+                .iter()
+                .chain(&scope.mutate)
+                .find(|p| p.as_str() != "*" && p.as_str().split('/').count() < parts)
             {
                 return Err(format!(
-                    "`metrics` pattern `{p}` names no namespace; write `Namespace/Name`, `Namespace/*` or `*`"
+                    "`{interface}` pattern `{p}` has too few parts: its resources are written {} (or `*`)",
+                    interface.resource_form()
                 ));
             }
             if scope.read.is_empty() && scope.mutate.is_empty() {
@@ -353,7 +308,7 @@ mod tests {
 
     fn flags(read: &[&str], mutate: &[&str]) -> Grants {
         Grants {
-            feature_flags: Some(Scope {
+            flags: Some(Scope {
                 read: read.iter().map(|s| pat(s)).collect(),
                 mutate: mutate.iter().map(|s| pat(s)).collect(),
             }),

@@ -3,36 +3,46 @@
 //! # Layout
 //! - [`runbook`]: Markdown runbooks with YAML front matter and `steps`.
 //! - [`manifest`]: a plugin's `plugin.toml`: component, digest, limits, grants.
+//! - [`interface`]: the registry of capability interfaces, one line each.
 //! - [`grants`]: grant scopes and the [`grants::GrantChecker`], the one yes/no.
+//! - [`capability`]: one module per capability (WIT host impl, simulated and
+//!   live backends, their configuration, tests), the gate every host call
+//!   passes, and the limits on what a step may hand the host.
 //! - [`plugin`]: a component read, digest-checked, compiled, imports listed.
 //! - [`builtin`]: the step plugins embedded in the binary, precompiled.
 //! - [`plan`]: everything validated and linked before any step runs.
-//! - [`run`]: executes a plan, one fresh sandboxed instance per step.
-//! - [`capability`]: host side of each WIT interface, one module each.
-//! - [`sim`] and [`scenario`]: the simulated backends and their input.
-//! - [`live`] and [`environment`]: real backends (CloudWatch, Redis, flag
-//!   stores, ECS) and the file that says where they are.
+//! - [`run`]: executes a plan, one fresh sandboxed instance per step, as a
+//!   future with its deadline.
+//! - [`scenario`], [`environment`]: what backs the capabilities in a run,
+//!   simulated or live.
 //! - [`approval`]: who allows a mutation; dry runs.
-//! - [`engine`]: wasmtime engine, epoch ticker, compiled-component cache;
-//!   [`engine_config`]: its configuration, shared with the build script.
-//! - [`audit`], [`report`]: what a run leaves behind.
-//! - [`cli`], [`commands`]: the `runbook` binary's arguments and commands.
+//! - [`bench`]: many runs in one process, measured (`runbook bench`).
+//! - [`engine`]: wasmtime engine, instance pool, epoch ticker,
+//!   compiled-component cache; [`engine_config`]: its configuration,
+//!   shared with the build script.
+//! - [`audit`], [`report`], [`capture`]: what a run leaves behind.
+//! - [`files`], [`time`], [`ids`], [`error`]: reading input safely, time,
+//!   names, errors with hints.
+//! - [`cli`], [`commands`], [`exit`]: the `runbook` binary.
 
 pub mod approval;
 pub mod audit;
+pub mod bench;
 pub mod bindings;
 pub mod builtin;
 pub mod capability;
+pub mod capture;
 pub mod cli;
 pub mod commands;
 pub mod engine;
 pub mod engine_config;
 pub mod environment;
 pub mod error;
+pub mod exit;
+pub mod files;
 pub mod grants;
 pub mod ids;
-pub mod limits;
-pub mod live;
+pub mod interface;
 pub mod manifest;
 pub mod plan;
 pub mod plugin;
@@ -40,4 +50,4 @@ pub mod report;
 pub mod run;
 pub mod runbook;
 pub mod scenario;
-pub mod sim;
+pub mod time;

@@ -64,7 +64,7 @@ impl Default for Limits {
     }
 }
 
-const MAX_MEMORY_MIB: u32 = 4096;
+pub const MAX_MEMORY_MIB: u32 = 4096;
 const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 /// A manifest read from disk, with the paths it was resolved against.
@@ -98,17 +98,14 @@ impl LoadedManifest {
     }
 
     /// Where the component file is: next to the manifest, else the first
-    /// component directory that has it.
+    /// component directory that has it. Either way it must stay inside that
+    /// directory (no `..`, no symlink out of it).
     pub fn component_path(&self, component_dirs: &[PathBuf]) -> Result<PathBuf> {
         let rel = &self.manifest.component;
-        let beside = self.dir().join(rel);
-        if beside.is_file() || rel.is_absolute() {
-            return Ok(beside);
-        }
-        for dir in component_dirs {
+        for dir in std::iter::once(self.dir()).chain(component_dirs.iter().map(PathBuf::as_path)) {
             let candidate = dir.join(rel);
             if candidate.is_file() {
-                return Ok(candidate);
+                return inside(dir, &candidate, &self.path);
             }
         }
         let searched = std::iter::once(self.dir().to_path_buf())
@@ -128,7 +125,38 @@ impl LoadedManifest {
     }
 }
 
+/// `file`, which must resolve to somewhere inside `dir`.
+fn inside(dir: &Path, file: &Path, manifest: &Path) -> Result<PathBuf> {
+    let real_dir = fs_err::canonicalize(dir)?;
+    let real = fs_err::canonicalize(file)?;
+    if !real.starts_with(&real_dir) {
+        return Err(hinted(
+            format!(
+                "component `{}` of manifest `{}` resolves to `{}`, outside `{}`",
+                file.display(),
+                manifest.display(),
+                real.display(),
+                dir.display()
+            ),
+            "keep the component file inside the plugin's directory or a components directory (`--components`)",
+        ));
+    }
+    Ok(file.to_path_buf())
+}
+
 fn validate(m: &Manifest) -> Result<(), String> {
+    use std::path::Component;
+    if m.component.as_os_str().is_empty()
+        || !m
+            .component
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+    {
+        return Err(format!(
+            "`component` must be a file name or a relative path without `..`, not `{}`",
+            m.component.display()
+        ));
+    }
     if m.version.trim().is_empty() {
         return Err("`version` must not be empty".into());
     }

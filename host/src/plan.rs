@@ -4,7 +4,7 @@
 //! with exactly the granted interfaces. `check` stops here.
 
 use crate::bindings::StepPre;
-use crate::capability::{StepState, linker_for};
+use crate::capability::StepState;
 use crate::engine::Runtime;
 use crate::error::hinted;
 use crate::grants::{Grants, Interface};
@@ -106,34 +106,37 @@ impl Plan {
             .collect()
     }
 
-    /// Every exact Redis alias and ECS `cluster/service` a step's grant
-    /// names must be defined by the runtime configuration (`source`, e.g.
-    /// "environment `prod.toml`"); wildcard grants are checked per call.
-    pub fn check_aliases(
+    /// Every resource a step's grant names must be provided by the runtime
+    /// configuration (`source`, e.g. "environment `prod.toml`", at `path`):
+    /// an alias must be defined, a flag store must exist. Wildcards are
+    /// checked per call (and only where a capability needs a store).
+    pub fn check_provided(
         &self,
         source: &str,
-        defines: impl Fn(Interface, &str) -> bool,
-        hint: impl Fn(Interface, &str) -> String,
+        path: &Path,
+        provides: impl Fn(Interface, &str) -> Result<(), crate::capability::Missing>,
     ) -> Result<()> {
         for step in &self.steps {
-            for interface in [Interface::Redis, Interface::Ecs] {
+            for interface in step.grants.interfaces() {
                 let Some(scope) = step.grants.scope(interface) else {
                     continue;
                 };
-                let exact = scope
-                    .read
-                    .iter()
-                    .chain(&scope.mutate)
-                    .filter(|p| !p.as_str().ends_with('*'));
-                if let Some(alias) = exact.map(|p| p.as_str()).find(|a| !defines(interface, a)) {
-                    return Err(hinted(
-                        format!(
-                            "step `{}` of `{}` is granted {interface} `{alias}`, which {source} does not define",
-                            step.def.id,
-                            self.runbook.path.display()
-                        ),
-                        hint(interface, alias),
-                    ));
+                for pattern in scope.read.iter().chain(&scope.mutate) {
+                    if let Err(missing) = provides(interface, pattern.as_str()) {
+                        let fill = |s: &str| {
+                            s.replace("{source}", source)
+                                .replace("{path}", &path.display().to_string())
+                        };
+                        return Err(hinted(
+                            format!(
+                                "step `{}` of `{}` is granted {interface} `{pattern}`, {}",
+                                step.def.id,
+                                self.runbook.path.display(),
+                                fill(&missing.why)
+                            ),
+                            fill(&missing.hint),
+                        ));
+                    }
                 }
             }
         }
@@ -148,19 +151,10 @@ pub fn instance_pre(
     plugin: &Plugin,
     grants: &Grants,
 ) -> Result<StepPre<StepState>> {
-    let linker = linker_for(&runtime.engine, grants.interfaces())?;
-    let pre = linker
-        .instantiate_pre(&plugin.component)
-        .map_err(anyhow::Error::from)
-        .with_context(|| format!("linking plugin `{}`", plugin.name()))?;
-    StepPre::new(pre)
-        .map_err(anyhow::Error::from)
-        .with_context(|| {
-            format!(
-                "plugin `{}` does not export the `step` world's `run` function",
-                plugin.name()
-            )
-        })
+    let interfaces: Vec<Interface> = grants.interfaces().collect();
+    runtime
+        .instance_pre(&plugin.digest, &plugin.component, &interfaces)
+        .with_context(|| format!("linking plugin `{}`", plugin.name()))
 }
 
 /// The plugin directories for a runbook when none are given: `plugins/`

@@ -44,7 +44,7 @@ pub fn classify(import: &str, grants: &Grants) -> ImportKind {
         if version != crate::bindings::VERSION {
             return ImportKind::WrongVersion(version.to_string());
         }
-        return match Interface::from_wit_name(name) {
+        return match crate::interface::Interface::from_wit_name(name) {
             Some(interface) => ImportKind::Capability {
                 interface,
                 granted: grants.scope(interface).is_some(),
@@ -75,7 +75,8 @@ impl Plugin {
         locked: bool,
     ) -> Result<Self> {
         let component_path = manifest.component_path(component_dirs)?;
-        let bytes = fs_err::read(&component_path)?;
+        let bytes =
+            crate::files::read_bytes(&component_path, "component", crate::files::MAX_COMPONENT)?;
         let digest = sha256_hex(&bytes);
         let name = &manifest.manifest.name;
         match &manifest.manifest.sha256 {

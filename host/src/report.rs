@@ -2,7 +2,8 @@
 
 use crate::approval::Verdict;
 use crate::audit::CallRecord;
-use crate::capability::LogLine;
+use crate::capability::gate::LogLine;
+use crate::exit::Exit;
 use crate::runbook::Escalation;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -21,14 +22,13 @@ pub enum Status {
 }
 
 impl Status {
-    /// The CLI's exit status: 0 resolved, 1 escalated, 3 failed, 4 awaiting
-    /// approval (2 is invalid input, before anything ran).
-    pub fn exit_code(self) -> u8 {
+    /// The CLI's exit status for a run that ended so.
+    pub fn exit(self) -> Exit {
         match self {
-            Status::Resolved => 0,
-            Status::Escalated => 1,
-            Status::Failed => 3,
-            Status::AwaitingApproval => 4,
+            Status::Resolved => Exit::Ok,
+            Status::Escalated => Exit::Escalated,
+            Status::Failed => Exit::Failed,
+            Status::AwaitingApproval => Exit::AwaitingApproval,
         }
     }
 }
@@ -65,8 +65,13 @@ pub struct StepReport {
     pub logs: Vec<LogLine>,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub stdout: String,
+    /// More was written than the host keeps.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stdout_truncated: bool,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub stderr: String,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stderr_truncated: bool,
     pub started_at: String,
     pub wall_us: u64,
     /// Where the runbook went next: a step id, `resolved` or `escalated`.
@@ -154,9 +159,19 @@ impl Report {
             for l in &s.logs {
                 let _ = writeln!(out, "          log    [{}] {}", l.level, l.message);
             }
-            for (stream, text) in [("stdout", &s.stdout), ("stderr", &s.stderr)] {
+            for (stream, text, truncated) in [
+                ("stdout", &s.stdout, s.stdout_truncated),
+                ("stderr", &s.stderr, s.stderr_truncated),
+            ] {
                 for line in text.lines().take(20) {
                     let _ = writeln!(out, "          {stream} {line}");
+                }
+                if truncated {
+                    let _ = writeln!(
+                        out,
+                        "          {stream} (truncated: the step wrote more than the {} KiB kept)",
+                        crate::capability::limits::MAX_OUTPUT / 1024
+                    );
                 }
             }
         }

@@ -1,39 +1,47 @@
 //! Executes a [`Plan`]: one fresh, sandboxed instance per step, routed by
 //! outcome labels until the run ends `resolved`, `escalated` or failed.
+//!
+//! A step is a future on tokio. Its deadline is a timer around the whole
+//! step, host calls included: when it fires, the step's future is dropped
+//! and nothing it started can reach a backend or the audit log afterwards.
+//! Guest code yields at every epoch tick, so a busy step cannot hold a
+//! worker thread from other runs' steps, and the epoch check ends guest
+//! code that runs past the deadline. Time spent asking a person to approve
+//! a mutation moves the deadline.
 
-use crate::audit::AuditLog;
+use crate::approval::Approver;
+use crate::audit::{AuditLog, Caller};
 use crate::bindings::{Error, Outcome, Pair, RunContext};
-use crate::capability::{Backends, Caller, StepShared, StepState};
-use crate::engine::EPOCH_TICK;
+use crate::capability::gate::StepSetup;
+use crate::capability::limits::{self, LimitExceeded};
+use crate::capability::{Backends, StepShared, StepState};
+use crate::capture::Capture;
+use crate::engine::Runtime;
 use crate::grants::GrantChecker;
-use crate::limits::StepLimiter;
 use crate::plan::{Plan, PlannedStep};
 use crate::report::{Report, Status, StepReport};
 use crate::runbook::{ESCALATED, LABEL_ERROR, LABEL_LIMIT, RESOLVED};
-use crate::scenario::rfc3339 as time;
+use crate::time::rfc3339 as time;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wasmtime::component::ResourceTable;
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{CallHook, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::WasiCtx;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 /// A runbook that loops (e.g. retry routes) still ends.
 const MAX_STEPS: usize = 64;
-/// Captured stdout/stderr per step; a guest writing more traps.
-const OUTPUT_CAPACITY: usize = 64 * 1024;
 
 pub struct RunConfig {
     pub run_id: String,
     pub mode: String,
     pub backends: Backends,
     pub audit: Option<Arc<AuditLog>>,
-    pub approver: Arc<crate::approval::Approver>,
+    pub approver: Arc<Approver>,
 }
 
-pub fn execute(plan: &Plan, engine: &wasmtime::Engine, cfg: &RunConfig) -> Report {
+pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report {
     let wall = Instant::now();
-    let started_ms = cfg.backends.clock.now_ms();
+    let started_ms = cfg.backends.clock().now_ms();
     let mut steps = Vec::new();
     let mut current = plan.steps[0].def.id.to_string();
     let (status, reason) = loop {
@@ -45,8 +53,13 @@ pub fn execute(plan: &Plan, engine: &wasmtime::Engine, cfg: &RunConfig) -> Repor
                 )),
             );
         }
-        let step = plan.step(&current).expect("plan validated every route");
-        let mut report = run_step(step, engine, cfg);
+        let Some(step) = plan.step(&current) else {
+            break (
+                Status::Failed,
+                Some(format!("the runbook has no step `{current}`")),
+            );
+        };
+        let mut report = run_step(step, runtime, cfg).await;
         let next = step.def.on.get(&report.outcome).cloned();
         report.next = next.clone();
         if let Some(audit) = &cfg.audit {
@@ -95,7 +108,7 @@ pub fn execute(plan: &Plan, engine: &wasmtime::Engine, cfg: &RunConfig) -> Repor
             }
         }
     };
-    let finished_ms = cfg.backends.clock.now_ms();
+    let finished_ms = cfg.backends.clock().now_ms();
     let report = Report {
         runbook_id: plan.runbook.runbook_id.clone(),
         title: plan.runbook.title.clone(),
@@ -124,13 +137,25 @@ pub fn execute(plan: &Plan, engine: &wasmtime::Engine, cfg: &RunConfig) -> Repor
     report
 }
 
-/// Runs one step in a fresh store. Never fails: whatever happens becomes the
-/// step's outcome label.
-pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) -> StepReport {
+/// How a step's execution ended, before it is put in words.
+enum Ended {
+    /// The guest returned, or trapped.
+    Ran(wasmtime::Result<Result<Outcome, Error>>),
+    /// Its deadline passed while it was not running guest code; its future
+    /// was dropped. `in_host`: it was inside a host call then (else it was
+    /// waiting to be scheduled).
+    Dropped { in_host: bool },
+}
+
+/// Runs one step in a fresh store. Never fails: whatever happens becomes
+/// the step's outcome label.
+pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) -> StepReport {
+    let _slot = runtime.instance_slot().await;
+    let started = Instant::now();
     let limits = step.plugin.manifest.manifest.limits;
     let timeout = Duration::from_millis(limits.timeout_ms);
-    let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
-    let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
+    let stdout = Capture::new(limits::MAX_OUTPUT);
+    let stderr = Capture::new(limits::MAX_OUTPUT);
     // Nothing from the host leaks in: no preopened directories, no
     // environment, no arguments, no network (WASI's defaults), and output
     // goes to memory.
@@ -138,12 +163,11 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
         .stdout(stdout.clone())
         .stderr(stderr.clone())
         .build();
-    let now_ms = cfg.backends.clock.now_ms();
+    let now_ms = cfg.backends.clock().now_ms();
     let shared = StepShared::new(Instant::now() + timeout);
-    let state = StepState {
+    let state = StepState::new(StepSetup {
         wasi,
-        table: ResourceTable::new(),
-        limiter: StepLimiter::new(limits.memory_mib as usize * 1024 * 1024),
+        memory_bytes: limits.memory_mib as usize * 1024 * 1024,
         checker: GrantChecker::new(step.grants.clone()),
         backends: cfg.backends.clone(),
         caller: Caller {
@@ -155,25 +179,34 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
         audit: cfg.audit.clone(),
         approver: cfg.approver.clone(),
         shared: shared.clone(),
-    };
-    let mut store = Store::new(engine, state);
+    });
+    let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limiter);
-    store.set_epoch_deadline(ticks_until(shared.deadline()));
-    // The deadline moves when a person is asked to approve a mutation, so
-    // the epoch check consults it rather than trapping at a fixed tick.
+    // Every tick: end guest code past the deadline, else yield to the
+    // executor so other steps run too.
+    store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|ctx| {
-        let deadline = ctx.data().deadline();
-        if Instant::now() >= deadline {
+        if Instant::now() >= ctx.data().deadline() {
             return Err(Trap::Interrupt.into());
         }
-        Ok(UpdateDeadline::Continue(ticks_until(deadline)))
+        Ok(UpdateDeadline::Yield(1))
+    });
+    // Whether a deadline found the step in a host call or in guest code.
+    store.call_hook(|ctx, hook| {
+        let shared = ctx.data().shared();
+        match hook {
+            CallHook::CallingHost => shared.set_in_host(true),
+            CallHook::ReturningFromHost => shared.set_in_host(false),
+            CallHook::CallingWasm | CallHook::ReturningFromWasm => {}
+        }
+        Ok(())
     });
 
     let ctx = RunContext {
         run_id: cfg.run_id.clone(),
         step_id: step.def.id.to_string(),
         now_ms,
-        incident_start_ms: cfg.backends.clock.incident_start_ms(),
+        incident_start_ms: cfg.backends.clock().incident_start_ms(),
     };
     let inputs: Vec<Pair> = step
         .def
@@ -181,27 +214,60 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
         .into_iter()
         .map(|(key, value)| Pair { key, value })
         .collect();
-    let started = Instant::now();
-    let ran = run_watched(step.pre.clone(), store, ctx, inputs, &shared);
+    let ended = {
+        let run = async {
+            let bindings = step.pre.instantiate_async(&mut store).await?;
+            bindings.call_run(&mut store, &ctx, &inputs).await
+        };
+        tokio::pin!(run);
+        loop {
+            let deadline = shared.deadline();
+            tokio::select! {
+                biased;
+                result = &mut run => break Ended::Ran(result),
+                () = tokio::time::sleep_until(deadline.into()) => {
+                    // Waiting for a person is not being stuck; and the
+                    // deadline may have moved while they were asked.
+                    if shared.is_asking() || Instant::now() < shared.deadline() {
+                        continue;
+                    }
+                    // Read before the drop: unwinding the step's fiber
+                    // leaves the host call.
+                    break Ended::Dropped { in_host: shared.in_host() };
+                }
+            }
+        }
+        // The step's future is dropped here, whatever it was doing.
+    };
+    let memory_refused = store.data().limiter.memory_refused;
+    // The instance goes back to the pool before the step's time is taken:
+    // the figure is the whole cost of the step.
+    drop(store);
     let wall_us = started.elapsed().as_micros() as u64;
-    let stderr_text = String::from_utf8_lossy(&stderr.contents()).into_owned();
-    let (outcome, summary, facts) = match ran {
-        Watched::Done(result, store) => classify(result, &store, &limits, &stderr_text),
-        Watched::Crashed => (
-            LABEL_ERROR.into(),
-            "the host failed while running the step (its thread panicked); see stderr".into(),
-            [("error".to_string(), "host".to_string())].into(),
+    let (stdout_text, stdout_truncated) = stdout.contents();
+    let (stderr_text, stderr_truncated) = stderr.contents();
+    let trail = shared.take_trail();
+    let (outcome, summary, facts) = match ended {
+        Ended::Ran(result) => classify(
+            result,
+            memory_refused,
+            trail.limit.as_ref(),
+            &limits,
+            &stderr_text,
         ),
-        Watched::Abandoned => (
-            LABEL_LIMIT.into(),
+        Ended::Dropped { in_host } => limit_exceeded(
+            "time",
             format!(
-                "limit exceeded: deadline of {} ms; the step was blocked outside WebAssembly (e.g. sleeping) and was abandoned",
-                limits.timeout_ms
+                "deadline of {} ms; the step was {} and was stopped",
+                limits.timeout_ms,
+                if in_host {
+                    "blocked in a host call"
+                } else {
+                    "waiting to be scheduled"
+                }
             ),
-            [("limit".to_string(), "time".to_string())].into(),
         ),
     };
-    let journal = std::mem::take(&mut *shared.journal());
     StepReport {
         id: step.def.id.to_string(),
         plugin: step.plugin.name().to_string(),
@@ -209,192 +275,170 @@ pub fn run_step(step: &PlannedStep, engine: &wasmtime::Engine, cfg: &RunConfig) 
         outcome,
         summary,
         facts,
-        calls: journal.calls,
-        logs: journal.logs,
-        stdout: String::from_utf8_lossy(&stdout.contents()).into_owned(),
+        calls: trail.calls,
+        logs: trail.logs,
+        stdout: stdout_text,
+        stdout_truncated,
         stderr: stderr_text,
+        stderr_truncated,
         started_at: time(now_ms),
         wall_us,
         next: None,
-        awaiting_approval: journal.awaiting,
+        awaiting_approval: trail.awaiting,
     }
 }
 
-/// How long past its deadline a step is waited for before it is abandoned:
-/// a step stopped by its deadline needs a moment to unwind and report.
-const GRACE: Duration = Duration::from_secs(2);
-/// The step thread's stack: guest frames and host calls (AWS SDK futures
-/// among them) share it, so it gets what a main thread would.
-const STEP_STACK: usize = 8 << 20;
+type Classified = (String, String, BTreeMap<String, String>);
 
-type Job = Box<dyn FnOnce() + Send>;
-
-/// The thread steps run on, reused from step to step (a new thread per step
-/// costs more than the step).
-static WORKER: std::sync::Mutex<Option<std::sync::mpsc::Sender<Job>>> = std::sync::Mutex::new(None);
-
-/// Hands `job` to the step thread, starting one if there is none (or the
-/// last one died with a panicking job).
-fn submit(job: Job) -> std::io::Result<()> {
-    let mut worker = WORKER.lock().unwrap_or_else(|e| e.into_inner());
-    let job = match worker.as_ref() {
-        Some(w) => match w.send(job) {
-            Ok(()) => return Ok(()),
-            Err(returned) => returned.0,
-        },
-        None => job,
-    };
-    let (tx, rx) = std::sync::mpsc::channel::<Job>();
-    std::thread::Builder::new()
-        .name("step".into())
-        .stack_size(STEP_STACK)
-        .spawn(move || {
-            while let Ok(job) = rx.recv() {
-                job();
-            }
-        })?;
-    tx.send(job)
-        .map_err(|_| std::io::Error::other("the step thread stopped"))?;
-    *worker = Some(tx);
-    Ok(())
+fn limit_exceeded(limit: &str, detail: String) -> Classified {
+    (
+        LABEL_LIMIT.into(),
+        format!("limit exceeded: {detail}"),
+        [("limit".to_string(), limit.to_string())].into(),
+    )
 }
-
-/// Leaves the current step thread to its stuck job: when that job ends,
-/// the thread finds its queue closed and exits.
-fn retire_worker() {
-    *WORKER.lock().unwrap_or_else(|e| e.into_inner()) = None;
-}
-
-enum Watched {
-    Done(wasmtime::Result<Result<Outcome, Error>>, Store<StepState>),
-    /// Still blocked past its deadline.
-    Abandoned,
-    /// The step's thread panicked (a host bug, not the guest's doing).
-    Crashed,
-}
-
-type Ran = (wasmtime::Result<Result<Outcome, Error>>, Store<StepState>);
-
-/// Runs the step on the step thread and waits for it until its deadline
-/// (which approvals may move) plus [`GRACE`]. Epoch interruption stops guest
-/// code, but not a guest blocked in a host call such as a WASI sleep: such a
-/// step is abandoned (`None`). Anything it still tries after its deadline
-/// is refused by the deadline check every capability call makes first.
-fn run_watched(
-    pre: crate::bindings::StepPre<StepState>,
-    mut store: Store<StepState>,
-    ctx: RunContext,
-    inputs: Vec<Pair>,
-    shared: &StepShared,
-) -> Watched {
-    let (tx, rx) = std::sync::mpsc::channel::<Ran>();
-    let job = Box::new(move || {
-        let result = pre
-            .instantiate(&mut store)
-            .and_then(|bindings| bindings.call_run(&mut store, &ctx, &inputs));
-        let _ = tx.send((result, store));
-    });
-    if submit(job).is_err() {
-        return Watched::Crashed;
-    }
-    loop {
-        let left = (shared.deadline() + GRACE).saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            if let Ok((result, store)) = rx.try_recv() {
-                return Watched::Done(result, store);
-            }
-            // Waiting for a person to approve is not being stuck.
-            if shared.abandon() {
-                // The stuck job keeps its thread; later steps get a new one.
-                retire_worker();
-                return Watched::Abandoned;
-            }
-        }
-        match rx.recv_timeout(left.clamp(Duration::from_millis(1), Duration::from_millis(100))) {
-            Ok((result, store)) => return Watched::Done(result, store),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Watched::Crashed,
-        }
-    }
-}
-
-fn ticks_until(deadline: Instant) -> u64 {
-    let left = deadline
-        .saturating_duration_since(Instant::now())
-        .as_millis() as u64;
-    left.div_ceil(EPOCH_TICK.as_millis() as u64) + 1
-}
-
-type Classified = (String, String, std::collections::BTreeMap<String, String>);
 
 fn classify(
     result: wasmtime::Result<Result<Outcome, Error>>,
-    store: &Store<StepState>,
+    memory_refused: Option<usize>,
+    limit: Option<&LimitExceeded>,
     limits: &crate::manifest::Limits,
     stderr: &str,
 ) -> Classified {
     match result {
-        Ok(Ok(o)) => {
-            let facts = o.facts.into_iter().map(|p| (p.key, p.value)).collect();
-            if crate::ids::Name::parse(&o.label).is_err() {
-                return (
-                    LABEL_ERROR.into(),
-                    format!("the step returned an invalid outcome label `{}`", o.label),
-                    facts,
-                );
-            }
-            (o.label, o.summary, facts)
-        }
+        Ok(Ok(o)) => outcome(o),
         Ok(Err(e)) => (
             LABEL_ERROR.into(),
-            format!("step error: {}", e.text()),
+            limits::clip(format!("step error: {}", e.text()), limits::MAX_SUMMARY),
             [("error".to_string(), e.kind().to_string())].into(),
         ),
         Err(trap) => {
-            if let Some(asked) = store.data().limiter.memory_refused {
-                return (
-                    LABEL_LIMIT.into(),
+            if let Some(l) = limit.or_else(|| trap.downcast_ref::<LimitExceeded>()) {
+                return limit_exceeded(l.limit, l.detail.clone());
+            }
+            if let Some(asked) = memory_refused {
+                return limit_exceeded(
+                    "memory",
                     format!(
-                        "limit exceeded: memory limit of {} MiB (the step asked for {} MiB)",
+                        "memory limit of {} MiB (the step asked for {} MiB)",
                         limits.memory_mib,
                         asked.div_ceil(1024 * 1024)
                     ),
-                    [("limit".to_string(), "memory".to_string())].into(),
                 );
             }
             if trap.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                return (
-                    LABEL_LIMIT.into(),
-                    format!("limit exceeded: deadline of {} ms", limits.timeout_ms),
-                    [("limit".to_string(), "time".to_string())].into(),
+                return limit_exceeded(
+                    "time",
+                    format!(
+                        "deadline of {} ms; the step was running guest code and was stopped",
+                        limits.timeout_ms
+                    ),
                 );
             }
-            let last = stderr
-                .lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("");
-            let detail = if last.is_empty() {
-                String::new()
-            } else {
-                format!(" ({last})")
+            let detail = match panic_message(stderr) {
+                Some(m) => format!(" ({m})"),
+                None => String::new(),
             };
             let cause = trap.root_cause().to_string();
-            if cause.contains("beyond capacity of MemoryOutputPipe") {
-                return (
-                    LABEL_LIMIT.into(),
-                    format!(
-                        "limit exceeded: the step wrote more than {} KiB to stdout or stderr",
-                        OUTPUT_CAPACITY / 1024
-                    ),
-                    [("limit".to_string(), "output".to_string())].into(),
-                );
-            }
             (
                 LABEL_ERROR.into(),
-                format!("the step trapped: {cause}{detail}"),
+                limits::clip(
+                    format!("the step trapped: {cause}{detail}"),
+                    limits::MAX_SUMMARY,
+                ),
                 [("error".to_string(), "trap".to_string())].into(),
             )
         }
+    }
+}
+
+/// What the step returned, unless its label is malformed or it hands the
+/// host more than the limits allow.
+fn outcome(o: Outcome) -> Classified {
+    if crate::ids::Name::parse(&o.label).is_err() {
+        return (
+            LABEL_ERROR.into(),
+            format!(
+                "the step returned an invalid outcome label `{}`",
+                limits::clip(o.label, 64)
+            ),
+            BTreeMap::new(),
+        );
+    }
+    if o.facts.len() > limits::MAX_FACTS {
+        return limit_exceeded(
+            "facts",
+            format!(
+                "the step returned {} facts; at most {} are kept",
+                o.facts.len(),
+                limits::MAX_FACTS
+            ),
+        );
+    }
+    if let Some(f) = o
+        .facts
+        .iter()
+        .find(|f| f.key.len() > limits::MAX_FACT_KEY || f.value.len() > limits::MAX_FACT_VALUE)
+    {
+        return limit_exceeded(
+            "facts",
+            format!(
+                "fact `{}` is {} bytes; keys may have {} and values {}",
+                limits::clip(f.key.clone(), 64),
+                f.key.len() + f.value.len(),
+                limits::MAX_FACT_KEY,
+                limits::MAX_FACT_VALUE
+            ),
+        );
+    }
+    if o.summary.len() > limits::MAX_SUMMARY {
+        return limit_exceeded(
+            "summary",
+            format!(
+                "the summary is {} bytes; at most {} are kept",
+                o.summary.len(),
+                limits::MAX_SUMMARY
+            ),
+        );
+    }
+    let facts = o.facts.into_iter().map(|p| (p.key, p.value)).collect();
+    (o.label, o.summary, facts)
+}
+
+/// A Rust guest's panic message from its stderr: the line after
+/// "panicked at …", not the backtrace note that follows it.
+fn panic_message(stderr: &str) -> Option<String> {
+    let mut lines = stderr.lines();
+    if stderr.contains("panicked at") {
+        lines.by_ref().find(|l| l.contains("panicked at"))?;
+        let message: Vec<&str> = lines
+            .take_while(|l| !l.starts_with("note: "))
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        return (!message.is_empty()).then(|| limits::clip(message.join(" "), 512));
+    }
+    stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("note: "))
+        .map(|l| limits::clip(l.to_string(), 512))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_message;
+
+    #[test]
+    fn a_panic_message_is_found_before_the_backtrace_note() {
+        let stderr = "thread '<unnamed>' panicked at src/lib.rs:9:5:\nindex out of bounds: the len is 0\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("index out of bounds: the len is 0")
+        );
+        assert_eq!(
+            panic_message("just a line\n").as_deref(),
+            Some("just a line")
+        );
+        assert_eq!(panic_message(""), None);
     }
 }

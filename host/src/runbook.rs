@@ -85,7 +85,7 @@ fn scalar(v: &serde_yaml_ng::Value) -> Option<String> {
 
 impl Runbook {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = fs_err::read_to_string(path)?;
+        let text = crate::files::read_text(path, "runbook")?;
         Self::parse(&text, path)
     }
 

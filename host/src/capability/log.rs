@@ -1,19 +1,43 @@
 //! `runbook:host/log`: structured lines into the step's timeline. Always
-//! linked; needs no grant and touches no backend.
+//! linked; needs no grant and touches no backend. Bounded like everything
+//! a guest hands the host: lines per step, fields per line, and the size
+//! of each part (`limits`); crossing a bound ends the step.
 
-use super::{LogLine, StepState};
+use super::StepState;
+use super::gate::LogLine;
+use super::limits::{self, LimitExceeded};
 use crate::bindings::Pair;
 use crate::bindings::runbook::host::log::{self as wit, Level};
 use wasmtime::component::{HasSelf, Linker};
 
-/// Keeps a chatty step from growing the report without bound.
-const MAX_LINES: usize = 200;
-
 impl wit::Host for StepState {
-    fn log(&mut self, level: Level, message: String, fields: Vec<Pair>) {
-        let mut journal = self.shared.journal();
-        if journal.logs.len() >= MAX_LINES {
-            return;
+    async fn log(
+        &mut self,
+        level: Level,
+        message: String,
+        fields: Vec<Pair>,
+    ) -> wasmtime::Result<()> {
+        let too_big = fields.len() > limits::MAX_LOG_FIELDS
+            || message.len() > limits::MAX_LOG_TEXT
+            || fields
+                .iter()
+                .any(|p| p.key.len() > limits::MAX_LOG_KEY || p.value.len() > limits::MAX_LOG_TEXT);
+        if too_big {
+            return Err(self.limit(LimitExceeded::new(
+                "log",
+                format!(
+                    "a log line may have at most {} fields, keys of {} bytes and text of {} KiB",
+                    limits::MAX_LOG_FIELDS,
+                    limits::MAX_LOG_KEY,
+                    limits::MAX_LOG_TEXT / 1024
+                ),
+            )));
+        }
+        if self.shared.trail().logs.len() >= limits::MAX_LOG_LINES {
+            return Err(self.limit(LimitExceeded::new(
+                "log",
+                format!("a step may log at most {} lines", limits::MAX_LOG_LINES),
+            )));
         }
         let level = match level {
             Level::Debug => "debug",
@@ -21,28 +45,49 @@ impl wit::Host for StepState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        journal.logs.push(LogLine {
+        self.shared.trail().logs.push(LogLine {
             level: level.into(),
-            message: clip(message),
-            fields: fields.into_iter().map(|p| (p.key, clip(p.value))).collect(),
+            message,
+            fields: fields.into_iter().map(|p| (p.key, p.value)).collect(),
         });
+        Ok(())
     }
-}
-
-/// Keeps one line from growing the report without bound.
-fn clip(mut s: String) -> String {
-    const MAX: usize = 2048;
-    if s.len() > MAX {
-        let mut end = MAX;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
 }
 
 pub fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
     wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::bindings::Pair;
+    use crate::bindings::runbook::host::log::{Host, Level};
+    use crate::capability::LimitExceeded;
+    use crate::capability::testing::state;
+
+    #[tokio::test]
+    async fn a_flood_of_log_keys_ends_the_step() {
+        let mut st = state("");
+        st.log(Level::Info, "ok".into(), vec![]).await.unwrap();
+        let huge = vec![Pair {
+            key: "k".repeat(4 << 20),
+            value: String::new(),
+        }];
+        let err = st.log(Level::Info, "x".into(), huge).await.unwrap_err();
+        assert_eq!(err.downcast_ref::<LimitExceeded>().unwrap().limit, "log");
+        assert_eq!(st.shared.trail().logs.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn log_lines_are_bounded() {
+        let mut st = state("");
+        for _ in 0..crate::capability::limits::MAX_LOG_LINES {
+            st.log(Level::Debug, "line".into(), vec![]).await.unwrap();
+        }
+        assert!(
+            st.log(Level::Debug, "one more".into(), vec![])
+                .await
+                .is_err()
+        );
+    }
 }

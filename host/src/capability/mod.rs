@@ -1,27 +1,130 @@
-//! Host side of the capability interfaces. Each module has the same shape:
-//! the backend trait it needs, the `Host` impl (grant check first), and
-//! `add_to_linker`. [`StepState`] is the per-step store data they share.
+//! The capabilities, one module each, all the same shape (wasmtime's
+//! `wasi-config`, Spin's `factor-*` crates). A module owns everything about
+//! its capability and implements [`Capability`]:
+//!
+//! - the WIT host impl for [`StepState`] and `add_to_linker`; every host
+//!   function goes through [`StepState::read`] or [`StepState::mutate`],
+//!   the only way to its backend, which asks the grant checker first;
+//! - its backend trait, its simulated backend and the scenario section that
+//!   configures it (`sim.rs`), its live backend and environment section
+//!   (`live.rs`);
+//! - its tests, among them one proving a denied call never reaches the
+//!   backend.
+//!
+//! The modules are declared, and dispatched to, from the registry in
+//! [`crate::interface`]: adding a capability is its module, its WIT
+//! interface and one registry line. `log` is not a capability (it needs no
+//! grant and has no backend) and is linked for every step.
+//!
+//! # The step protocol
+//!
+//! A step is one fresh instance in its own [`wasmtime::Store`] whose data
+//! is a [`StepState`]. The runner (`crate::run`) drives it as a future;
+//! host calls are `async`. What the step does is kept in its
+//! [`StepShared`] (calls, logs, approvals), which the runner reads when the
+//! step ends, however it ends: returned, trapped, or dropped at its
+//! deadline. A dropped step's future is gone: nothing it started can reach
+//! a backend or the audit log afterwards.
 
-pub mod ecs;
-pub mod feature_flags;
+pub mod gate;
+pub mod limits;
 pub mod log;
-pub mod metrics;
-pub mod redis;
+pub mod sim;
 
-pub use ecs::EcsBackend;
-pub use feature_flags::FlagsBackend;
-pub use metrics::MetricsBackend;
-pub use redis::RedisBackend;
+pub use gate::{StepShared, StepState, Trail};
+pub use limits::LimitExceeded;
 
-use crate::audit::{AuditLog, CallRecord};
-use crate::bindings::Error;
-use crate::grants::{Access, GrantChecker, Interface};
+use crate::interface::Interface;
 use anyhow::Result;
-use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::any::Any;
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
-use wasmtime::component::{Linker, ResourceTable};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime::component::Linker;
+
+/// What every capability module provides; see the module docs.
+pub trait Capability: 'static {
+    const INTERFACE: Interface;
+    /// The backend its host functions call, e.g. `dyn MetricsBackend`.
+    type Backend: ?Sized + Send + Sync + 'static;
+    /// Its section of a scenario file (what the simulation holds).
+    type SimConfig: DeserializeOwned + Default + Clone + std::fmt::Debug + Send + Sync;
+    /// Its section of an environment file (where the real backend is).
+    type LiveConfig: DeserializeOwned + Default + Clone + std::fmt::Debug + Send + Sync;
+
+    /// Adds its WIT interface(s) to a step's linker.
+    fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()>;
+
+    /// Checks its scenario section on its own (names, ranges).
+    fn check_sim(_config: &Self::SimConfig) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Its simulated backend. Its state goes into `world`, where other
+    /// capabilities' simulations may look at it (a metric that improves
+    /// once a flag is set).
+    fn sim(config: &Self::SimConfig, world: &Arc<sim::World>) -> Arc<Self::Backend>;
+
+    /// Checks what its section says about other capabilities, once every
+    /// simulation is in `world`.
+    fn check_sim_world(_config: &Self::SimConfig, _world: &sim::World) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Whether the scenario provides resource `name` that a step is
+    /// granted; `Err(hint)` when it does not. Resources that are real names
+    /// rather than aliases (metric names, flag keys) need nothing.
+    fn sim_provides(_config: &Self::SimConfig, _name: &str) -> Result<(), Missing> {
+        Ok(())
+    }
+
+    /// Checks its environment section; relative paths are resolved against
+    /// `base`, the environment file's directory.
+    fn check_live(_config: &mut Self::LiveConfig, _base: &Path) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Like [`Capability::sim_provides`], for an environment.
+    fn live_provides(_config: &Self::LiveConfig, _name: &str) -> Result<(), Missing> {
+        Ok(())
+    }
+
+    /// Whether its live backend needs AWS settings and credentials.
+    fn live_uses_aws(_config: &Self::LiveConfig) -> bool {
+        false
+    }
+
+    /// Its live backend.
+    fn live(config: &Self::LiveConfig, ctx: &LiveContext) -> Result<Arc<Self::Backend>>;
+}
+
+/// A resource a step is granted that the runtime configuration lacks.
+#[derive(Debug)]
+pub struct Missing {
+    /// Completes "step `x` is granted ecs `a/b`, …", e.g. "which scenario
+    /// `s.toml` does not define" (`{source}` is replaced by the file).
+    pub why: String,
+    /// What to add, where (`{source}` likewise).
+    pub hint: String,
+}
+
+impl Missing {
+    pub fn new(why: impl Into<String>, hint: impl Into<String>) -> Self {
+        Self {
+            why: why.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
+/// What live backends are built from besides their own section.
+pub struct LiveContext {
+    /// Shared AWS settings; `None` when no capability of this run needs AWS.
+    pub aws: Option<aws::Aws>,
+    pub incident_start_ms: Option<u64>,
+}
+
+pub mod aws;
 
 /// What the host reads the time from: simulated or real.
 pub trait Clock: Send + Sync {
@@ -29,316 +132,86 @@ pub trait Clock: Send + Sync {
     fn incident_start_ms(&self) -> Option<u64>;
 }
 
-/// Where each capability is served from. Which backend stands behind an
-/// interface is runtime configuration; what a step may ask of it is the
-/// grant's business.
+/// Real time; the incident start comes from `--incident-start`.
+pub struct RealClock {
+    pub incident_start_ms: Option<u64>,
+}
+
+impl Clock for RealClock {
+    fn now_ms(&self) -> u64 {
+        crate::time::now_ms()
+    }
+
+    fn incident_start_ms(&self) -> Option<u64> {
+        self.incident_start_ms
+    }
+}
+
+/// The backend behind each capability, simulated or live, and the clock.
+/// Private to this module's children: host functions reach a backend only
+/// through the gate, after the grant check.
 #[derive(Clone)]
 pub struct Backends {
-    pub metrics: Arc<dyn MetricsBackend>,
-    pub redis: Arc<dyn RedisBackend>,
-    pub flags: Arc<dyn FlagsBackend>,
-    pub ecs: Arc<dyn EcsBackend>,
-    pub clock: Arc<dyn Clock>,
+    slots: Arc<[Option<Arc<dyn Any + Send + Sync>>]>,
+    clock: Arc<dyn Clock>,
 }
 
-/// Who is calling, for the journal and the audit log.
-#[derive(Debug, Clone, Serialize)]
-pub struct Caller {
-    pub run_id: String,
-    pub step: String,
-    pub plugin: String,
-    pub plugin_digest: String,
-}
-
-/// A structured log line from a step.
-#[derive(Debug, Clone, Serialize)]
-pub struct LogLine {
-    pub level: String,
-    pub message: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<(String, String)>,
-}
-
-/// What a step leaves behind as it runs. Shared with the runner, so a step
-/// that has to be abandoned (blocked past its deadline) still reports what
-/// it did.
-#[derive(Debug, Default)]
-pub struct Journal {
-    pub calls: Vec<CallRecord>,
-    pub logs: Vec<LogLine>,
-    /// Set when a mutation needed an approval nobody could give: the run
-    /// stops after this step.
-    pub awaiting: Option<String>,
-}
-
-/// The part of a step's state the runner watches from outside the store.
-#[derive(Debug)]
-pub struct StepShared {
-    pub journal: std::sync::Mutex<Journal>,
-    deadline: std::sync::Mutex<Instant>,
-    /// A person is being asked to approve a mutation: the step's clock is
-    /// stopped and the runner must not give up on it.
-    asking: std::sync::atomic::AtomicBool,
-    /// The runner gave up on the step; anything it still tries is refused.
-    abandoned: std::sync::atomic::AtomicBool,
-}
-
-impl StepShared {
-    pub fn new(deadline: Instant) -> Arc<Self> {
-        Arc::new(Self {
-            journal: Default::default(),
-            deadline: std::sync::Mutex::new(deadline),
-            asking: Default::default(),
-            abandoned: Default::default(),
-        })
-    }
-
-    pub fn is_asking(&self) -> bool {
-        self.asking.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    /// Marks the step abandoned, unless a person is being asked right now
-    /// (then the step is not stuck, it is waiting for them).
-    pub fn abandon(&self) -> bool {
-        use std::sync::atomic::Ordering::SeqCst;
-        if self.is_asking() {
-            return false;
+impl Backends {
+    /// Starts empty; see [`Backends::with`].
+    pub fn builder(clock: Arc<dyn Clock>) -> BackendsBuilder {
+        BackendsBuilder {
+            slots: vec![None; Interface::ALL.len()],
+            clock,
         }
-        self.abandoned.store(true, SeqCst);
-        // Re-check: an approval prompt may have begun in between.
-        if self.is_asking() {
-            self.abandoned.store(false, SeqCst);
-            return false;
-        }
-        true
     }
 
-    fn is_abandoned(&self) -> bool {
-        self.abandoned.load(std::sync::atomic::Ordering::SeqCst)
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
     }
 
-    /// The step's wall-clock deadline; host calls past it return `timeout`.
-    pub fn deadline(&self) -> Instant {
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn extend(&self, by: std::time::Duration) {
-        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) += by;
-    }
-
-    pub fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
-        self.journal.lock().unwrap_or_else(|e| e.into_inner())
+    pub(in crate::capability) fn get<C: Capability>(&self) -> Option<Arc<C::Backend>> {
+        self.slots[C::INTERFACE as usize]
+            .as_ref()?
+            .downcast_ref::<Arc<C::Backend>>()
+            .cloned()
     }
 }
 
-/// Capability calls one step may make; a step calling in a loop is stopped
-/// short of filling the host's memory and the audit log.
-pub const MAX_CALLS: usize = 1000;
-
-/// Per-step store data.
-pub struct StepState {
-    pub wasi: WasiCtx,
-    pub table: ResourceTable,
-    pub limiter: crate::limits::StepLimiter,
-    pub checker: GrantChecker,
-    pub backends: Backends,
-    pub caller: Caller,
-    pub audit: Option<Arc<AuditLog>>,
-    pub approver: Arc<crate::approval::Approver>,
-    pub shared: Arc<StepShared>,
+pub struct BackendsBuilder {
+    slots: Vec<Option<Arc<dyn Any + Send + Sync>>>,
+    clock: Arc<dyn Clock>,
 }
 
-impl WasiView for StepState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
+impl BackendsBuilder {
+    pub fn with<C: Capability>(mut self, backend: Arc<C::Backend>) -> Self {
+        self.slots[C::INTERFACE as usize] = Some(Arc::new(backend));
+        self
+    }
+
+    pub fn build(self) -> Backends {
+        Backends {
+            slots: self.slots.into(),
+            clock: self.clock,
         }
     }
 }
 
-impl crate::bindings::runbook::host::types::Host for StepState {}
+macro_rules! define_capabilities {
+    ($($section:ident: $variant:ident($wit:literal, $form:literal, parts $parts:literal, $($access:ident)+) => $module:ident,)*) => {
+        $(pub mod $module;)*
 
-impl StepState {
-    pub fn deadline(&self) -> Instant {
-        self.shared.deadline()
-    }
-
-    /// Every privileged read goes through here: grant check, then deadline,
-    /// then the backend; each call is journaled and audited, allowed or not.
-    pub(crate) fn call<R: Serialize>(
-        &mut self,
-        interface: Interface,
-        operation: &str,
-        access: Access,
-        resource: &str,
-        args: serde_json::Value,
-        backend_call: impl FnOnce(&Backends, Instant) -> Result<R, Error>,
-    ) -> Result<R, Error> {
-        let call = self.start(interface, operation, access, resource, args);
-        let result = match self.admit(&call) {
-            Err(e) => Err(e),
-            Ok(()) => backend_call(&self.backends, self.deadline()),
-        };
-        self.record(call, &result, None);
-        result
-    }
-
-    /// Every mutation goes through here: grant check, deadline, then
-    /// `preview` says what would change and what the step would be told, the
-    /// approver decides, and only an approved change reaches `apply`, which
-    /// gets the previewed value: what was approved is what is done.
-    pub(crate) fn mutate<R: Serialize>(
-        &mut self,
-        interface: Interface,
-        operation: &str,
-        resource: &str,
-        args: serde_json::Value,
-        preview: impl FnOnce(&Backends, Instant) -> Result<(String, R), Error>,
-        apply: impl FnOnce(&Backends, Instant, &R) -> Result<R, Error>,
-    ) -> Result<R, Error> {
-        use crate::approval::Verdict;
-        let call = self.start(interface, operation, Access::Mutate, resource, args);
-        let previewed = self
-            .admit(&call)
-            .and_then(|()| preview(&self.backends, self.deadline()));
-        let (change, would) = match previewed {
-            Ok(p) => p,
-            Err(e) => {
-                let result = Err(e);
-                self.record(call, &result, None);
-                return result;
+        /// Links a capability's WIT interface(s).
+        pub fn add_to_linker(
+            interface: Interface,
+            linker: &mut Linker<StepState>,
+        ) -> wasmtime::Result<()> {
+            match interface {
+                $(Interface::$variant => <$module::Cap as Capability>::add_to_linker(linker),)*
             }
-        };
-        use std::sync::atomic::Ordering::SeqCst;
-        self.shared.asking.store(true, SeqCst);
-        if self.shared.is_abandoned() {
-            self.shared.asking.store(false, SeqCst);
-            let result = Err(abandoned());
-            self.record(call, &result, None);
-            return result;
         }
-        let asked = Instant::now();
-        let decision = self.approver.decide(&self.caller.step, change);
-        // Time spent waiting for a person is not the step's time.
-        self.shared.extend(asked.elapsed());
-        self.shared.asking.store(false, SeqCst);
-        let result = match decision.decision {
-            Verdict::Approved => self
-                .before_deadline()
-                .and_then(|()| apply(&self.backends, self.deadline(), &would)),
-            Verdict::DryRun => Ok(would),
-            Verdict::Refused => Err(Error::Denied(format!(
-                "the operator refused to {}",
-                decision.change
-            ))),
-            Verdict::AwaitingApproval => {
-                self.shared.journal().awaiting = Some(decision.change.clone());
-                Err(Error::Denied(format!(
-                    "awaiting approval to {}",
-                    decision.change
-                )))
-            }
-        };
-        self.record(call, &result, Some(decision));
-        result
-    }
-
-    fn start<'a>(
-        &self,
-        interface: Interface,
-        operation: &'a str,
-        access: Access,
-        resource: &'a str,
-        args: serde_json::Value,
-    ) -> Call<'a> {
-        Call {
-            interface,
-            operation,
-            access,
-            resource,
-            args,
-            grant: self.checker.check(interface, access, resource),
-            at_ms: self.backends.clock.now_ms(),
-            started: Instant::now(),
-        }
-    }
-
-    /// Grant, deadline and call budget, in that order.
-    fn admit(&self, call: &Call<'_>) -> Result<(), Error> {
-        if self.shared.is_abandoned() {
-            return Err(abandoned());
-        }
-        call.grant.clone().map_err(Error::Denied)?;
-        self.before_deadline()?;
-        if self.shared.journal().calls.len() >= MAX_CALLS {
-            return Err(Error::Invalid(format!(
-                "a step may make at most {MAX_CALLS} capability calls"
-            )));
-        }
-        Ok(())
-    }
-
-    fn before_deadline(&self) -> Result<(), Error> {
-        if self.shared.is_abandoned() {
-            return Err(abandoned());
-        }
-        if Instant::now() >= self.deadline() {
-            return Err(Error::Timeout("the step's deadline has passed".into()));
-        }
-        Ok(())
-    }
-
-    fn record<R: Serialize>(
-        &mut self,
-        call: Call<'_>,
-        result: &Result<R, Error>,
-        approval: Option<crate::approval::Decision>,
-    ) {
-        // Past the budget only the first refusal is kept.
-        if self.shared.journal().calls.len() > MAX_CALLS {
-            return;
-        }
-        let record = CallRecord {
-            interface: call.interface,
-            operation: call.operation.to_string(),
-            access: call.access,
-            resource: call.resource.to_string(),
-            args: call.args,
-            allowed: call.grant.is_ok(),
-            result: match result {
-                Ok(r) => serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
-                Err(e) => serde_json::Value::String(e.text()),
-            },
-            error: result.as_ref().err().map(|e| e.kind().to_string()),
-            approval,
-            at_ms: call.at_ms,
-            duration_us: call.started.elapsed().as_micros() as u64,
-        };
-        // The file write happens outside the journal lock, which the
-        // runner takes to collect a step it gave up on.
-        if let Some(audit) = &self.audit {
-            audit.record(&self.caller, &record);
-        }
-        self.shared.journal().calls.push(record);
-    }
+    };
 }
-
-fn abandoned() -> Error {
-    Error::Timeout("the step ran past its deadline and was abandoned".into())
-}
-
-struct Call<'a> {
-    interface: Interface,
-    operation: &'a str,
-    access: Access,
-    resource: &'a str,
-    args: serde_json::Value,
-    /// The grant checker's answer, asked once per call.
-    grant: Result<(), String>,
-    at_ms: u64,
-    started: Instant,
-}
+crate::interface::with_capabilities!(define_capabilities);
 
 /// A linker with WASI (empty: no files, network, env or args), `log`, and
 /// exactly the granted capability interfaces. A component importing
@@ -348,79 +221,17 @@ pub fn linker_for(
     granted: impl Iterator<Item = Interface>,
 ) -> Result<Linker<StepState>> {
     let mut linker = Linker::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
     crate::bindings::runbook::host::types::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
         &mut linker,
         |s| s,
     )?;
     log::add_to_linker(&mut linker)?;
     for interface in granted {
-        match interface {
-            Interface::Metrics => metrics::add_to_linker(&mut linker)?,
-            Interface::Redis => redis::add_to_linker(&mut linker)?,
-            Interface::FeatureFlags => feature_flags::add_to_linker(&mut linker)?,
-            Interface::Ecs => ecs::add_to_linker(&mut linker)?,
-        }
+        add_to_linker(interface, &mut linker)?;
     }
     Ok(linker)
 }
 
 #[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-    use crate::grants::Grants;
-
-    const SCENARIO: &str = r#"
-description = "unit tests"
-start = "2026-11-26T03:00:00Z"
-flags = { AUTH_STATELESS_FALLBACK = "false" }
-
-[[metrics]]
-namespace = "AuthService"
-name = "TokenValidationDuration"
-statistic = "p99"
-value = 1850.0
-
-[redis.session-store]
-status = "down"
-
-[ecs."production/auth-service"]
-family = "auth-service"
-revisions = [40, 41, 42]
-desired = 4
-deployments = [{ revision = 42, created_at = "2026-11-26T02:40:00Z" }]
-"#;
-
-    /// A step state over the simulated backend, with `grants` (TOML).
-    pub fn state(grants: &str) -> StepState {
-        with_policy(grants, crate::approval::Policy::All, true)
-    }
-
-    /// The same, with mutations decided by `policy`; `simulation` as a
-    /// simulated run would say it. Nobody can be asked.
-    pub fn with_policy(
-        grants: &str,
-        policy: crate::approval::Policy,
-        simulation: bool,
-    ) -> StepState {
-        let grants: Grants = toml::from_str(grants).expect("test grants parse");
-        let scenario: crate::scenario::Scenario =
-            toml::from_str(SCENARIO).expect("test scenario parses");
-        StepState {
-            wasi: wasmtime_wasi::WasiCtx::builder().build(),
-            table: ResourceTable::new(),
-            limiter: crate::limits::StepLimiter::new(64 << 20),
-            checker: GrantChecker::new(grants),
-            backends: crate::sim::Sim::new(scenario).backends(),
-            caller: Caller {
-                run_id: "test".into(),
-                step: "step".into(),
-                plugin: "plugin".into(),
-                plugin_digest: "0".repeat(64),
-            },
-            audit: None,
-            approver: Arc::new(crate::approval::Approver::new(policy, simulation, false)),
-            shared: StepShared::new(Instant::now() + std::time::Duration::from_secs(60)),
-        }
-    }
-}
+pub(crate) mod testing;

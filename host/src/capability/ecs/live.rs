@@ -3,36 +3,74 @@
 //! a forced new deployment, and waiting until stable by polling
 //! DescribeServices (the SDK's waiter polls every 15 s at best).
 
-use super::{Blocking, aws_error};
+use super::{EcsBackend, changed_since_approval, rollback_target};
 use crate::bindings::Error;
 use crate::bindings::runbook::host::ecs::{Deployment, RollbackResult, ServiceInfo};
-use crate::capability::EcsBackend;
-use crate::capability::ecs::{changed_since_approval, rollback_target};
-use crate::environment::EcsTarget;
+use crate::capability::aws::{aws_error, bounded};
 use aws_sdk_ecs::Client;
+use serde::Deserialize;
 use aws_sdk_ecs::types::TaskDefinitionStatus;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 const POLL: Duration = Duration::from_secs(2);
 
+/// The real cluster and service behind a `cluster/service` name. The
+/// endpoint is `[aws]`'s.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EcsTarget {
+    pub cluster: String,
+    pub service: String,
+}
+
 pub struct Ecs {
     client: Client,
-    blocking: Blocking,
     timeout: Duration,
     targets: BTreeMap<String, EcsTarget>,
 }
 
+/// An environment that maps no ECS service.
+pub struct Unmapped;
+
+#[async_trait::async_trait]
+impl EcsBackend for Unmapped {
+    async fn describe(&self, c: &str, s: &str, _: Instant) -> Result<ServiceInfo, Error> {
+        Err(unmapped(c, s))
+    }
+    async fn rollback_plan(
+        &self,
+        c: &str,
+        s: &str,
+        _: Option<u32>,
+        _: Instant,
+    ) -> Result<RollbackResult, Error> {
+        Err(unmapped(c, s))
+    }
+    async fn rollback(
+        &self,
+        c: &str,
+        s: &str,
+        _: &RollbackResult,
+        _: Instant,
+    ) -> Result<RollbackResult, Error> {
+        Err(unmapped(c, s))
+    }
+    async fn wait_stable(&self, c: &str, s: &str, _: u32, _: Instant) -> Result<ServiceInfo, Error> {
+        Err(unmapped(c, s))
+    }
+}
+
+fn unmapped(cluster: &str, service: &str) -> Error {
+    Error::NotFound(format!(
+        "ecs `{cluster}/{service}` is not defined in the environment"
+    ))
+}
+
 impl Ecs {
-    pub fn new(
-        client: Client,
-        blocking: Blocking,
-        timeout: Duration,
-        targets: BTreeMap<String, EcsTarget>,
-    ) -> Self {
+    pub fn new(client: Client, timeout: Duration, targets: BTreeMap<String, EcsTarget>) -> Self {
         Self {
             client,
-            blocking,
             timeout,
             targets,
         }
@@ -41,11 +79,7 @@ impl Ecs {
     fn target(&self, cluster: &str, service: &str) -> Result<&EcsTarget, Error> {
         self.targets
             .get(&format!("{cluster}/{service}"))
-            .ok_or_else(|| {
-                Error::NotFound(format!(
-                    "ecs `{cluster}/{service}` is not defined in the environment"
-                ))
-            })
+            .ok_or_else(|| unmapped(cluster, service))
     }
 
     async fn describe_async(
@@ -153,23 +187,25 @@ fn is_stable(s: &ServiceInfo) -> bool {
     s.deployments.len() == 1 && s.running_count == s.desired_count
 }
 
+#[async_trait::async_trait]
 impl EcsBackend for Ecs {
-    fn describe(
+    async fn describe(
         &self,
         cluster: &str,
         service: &str,
         deadline: Instant,
     ) -> Result<ServiceInfo, Error> {
         let t = self.target(cluster, service)?;
-        self.blocking.run(
+        bounded(
             &format!("ecs describe `{}/{}`", t.cluster, t.service),
             self.timeout,
             deadline,
             self.describe_async((cluster, service), t),
         )
+        .await
     }
 
-    fn rollback_plan(
+    async fn rollback_plan(
         &self,
         cluster: &str,
         service: &str,
@@ -177,15 +213,16 @@ impl EcsBackend for Ecs {
         deadline: Instant,
     ) -> Result<RollbackResult, Error> {
         let t = self.target(cluster, service)?;
-        self.blocking.run(
+        bounded(
             &format!("ecs rollback plan `{}/{}`", t.cluster, t.service),
             self.timeout,
             deadline,
             self.plan_async((cluster, service), t, revision),
         )
+        .await
     }
 
-    fn rollback(
+    async fn rollback(
         &self,
         cluster: &str,
         service: &str,
@@ -194,16 +231,17 @@ impl EcsBackend for Ecs {
     ) -> Result<RollbackResult, Error> {
         let t = self.target(cluster, service)?;
         let what = format!("ecs rollback `{}/{}`", t.cluster, t.service);
-        let current = self.blocking.run(&what, self.timeout, deadline, async {
+        let current = bounded(&what, self.timeout, deadline, async {
             Ok(self
                 .describe_async((cluster, service), t)
                 .await?
                 .task_definition)
-        })?;
+        })
+        .await?;
         if current != plan.from {
             return Err(changed_since_approval(service, &current, plan));
         }
-        let update = self.blocking.run(&what, self.timeout, deadline, async {
+        let update = bounded(&what, self.timeout, deadline, async {
             self.client
                 .update_service()
                 .cluster(&t.cluster)
@@ -213,7 +251,8 @@ impl EcsBackend for Ecs {
                 .send()
                 .await
                 .map_err(|e| aws_error(&what, e))
-        });
+        })
+        .await;
         match update {
             Ok(_) => Ok(plan.clone()),
             // The request may have reached ECS before the answer was lost.
@@ -225,7 +264,7 @@ impl EcsBackend for Ecs {
         }
     }
 
-    fn wait_stable(
+    async fn wait_stable(
         &self,
         cluster: &str,
         service: &str,
@@ -240,9 +279,22 @@ impl EcsBackend for Ecs {
         progress.enable_steady_tick(Duration::from_millis(200));
         let what = format!("ecs wait-stable `{}/{}`", t.cluster, t.service);
         // One more describe may start just before `until`: allow for it.
-        let result = self.blocking.run(&what, limit + self.timeout, deadline, async {
+        let result = bounded(&what, limit + self.timeout, deadline, async {
             loop {
-                let info = self.describe_async((cluster, service), t).await?;
+                // A describe that fails or times out is a failure to look,
+                // not a verdict on the service: `unavailable`, never the
+                // `timeout` that means "not stable in time".
+                let info = bounded(
+                    &format!("ecs describe `{}/{}`", t.cluster, t.service),
+                    self.timeout,
+                    deadline,
+                    self.describe_async((cluster, service), t),
+                )
+                .await
+                .map_err(|e| match e {
+                    Error::Timeout(m) => Error::Unavailable(m),
+                    other => other,
+                })?;
                 progress.set_message(format!(
                     "waiting for `{cluster}/{service}`: {}/{} running, {} deployment(s)",
                     info.running_count,
@@ -264,7 +316,8 @@ impl EcsBackend for Ecs {
                 }
                 tokio::time::sleep(POLL).await;
             }
-        });
+        })
+        .await;
         progress.finish_and_clear();
         result
     }

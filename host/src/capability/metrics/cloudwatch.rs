@@ -2,11 +2,10 @@
 //! `AWS/ElastiCache` for `CacheHits`, `CacheMisses`, `CurrConnections`),
 //! dimensions, averages, sums and percentiles such as `p99`.
 
-use super::{Blocking, aws_error};
+use crate::capability::aws::{aws_error, bounded};
 use crate::bindings::Error;
 use crate::bindings::runbook::host::metrics::{Datapoint, MetricQuery};
-use crate::capability::MetricsBackend;
-use crate::capability::metrics::{Statistic, parse_statistic};
+use super::{MetricsBackend, Statistic, parse_statistic};
 use aws_sdk_cloudwatch::Client;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy};
@@ -17,17 +16,12 @@ const MAX_PAGES: usize = 20;
 
 pub struct CloudWatch {
     client: Client,
-    blocking: Blocking,
     timeout: Duration,
 }
 
 impl CloudWatch {
-    pub fn new(client: Client, blocking: Blocking, timeout: Duration) -> Self {
-        Self {
-            client,
-            blocking,
-            timeout,
-        }
+    pub fn new(client: Client, timeout: Duration) -> Self {
+        Self { client, timeout }
     }
 }
 
@@ -43,8 +37,9 @@ pub fn stat_name(s: &Statistic, raw: &str) -> String {
     }
 }
 
+#[async_trait::async_trait]
 impl MetricsBackend for CloudWatch {
-    fn query(&self, q: &MetricQuery, deadline: Instant) -> Result<Vec<Datapoint>, Error> {
+    async fn query(&self, q: &MetricQuery, deadline: Instant) -> Result<Vec<Datapoint>, Error> {
         let statistic = parse_statistic(&q.statistic).map_err(Error::Invalid)?;
         let metric = Metric::builder()
             .namespace(&q.namespace)
@@ -67,10 +62,10 @@ impl MetricsBackend for CloudWatch {
             )
             .return_data(true)
             .build();
-        let end = crate::scenario::now_ms();
+        let end = crate::time::now_ms();
         let start = end.saturating_sub(u64::from(q.window_seconds) * 1000);
         let what = format!("cloudwatch `{}/{}`", q.namespace, q.name);
-        self.blocking.run(&what, self.timeout, deadline, async {
+        bounded(&what, self.timeout, deadline, async {
             let mut points = Vec::new();
             let mut token = None;
             for _ in 0..MAX_PAGES {
@@ -113,6 +108,7 @@ impl MetricsBackend for CloudWatch {
             points.sort_by_key(|p| p.timestamp_ms);
             Ok(points)
         })
+        .await
     }
 }
 
@@ -160,15 +156,15 @@ mod tests {
     }
 
     fn backend(client: Client) -> CloudWatch {
-        CloudWatch::new(client, Blocking::new().unwrap(), Duration::from_secs(5))
+        CloudWatch::new(client, Duration::from_secs(5))
     }
 
     fn far() -> Instant {
         Instant::now() + Duration::from_secs(30)
     }
 
-    #[test]
-    fn p99_query_carries_stat_dimensions_and_window() {
+    #[tokio::test]
+    async fn p99_query_carries_stat_dimensions_and_window() {
         let rule = mock!(Client::get_metric_data)
             .match_requests(|req| {
                 let q = &req.metric_data_queries()[0];
@@ -188,7 +184,7 @@ mod tests {
             })
             .then_output(|| page(&[(1_800_000_060, 1850.0), (1_800_000_000, 1700.0)], None));
         let client = mock_client!(aws_sdk_cloudwatch, [&rule]);
-        let points = backend(client).query(&query("p99"), far()).unwrap();
+        let points = backend(client).query(&query("p99"), far()).await.unwrap();
         // Sorted oldest first whatever order the service used.
         assert_eq!(
             points.iter().map(|p| p.value).collect::<Vec<_>>(),
@@ -197,8 +193,8 @@ mod tests {
         assert_eq!(rule.num_calls(), 1);
     }
 
-    #[test]
-    fn pages_are_followed_and_averages_named_for_cloudwatch() {
+    #[tokio::test]
+    async fn pages_are_followed_and_averages_named_for_cloudwatch() {
         let first = mock!(Client::get_metric_data)
             .match_requests(|req| {
                 req.next_token().is_none()
@@ -209,26 +205,26 @@ mod tests {
             .match_requests(|req| req.next_token() == Some("page-2"))
             .then_output(|| page(&[(1_800_000_060, 2.0)], None));
         let client = mock_client!(aws_sdk_cloudwatch, RuleMode::MatchAny, [&first, &second]);
-        let points = backend(client).query(&query("average"), far()).unwrap();
+        let points = backend(client).query(&query("average"), far()).await.unwrap();
         assert_eq!(points.len(), 2);
         assert_eq!(second.num_calls(), 1);
     }
 
-    #[test]
-    fn empty_results_are_no_data() {
+    #[tokio::test]
+    async fn empty_results_are_no_data() {
         let rule =
             mock!(Client::get_metric_data).then_output(|| GetMetricDataOutput::builder().build());
         let client = mock_client!(aws_sdk_cloudwatch, [&rule]);
         assert!(
             backend(client)
-                .query(&query("p99"), far())
+                .query(&query("p99"), far()).await
                 .unwrap()
                 .is_empty()
         );
     }
 
-    #[test]
-    fn throttling_is_unavailable() {
+    #[tokio::test]
+    async fn throttling_is_unavailable() {
         let rule = mock!(Client::get_metric_data).then_error(|| {
             GetMetricDataError::generic(
                 aws_sdk_cloudwatch::error::ErrorMetadata::builder()
@@ -238,15 +234,15 @@ mod tests {
             )
         });
         let client = mock_client!(aws_sdk_cloudwatch, [&rule]);
-        let err = backend(client).query(&query("p99"), far()).unwrap_err();
+        let err = backend(client).query(&query("p99"), far()).await.unwrap_err();
         assert!(
             matches!(&err, Error::Unavailable(m) if m.contains("Throttling: Rate exceeded")),
             "{err:?}"
         );
     }
 
-    #[test]
-    fn elasticache_connections_query() {
+    #[tokio::test]
+    async fn elasticache_connections_query() {
         let rule = mock!(Client::get_metric_data)
             .match_requests(|req| {
                 let m = req.metric_data_queries()[0].metric_stat().unwrap();
@@ -263,16 +259,16 @@ mod tests {
             name: "CacheClusterId".into(),
             value: "sessions-001".into(),
         }];
-        assert_eq!(backend(client).query(&q, far()).unwrap()[0].value, 812.0);
+        assert_eq!(backend(client).query(&q, far()).await.unwrap()[0].value, 812.0);
     }
 
-    #[test]
-    fn a_passed_deadline_is_a_timeout() {
+    #[tokio::test]
+    async fn a_passed_deadline_is_a_timeout() {
         let rule =
             mock!(Client::get_metric_data).then_output(|| GetMetricDataOutput::builder().build());
         let client = mock_client!(aws_sdk_cloudwatch, [&rule]);
         let err = backend(client)
-            .query(&query("p99"), Instant::now())
+            .query(&query("p99"), Instant::now()).await
             .unwrap_err();
         assert!(matches!(err, Error::Timeout(_)), "{err:?}");
     }

@@ -5,8 +5,7 @@
 
 use crate::bindings::Error;
 use crate::bindings::runbook::host::metrics::{Datapoint, MetricQuery};
-use crate::capability::MetricsBackend;
-use crate::capability::metrics::{parse_statistic, series_matches};
+use super::{MetricsBackend, parse_statistic, series_matches};
 use anyhow::Result;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -58,8 +57,9 @@ impl Replay {
     }
 }
 
+#[async_trait::async_trait]
 impl MetricsBackend for Replay {
-    fn query(&self, q: &MetricQuery, _deadline: Instant) -> Result<Vec<Datapoint>, Error> {
+    async fn query(&self, q: &MetricQuery, _deadline: Instant) -> Result<Vec<Datapoint>, Error> {
         let Some(i) = self
             .series
             .iter()
@@ -71,7 +71,7 @@ impl MetricsBackend for Replay {
         let values = &self.series[i].values;
         let value = values[served[i].min(values.len() - 1)];
         served[i] += 1;
-        let now = crate::scenario::now_ms();
+        let now = crate::time::now_ms();
         Ok(vec![Datapoint {
             timestamp_ms: now - now % (u64::from(q.period_seconds) * 1000),
             value,

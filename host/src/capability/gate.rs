@@ -1,0 +1,371 @@
+//! The gate every privileged host call goes through: the grant checker
+//! first, then the deadline, the call budget and the argument size, then
+//! (for mutations) the approval, and only then the backend. Each call is
+//! recorded, allowed or not, in the step's [`Trail`] and the audit log.
+//! Backends are reachable from host functions only through here.
+
+use super::limits::{self, LimitExceeded, StepLimiter};
+use super::{Backends, Capability};
+use crate::approval::{Approver, Decision, Verdict};
+use crate::audit::{AuditLog, CallRecord, Caller};
+use crate::bindings::Error;
+use crate::grants::{Access, GrantChecker, Interface};
+use serde::Serialize;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// A structured log line from a step.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogLine {
+    pub level: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<(String, String)>,
+}
+
+/// What a step leaves behind as it runs, kept outside its store so the
+/// runner has it however the step ends.
+#[derive(Debug, Default)]
+pub struct Trail {
+    pub calls: Vec<CallRecord>,
+    pub logs: Vec<LogLine>,
+    /// Set when a mutation needed an approval nobody could give: the run
+    /// stops after this step.
+    pub awaiting: Option<String>,
+    /// Audit log bytes this step caused.
+    pub audit_bytes: usize,
+    /// The limit the step crossed, if it crossed one in a host call.
+    pub limit: Option<LimitExceeded>,
+}
+
+/// The part of a step's state the runner watches from outside the store.
+#[derive(Debug)]
+pub struct StepShared {
+    trail: Mutex<Trail>,
+    deadline: Mutex<Instant>,
+    /// A person is being asked to approve a mutation: the step's clock is
+    /// stopped and the runner must not give up on it.
+    asking: AtomicBool,
+    /// The step is inside a host call (set by the store's call hook), so a
+    /// deadline that passes now passes "blocked in a host call".
+    in_host: AtomicBool,
+}
+
+impl StepShared {
+    pub fn new(deadline: Instant) -> Arc<Self> {
+        Arc::new(Self {
+            trail: Default::default(),
+            deadline: Mutex::new(deadline),
+            asking: Default::default(),
+            in_host: Default::default(),
+        })
+    }
+
+    pub fn is_asking(&self) -> bool {
+        self.asking.load(SeqCst)
+    }
+
+    pub fn in_host(&self) -> bool {
+        self.in_host.load(SeqCst)
+    }
+
+    pub fn set_in_host(&self, yes: bool) {
+        self.in_host.store(yes, SeqCst);
+    }
+
+    /// The step's wall-clock deadline; it moves while a person is asked.
+    pub fn deadline(&self) -> Instant {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn extend(&self, by: std::time::Duration) {
+        *self.deadline.lock().unwrap_or_else(|e| e.into_inner()) += by;
+    }
+
+    pub fn trail(&self) -> MutexGuard<'_, Trail> {
+        self.trail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes what the step left behind.
+    pub fn take_trail(&self) -> Trail {
+        std::mem::take(&mut *self.trail())
+    }
+}
+
+/// Per-step store data.
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: StepLimiter,
+    checker: GrantChecker,
+    backends: Backends,
+    pub(crate) caller: Caller,
+    audit: Option<Arc<AuditLog>>,
+    approver: Arc<Approver>,
+    pub(crate) shared: Arc<StepShared>,
+}
+
+/// Everything a [`StepState`] is made of.
+pub struct StepSetup {
+    pub wasi: WasiCtx,
+    pub memory_bytes: usize,
+    pub checker: GrantChecker,
+    pub backends: Backends,
+    pub caller: Caller,
+    pub audit: Option<Arc<AuditLog>>,
+    pub approver: Arc<Approver>,
+    pub shared: Arc<StepShared>,
+}
+
+impl StepState {
+    pub fn new(s: StepSetup) -> Self {
+        Self {
+            wasi: s.wasi,
+            table: ResourceTable::new(),
+            limiter: StepLimiter::new(s.memory_bytes),
+            checker: s.checker,
+            backends: s.backends,
+            caller: s.caller,
+            audit: s.audit,
+            approver: s.approver,
+            shared: s.shared,
+        }
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.shared.deadline()
+    }
+
+    pub fn shared(&self) -> &Arc<StepShared> {
+        &self.shared
+    }
+
+    /// Every privileged read: grant, deadline, budget, then the backend.
+    pub(crate) async fn read<C, R, F, Fut>(
+        &mut self,
+        _capability: C,
+        operation: &'static str,
+        resource: &str,
+        args: serde_json::Value,
+        call: F,
+    ) -> wasmtime::Result<Result<R, Error>>
+    where
+        C: Capability,
+        R: Serialize + Send,
+        F: FnOnce(Arc<C::Backend>, Instant) -> Fut + Send,
+        Fut: Future<Output = Result<R, Error>> + Send,
+    {
+        let start = self.start(C::INTERFACE, operation, Access::Read, resource, args)?;
+        let result = match self.admit::<C>(&start) {
+            Err(e) => Err(e),
+            Ok(backend) => call(backend, self.deadline()).await,
+        };
+        self.record(start, &result, None)?;
+        Ok(result)
+    }
+
+    /// Every mutation: grant, deadline, budget; then `preview` says what
+    /// would change and what the step would be told, the approver decides,
+    /// and only an approved change reaches `apply`, which gets the
+    /// previewed value: what was approved is what is done.
+    pub(crate) async fn mutate<C, R, P, PFut, A, AFut>(
+        &mut self,
+        _capability: C,
+        operation: &'static str,
+        resource: &str,
+        args: serde_json::Value,
+        preview: P,
+        apply: A,
+    ) -> wasmtime::Result<Result<R, Error>>
+    where
+        C: Capability,
+        R: Serialize + Send,
+        P: FnOnce(Arc<C::Backend>, Instant) -> PFut + Send,
+        PFut: Future<Output = Result<(String, R), Error>> + Send,
+        A: FnOnce(Arc<C::Backend>, Instant, R) -> AFut + Send,
+        AFut: Future<Output = Result<R, Error>> + Send,
+    {
+        let start = self.start(C::INTERFACE, operation, Access::Mutate, resource, args)?;
+        let backend = match self.admit::<C>(&start) {
+            Ok(b) => b,
+            Err(e) => {
+                let result = Err(e);
+                self.record(start, &result, None)?;
+                return Ok(result);
+            }
+        };
+        let (change, would) = match preview(backend.clone(), self.deadline()).await {
+            Ok(p) => p,
+            Err(e) => {
+                let result = Err(e);
+                self.record(start, &result, None)?;
+                return Ok(result);
+            }
+        };
+        self.shared.asking.store(true, SeqCst);
+        let asked = Instant::now();
+        let decision = self.approver.decide(&self.caller.step, change).await;
+        // Time spent waiting for a person is not the step's time.
+        self.shared.extend(asked.elapsed());
+        self.shared.asking.store(false, SeqCst);
+        let result = match decision.decision {
+            Verdict::Approved => match self.before_deadline() {
+                Ok(()) => apply(backend, self.deadline(), would).await,
+                Err(e) => Err(e),
+            },
+            Verdict::DryRun => Ok(would),
+            Verdict::Refused => Err(Error::Denied(format!(
+                "the operator refused to {}",
+                decision.change
+            ))),
+            Verdict::AwaitingApproval => {
+                self.shared.trail().awaiting = Some(decision.change.clone());
+                Err(Error::Denied(format!(
+                    "awaiting approval to {}",
+                    decision.change
+                )))
+            }
+        };
+        self.record(start, &result, Some(decision))?;
+        Ok(result)
+    }
+
+    /// Opens a call: asks the grant checker once, and refuses arguments
+    /// past [`limits::MAX_ARG_BYTES`] (a trap: the step ends).
+    fn start(
+        &self,
+        interface: Interface,
+        operation: &'static str,
+        access: Access,
+        resource: &str,
+        args: serde_json::Value,
+    ) -> wasmtime::Result<Started> {
+        let size = limits::string_bytes(&args) + resource.len();
+        if size > limits::MAX_ARG_BYTES {
+            return Err(self.limit(LimitExceeded::new(
+                "arguments",
+                format!(
+                    "a `{interface}.{operation}` call passed {size} bytes of arguments; at most {} are allowed",
+                    limits::MAX_ARG_BYTES
+                ),
+            )));
+        }
+        if self.shared.trail().calls.len() >= limits::MAX_CALLS {
+            return Err(self.limit(LimitExceeded::new(
+                "calls",
+                format!(
+                    "a step may make at most {} capability calls",
+                    limits::MAX_CALLS
+                ),
+            )));
+        }
+        Ok(Started {
+            interface,
+            operation,
+            access,
+            resource: limits::clip(resource.to_string(), limits::RECORD_STRING),
+            args: limits::clip_json(args),
+            grant: self.checker.check(interface, access, resource),
+            at_ms: self.backends.clock().now_ms(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Grant, then deadline; the backend only when both allow.
+    fn admit<C: Capability>(&self, call: &Started) -> Result<Arc<C::Backend>, Error> {
+        call.grant.clone().map_err(Error::Denied)?;
+        self.before_deadline()?;
+        self.backends.get::<C>().ok_or_else(|| {
+            Error::Unavailable(format!("no backend is configured for `{}`", C::INTERFACE))
+        })
+    }
+
+    fn before_deadline(&self) -> Result<(), Error> {
+        if Instant::now() >= self.deadline() {
+            return Err(Error::Timeout("the step's deadline has passed".into()));
+        }
+        Ok(())
+    }
+
+    /// Notes the limit crossed, so the report names it, and returns the
+    /// trap that ends the step.
+    pub(crate) fn limit(&self, limit: LimitExceeded) -> wasmtime::Error {
+        let mut trail = self.shared.trail();
+        if trail.limit.is_none() {
+            trail.limit = Some(limit.clone());
+        }
+        limit.trap()
+    }
+
+    fn record<R: Serialize>(
+        &mut self,
+        call: Started,
+        result: &Result<R, Error>,
+        approval: Option<Decision>,
+    ) -> wasmtime::Result<()> {
+        let record = CallRecord {
+            interface: call.interface,
+            operation: call.operation.to_string(),
+            access: call.access,
+            resource: call.resource,
+            args: call.args,
+            allowed: call.grant.is_ok(),
+            result: limits::clip_json(match result {
+                Ok(r) => serde_json::to_value(r).unwrap_or(serde_json::Value::Null),
+                Err(e) => serde_json::Value::String(e.text()),
+            }),
+            error: result.as_ref().err().map(|e| e.kind().to_string()),
+            approval,
+            at_ms: call.at_ms,
+            duration_us: call.started.elapsed().as_micros() as u64,
+        };
+        let written = match &self.audit {
+            Some(audit) => audit.record(&self.caller, &record),
+            None => 0,
+        };
+        let over = {
+            let mut trail = self.shared.trail();
+            trail.calls.push(record);
+            trail.audit_bytes += written;
+            trail.audit_bytes > limits::MAX_AUDIT_BYTES
+        };
+        if over {
+            return Err(self.limit(LimitExceeded::new(
+                "audit",
+                format!(
+                    "the step's calls wrote more than {} KiB to the audit log",
+                    limits::MAX_AUDIT_BYTES / 1024
+                ),
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A call in progress.
+struct Started {
+    interface: Interface,
+    operation: &'static str,
+    access: Access,
+    resource: String,
+    args: serde_json::Value,
+    /// The grant checker's answer, asked once per call.
+    grant: Result<(), String>,
+    at_ms: u64,
+    started: Instant,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl crate::bindings::runbook::host::types::Host for StepState {}

@@ -1,0 +1,79 @@
+//! `runbook bench`: many runs in one process, measured.
+
+use super::{emit, say, sources};
+use crate::bench::{Bench, many, peak_rss_kib};
+use crate::cli::BenchArgs;
+use crate::engine::{Runtime, default_cache_dir};
+use crate::exit::Exit;
+use crate::plan::Plan;
+use crate::runbook::Runbook;
+use crate::scenario::Scenario;
+use anyhow::Result;
+use std::sync::Arc;
+
+pub async fn bench(args: BenchArgs) -> Result<Exit> {
+    let runbook = Runbook::load(&args.runbook)?;
+    let scenario = Scenario::load(&args.sim)?;
+    let runtime = Runtime::with_instances(default_cache_dir(), args.instances)?;
+    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook))?;
+    scenario.check_plan(&plan, &args.sim)?;
+    let b = many(
+        Arc::new(plan),
+        runtime,
+        Arc::new(scenario),
+        args.runs,
+        args.concurrency,
+    )
+    .await?;
+    let rss_mib = peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
+    let p = |v: &[u64], q| Bench::percentile(v, q);
+    let mut out = String::new();
+    if args.json {
+        say!(
+            out,
+            "{}",
+            serde_json::json!({
+                "runs": b.runs,
+                "steps": b.steps,
+                "concurrency": args.concurrency,
+                "wall_s": b.wall.as_secs_f64(),
+                "steps_per_s": b.steps_per_second(),
+                "runs_per_s": b.runs_per_second(),
+                "step_us_p50": p(&b.step_us, 50.0),
+                "step_us_p99": p(&b.step_us, 99.0),
+                "run_ms_p50": p(&b.run_us, 50.0) as f64 / 1000.0,
+                "run_ms_p99": p(&b.run_us, 99.0) as f64 / 1000.0,
+                "peak_rss_mib": rss_mib,
+                "statuses": b.statuses,
+            })
+        );
+    } else {
+        say!(
+            out,
+            "{} runs ({} steps), {} in flight, in {:.3} s",
+            b.runs,
+            b.steps,
+            args.concurrency,
+            b.wall.as_secs_f64()
+        );
+        say!(out, "  steps/s      {:>12.0}", b.steps_per_second());
+        say!(out, "  runs/s       {:>12.0}", b.runs_per_second());
+        say!(
+            out,
+            "  step         p50 {} µs, p99 {} µs (instantiate + call + teardown)",
+            p(&b.step_us, 50.0),
+            p(&b.step_us, 99.0)
+        );
+        say!(
+            out,
+            "  run          p50 {:.1} ms, p99 {:.1} ms (start to report)",
+            p(&b.run_us, 50.0) as f64 / 1000.0,
+            p(&b.run_us, 99.0) as f64 / 1000.0
+        );
+        say!(out, "  peak RSS     {rss_mib:.0} MiB");
+        let statuses: Vec<String> = b.statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        say!(out, "  ended        {}", statuses.join(", "));
+    }
+    emit(&out)?;
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,56 @@
+//! `runbook check`: load and validate everything a run would, run nothing.
+
+use super::{emit, say, sources};
+use crate::cli::CheckArgs;
+use crate::engine::{Runtime, default_cache_dir};
+use crate::environment::Environment;
+use crate::exit::Exit;
+use crate::plan::Plan;
+use crate::runbook::Runbook;
+use anyhow::Result;
+
+pub fn check(args: CheckArgs) -> Result<Exit> {
+    let mut out = String::new();
+    let runbook = Runbook::load(&args.runbook)?;
+    if !runbook.is_executable() {
+        say!(
+            out,
+            "{} {}: not executable (no `steps`); front matter is valid",
+            runbook.runbook_id,
+            runbook.title
+        );
+        emit(&out)?;
+        return Ok(Exit::Ok);
+    }
+    let runtime = Runtime::new(default_cache_dir())?;
+    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook))?;
+    if let Some(env) = &args.env {
+        Environment::load(env)?.check_plan(&plan)?;
+    }
+    say!(
+        out,
+        "{} {}: {} steps, all valid",
+        plan.runbook.runbook_id,
+        plan.runbook.title,
+        plan.steps.len()
+    );
+    for s in &plan.steps {
+        let limits = s.plugin.manifest.manifest.limits;
+        say!(
+            out,
+            "  {} → {} (sha256 {}…, {} MiB, {} ms)",
+            s.def.id,
+            s.plugin.name(),
+            &s.plugin.digest[..12],
+            limits.memory_mib,
+            limits.timeout_ms
+        );
+        for line in s.grants.describe() {
+            say!(out, "      {line}");
+        }
+        let routes: Vec<String> = s.def.on.iter().map(|(k, v)| format!("{k} → {v}")).collect();
+        say!(out, "      routes: {}", routes.join(", "));
+    }
+    emit(&out)?;
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,102 @@
+//! `runbook inspect`: a plugin's imports, grants, limits and digest side
+//! by side, for review.
+
+use super::{component_dirs, emit, say};
+use crate::cli::InspectArgs;
+use crate::engine::{Runtime, default_cache_dir};
+use crate::exit::Exit;
+use crate::manifest::{FILE_NAME, LoadedManifest};
+use crate::plugin::{ImportKind, Plugin, classify};
+use anyhow::Result;
+
+pub fn inspect(args: InspectArgs) -> Result<Exit> {
+    let mut out = String::new();
+    let runtime = Runtime::new(default_cache_dir())?;
+    let builtin = args
+        .plugin
+        .to_str()
+        .filter(|_| !args.plugin.exists())
+        .and_then(crate::builtin::find);
+    let plugin = match builtin {
+        Some(b) => Plugin::builtin(&runtime, b)?,
+        None => {
+            let path = if args.plugin.is_dir() {
+                args.plugin.join(FILE_NAME)
+            } else {
+                args.plugin.clone()
+            };
+            let manifest = LoadedManifest::load(&path)?;
+            Plugin::load(&runtime, manifest, &component_dirs(&args.components), false)?
+        }
+    };
+    let m = &plugin.manifest.manifest;
+    let grants = &m.grants;
+    say!(out, "plugin     {} {}", m.name, m.version);
+    if let Some(d) = &m.description {
+        say!(out, "           {d}");
+    }
+    say!(out, "manifest   {}", plugin.manifest.path.display());
+    say!(
+        out,
+        "component  {} ({} bytes)",
+        plugin.component_path.display(),
+        plugin.size
+    );
+    let pinned = match &m.sha256 {
+        Some(_) if plugin.builtin => "built in: pinned by this binary",
+        Some(_) => "pinned in the manifest, matches",
+        None => "not pinned: `--locked` refuses it until the manifest carries `sha256`",
+    };
+    say!(out, "sha256     {} ({pinned})", plugin.digest);
+    say!(
+        out,
+        "limits     memory {} MiB, deadline {} ms",
+        m.limits.memory_mib,
+        m.limits.timeout_ms
+    );
+    say!(out, "imports");
+    let mut problems = 0;
+    let mut used = Vec::new();
+    for import in &plugin.imports {
+        let verdict = match classify(import, grants) {
+            ImportKind::Capability { interface, granted } => {
+                used.push(interface);
+                if granted {
+                    "granted".to_string()
+                } else {
+                    problems += 1;
+                    "NOT GRANTED: refused at load".to_string()
+                }
+            }
+            ImportKind::Always => "always available".into(),
+            ImportKind::Wasi => "WASI, sandboxed: nothing behind it".into(),
+            ImportKind::WrongVersion(v) => {
+                problems += 1;
+                format!("WRONG VERSION `{v}`: refused at load")
+            }
+            ImportKind::Unknown => {
+                problems += 1;
+                "UNKNOWN: refused at load".into()
+            }
+        };
+        say!(out, "  {import:<40} {verdict}");
+    }
+    say!(out, "grants");
+    if grants.interfaces().next().is_none() {
+        say!(out, "  (none)");
+    }
+    for (interface, line) in grants.interfaces().zip(grants.describe()) {
+        let note = if used.contains(&interface) {
+            "used"
+        } else {
+            "NOT USED: imported by nothing, can be removed"
+        };
+        say!(out, "  {line:<60} {note}");
+    }
+    emit(&out)?;
+    Ok(if problems > 0 {
+        Exit::Invalid
+    } else {
+        Exit::Ok
+    })
+}

@@ -1,0 +1,79 @@
+//! What each subcommand does, one module each. Each returns the process
+//! exit status ([`Exit`]); errors go to `main`, which prints them with
+//! their hint and exits [`Exit::Invalid`].
+
+mod bench;
+mod check;
+mod inspect;
+mod plugins;
+mod run;
+
+pub use bench::bench;
+pub use check::check;
+pub use inspect::inspect;
+pub use plugins::plugins;
+pub use run::run;
+
+use crate::cli::{Command, Sources};
+use crate::exit::Exit;
+use crate::plan;
+use anyhow::Result;
+use std::path::{Path, PathBuf};
+
+/// Runs one subcommand.
+pub async fn dispatch(command: Command) -> Result<Exit> {
+    match command {
+        Command::Run(args) => run(args).await,
+        Command::Check(args) => check(args),
+        Command::Inspect(args) => inspect(args),
+        Command::Plugins(args) => plugins(args),
+        Command::Bench(args) => bench(args).await,
+    }
+}
+
+/// `writeln!` into the command's output, which is printed in one go.
+macro_rules! say {
+    ($out:ident, $($fmt:tt)*) => {{
+        use std::fmt::Write as _;
+        let _ = writeln!($out, $($fmt)*);
+    }};
+}
+pub(crate) use say;
+
+/// Prints a command's output; a reader that went away (`| head`) is fine.
+fn emit(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+fn sources(s: &Sources, runbook: &Path) -> plan::Sources {
+    plan::Sources {
+        plugin_dirs: plugin_dirs(&s.plugins, Some(runbook)),
+        component_dirs: component_dirs(&s.components),
+        locked: s.locked,
+    }
+}
+
+/// `--plugins`, else `plugins/` beside the runbook.
+fn plugin_dirs(flags: &[PathBuf], runbook: Option<&Path>) -> Vec<PathBuf> {
+    match (flags, runbook) {
+        ([], Some(runbook)) => plan::default_plugin_dirs(runbook),
+        _ => flags.to_vec(),
+    }
+}
+
+/// `--components`, then `RUNBOOK_COMPONENTS`.
+fn component_dirs(flags: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs = flags.to_vec();
+    if let Some(env) = std::env::var_os("RUNBOOK_COMPONENTS") {
+        dirs.extend(std::env::split_paths(&env));
+    }
+    dirs
+}

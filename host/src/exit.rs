@@ -1,0 +1,30 @@
+//! The `runbook` binary's exit status, one type for every command.
+
+/// Documented in the CLI help of `run`: 0 resolved, 1 escalated, 2 invalid
+/// input (nothing ran), 3 a step ended in a way the runbook does not
+/// route, 4 stopped before a mutation nobody approved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// A run resolved; any other command succeeded.
+    Ok = 0,
+    /// A run was escalated: the report says who to page.
+    Escalated = 1,
+    /// Input was refused before anything ran (or a check failed).
+    Invalid = 2,
+    /// A step ended in a way the runbook does not route.
+    Failed = 3,
+    /// A run stopped before a mutation nobody approved.
+    AwaitingApproval = 4,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(e: Exit) -> Self {
+        std::process::ExitCode::from(e.code())
+    }
+}
