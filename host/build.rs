@@ -142,6 +142,16 @@ fn embed_builtins(steps: &Path, artifacts: &Path) -> Result<(), String> {
         let cwasm = engine
             .precompile_component(&wasm)
             .map_err(|e| format!("precompiling plugin `{name}`: {e}"))?;
+        // Its imports, recorded so the host can check a plan without
+        // loading the component until a step needs it.
+        // SAFETY: `cwasm` was just produced by this engine.
+        let compiled = unsafe { wasmtime::component::Component::deserialize(&engine, &cwasm) }
+            .map_err(|e| format!("loading the precompiled plugin `{name}`: {e}"))?;
+        let imports: Vec<String> = compiled
+            .component_type()
+            .imports(&engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         let digest = sha256_hex(&wasm);
         let wasm_out = out_dir.join(format!("{name}.wasm"));
         let cwasm_out = out_dir.join(format!("{name}.cwasm"));
@@ -151,7 +161,7 @@ fn embed_builtins(steps: &Path, artifacts: &Path) -> Result<(), String> {
         }
         let _ = writeln!(
             code,
-            "    Builtin {{\n        name: {name:?},\n        manifest: include_str!({:?}),\n        sha256: {digest:?},\n        wasm: include_bytes!({:?}),\n        cwasm: include_bytes!({:?}),\n    }},",
+            "    Builtin {{\n        name: {name:?},\n        manifest: include_str!({:?}),\n        sha256: {digest:?},\n        imports: &{imports:?},\n        wasm: include_bytes!({:?}),\n        cwasm: include_bytes!({:?}),\n    }},",
             manifest_path.display().to_string(),
             wasm_out.display().to_string(),
             cwasm_out.display().to_string(),

@@ -147,7 +147,12 @@ fn main() {
     let instantiate = median(2001, || {
         rt.block_on(async {
             let mut store = wasmtime::Store::new(&runtime.engine, state(&c));
-            step.pre.instantiate_async(&mut store).await.unwrap();
+            store.set_epoch_deadline(1 << 40);
+            step.pre(&runtime)
+                .unwrap()
+                .instantiate_async(&mut store)
+                .await
+                .unwrap();
         });
     });
 
@@ -163,6 +168,13 @@ fn main() {
         rt.block_on(execute(&plan, &rt2, &cfg()));
     });
 
+    let runtime_new = median(21, || {
+        Runtime::new(None).unwrap();
+    });
+    let rt_once = Runtime::new(None).unwrap();
+    let plan_load_warm = median(51, || {
+        Plan::load(&rt_once, Runbook::load(&rb_path).unwrap(), &sources).unwrap();
+    });
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     println!("step_overhead (medians, one run; compare ratios, not absolutes)");
     let rows = [
@@ -171,6 +183,8 @@ fn main() {
         ("  of which instantiate + drop", instantiate),
         ("RB-0031 session-store path, 5 steps", whole),
         ("same, incl. plan load (built-ins)", with_load),
+        ("  of which a new runtime (engine, pool)", runtime_new),
+        ("  of which plan load, warm runtime", plan_load_warm),
         ("compile metric-threshold component", compile),
         ("load it from the disk cache", load),
     ];

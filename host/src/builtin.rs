@@ -17,6 +17,8 @@ pub struct Builtin {
     pub manifest: &'static str,
     /// Hex sha256 of `wasm`.
     pub sha256: &'static str,
+    /// What the component imports, e.g. `runbook:host/metrics@0.1.0`.
+    pub imports: &'static [&'static str],
     /// The component, as built.
     pub wasm: &'static [u8],
     /// The component compiled by `Engine::precompile_component` with
@@ -82,8 +84,14 @@ mod tests {
             assert_eq!(m.manifest.name.as_str(), b.name);
             assert_eq!(m.manifest.sha256.as_deref(), Some(b.sha256));
             assert_eq!(crate::engine::sha256_hex(b.wasm), b.sha256);
-            let (_, origin) = b.component(&engine).unwrap();
+            let (c, origin) = b.component(&engine).unwrap();
             assert_eq!(origin, Origin::Embedded, "{} was compiled again", b.name);
+            let imports: Vec<String> = c
+                .component_type()
+                .imports(&engine)
+                .map(|(n, _)| n.to_string())
+                .collect();
+            assert_eq!(imports, b.imports, "{}", b.name);
         }
     }
 }

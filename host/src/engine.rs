@@ -30,8 +30,7 @@ pub enum Origin {
     Embedded,
 }
 
-/// How many step instances may exist at once in one process by default:
-/// the pooling allocator reserves their memory slots up front.
+/// How many steps may run at once when instances are not pooled.
 pub const DEFAULT_INSTANCES: u32 = 64;
 
 /// A fiber stack per running step: guest frames (at most
@@ -56,31 +55,38 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// `cache_dir`: where compiled components are kept; `None` disables the
-    /// disk cache.
+    /// For one run at a time (the CLI): instances are allocated on demand,
+    /// which costs nothing up front. `cache_dir`: where compiled components
+    /// are kept; `None` disables the disk cache.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<Self>> {
-        Self::with_instances(cache_dir, DEFAULT_INSTANCES)
+        Self::build(cache_dir, None)
     }
 
-    /// The same, with room for `instances` steps running at once.
+    /// For many runs at once (`bench`, workers): room for `instances` steps
+    /// running at once, from a pool reserved up front with memory kept
+    /// resident between steps (no per-step mmap of a 4 GiB reservation
+    /// and the TLB flushes of unmapping it). Further steps wait for a slot.
     pub fn with_instances(cache_dir: Option<PathBuf>, instances: u32) -> Result<Arc<Self>> {
+        Self::build(cache_dir, Some(instances.max(1)))
+    }
+
+    fn build(cache_dir: Option<PathBuf>, pooled: Option<u32>) -> Result<Arc<Self>> {
         let mut config: Config = crate::engine_config::config();
         config.async_stack_size(ASYNC_STACK);
         config.max_wasm_stack(MAX_WASM_STACK);
-        // Instances come from a pool reserved once, memory kept resident
-        // between steps: no per-step mmap of a 4 GiB reservation and the
-        // TLB flushes of unmapping it.
-        let mut pool = wasmtime::PoolingAllocationConfig::default();
-        let n = instances.max(1);
-        pool.total_component_instances(n)
-            .total_core_instances(n.saturating_mul(8))
-            .total_memories(n.saturating_mul(2))
-            .total_tables(n.saturating_mul(4))
-            .total_stacks(n)
-            .max_memory_size(crate::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024)
-            .linear_memory_keep_resident(2 << 20)
-            .table_keep_resident(64 << 10);
-        config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        if let Some(n) = pooled {
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_component_instances(n)
+                .total_core_instances(n.saturating_mul(8))
+                .total_memories(n.saturating_mul(2))
+                .total_tables(n.saturating_mul(4))
+                .total_stacks(n)
+                .max_memory_size(crate::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024)
+                .linear_memory_keep_resident(2 << 20)
+                .table_keep_resident(64 << 10);
+            config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        }
+        let n = pooled.unwrap_or(DEFAULT_INSTANCES);
         let engine = Engine::new(&config)
             .map_err(anyhow::Error::from)
             .context("configuring wasmtime")?;

@@ -36,7 +36,20 @@ pub struct PlannedStep {
     pub def: StepDef,
     pub plugin: Arc<Plugin>,
     pub grants: Grants,
-    pub pre: StepPre<StepState>,
+    /// Linked at load for plugins from directories; for built-in plugins
+    /// (checked by their recorded imports) on the step's first run.
+    pre: std::sync::OnceLock<StepPre<StepState>>,
+}
+
+impl PlannedStep {
+    /// The instance template, linked now if it was not yet.
+    pub fn pre(&self, runtime: &Runtime) -> Result<StepPre<StepState>> {
+        if let Some(p) = self.pre.get() {
+            return Ok(p.clone());
+        }
+        let pre = instance_pre(runtime, &self.plugin, &self.grants)?;
+        Ok(self.pre.get_or_init(|| pre).clone())
+    }
 }
 
 impl Plan {
@@ -51,19 +64,30 @@ impl Plan {
                 "add a `steps` list to the front matter; see runbooks/README.md",
             ));
         }
-        let mut plugins: BTreeMap<String, Arc<Plugin>> = BTreeMap::new();
+        // Each plugin once, loaded (compiled, or deserialized) in parallel;
+        // an error is reported for the first step that uses the plugin.
+        let mut names: Vec<&Name> = Vec::new();
+        for def in &runbook.steps {
+            if !names.contains(&&def.plugin) {
+                names.push(&def.plugin);
+            }
+        }
+        let loaded = parallel(&names, |name| sources.load(runtime, name));
+        let mut plugins: BTreeMap<&str, Result<Arc<Plugin>, anyhow::Error>> = names
+            .iter()
+            .zip(loaded)
+            .map(|(n, p)| (n.as_str(), p.map(Arc::new)))
+            .collect();
         let mut steps = Vec::new();
         for def in &runbook.steps {
             let step = def.id.as_str();
-            let plugin = match plugins.get(def.plugin.as_str()) {
-                Some(p) => p.clone(),
-                None => {
-                    let p = Arc::new(sources.load(runtime, &def.plugin).with_context(|| {
-                        format!("step `{step}` of `{}`", runbook.path.display())
-                    })?);
-                    plugins.insert(def.plugin.to_string(), p.clone());
-                    p
+            let plugin = match plugins.get_mut(def.plugin.as_str()) {
+                Some(Ok(p)) => p.clone(),
+                Some(Err(e)) => {
+                    let e = std::mem::replace(e, anyhow::anyhow!("reported above"));
+                    return Err(e.context(format!("step `{step}` of `{}`", runbook.path.display())));
                 }
+                None => unreachable!("every plugin a step names was loaded"),
             };
             let grants = match &def.grants {
                 None => plugin.manifest.manifest.grants.clone(),
@@ -82,8 +106,13 @@ impl Plan {
                 })?,
             };
             plugin.check_imports(&grants, Some(step))?;
-            let pre = instance_pre(runtime, &plugin, &grants)
-                .with_context(|| format!("step `{step}` of `{}`", runbook.path.display()))?;
+            let pre = std::sync::OnceLock::new();
+            if !plugin.builtin {
+                let _ =
+                    pre.set(instance_pre(runtime, &plugin, &grants).with_context(|| {
+                        format!("step `{step}` of `{}`", runbook.path.display())
+                    })?);
+            }
             steps.push(PlannedStep {
                 def: def.clone(),
                 plugin,
@@ -92,6 +121,31 @@ impl Plan {
             });
         }
         Ok(Self { runbook, steps })
+    }
+
+    /// Loads and links the steps after the first on a thread of their
+    /// own, so a run finds them ready rather than loading each as it is
+    /// reached. Best effort: a step that gets there first loads its own.
+    pub fn prefetch(self: &Arc<Self>, runtime: &Arc<Runtime>) {
+        let (plan, runtime) = (self.clone(), runtime.clone());
+        let _ = std::thread::Builder::new()
+            .name("prefetch".into())
+            .spawn(move || {
+                for s in plan.steps.iter().skip(1) {
+                    let _ = s.pre(&runtime);
+                }
+            });
+    }
+
+    /// Loads and links every step now (what `check` proves), not on first
+    /// use.
+    pub fn link_all(&self, runtime: &Runtime) -> Result<()> {
+        for s in &self.steps {
+            s.pre(runtime).with_context(|| {
+                format!("step `{}` of `{}`", s.def.id, self.runbook.path.display())
+            })?;
+        }
+        Ok(())
     }
 
     pub fn step(&self, id: &str) -> Option<&PlannedStep> {
@@ -144,6 +198,38 @@ impl Plan {
     }
 }
 
+/// `f` over `items` on up to one thread per core, results in order.
+fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<R>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    *results[i].lock().unwrap_or_else(|e| e.into_inner()) = Some(f(item));
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every item was mapped")
+        })
+        .collect()
+}
+
 /// Links exactly what `grants` allow; anything else the component imports
 /// makes this fail before the step can run.
 pub fn instance_pre(
@@ -152,8 +238,9 @@ pub fn instance_pre(
     grants: &Grants,
 ) -> Result<StepPre<StepState>> {
     let interfaces: Vec<Interface> = grants.interfaces().collect();
+    let component = plugin.component(runtime)?;
     runtime
-        .instance_pre(&plugin.digest, &plugin.component, &interfaces)
+        .instance_pre(&plugin.digest, &component, &interfaces)
         .with_context(|| format!("linking plugin `{}`", plugin.name()))
 }
 

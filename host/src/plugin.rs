@@ -16,8 +16,10 @@ pub struct Plugin {
     pub component_path: PathBuf,
     pub digest: String,
     pub size: usize,
-    pub component: Component,
-    pub origin: Origin,
+    /// Compiled or loaded: at once for a plugin from a directory, on first
+    /// use for a built-in one.
+    compiled: std::sync::OnceLock<(Component, Origin)>,
+    source: Source,
     /// Import names, e.g. `runbook:host/ecs@0.1.0`, `wasi:cli/stdout@0.2.6`.
     pub imports: Vec<String>,
 }
@@ -57,6 +59,12 @@ pub fn classify(import: &str, grants: &Grants) -> ImportKind {
         return ImportKind::Wasi;
     }
     ImportKind::Unknown
+}
+
+/// Where the component's code comes from when it is first needed.
+enum Source {
+    Directory,
+    Builtin(&'static crate::builtin::Builtin),
 }
 
 fn imports(runtime: &Runtime, component: &Component) -> Vec<String> {
@@ -113,8 +121,8 @@ impl Plugin {
             component_path,
             digest,
             size: bytes.len(),
-            component,
-            origin,
+            compiled: (component, origin).into(),
+            source: Source::Directory,
             imports,
         })
     }
@@ -123,17 +131,34 @@ impl Plugin {
     pub fn builtin(runtime: &Runtime, b: &'static crate::builtin::Builtin) -> Result<Self> {
         let manifest = b.manifest()?;
         let component_path = b.location().join(&manifest.manifest.component);
-        let (component, origin) = runtime.builtin_component(b)?;
+        let _ = runtime;
         Ok(Self {
-            imports: imports(runtime, &component),
+            imports: b.imports.iter().map(|s| s.to_string()).collect(),
             manifest,
             builtin: true,
             component_path,
             digest: b.sha256.to_string(),
             size: b.wasm.len(),
-            component,
-            origin,
+            compiled: std::sync::OnceLock::new(),
+            source: Source::Builtin(b),
         })
+    }
+
+    /// The compiled component, loaded now if it was not yet.
+    pub fn component(&self, runtime: &Runtime) -> Result<Component> {
+        if let Some((c, _)) = self.compiled.get() {
+            return Ok(c.clone());
+        }
+        let loaded = match &self.source {
+            Source::Builtin(b) => runtime.builtin_component(b)?,
+            Source::Directory => unreachable!("directory plugins are compiled when loaded"),
+        };
+        Ok(self.compiled.get_or_init(|| loaded).0.clone())
+    }
+
+    /// Where the compiled code came from, once it is loaded.
+    pub fn origin(&self) -> Option<Origin> {
+        self.compiled.get().map(|(_, o)| *o)
     }
 
     /// Where the plugin comes from, for listings: `built-in` or its

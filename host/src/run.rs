@@ -152,6 +152,10 @@ enum Ended {
 pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) -> StepReport {
     let _slot = runtime.instance_slot().await;
     let started = Instant::now();
+    let pre = match step.pre(runtime) {
+        Ok(pre) => pre,
+        Err(e) => return unloadable(step, cfg, &format!("{e:#}")),
+    };
     let limits = step.plugin.manifest.manifest.limits;
     let timeout = Duration::from_millis(limits.timeout_ms);
     let stdout = Capture::new(limits::MAX_OUTPUT);
@@ -216,7 +220,7 @@ pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) ->
         .collect();
     let ended = {
         let run = async {
-            let bindings = step.pre.instantiate_async(&mut store).await?;
+            let bindings = pre.instantiate_async(&mut store).await?;
             bindings.call_run(&mut store, &ctx, &inputs).await
         };
         tokio::pin!(run);
@@ -285,6 +289,28 @@ pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) ->
         wall_us,
         next: None,
         awaiting_approval: trail.awaiting,
+    }
+}
+
+/// The report of a step whose plugin could not be loaded or linked.
+fn unloadable(step: &PlannedStep, cfg: &RunConfig, why: &str) -> StepReport {
+    StepReport {
+        id: step.def.id.to_string(),
+        plugin: step.plugin.name().to_string(),
+        plugin_digest: step.plugin.digest.clone(),
+        outcome: LABEL_ERROR.into(),
+        summary: format!("the plugin could not be loaded: {why}"),
+        facts: [("error".to_string(), "load".to_string())].into(),
+        calls: Vec::new(),
+        logs: Vec::new(),
+        stdout: String::new(),
+        stdout_truncated: false,
+        stderr: String::new(),
+        stderr_truncated: false,
+        started_at: time(cfg.backends.clock().now_ms()),
+        wall_us: 0,
+        next: None,
+        awaiting_approval: None,
     }
 }
 

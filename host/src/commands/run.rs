@@ -137,13 +137,14 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
     let loaded = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook))
         .and_then(|plan| backend.check(&plan).map(|()| plan));
     let plan = match loaded {
-        Ok(plan) => plan,
+        Ok(plan) => Arc::new(plan),
         Err(err) => {
             // A refusal before any step ran is a security decision too.
             refused(audit.as_deref(), &run_id, &args.runbook, &err);
             return Err(err);
         }
     };
+    plan.prefetch(&runtime);
     let policy = if args.dry_run {
         Policy::DryRun
     } else if args.yes {
