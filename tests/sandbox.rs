@@ -351,3 +351,135 @@ fn an_altered_component_is_refused() {
             .contains("digest mismatch")
     );
 }
+
+/// A plugin directory with `name`'s manifest (component from the build)
+/// under a new deadline.
+fn with_deadline(dir: &Path, src: &str, name: &str, timeout_ms: u64) {
+    let manifest = std::fs::read_to_string(root().join(src).join("plugin.toml")).unwrap();
+    let mut out = String::new();
+    for line in manifest.lines() {
+        if line.starts_with("timeout_ms") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if line == "[limits]" {
+            out.push_str(&format!("timeout_ms = {timeout_ms}\n"));
+        }
+    }
+    if !out.contains("[limits]") {
+        out.push_str(&format!("\n[limits]\ntimeout_ms = {timeout_ms}\n"));
+    }
+    std::fs::create_dir_all(dir.join(name)).unwrap();
+    std::fs::write(dir.join(name).join("plugin.toml"), out).unwrap();
+}
+
+/// A step spinning in guest code does not starve the other runs in the
+/// process, even on one thread: guest code yields at every epoch tick. Runs
+/// submitted while it spins start at once and their steps meet their own
+/// 500 ms deadline; without the yields they would not even start before the
+/// spinner's 5 s deadline.
+#[test]
+fn a_busy_step_does_not_starve_other_runs() {
+    use runbook_host::approval::{Approver, Policy};
+    use runbook_host::plan::{Plan, Sources};
+    use runbook_host::run::{RunConfig, execute};
+    use runbook_host::runbook::Runbook;
+    use runbook_host::scenario::Scenario;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    with_deadline(
+        &plugins,
+        "plugins/testing/spin-forever",
+        "spin-forever",
+        5_000,
+    );
+    with_deadline(
+        &plugins,
+        "plugins/steps/metric-threshold",
+        "metric-threshold",
+        500,
+    );
+    let spin_rb = one_step(dir.path(), "spin-forever", "");
+    let check_rb = dir.path().join("check.md");
+    std::fs::write(
+        &check_rb,
+        "---\nrunbook_id: RB-CHECK\ntitle: t\nservice: s\nseverity_scope: T\ntags: []\nfirst_action_step: x\nsteps:\n  - id: check\n    plugin: metric-threshold\n    inputs: { namespace: AuthService, metric: auth-service.token.validation.duration, dimensions: Service=auth-service, threshold: 500 }\n    on: { healthy: resolved, degraded: resolved, no-data: resolved, error: escalated, limit-exceeded: escalated }\n---\n",
+    )
+    .unwrap();
+    let sources = Sources {
+        plugin_dirs: vec![plugins],
+        component_dirs: vec![common::built_plugins()],
+        locked: false,
+    };
+    let runtime = Runtime::with_instances(None, 64).unwrap();
+    let spin = Arc::new(Plan::load(&runtime, Runbook::load(&spin_rb).unwrap(), &sources).unwrap());
+    let check =
+        Arc::new(Plan::load(&runtime, Runbook::load(&check_rb).unwrap(), &sources).unwrap());
+    let scenario = Arc::new(
+        Scenario::load(&root().join("runbooks/scenarios/session-store-outage.toml")).unwrap(),
+    );
+    let cfg = |id: &str| RunConfig {
+        run_id: id.into(),
+        mode: "test".into(),
+        backends: scenario.backends().unwrap(),
+        audit: None,
+        approver: Arc::new(Approver::new(Policy::All, true, false)),
+    };
+    // One thread runs every step: the worst case for a busy neighbour.
+    // Other runs are submitted to it from here while the spinner spins.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    let spinning = {
+        let (spin, runtime, cfg) = (spin.clone(), runtime.clone(), cfg("spin"));
+        handle.spawn(async move { execute(&spin, &runtime, &cfg).await })
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let driver = std::thread::spawn(move || {
+        rt.block_on(async {
+            let _ = stopped.await;
+        })
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let checks: Vec<_> = (0..20)
+        .map(|i| {
+            let (check, runtime, cfg) = (check.clone(), runtime.clone(), cfg(&format!("c{i}")));
+            let submitted = std::time::Instant::now();
+            handle.spawn(async move {
+                let waited = submitted.elapsed();
+                (execute(&check, &runtime, &cfg).await, waited)
+            })
+        })
+        .collect();
+    let (spun, checks) = handle.block_on(async {
+        let mut done = Vec::new();
+        for c in checks {
+            done.push(c.await.unwrap());
+        }
+        (spinning.await.unwrap(), done)
+    });
+    let _ = stop.send(());
+    driver.join().unwrap();
+    assert_eq!(
+        spun.steps[0].outcome, "limit-exceeded",
+        "{:?}",
+        spun.steps[0].summary
+    );
+    for (report, waited) in checks {
+        assert_eq!(
+            report.steps[0].outcome, "degraded",
+            "{}: {}",
+            report.run_id, report.steps[0].summary
+        );
+        assert!(
+            waited < std::time::Duration::from_millis(1_000),
+            "{} waited {waited:?} to start, behind a busy neighbour",
+            report.run_id
+        );
+    }
+}

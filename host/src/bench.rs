@@ -29,6 +29,13 @@ pub struct Bench {
 }
 
 impl Bench {
+    fn add(&mut self, (status, steps, run_us): (String, Vec<u64>, u64)) {
+        *self.statuses.entry(status).or_default() += 1;
+        self.steps += steps.len();
+        self.step_us.extend(steps);
+        self.run_us.push(run_us);
+    }
+
     pub fn steps_per_second(&self) -> f64 {
         self.steps as f64 / self.wall.as_secs_f64()
     }
@@ -62,8 +69,21 @@ pub async fn many(
     let in_flight = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let approver = Arc::new(Approver::new(Policy::All, true, false));
     let started = Instant::now();
+    let mut bench = Bench {
+        runs,
+        steps: 0,
+        wall: Duration::ZERO,
+        step_us: Vec::new(),
+        run_us: Vec::with_capacity(runs),
+        statuses: BTreeMap::new(),
+    };
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..runs {
+        // Collect what has finished as we go: memory stays bounded by the
+        // runs in flight, not the runs done.
+        while let Some(done) = tasks.try_join_next() {
+            bench.add(done?);
+        }
         let permit = in_flight.clone().acquire_owned().await?;
         let (plan, runtime, scenario, approver) = (
             plan.clone(),
@@ -90,20 +110,8 @@ pub async fn many(
             (status, steps, run_started.elapsed().as_micros() as u64)
         });
     }
-    let mut bench = Bench {
-        runs,
-        steps: 0,
-        wall: Duration::ZERO,
-        step_us: Vec::new(),
-        run_us: Vec::with_capacity(runs),
-        statuses: BTreeMap::new(),
-    };
     while let Some(done) = tasks.join_next().await {
-        let (status, steps, run_us) = done?;
-        *bench.statuses.entry(status).or_default() += 1;
-        bench.steps += steps.len();
-        bench.step_us.extend(steps);
-        bench.run_us.push(run_us);
+        bench.add(done?);
     }
     bench.wall = started.elapsed();
     bench.step_us.sort_unstable();

@@ -193,7 +193,11 @@ pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) ->
         if Instant::now() >= ctx.data().deadline() {
             return Err(Trap::Interrupt.into());
         }
-        Ok(UpdateDeadline::Yield(1))
+        // tokio's own yield puts the step behind every other ready task.
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(tokio::task::yield_now()),
+        ))
     });
     // Whether a deadline found the step in a host call or in guest code.
     store.call_hook(|ctx, hook| {
