@@ -483,3 +483,91 @@ fn a_busy_step_does_not_starve_other_runs() {
         );
     }
 }
+
+fn sha256_of(path: &Path) -> String {
+    runbook_host::engine::sha256_hex(&std::fs::read(path).unwrap())
+}
+
+/// The cache entry of the plugin built as `wasm`, under `cache`.
+fn entry(cache: &Path, wasm: &str) -> PathBuf {
+    let digest = sha256_of(&common::built_plugins().join(wasm));
+    let mut found = Vec::new();
+    for sub in std::fs::read_dir(cache).unwrap() {
+        let p = sub.unwrap().path().join(format!("{digest}.cwasm"));
+        if p.is_file() {
+            found.push(p);
+        }
+    }
+    assert_eq!(found.len(), 1, "{wasm}: {found:?}");
+    found.remove(0)
+}
+
+/// Cache entries are native code: a patched one and another plugin's
+/// valid one copied under this plugin's name are both compiled afresh,
+/// never run, and the run goes the way the real plugins take it.
+#[test]
+fn a_poisoned_or_swapped_cache_entry_is_never_run() {
+    let cache = tempfile::tempdir().unwrap();
+    let args = [
+        "run",
+        RB0031,
+        "--sim",
+        "runbooks/scenarios/session-store-outage.toml",
+        "--plugins",
+        "plugins",
+        "--cache-dir",
+        cache.path().to_str().unwrap(),
+        "--json",
+    ];
+    assert_eq!(run(&args).code, 0);
+    let metric = entry(cache.path(), "metric_threshold.wasm");
+    let flag = entry(cache.path(), "set_flag.wasm");
+    let redis = entry(cache.path(), "redis_health.wasm");
+    // Swapped: set-flag's entry where metric-threshold's belongs.
+    std::fs::copy(&flag, &metric).unwrap();
+    // Poisoned: one byte of redis-health's compiled code changed.
+    let mut bytes = std::fs::read(&redis).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&redis, &bytes).unwrap();
+    let out = run(&args);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let report = out.json();
+    assert_eq!(step(&report, "check-latency")["outcome"], "degraded");
+    assert_eq!(step(&report, "session-store")["outcome"], "unreachable");
+    assert_eq!(common::path(&report).len(), 5);
+    // Both entries were compiled again from the right components.
+    assert_ne!(
+        std::fs::read(&metric).unwrap(),
+        std::fs::read(&flag).unwrap()
+    );
+    assert_ne!(std::fs::read(&redis).unwrap(), bytes);
+}
+
+#[test]
+fn a_cache_directory_others_can_write_is_not_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("shared");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run(&[
+        "run",
+        RB0031,
+        "--sim",
+        "runbooks/scenarios/healthy.toml",
+        "--plugins",
+        "plugins",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("warning: not using the component cache: `")
+            && out.stderr.contains("is writable by others (mode 777)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
+}

@@ -45,7 +45,7 @@ type PreKey = (String, Vec<Interface>);
 
 pub struct Runtime {
     pub engine: Engine,
-    cache_dir: Option<PathBuf>,
+    cache: Option<crate::cache::DiskCache>,
     compiled: Mutex<HashMap<String, Component>>,
     linkers: Mutex<HashMap<Vec<Interface>, Arc<Linker<StepState>>>>,
     pres: Mutex<HashMap<PreKey, StepPre<StepState>>>,
@@ -101,15 +101,15 @@ impl Runtime {
                 }
             })
             .context("starting the epoch ticker")?;
-        let cache_dir = cache_dir.map(|d| {
+        let cache = cache_dir.and_then(|d| {
             let mut h = DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut h);
             env!("CARGO_PKG_VERSION").hash(&mut h);
-            d.join(format!("{:016x}", h.finish()))
+            crate::cache::open_or_warn(&d, &format!("{:016x}", h.finish()))
         });
         Ok(Arc::new(Self {
             engine,
-            cache_dir,
+            cache,
             compiled: Mutex::new(HashMap::new()),
             linkers: Mutex::new(HashMap::new()),
             pres: Mutex::new(HashMap::new()),
@@ -186,16 +186,13 @@ impl Runtime {
         {
             return Ok((c.clone(), Origin::Memory));
         }
-        let cached = self
-            .cache_dir
-            .as_ref()
-            .map(|d| d.join(format!("{digest}.cwasm")));
-        if let Some(path) = cached.as_ref().filter(|p| p.is_file()) {
-            // SAFETY: the cache directory is written only by this program,
-            // with files named by the digest of the source they came from and
-            // the engine's compatibility hash. A file wasmtime rejects is
-            // recompiled below rather than trusted.
-            if let Ok(c) = unsafe { Component::deserialize_file(&self.engine, path) } {
+        if let Some(payload) = self.cache.as_ref().and_then(|c| c.load(digest)) {
+            // SAFETY: `load` verified the entry's HMAC, under this user's
+            // private key, over `digest` (the sha256 of the component bytes
+            // read on this run) and these exact bytes: this host compiled
+            // them from this component (see `crate::cache`). An entry wasmtime
+            // still rejects is recompiled below.
+            if let Ok(c) = unsafe { Component::deserialize(&self.engine, &payload) } {
                 self.remember(digest, &c);
                 return Ok((c, Origin::DiskCache));
             }
@@ -211,11 +208,10 @@ impl Runtime {
                 "step plugins are components built with `cargo build --target wasm32-wasip2`; see plugins/README.md",
             )
         })?;
-        if let Some(path) = cached {
-            // The cache is an optimisation: failing to write it is not an error.
-            if let Ok(bytes) = component.serialize() {
-                let _ = write_atomically(&path, &bytes);
-            }
+        if let Some(cache) = &self.cache
+            && let Ok(bytes) = component.serialize()
+        {
+            cache.store(digest, &bytes);
         }
         self.remember(digest, &component);
         Ok((component, Origin::Compiled))
@@ -242,14 +238,6 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner())
             .insert(digest.to_string(), c.clone());
     }
-}
-
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Hex sha256 of `bytes`.

@@ -18,7 +18,8 @@
 //! - [`approval`]: who allows a mutation; dry runs.
 //! - [`bench`]: many runs in one process, measured (`runbook bench`).
 //! - [`engine`]: wasmtime engine, instance pool, epoch ticker,
-//!   compiled-component cache; [`engine_config`]: its configuration,
+//!   [`cache`]: the compiled-component cache and why it can be trusted;
+//!   [`engine_config`]: its configuration,
 //!   shared with the build script.
 //! - [`audit`], [`report`], [`capture`]: what a run leaves behind.
 //! - [`files`], [`time`], [`ids`], [`error`]: reading input safely, time,
@@ -30,6 +31,7 @@ pub mod audit;
 pub mod bench;
 pub mod bindings;
 pub mod builtin;
+pub mod cache;
 pub mod capability;
 pub mod capture;
 pub mod cli;

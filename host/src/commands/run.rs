@@ -119,9 +119,9 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         }
     }
     let backend = Backend::from_args(&args)?;
-    // Compiled code from the cache is not covered by the digest pin, so a
-    // locked run compiles from the pinned bytes itself.
-    let cache = if args.no_cache || args.sources.locked {
+    // Cache entries are verified against the digest of the (pinned) bytes
+    // before they are loaded, so locked runs may use them too.
+    let cache = if args.no_cache {
         None
     } else {
         args.cache_dir.clone().or_else(default_cache_dir)
