@@ -571,3 +571,83 @@ fn a_cache_directory_others_can_write_is_not_used() {
     );
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 0);
 }
+
+/// A change still being applied when the step's deadline passes leaves its
+/// mark: the intent is in the audit log before the backend is called, and
+/// the report keeps the call, marked interrupted (it may have taken effect).
+#[test]
+fn a_mutation_cut_off_by_the_deadline_is_recorded_as_interrupted() {
+    use runbook_host::approval::{Approver, Policy};
+    use runbook_host::audit::AuditLog;
+    use runbook_host::bindings::Error;
+    use runbook_host::capability::Backends;
+    use runbook_host::capability::feature_flags::{Cap, FlagsBackend};
+    use runbook_host::plan::{Plan, Sources};
+    use runbook_host::run::{RunConfig, execute};
+    use runbook_host::runbook::Runbook;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// Reads answer at once; a write never returns.
+    struct Stuck;
+    #[async_trait::async_trait]
+    impl FlagsBackend for Stuck {
+        async fn get(&self, _: &str, _: Instant) -> Result<Option<String>, Error> {
+            Ok(Some("false".into()))
+        }
+        async fn set(&self, _: &str, _: &str, _: Instant) -> Result<Option<String>, Error> {
+            std::future::pending().await
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    with_deadline(&plugins, "plugins/steps/set-flag", "set-flag", 300);
+    let rb = dir.path().join("flip.md");
+    std::fs::write(
+        &rb,
+        "---\nrunbook_id: RB-FLIP\ntitle: t\nservice: s\nseverity_scope: T\ntags: []\nfirst_action_step: x\nsteps:\n  - id: flip\n    plugin: set-flag\n    inputs: { key: AUTH_STATELESS_FALLBACK, value: \"true\" }\n    grants: { feature-flags: { mutate: [AUTH_STATELESS_FALLBACK] } }\n    on: { set: resolved, unchanged: resolved, error: escalated, limit-exceeded: escalated }\n---\n",
+    )
+    .unwrap();
+    let sources = Sources {
+        plugin_dirs: vec![plugins],
+        component_dirs: vec![common::built_plugins()],
+        locked: false,
+    };
+    let runtime = Runtime::new(None).unwrap();
+    let plan = Plan::load(&runtime, Runbook::load(&rb).unwrap(), &sources).unwrap();
+    let log = dir.path().join("audit.jsonl");
+    let clock = runbook_host::capability::sim::World::new(0, None);
+    let cfg = RunConfig {
+        run_id: "cut".into(),
+        mode: "test".into(),
+        backends: Backends::builder(clock)
+            .with::<Cap>(Arc::new(Stuck))
+            .build(),
+        audit: Some(Arc::new(AuditLog::open(&log).unwrap())),
+        approver: Arc::new(Approver::new(Policy::All, false, false)),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = rt.block_on(execute(&plan, &runtime, &cfg));
+    let flip = &report.steps[0];
+    assert_eq!(flip.outcome, "limit-exceeded", "{}", flip.summary);
+    let set = flip
+        .calls
+        .iter()
+        .find(|c| c.operation == "set")
+        .expect("the set call is kept");
+    assert_eq!(set.error.as_deref(), Some("interrupted"));
+    let lines = audit_lines(&log);
+    let intent = lines
+        .iter()
+        .position(|l| l["event"] == "intent")
+        .expect("an intent line");
+    assert_eq!(lines[intent]["resource"], "AUTH_STATELESS_FALLBACK");
+    assert_eq!(
+        lines[intent]["change"],
+        "set flag `AUTH_STATELESS_FALLBACK` from `false` to `true`"
+    );
+}

@@ -233,10 +233,15 @@ pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) ->
             tokio::select! {
                 biased;
                 result = &mut run => break Ended::Ran(result),
-                () = tokio::time::sleep_until(deadline.into()) => {
-                    // Waiting for a person is not being stuck; and the
-                    // deadline may have moved while they were asked.
-                    if shared.is_asking() || Instant::now() < shared.deadline() {
+                () = tokio::time::sleep_until(deadline.max(Instant::now()).into()) => {
+                    // Waiting for a person is not being stuck (look again
+                    // in a moment); and the deadline may have moved while
+                    // they were asked.
+                    if shared.is_asking() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                    if Instant::now() < shared.deadline() {
                         continue;
                     }
                     // Read before the drop: unwinding the step's fiber

@@ -36,8 +36,13 @@ pub struct Trail {
     /// Set when a mutation needed an approval nobody could give: the run
     /// stops after this step.
     pub awaiting: Option<String>,
-    /// Audit log bytes this step caused.
-    pub audit_bytes: usize,
+    /// Bytes of calls and log lines kept for this step (the report, and the
+    /// audit log when there is one).
+    pub kept_bytes: usize,
+    /// The index in `calls` of a mutation being applied right now: if the
+    /// step is stopped before it returns, its record stays, marked
+    /// interrupted, since the change may have reached the backend.
+    pub applying: Option<usize>,
     /// The limit the step crossed, if it crossed one in a host call.
     pub limit: Option<LimitExceeded>,
 }
@@ -121,11 +126,16 @@ pub struct StepSetup {
     pub shared: Arc<StepShared>,
 }
 
+/// Entries a step may hold in its WASI resource table (streams, pollables).
+const MAX_RESOURCES: usize = 10_000;
+
 impl StepState {
     pub fn new(s: StepSetup) -> Self {
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         Self {
             wasi: s.wasi,
-            table: ResourceTable::new(),
+            table,
             limiter: StepLimiter::new(s.memory_bytes),
             checker: s.checker,
             backends: s.backends,
@@ -214,7 +224,10 @@ impl StepState {
         self.shared.asking.store(false, SeqCst);
         let result = match decision.decision {
             Verdict::Approved => match self.before_deadline() {
-                Ok(()) => apply(backend, self.deadline(), would).await,
+                Ok(()) => {
+                    self.begin_applying(&start, &decision)?;
+                    apply(backend, self.deadline(), would).await
+                }
                 Err(e) => Err(e),
             },
             Verdict::DryRun => Ok(would),
@@ -301,6 +314,48 @@ impl StepState {
         limit.trap()
     }
 
+    /// Before an approved change is applied: the audit log gets the intent,
+    /// and the step's trail a record that says "interrupted" until the
+    /// change returns, so a step stopped mid-change leaves the mark.
+    fn begin_applying(&mut self, call: &Started, decision: &Decision) -> wasmtime::Result<()> {
+        if let Some(audit) = &self.audit {
+            audit.event(
+                &self.caller.run_id,
+                "intent",
+                serde_json::json!({
+                    "step": self.caller.step,
+                    "plugin": self.caller.plugin,
+                    "plugin_digest": self.caller.plugin_digest,
+                    "interface": call.interface,
+                    "operation": call.operation,
+                    "resource": call.resource,
+                    "change": decision.change,
+                    "approval": decision,
+                }),
+            );
+        }
+        let pending = CallRecord {
+            interface: call.interface,
+            operation: call.operation.to_string(),
+            access: call.access,
+            resource: call.resource.clone(),
+            args: call.args.clone(),
+            allowed: true,
+            result: serde_json::Value::String(
+                "interrupted: the step was stopped while the change was being applied; it may or may not have taken effect"
+                    .into(),
+            ),
+            error: Some("interrupted".into()),
+            approval: Some(decision.clone()),
+            at_ms: call.at_ms,
+            duration_us: 0,
+        };
+        let mut trail = self.shared.trail();
+        trail.applying = Some(trail.calls.len());
+        trail.calls.push(pending);
+        Ok(())
+    }
+
     fn record<R: Serialize>(
         &mut self,
         call: Started,
@@ -323,22 +378,31 @@ impl StepState {
             at_ms: call.at_ms,
             duration_us: call.started.elapsed().as_micros() as u64,
         };
-        let written = match &self.audit {
+        let size = match &self.audit {
             Some(audit) => audit.record(&self.caller, &record),
-            None => 0,
+            None => serde_json::to_vec(&record).map_or(0, |v| v.len()),
         };
+        self.keep(size, |trail| match trail.applying.take() {
+            Some(i) => trail.calls[i] = record,
+            None => trail.calls.push(record),
+        })
+    }
+
+    /// Keeps `size` bytes more for this step, by `put`; past
+    /// [`limits::MAX_KEPT_BYTES`] the step ends.
+    pub(crate) fn keep(&self, size: usize, put: impl FnOnce(&mut Trail)) -> wasmtime::Result<()> {
         let over = {
             let mut trail = self.shared.trail();
-            trail.calls.push(record);
-            trail.audit_bytes += written;
-            trail.audit_bytes > limits::MAX_AUDIT_BYTES
+            put(&mut trail);
+            trail.kept_bytes += size;
+            trail.kept_bytes > limits::MAX_KEPT_BYTES
         };
         if over {
             return Err(self.limit(LimitExceeded::new(
-                "audit",
+                "record",
                 format!(
-                    "the step's calls wrote more than {} KiB to the audit log",
-                    limits::MAX_AUDIT_BYTES / 1024
+                    "the step's calls and log lines came to more than {} KiB",
+                    limits::MAX_KEPT_BYTES / 1024
                 ),
             )));
         }

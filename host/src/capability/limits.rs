@@ -8,8 +8,10 @@
 //! call's arguments and result is clipped to [`RECORD_STRING`] per string.
 //!
 //! With these defaults no single step can make the host keep more than a
-//! few MiB: 1000 calls × clipped records, 200 log lines × 32 fields, 64
-//! facts, 2 × 64 KiB of output, 1 MiB of audit lines.
+//! few MiB: 1 MiB of call records and log lines, 64 facts of 4 KiB, 2 × 64
+//! KiB of output; what it can make the host hold while a call is made is
+//! bounded by its own memory limit (arguments are copied out of it), and
+//! 10,000 WASI resources.
 
 use wasmtime::ResourceLimiter;
 
@@ -31,8 +33,9 @@ pub const MAX_SUMMARY: usize = 4 * 1024;
 /// Captured stdout, and stderr, per step; more is dropped and the report
 /// says the output was truncated.
 pub const MAX_OUTPUT: usize = 64 * 1024;
-/// Audit log bytes one step may cause.
-pub const MAX_AUDIT_BYTES: usize = 1024 * 1024;
+/// Bytes of call records and log lines kept for one step (in the report,
+/// and the audit log when there is one).
+pub const MAX_KEPT_BYTES: usize = 1024 * 1024;
 /// Longest string kept of a call's arguments or result in the report and
 /// the audit log.
 pub const RECORD_STRING: usize = 1024;

@@ -45,12 +45,17 @@ impl wit::Host for StepState {
             Level::Warn => "warn",
             Level::Error => "error",
         };
-        self.shared.trail().logs.push(LogLine {
+        let size = message.len()
+            + fields
+                .iter()
+                .map(|p| p.key.len() + p.value.len())
+                .sum::<usize>();
+        let line = LogLine {
             level: level.into(),
             message,
             fields: fields.into_iter().map(|p| (p.key, p.value)).collect(),
-        });
-        Ok(())
+        };
+        self.keep(size, |trail| trail.logs.push(line))
     }
 }
 

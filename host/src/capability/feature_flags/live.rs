@@ -183,6 +183,14 @@ impl FileFlags {
         deadline: Instant,
     ) -> Result<Option<String>, Error> {
         let _lock = self.lock(deadline)?;
+        // The lock may have come late: a change past the deadline is not
+        // made (the step has been stopped and nobody would record it).
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout(format!(
+                "flag file `{}`: the step's deadline passed while waiting for the lock",
+                self.path.display()
+            )));
+        }
         let mut flags = self.read()?;
         let previous = flags.insert(key.to_string(), value.to_string());
         self.write(&flags)

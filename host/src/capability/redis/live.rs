@@ -64,13 +64,19 @@ impl RedisTarget {
                 ));
             }
         }
-        if let Some(var) = &self.password_env
-            && !is_variable_name(var)
-        {
-            // Never echo it: it may be the secret itself, pasted by mistake.
-            return Err(format!(
-                "{at}.password_env must name an environment variable (letters, digits and `_`), not hold the password itself"
-            ));
+        // Never echo `password_env`: it may be the secret itself, pasted
+        // by mistake.
+        if let Some(var) = &self.password_env {
+            if !is_variable_name(var) {
+                return Err(format!(
+                    "{at}.password_env must name an environment variable (letters, digits and `_`), not hold the password itself"
+                ));
+            }
+            if std::env::var_os(var).is_none() {
+                return Err(format!(
+                    "{at}.password_env names a variable that is not set: export it (with the password) before the run"
+                ));
+            }
         }
         if let Some(ca) = &mut self.ca_file
             && ca.is_relative()
@@ -130,7 +136,7 @@ pub async fn connect(
     if let Some(var) = &t.password_env {
         let password = std::env::var(var).map_err(|_| {
             Error::Unavailable(format!(
-                "redis `{alias}`: password variable `{var}` is not set"
+                "redis `{alias}`: the variable `password_env` names is not set"
             ))
         })?;
         settings = settings.set_password(password);
