@@ -198,8 +198,15 @@ fn audit_log_has_one_line_per_call_as_it_happens() {
     let lines = audit_lines(&log);
     let calls: Vec<&Value> = lines
         .iter()
-        .filter(|l| l.get("interface").is_some())
+        .filter(|l| l.get("event").is_none() && l.get("interface").is_some())
         .collect();
+    // The rollback's intent was written before it was applied.
+    let intent = lines.iter().position(|l| l["event"] == "intent").unwrap();
+    let applied = lines
+        .iter()
+        .position(|l| l["operation"] == "rollback" && l.get("event").is_none())
+        .unwrap();
+    assert!(intent < applied);
     let reported: usize = report["steps"]
         .as_array()
         .unwrap()

@@ -45,7 +45,11 @@ type PreKey = (String, Vec<Interface>);
 
 pub struct Runtime {
     pub engine: Engine,
-    cache: Option<crate::cache::DiskCache>,
+    /// Where the disk cache is and the engine's compatibility hash; the
+    /// cache is opened (and its directory created) on first use only, so a
+    /// run of built-in plugins leaves nothing on disk.
+    cache_at: Option<(PathBuf, String)>,
+    cache: std::sync::OnceLock<Option<crate::cache::DiskCache>>,
     compiled: Mutex<HashMap<String, Component>>,
     linkers: Mutex<HashMap<Vec<Interface>, Arc<Linker<StepState>>>>,
     pres: Mutex<HashMap<PreKey, StepPre<StepState>>>,
@@ -101,15 +105,16 @@ impl Runtime {
                 }
             })
             .context("starting the epoch ticker")?;
-        let cache = cache_dir.and_then(|d| {
+        let cache_at = cache_dir.map(|d| {
             let mut h = DefaultHasher::new();
             engine.precompile_compatibility_hash().hash(&mut h);
             env!("CARGO_PKG_VERSION").hash(&mut h);
-            crate::cache::open_or_warn(&d, &format!("{:016x}", h.finish()))
+            (d, format!("{:016x}", h.finish()))
         });
         Ok(Arc::new(Self {
             engine,
-            cache,
+            cache_at,
+            cache: std::sync::OnceLock::new(),
             compiled: Mutex::new(HashMap::new()),
             linkers: Mutex::new(HashMap::new()),
             pres: Mutex::new(HashMap::new()),
@@ -186,7 +191,7 @@ impl Runtime {
         {
             return Ok((c.clone(), Origin::Memory));
         }
-        if let Some(payload) = self.cache.as_ref().and_then(|c| c.load(digest)) {
+        if let Some(payload) = self.cache().and_then(|c| c.load(digest)) {
             // SAFETY: `load` verified the entry's HMAC, under this user's
             // private key, over `digest` (the sha256 of the component bytes
             // read on this run) and these exact bytes: this host compiled
@@ -208,13 +213,22 @@ impl Runtime {
                 "step plugins are components built with `cargo build --target wasm32-wasip2`; see plugins/README.md",
             )
         })?;
-        if let Some(cache) = &self.cache
+        if let Some(cache) = self.cache()
             && let Ok(bytes) = component.serialize()
         {
             cache.store(digest, &bytes);
         }
         self.remember(digest, &component);
         Ok((component, Origin::Compiled))
+    }
+
+    fn cache(&self) -> Option<&crate::cache::DiskCache> {
+        self.cache
+            .get_or_init(|| {
+                let (base, engine) = self.cache_at.as_ref()?;
+                crate::cache::open_or_warn(base, engine)
+            })
+            .as_ref()
     }
 
     /// The compiled form of a built-in plugin.
