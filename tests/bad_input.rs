@@ -81,6 +81,27 @@ fn malformed_manifests() {
     );
 }
 
+/// Environment files may hold a secret next to a typo: no error shows
+/// their text, and no case's error contains `hunter2`.
+#[test]
+fn malformed_environments() {
+    let cases = cases("environments", "toml");
+    for c in &cases {
+        let out = run(&["check", RB0031, "--env", c]);
+        assert!(
+            !out.stderr.contains("hunter2"),
+            "{c} printed a secret:\n{}",
+            out.stderr
+        );
+    }
+    assert_all(
+        cases
+            .iter()
+            .map(|c| golden(c, &["check", RB0031, "--env", c]))
+            .collect(),
+    );
+}
+
 #[test]
 fn malformed_scenarios() {
     assert_all(

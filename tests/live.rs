@@ -779,7 +779,7 @@ fn a_slow_approval_is_waited_for() {
     .unwrap();
     std::fs::write(
         d.join("rb.md"),
-        "---\nrunbook_id: RB-SLOW\ntitle: t\nservice: s\nseverity_scope: T\ntags: []\nfirst_action_step: x\nsteps:\n  - id: flip\n    plugin: set-flag\n    inputs: { key: AUTH_STATELESS_FALLBACK, value: \"true\" }\n    on: { set: resolved, unchanged: resolved, error: escalated, limit-exceeded: escalated }\n---\n",
+        "---\nrunbook_id: RB-SLOW\ntitle: t\nservice: s\nseverity_scope: T\ntags: []\nfirst_action_step: x\nsteps:\n  - id: flip\n    plugin: set-flag\n    inputs: { key: AUTH_STATELESS_FALLBACK, value: \"true\" }\n    grants: { feature-flags: { mutate: [AUTH_STATELESS_FALLBACK] } }\n    on: { set: resolved, unchanged: resolved, error: escalated, limit-exceeded: escalated }\n---\n",
     )
     .unwrap();
     let command = format!(

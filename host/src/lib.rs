@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! - [`runbook`]: Markdown runbooks with YAML front matter and `steps`.
-//! - [`manifest`]: a plugin's `plugin.toml`: component, digest, limits, grants.
+//! - [`manifest`]: a plugin's `plugin.toml`: component, digest, limits, grants;
+//!   [`contract`]: its declared inputs, resources and outcomes, proven
+//!   against every step.
 //! - [`interface`]: the registry of capability interfaces, one line each.
 //! - [`grants`]: grant scopes and the [`grants::GrantChecker`], the one yes/no.
 //! - [`capability`]: one module per capability (WIT host impl, simulated and
@@ -36,6 +38,7 @@ pub mod capability;
 pub mod capture;
 pub mod cli;
 pub mod commands;
+pub mod contract;
 pub mod engine;
 pub mod engine_config;
 pub mod environment;

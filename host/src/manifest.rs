@@ -33,6 +33,39 @@ pub struct Manifest {
     pub limits: Limits,
     #[serde(default)]
     pub grants: Grants,
+    /// The outcome labels the plugin returns. Example: `["set", "unchanged"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcomes: Option<Vec<Name>>,
+    /// The inputs it takes. Example: `[inputs.key] type = "string"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<std::collections::BTreeMap<String, crate::contract::InputSpec>>,
+    /// Resources its inputs name, which a step's grant must cover.
+    /// Example: `[[resources]] interface = "ecs", access = "mutate",
+    /// name = "{cluster}/{service}"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<crate::contract::ResourceUse>,
+}
+
+impl Manifest {
+    /// Whether the plugin may return `label`: a declared outcome, the
+    /// host's own labels, or anything when it declares none.
+    pub fn returns(&self, label: &str) -> bool {
+        label == crate::runbook::LABEL_ERROR
+            || label == crate::runbook::LABEL_LIMIT
+            || self
+                .outcomes
+                .as_ref()
+                .is_none_or(|o| o.iter().any(|l| l.as_str() == label))
+    }
+
+    /// What it declares about its inputs, resources and outcomes.
+    pub fn contract(&self) -> crate::contract::Contract {
+        crate::contract::Contract {
+            outcomes: self.outcomes.clone(),
+            inputs: self.inputs.clone(),
+            resources: self.resources.clone(),
+        }
+    }
 }
 
 /// Per-step resource limits.
@@ -182,7 +215,10 @@ fn validate(m: &Manifest) -> Result<(), String> {
             m.limits.timeout_ms
         ));
     }
-    m.grants.validate().map_err(|why| format!("grants: {why}"))
+    m.grants
+        .validate()
+        .map_err(|why| format!("grants: {why}"))?;
+    m.contract().validate()
 }
 
 /// Finds plugin `name` under `dir`: `dir/NAME/plugin.toml` or one level of

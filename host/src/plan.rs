@@ -105,6 +105,49 @@ impl Plan {
                     )
                 })?,
             };
+            let manifest = &plugin.manifest.manifest;
+            // A mutation is never inherited from a manifest wildcard: the
+            // step says what it may change.
+            for interface in manifest.grants.interfaces() {
+                let mutates = manifest
+                    .grants
+                    .scope(interface)
+                    .is_some_and(|s| !s.mutate.is_empty());
+                let stated = def
+                    .grants
+                    .as_ref()
+                    .and_then(|g| g.scope(interface))
+                    .is_some();
+                if mutates && !stated {
+                    return Err(hinted(
+                        format!(
+                            "step `{step}` of `{}` uses plugin `{}`, which may change {interface} resources, but the step does not say which",
+                            runbook.path.display(),
+                            plugin.name()
+                        ),
+                        format!(
+                            "add `grants: {{ {interface}: {{ mutate: [...] }} }}` to the step, listing {} it may change",
+                            interface.resource_form()
+                        ),
+                    ));
+                }
+            }
+            manifest
+                .contract()
+                .check_step(plugin.name(), def, &grants)
+                .map_err(|why| {
+                    hinted(
+                        format!("step `{step}` of `{}` {why}", runbook.path.display()),
+                        format!(
+                            "`runbook inspect {}` shows the plugin's inputs, outcomes and the resources they name",
+                            if plugin.builtin {
+                                plugin.name().to_string()
+                            } else {
+                                plugin.manifest_path().display().to_string()
+                            }
+                        ),
+                    )
+                })?;
             plugin.check_imports(&grants, Some(step))?;
             let pre = std::sync::OnceLock::new();
             if !plugin.builtin {

@@ -261,6 +261,15 @@ pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) ->
     let (stderr_text, stderr_truncated) = stderr.contents();
     let trail = shared.take_trail();
     let (outcome, summary, facts) = match ended {
+        Ended::Ran(Ok(Ok(o))) if !step.plugin.manifest.manifest.returns(&o.label) => (
+            LABEL_ERROR.into(),
+            format!(
+                "the step returned outcome `{}`, which plugin `{}` does not declare",
+                limits::clip(o.label, 64),
+                step.plugin.name()
+            ),
+            [("error".to_string(), "undeclared-outcome".to_string())].into(),
+        ),
         Ended::Ran(result) => classify(
             result,
             memory_refused,
