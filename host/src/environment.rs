@@ -88,11 +88,21 @@ crate::interface::with_capabilities!(define_environment);
 
 impl Environment {
     pub fn load(path: &Path) -> Result<Self> {
+        let text = crate::files::read_text(path, "environment")?;
+        Self::parse(&text, path)
+    }
+
+    /// An environment from `text`; `path` names it in errors and relative
+    /// paths in it are relative to `path`'s directory.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let mut env: Environment =
-            crate::error::load_toml_redacted(path, "environment", HINT, |e: &mut Environment| {
-                e.check_sections(&base)
-            })?;
+        let mut env: Environment = crate::error::parse_toml_redacted(
+            text,
+            path,
+            "environment",
+            HINT,
+            |e: &mut Environment| e.check_sections(&base),
+        )?;
         env.path = path.to_path_buf();
         Ok(env)
     }

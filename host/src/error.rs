@@ -55,8 +55,19 @@ pub fn load_toml_redacted<T: serde::de::DeserializeOwned>(
     validate: impl FnOnce(&mut T) -> Result<(), String>,
 ) -> anyhow::Result<T> {
     let text = crate::files::read_text(path, kind)?;
+    parse_toml_redacted(&text, path, kind, hint, validate)
+}
+
+/// [`load_toml_redacted`] for text already read.
+pub fn parse_toml_redacted<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &std::path::Path,
+    kind: &str,
+    hint: &str,
+    validate: impl FnOnce(&mut T) -> Result<(), String>,
+) -> anyhow::Result<T> {
     let invalid = |why: &str| hinted(format!("invalid {kind} `{}`: {why}", path.display()), hint);
-    let mut value: T = toml::from_str(&text).map_err(|e: toml::de::Error| {
+    let mut value: T = toml::from_str(text).map_err(|e: toml::de::Error| {
         let at = e
             .span()
             .map(|s| {

@@ -25,7 +25,7 @@
 //!   shared with the build script.
 //! - [`audit`], [`report`], [`capture`]: what a run leaves behind.
 //! - [`files`], [`time`], [`ids`], [`error`]: reading input safely, time,
-//!   names, errors with hints.
+//!   names, errors with hints; [`fuzzing`]: the parsers' fuzz targets.
 //! - [`cli`], [`commands`], [`exit`]: the `runbook` binary.
 
 pub mod approval;
@@ -45,6 +45,7 @@ pub mod environment;
 pub mod error;
 pub mod exit;
 pub mod files;
+pub mod fuzzing;
 pub mod grants;
 pub mod ids;
 pub mod interface;

@@ -123,6 +123,8 @@ impl Runbook {
                 )
             })?;
         let yaml = &rest[..end];
+        check_shape(yaml)
+            .map_err(|why| hinted(format!("invalid runbook `{shown}`: {why}"), fields_hint))?;
         let mut runbook: Runbook = serde_yaml_ng::from_str(yaml).map_err(|e| {
             // Line numbers from the YAML parser count from the front matter;
             // the `---` line comes first in the file.
@@ -221,9 +223,88 @@ impl Runbook {
     }
 }
 
+/// Front matter this large or this deep is not a runbook; the YAML parser
+/// is not given it (deep nesting makes it take minutes).
+const MAX_FRONT_MATTER: usize = 512 * 1024;
+const MAX_FLOW_DEPTH: usize = 64;
+const MAX_INDENT: usize = 128;
+
+/// Size and nesting of the front matter, checked before it is parsed.
+fn check_shape(yaml: &str) -> Result<(), String> {
+    if yaml.len() > MAX_FRONT_MATTER {
+        return Err(format!(
+            "the front matter is {} bytes; at most {MAX_FRONT_MATTER} are read",
+            yaml.len()
+        ));
+    }
+    for (n, line) in yaml.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        if indent > MAX_INDENT {
+            return Err(format!(
+                "line {} is indented {indent} columns; nesting that deep is not a runbook (at most {MAX_INDENT})",
+                n + 2
+            ));
+        }
+    }
+    // `[` and `{` outside quotes and comments.
+    let (mut depth, mut quote, mut comment) = (0usize, None::<char>, false);
+    let mut prev = ' ';
+    for c in yaml.chars() {
+        match (quote, c) {
+            // Quoted scalars may span lines; comments end with them.
+            (_, '\n') => comment = false,
+            _ if comment => {}
+            (None, '#') if prev.is_whitespace() => comment = true,
+            (None, '"' | '\'') => quote = Some(c),
+            (Some(q), c) if c == q && !(q == '"' && prev == '\\') => quote = None,
+            (None, '[' | '{') => {
+                depth += 1;
+                if depth > MAX_FLOW_DEPTH {
+                    return Err(format!(
+                        "brackets nest more than {MAX_FLOW_DEPTH} deep; that is not a runbook"
+                    ));
+                }
+            }
+            (None, ']' | '}') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        prev = c;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_or_huge_front_matter_is_refused_before_parsing() {
+        let deep = format!(
+            "---\nrunbook_id: RB-1\ntags: {}{}\n---\n",
+            "[".repeat(250_000),
+            "]".repeat(250_000)
+        );
+        let started = std::time::Instant::now();
+        let err = Runbook::parse(&deep, Path::new("x.md"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("brackets nest more than 64 deep"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let indented: String = (0..200).map(|i| format!("{}- \n", " ".repeat(i))).collect();
+        let err = Runbook::parse(&format!("---\ntags:\n{indented}---\n"), Path::new("x.md"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("nesting that deep is not a runbook"), "{err}");
+        // Brackets inside quotes and comments do not count.
+        assert!(
+            check_shape(&format!(
+                "a: \"{}\" # {}\n",
+                "[".repeat(100),
+                "{".repeat(100)
+            ))
+            .is_ok()
+        );
+    }
 
     const SEED: &str = include_str!("../../runbooks/RB-0031-auth-service-degradation.md");
 

@@ -10,6 +10,8 @@ use anyhow::Result;
 use serde::Deserialize;
 use std::path::Path;
 
+const HINT: &str = "see runbooks/README.md for the scenario format";
+
 /// The path this scenario should take through the runbook, checked by
 /// `runbook test`, the tests, and shown by `run`.
 #[derive(Debug, Clone, Deserialize)]
@@ -70,12 +72,14 @@ crate::interface::with_capabilities!(define_scenario);
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Self> {
-        crate::error::load_toml(
-            path,
-            "scenario",
-            "see runbooks/README.md for the scenario format",
-            |s: &mut Scenario| s.validate(),
-        )
+        crate::error::load_toml(path, "scenario", HINT, |s: &mut Scenario| s.validate())
+    }
+
+    /// A scenario from `text`; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        crate::error::parse_toml(text, path, "scenario", HINT, |s: &mut Scenario| {
+            s.validate()
+        })
     }
 
     /// The resources RB steps are granted must exist in the simulation too.

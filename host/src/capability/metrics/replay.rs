@@ -35,20 +35,34 @@ pub struct Replay {
     served: Mutex<Vec<usize>>,
 }
 
+const HINT: &str =
+    "a replay file lists `[[series]]` with namespace, name, dimensions, statistic and `values`";
+
+fn check(file: &mut File) -> Result<(), String> {
+    for s in &file.series {
+        let at = format!("`{}/{}`", s.namespace, s.name);
+        parse_statistic(&s.statistic).map_err(|why| format!("{at}: {why}"))?;
+        if s.values.is_empty() {
+            return Err(format!("{at} has no values"));
+        }
+        if let Some(v) = s.values.iter().find(|v| !v.is_finite()) {
+            return Err(format!("{at}: value `{v}` is not a finite number"));
+        }
+    }
+    Ok(())
+}
+
 impl Replay {
     pub fn load(path: &Path) -> Result<Self> {
-        let hint = "a replay file lists `[[series]]` with namespace, name, dimensions, statistic and `values`";
-        let file: File =
-            crate::error::load_toml(path, "metric replay", hint, |file: &mut File| {
-                for s in &file.series {
-                    let at = format!("`{}/{}`", s.namespace, s.name);
-                    parse_statistic(&s.statistic).map_err(|why| format!("{at}: {why}"))?;
-                    if s.values.is_empty() {
-                        return Err(format!("{at} has no values"));
-                    }
-                }
-                Ok(())
-            })?;
+        Self::from_file(crate::error::load_toml(path, "metric replay", HINT, check)?)
+    }
+
+    /// Recorded values from `text`; `path` names them in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        Self::from_file(crate::error::parse_toml(text, path, "metric replay", HINT, check)?)
+    }
+
+    fn from_file(file: File) -> Result<Self> {
         let served = Mutex::new(vec![0; file.series.len()]);
         Ok(Self {
             series: file.series,
