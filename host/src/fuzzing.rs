@@ -8,8 +8,11 @@
 
 use std::path::Path;
 
+/// A fuzz target: any bytes in, nothing out, never a panic.
+pub type Target = fn(&[u8]);
+
 /// The targets, by name, as `fuzz/fuzz_targets/` and `fuzz/corpus/` name them.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("runbook", runbook),
     ("manifest", manifest),
     ("scenario", scenario),

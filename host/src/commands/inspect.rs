@@ -93,10 +93,58 @@ pub fn inspect(args: InspectArgs) -> Result<Exit> {
         };
         say!(out, "  {line:<60} {note}");
     }
+    describe_contract(&mut out, m);
     emit(&out)?;
     Ok(if problems > 0 {
         Exit::Invalid
     } else {
         Exit::Ok
     })
+}
+
+/// The manifest's declared outcomes, inputs and the resources they name:
+/// what a runbook step can give the plugin, and what its grant must cover.
+fn describe_contract(out: &mut String, m: &crate::manifest::Manifest) {
+    match &m.outcomes {
+        Some(o) => {
+            let labels: Vec<String> = o.iter().map(|l| format!("`{l}`")).collect();
+            say!(
+                out,
+                "outcomes   {} (and the host's `error`, `limit-exceeded`)",
+                labels.join(", ")
+            );
+        }
+        None => say!(out, "outcomes   not declared: `check` cannot prove routes"),
+    }
+    match &m.inputs {
+        Some(inputs) => {
+            say!(out, "inputs");
+            for (name, spec) in inputs {
+                let need = match (&spec.default, spec.optional) {
+                    (Some(d), _) => format!("default `{d}`"),
+                    (None, true) => "optional".to_string(),
+                    (None, false) => "required".to_string(),
+                };
+                let kind = serde_json::to_value(spec.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                say!(
+                    out,
+                    "  {name:<24} {kind:<11} {need:<18} {}",
+                    spec.description.as_deref().unwrap_or("")
+                );
+            }
+        }
+        None => say!(out, "inputs     not declared: `check` cannot prove them"),
+    }
+    if !m.resources.is_empty() {
+        say!(
+            out,
+            "resources  named by inputs; a step's grant must cover them"
+        );
+        for r in &m.resources {
+            say!(out, "  {} {} `{}`", r.interface, r.access, r.name);
+        }
+    }
 }
