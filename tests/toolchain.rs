@@ -10,6 +10,15 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use toolchain::{Target, ensure_target};
 
+/// The tests here write programs and run them: one at a time, or a fork
+/// in one test can hold another's freshly written script open for writing
+/// when it is executed (`ETXTBSY`).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn script(path: &Path, body: &str) {
     std::fs::write(path, format!("#!/bin/sh\n{body}\n")).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -35,6 +44,7 @@ fn fake(dir: &Path, adds: bool) -> (PathBuf, PathBuf, PathBuf) {
 
 #[test]
 fn a_missing_target_is_added_with_rustup() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (rustc, rustup, log) = fake(dir.path(), true);
     assert_eq!(ensure_target(&rustc, &rustup), Ok(Target::Added));
@@ -49,6 +59,7 @@ fn a_missing_target_is_added_with_rustup() {
 
 #[test]
 fn without_rustup_the_error_says_what_to_install() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (rustc, _, _) = fake(dir.path(), true);
     let err = ensure_target(&rustc, &dir.path().join("no-such-rustup")).unwrap_err();
@@ -63,6 +74,7 @@ fn without_rustup_the_error_says_what_to_install() {
 
 #[test]
 fn a_rustup_that_fails_or_adds_nothing_is_reported() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (rustc, rustup, _) = fake(dir.path(), false);
     let err = ensure_target(&rustc, &rustup).unwrap_err();
@@ -80,6 +92,7 @@ fn a_rustup_that_fails_or_adds_nothing_is_reported() {
 /// script made sure of it.
 #[test]
 fn the_toolchain_building_these_tests_has_the_target() {
+    let _serial = serial();
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     assert_eq!(
         ensure_target(Path::new(&rustc), Path::new("/nonexistent/rustup")),
