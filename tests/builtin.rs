@@ -15,6 +15,7 @@ fn bare(cwd: &Path, cache: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_runbook"));
     cmd.current_dir(cwd)
         .env("RUNBOOK_CACHE_DIR", cache)
+        .env("RUNBOOK_STATE_DIR", cache.with_file_name("state"))
         .env_remove("RUNBOOK_COMPONENTS")
         .env_remove("XDG_CACHE_HOME")
         .env_remove("RUST_BACKTRACE");

@@ -722,6 +722,7 @@ fn a_terminal_is_asked_before_each_mutation() {
             .env("AWS_ACCESS_KEY_ID", "test")
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUNBOOK_STATE_DIR", common::fresh_state_dir())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -748,7 +749,7 @@ fn a_terminal_is_asked_before_each_mutation() {
         assert_eq!(file.is_some(), flag.is_some(), "{screen}");
         let decision = audit_lines(&live.audit())
             .into_iter()
-            .find(|l| l["operation"] == "set")
+            .find(|l| l["operation"] == "set" && l.get("event").is_none())
             .unwrap();
         let expected = if answer == "y" { "approved" } else { "refused" };
         assert_eq!(decision["approval"]["decision"], expected);
@@ -794,6 +795,7 @@ fn a_slow_approval_is_waited_for() {
             common::root().join("target").join("test-cache"),
         )
         .env("RUNBOOK_COMPONENTS", common::built_plugins())
+        .env("RUNBOOK_STATE_DIR", common::fresh_state_dir())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

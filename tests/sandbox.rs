@@ -421,12 +421,13 @@ fn a_busy_step_does_not_starve_other_runs() {
     let scenario = Arc::new(
         Scenario::load(&root().join("runbooks/scenarios/session-store-outage.toml")).unwrap(),
     );
-    let cfg = |id: &str| RunConfig {
-        run_id: id.into(),
-        mode: "test".into(),
-        backends: scenario.backends().unwrap(),
-        audit: None,
-        approver: Arc::new(Approver::new(Policy::All, true, false)),
+    let cfg = |id: &str| {
+        RunConfig::simple(
+            id,
+            "test",
+            scenario.backends().unwrap(),
+            Arc::new(Approver::new(Policy::All, true, false)),
+        )
     };
     // One thread runs every step: the worst case for a busy neighbour.
     // Other runs are submitted to it from here while the spinner spins.
@@ -618,15 +619,15 @@ fn a_mutation_cut_off_by_the_deadline_is_recorded_as_interrupted() {
     let plan = Plan::load(&runtime, Runbook::load(&rb).unwrap(), &sources).unwrap();
     let log = dir.path().join("audit.jsonl");
     let clock = runbook_host::capability::sim::World::new(0, None);
-    let cfg = RunConfig {
-        run_id: "cut".into(),
-        mode: "test".into(),
-        backends: Backends::builder(clock)
+    let mut cfg = RunConfig::simple(
+        "cut",
+        "test",
+        Backends::builder(clock)
             .with::<Cap>(Arc::new(Stuck))
             .build(),
-        audit: Some(Arc::new(AuditLog::open(&log).unwrap())),
-        approver: Arc::new(Approver::new(Policy::All, false, false)),
-    };
+        Arc::new(Approver::new(Policy::All, false, false)),
+    );
+    cfg.audit = Some(Arc::new(AuditLog::open(&log).unwrap()));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

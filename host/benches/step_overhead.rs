@@ -113,12 +113,13 @@ fn main() {
     };
     let plan = Plan::load(&runtime, Runbook::load(&rb_path).unwrap(), &sources).unwrap();
     let scenario = Scenario::load(&sim_path).unwrap();
-    let cfg = || RunConfig {
-        run_id: "bench".into(),
-        mode: "bench".into(),
-        backends: scenario.backends().unwrap(),
-        audit: None,
-        approver: Arc::new(Approver::new(Policy::All, true, false)),
+    let cfg = || {
+        RunConfig::simple(
+            "bench",
+            "bench",
+            scenario.backends().unwrap(),
+            Arc::new(Approver::new(Policy::All, true, false)),
+        )
     };
     let step = plan.step("check-latency").unwrap();
 
@@ -227,5 +228,7 @@ fn state(c: &RunConfig) -> runbook_host::capability::StepState {
         audit: None,
         approver: c.approver.clone(),
         shared: runbook_host::capability::StepShared::new(Instant::now() + Duration::from_secs(60)),
+        durable: None,
+        budget: runbook_host::capability::gate::Budget::new(5, 0),
     })
 }

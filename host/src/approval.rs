@@ -1,7 +1,7 @@
 //! Who allows a mutation (flag set, rollback), decided per call before the
 //! backend is touched. Live runs need approval; dry runs perform none.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::io::{BufRead, IsTerminal, Write};
 
@@ -17,7 +17,7 @@ pub enum Policy {
     DryRun,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Approved,
@@ -26,14 +26,14 @@ pub enum Verdict {
     AwaitingApproval,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {
     pub decision: Verdict,
     /// `--yes`, `--approve`, `interactive`, `simulation`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub how: Option<&'static str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub how: Option<String>,
     /// `$USER` when a person approved.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
     /// What the mutation does, e.g. "set `K` from `false` to `true`".
     pub change: String,
@@ -68,7 +68,7 @@ impl Approver {
         let user = || Some(who());
         let decided = |decision, how: Option<&'static str>, by| Decision {
             decision,
-            how,
+            how: how.map(str::to_string),
             by,
             change: change.clone(),
         };
@@ -102,7 +102,7 @@ impl Approver {
 
 /// Who is approving: `$USER`, `$LOGNAME`, else the name of this process's
 /// uid in `/etc/passwd`, else `uid N`.
-fn who() -> String {
+pub fn who() -> String {
     use std::os::unix::fs::MetadataExt;
     if let Some(name) = ["USER", "LOGNAME"]
         .iter()

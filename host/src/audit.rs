@@ -1,17 +1,16 @@
 //! The audit log: one JSON line per capability call, allowed or denied,
-//! written and flushed as it happens so a crash loses at most the call in
-//! flight.
+//! and per decision (a refusal, a change's intent, a step's end, a run's
+//! end), chained and fsync'd as it happens, so a crash loses at most the
+//! call in flight and an edit shows.
 
+use crate::chain::ChainLog;
 use crate::grants::{Access, Interface};
 use anyhow::{Context, Result};
-use serde::Serialize;
-use std::fs::File;
-use std::io::Write;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
-use std::sync::Mutex;
 
 /// Who is calling, for the report and the audit log.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Caller {
     pub run_id: String,
     pub step: String,
@@ -21,7 +20,7 @@ pub struct Caller {
 
 /// One capability call, as the report and the audit log keep it. Strings
 /// in `args` and `result` are clipped (see `capability::limits`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CallRecord {
     pub interface: Interface,
     pub operation: String,
@@ -32,19 +31,21 @@ pub struct CallRecord {
     /// The value returned, or the error's text.
     pub result: serde_json::Value,
     /// The error kind (`denied`, `unavailable`, ...) when the call failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// For mutations: approved (by whom, how), dry-run, refused or awaiting.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<crate::approval::Decision>,
     /// Run time (simulated under `--sim`) when the call was made.
     pub at_ms: u64,
     pub duration_us: u64,
 }
 
+/// The audit log, in the journal's chained format ([`crate::chain`]):
+/// `runbook verify-log FILE` names the first line altered, removed or
+/// reordered. Several runs may append to one file at once.
 pub struct AuditLog {
-    file: Mutex<File>,
-    path: String,
+    log: ChainLog,
 }
 
 #[derive(Serialize)]
@@ -62,28 +63,25 @@ struct Line<'a> {
 impl AuditLog {
     /// Opens `path` for appending (created if missing).
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        let log = ChainLog::open(path, true)
             .with_context(|| format!("opening the audit log `{}`", path.display()))?;
-        Ok(Self {
-            file: Mutex::new(file),
-            path: path.display().to_string(),
-        })
+        Ok(Self { log })
     }
 
     /// Writes one call; returns the bytes written.
     pub fn record(&self, caller: &Caller, call: &CallRecord) -> usize {
-        self.write(&Line {
-            time: crate::time::rfc3339_millis(crate::time::now_ms()),
-            run_time: crate::time::rfc3339(call.at_ms),
-            run_id: &caller.run_id,
-            step: &caller.step,
-            plugin: &caller.plugin,
-            plugin_digest: &caller.plugin_digest,
-            call,
-        })
+        self.write(
+            serde_json::to_value(Line {
+                time: crate::time::rfc3339_millis(crate::time::now_ms()),
+                run_time: crate::time::rfc3339(call.at_ms),
+                run_id: &caller.run_id,
+                step: &caller.step,
+                plugin: &caller.plugin,
+                plugin_digest: &caller.plugin_digest,
+                call,
+            })
+            .unwrap_or_default(),
+        )
     }
 
     /// Any other event worth keeping (a refusal, a step's end, the run's
@@ -97,21 +95,21 @@ impl AuditLog {
         if let (Some(line), serde_json::Value::Object(fields)) = (line.as_object_mut(), fields) {
             line.extend(fields);
         }
-        self.write(&line);
+        self.write(line);
     }
 
-    fn write(&self, value: &impl Serialize) -> usize {
-        let mut line = serde_json::to_vec(value).unwrap_or_default();
-        line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+    fn write(&self, value: serde_json::Value) -> usize {
         // An audit write that fails must be loud, but must not take the
         // incident response down with it.
-        if let Err(e) = file.write_all(&line).and_then(|()| file.flush()) {
-            eprintln!(
-                "warning: could not write the audit log `{}`: {e}",
-                self.path
-            );
+        match self.log.append(value) {
+            Ok((n, _)) => n,
+            Err(e) => {
+                eprintln!(
+                    "warning: could not write the audit log `{}`: {e:#}",
+                    self.log.path().display()
+                );
+                0
+            }
         }
-        line.len()
     }
 }

@@ -94,13 +94,12 @@ pub async fn many(
         tasks.spawn(async move {
             let _permit = permit;
             let run_started = Instant::now();
-            let cfg = RunConfig {
-                run_id: format!("bench-{i}"),
-                mode: "bench".into(),
-                backends: scenario.backends().expect("checked above"),
-                audit: None,
+            let cfg = RunConfig::simple(
+                &format!("bench-{i}"),
+                "bench",
+                scenario.backends().expect("checked above"),
                 approver,
-            };
+            );
             let report = execute(&plan, &runtime, &cfg).await;
             let steps: Vec<u64> = report.steps.iter().map(|s| s.wall_us).collect();
             let status = serde_json::to_value(report.status)

@@ -8,7 +8,7 @@ wasmtime::component::bindgen!({
     world: "step",
     imports: { default: async | trappable },
     exports: { default: async },
-    additional_derives: [serde::Serialize],
+    additional_derives: [serde::Serialize, serde::Deserialize],
 });
 
 /// The contract's version, as in `runbook:host/ecs@0.1.0`.

@@ -15,8 +15,21 @@ pub struct Cli {
 pub enum Command {
     /// Run a runbook. Exit status: 0 resolved, 1 escalated, 2 invalid input
     /// (nothing ran), 3 a step ended in a way the runbook does not route,
-    /// 4 stopped before a mutation nobody approved.
+    /// 4 stopped before a mutation nobody approved, 5 blocked by another
+    /// run (of the same incident, or holding what had to change).
     Run(RunArgs),
+    /// Continue a run that crashed, was stopped, or waits for an approval:
+    /// ended steps are not run again, and a change whose result the
+    /// journal lacks is looked for in the backend before anything is
+    /// issued again. Exit status as for `run`.
+    Resume(ResumeArgs),
+    /// Show a run's report from its journal (also of a run that crashed).
+    Show(ShowArgs),
+    /// List recent runs and how they ended.
+    Runs(RunsArgs),
+    /// Check a journal or audit log's chain and name the first line that
+    /// was altered, removed or reordered (exit 3 if any).
+    VerifyLog(VerifyLogArgs),
     /// Validate a runbook, its plugins' manifests, components and grants
     /// without running anything.
     Check(CheckArgs),
@@ -77,6 +90,18 @@ pub struct RunArgs {
     /// Append one JSON line per capability call to FILE.
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// The incident this run belongs to. Default for live runs: the
+    /// runbook id, the environment file's name and `--incident-start`; a
+    /// simulated run is an incident of its own. A second run of an
+    /// incident is refused while its first is unfinished, and shows the
+    /// finished result unless `--new`.
+    #[arg(long, value_name = "ID")]
+    pub incident: Option<String>,
+    /// Start a new run even though the incident's last run finished.
+    #[arg(long)]
+    pub new: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
     /// Where compiled components are cached (default `RUNBOOK_CACHE_DIR`,
     /// else `~/.cache/runbook`).
     #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
@@ -86,6 +111,61 @@ pub struct RunArgs {
     pub no_cache: bool,
     #[command(flatten)]
     pub sources: Sources,
+}
+
+/// Where journals and leases are kept.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Default: `RUNBOOK_STATE_DIR`, else `$XDG_STATE_HOME/runbook`, else
+    /// `~/.local/state/runbook`.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run to continue (`runbook runs` lists them).
+    pub run_id: String,
+    /// Approve every mutation (flag set, rollback) without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Approve the mutations of this step (repeatable).
+    #[arg(long, value_name = "STEP")]
+    pub approve: Vec<String>,
+    /// Print the report as one JSON document instead of the timeline.
+    #[arg(long)]
+    pub json: bool,
+    /// Append one JSON line per capability call to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    pub run_id: String,
+    /// The report as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsArgs {
+    /// How many, newest first.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyLogArgs {
+    /// A run journal (`runs/RUN_ID.jsonl` in the state directory) or an
+    /// audit log.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,8 @@
 
 /// Documented in the CLI help of `run`: 0 resolved, 1 escalated, 2 invalid
 /// input (nothing ran), 3 a step ended in a way the runbook does not
-/// route, 4 stopped before a mutation nobody approved.
+/// route, 4 stopped before a mutation nobody approved, 5 blocked by
+/// another run (of the same incident, or holding what had to change).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// A run resolved; any other command succeeded.
@@ -15,6 +16,9 @@ pub enum Exit {
     Failed = 3,
     /// A run stopped before a mutation nobody approved.
     AwaitingApproval = 4,
+    /// Another run holds the incident, or what this run had to change: the
+    /// message names it (who, where, since when).
+    Blocked = 5,
 }
 
 impl Exit {

@@ -23,6 +23,9 @@
 //!   [`cache`]: the compiled-component cache and why it can be trusted;
 //!   [`engine_config`]: its configuration,
 //!   shared with the build script.
+//! - [`journal`]: durable runs: the run journal, incidents, leases, and
+//!   the store they live in; [`chain`]: the hash-chained JSON lines of
+//!   journals and the audit log.
 //! - [`audit`], [`report`], [`capture`]: what a run leaves behind.
 //! - [`files`], [`time`], [`ids`], [`error`]: reading input safely, time,
 //!   names, errors with hints; [`fuzzing`]: the parsers' fuzz targets.
@@ -36,6 +39,7 @@ pub mod builtin;
 pub mod cache;
 pub mod capability;
 pub mod capture;
+pub mod chain;
 pub mod cli;
 pub mod commands;
 pub mod contract;
@@ -49,6 +53,7 @@ pub mod fuzzing;
 pub mod grants;
 pub mod ids;
 pub mod interface;
+pub mod journal;
 pub mod manifest;
 pub mod plan;
 pub mod plugin;

@@ -5,11 +5,11 @@ use crate::audit::CallRecord;
 use crate::capability::gate::LogLine;
 use crate::exit::Exit;
 use crate::runbook::Escalation;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     Resolved,
@@ -19,6 +19,10 @@ pub enum Status {
     /// A mutation needed an approval nobody could give; the run stopped
     /// before it.
     AwaitingApproval,
+    /// Another run holds what this run had to change (or its incident).
+    Blocked,
+    /// The journal has no end: the run crashed or was stopped (`show`).
+    Unfinished,
 }
 
 impl Status {
@@ -29,6 +33,8 @@ impl Status {
             Status::Escalated => Exit::Escalated,
             Status::Failed => Exit::Failed,
             Status::AwaitingApproval => Exit::AwaitingApproval,
+            Status::Blocked => Exit::Blocked,
+            Status::Unfinished => Exit::Failed,
         }
     }
 }
@@ -40,7 +46,7 @@ pub struct Report {
     pub run_id: String,
     pub mode: String,
     pub status: Status,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub started_at: String,
     pub finished_at: String,
@@ -48,11 +54,19 @@ pub struct Report {
     pub elapsed_ms: u64,
     pub wall_ms: u64,
     pub steps: Vec<StepReport>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escalation: Option<Escalation>,
+    /// Changes made, of those the runbook allows (`max_mutations`).
+    pub mutations: Mutations,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Mutations {
+    pub used: usize,
+    pub allowed: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepReport {
     pub id: String,
     pub plugin: String,
@@ -61,25 +75,30 @@ pub struct StepReport {
     pub summary: String,
     pub facts: BTreeMap<String, String>,
     pub calls: Vec<CallRecord>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub logs: Vec<LogLine>,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stdout: String,
     /// More was written than the host keeps.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stdout_truncated: bool,
-    #[serde(skip_serializing_if = "String::is_empty")]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub stderr: String,
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stderr_truncated: bool,
     pub started_at: String,
     pub wall_us: u64,
     /// Where the runbook went next: a step id, `resolved` or `escalated`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
     /// The change this step wanted and nobody approved.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting_approval: Option<String>,
+    /// Who holds what this step had to change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<String>,
+    #[serde(default, skip_serializing)]
+    pub run_id: String,
 }
 
 impl Report {
@@ -89,13 +108,60 @@ impl Report {
 
     /// The readable timeline.
     pub fn render(&self) -> String {
+        let mut out = header(&self.runbook_id, &self.title, &self.mode, &self.run_id);
+        for s in &self.steps {
+            out.push_str(&render_step(s));
+        }
+        out.push_str(&self.footer());
+        out
+    }
+
+    /// What follows the steps: status, reason, who to page.
+    pub fn footer(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "{} {} ({}, run {})",
-            self.runbook_id, self.title, self.mode, self.run_id
+            "status: {} after {} step{} ({} of run time, {} ms wall) at {}",
+            match self.status {
+                Status::Resolved => "resolved",
+                Status::Escalated => "escalated",
+                Status::Failed => "failed",
+                Status::AwaitingApproval => "awaiting approval",
+                Status::Blocked => "blocked",
+                Status::Unfinished => "unfinished",
+            },
+            self.steps.len(),
+            if self.steps.len() == 1 { "" } else { "s" },
+            humantime::format_duration(std::time::Duration::from_secs(self.elapsed_ms / 1000)),
+            self.wall_ms,
+            self.finished_at
         );
-        for s in &self.steps {
+        if let Some(reason) = &self.reason {
+            let _ = writeln!(out, "reason: {reason}");
+        }
+        if let (Status::Escalated, Some(e)) = (self.status, &self.escalation) {
+            let _ = writeln!(out, "page: {}", e.page);
+            for n in &e.notify {
+                let _ = writeln!(out, "notify: {n}");
+            }
+            if let Some(c) = &e.channel {
+                let _ = writeln!(out, "channel: {c}");
+            }
+        }
+        out
+    }
+}
+
+/// The timeline's first line.
+pub fn header(runbook_id: &str, title: &str, mode: &str, run_id: &str) -> String {
+    format!("{runbook_id} {title} ({mode}, run {run_id})\n")
+}
+
+/// One step of the timeline.
+pub fn render_step(s: &StepReport) -> String {
+    let mut out = String::new();
+    {
+        {
             let time = s.started_at.get(11..19).unwrap_or(&s.started_at);
             let _ = writeln!(
                 out,
@@ -142,7 +208,7 @@ impl Report {
                     }
                 );
                 if let Some(a) = &c.approval {
-                    let who = match (a.how, &a.by) {
+                    let who = match (&a.how, &a.by) {
                         (Some(how), Some(by)) => format!(" ({how}, {by})"),
                         (Some(how), None) => format!(" ({how})"),
                         _ => String::new(),
@@ -175,33 +241,6 @@ impl Report {
                 }
             }
         }
-        let _ = writeln!(
-            out,
-            "status: {} after {} step{} ({} of run time, {} ms wall) at {}",
-            match self.status {
-                Status::Resolved => "resolved",
-                Status::Escalated => "escalated",
-                Status::Failed => "failed",
-                Status::AwaitingApproval => "awaiting approval",
-            },
-            self.steps.len(),
-            if self.steps.len() == 1 { "" } else { "s" },
-            humantime::format_duration(std::time::Duration::from_secs(self.elapsed_ms / 1000)),
-            self.wall_ms,
-            self.finished_at
-        );
-        if let Some(reason) = &self.reason {
-            let _ = writeln!(out, "reason: {reason}");
-        }
-        if let (Status::Escalated, Some(e)) = (self.status, &self.escalation) {
-            let _ = writeln!(out, "page: {}", e.page);
-            for n in &e.notify {
-                let _ = writeln!(out, "notify: {n}");
-            }
-            if let Some(c) = &e.channel {
-                let _ = writeln!(out, "channel: {c}");
-            }
-        }
-        out
     }
+    out
 }

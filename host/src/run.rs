@@ -12,7 +12,7 @@
 use crate::approval::Approver;
 use crate::audit::{AuditLog, Caller};
 use crate::bindings::{Error, Outcome, Pair, RunContext};
-use crate::capability::gate::StepSetup;
+use crate::capability::gate::{Budget, Durable, StepSetup};
 use crate::capability::limits::{self, LimitExceeded};
 use crate::capability::{Backends, StepShared, StepState};
 use crate::capture::Capture;
@@ -31,20 +31,119 @@ use wasmtime_wasi::WasiCtx;
 /// A runbook that loops (e.g. retry routes) still ends.
 const MAX_STEPS: usize = 64;
 
+/// Told each step's report as the step ends.
+pub type OnStep = Box<dyn Fn(&StepReport) + Send + Sync>;
+
 pub struct RunConfig {
     pub run_id: String,
     pub mode: String,
     pub backends: Backends,
     pub audit: Option<Arc<AuditLog>>,
     pub approver: Arc<Approver>,
+    /// The run's journal, leases and (on resume) what it already did.
+    pub durable: Option<Durable>,
+    /// Changes this run may still make.
+    pub budget: Arc<Budget>,
+    /// Told each step's report as the step ends (the timeline as it goes).
+    pub on_step: Option<OnStep>,
+}
+
+impl RunConfig {
+    /// A run with no journal and the default budget (tests, benches).
+    pub fn simple(run_id: &str, mode: &str, backends: Backends, approver: Arc<Approver>) -> Self {
+        Self {
+            run_id: run_id.into(),
+            mode: mode.into(),
+            backends,
+            audit: None,
+            approver,
+            durable: None,
+            budget: Budget::new(crate::runbook::DEFAULT_MAX_MUTATIONS, 0),
+            on_step: None,
+        }
+    }
+
+    fn journal(&self, event: &str, fields: serde_json::Value) {
+        if let Some(d) = &self.durable {
+            d.journal.record(event, fields);
+        }
+    }
+}
+
+/// Where a run goes after a step.
+enum Route {
+    Next(String),
+    End(Status, Option<String>),
+}
+
+fn route(step: &PlannedStep, report: &StepReport) -> Route {
+    let id = &report.id;
+    if let Some(held) = &report.blocked {
+        return Route::End(
+            Status::Blocked,
+            Some(format!("step `{id}` could not make its change: {held}")),
+        );
+    }
+    if let Some(change) = &report.awaiting_approval {
+        return Route::End(
+            Status::AwaitingApproval,
+            Some(format!(
+                "step `{id}` stopped before it could {change}: nobody approved it; continue with `runbook resume {} --approve {id}` (or `--yes`), or from a terminal to be asked",
+                report_run_id(report)
+            )),
+        );
+    }
+    match report.next.as_deref() {
+        Some(RESOLVED) => Route::End(Status::Resolved, None),
+        Some(ESCALATED) => Route::End(
+            Status::Escalated,
+            Some(format!("step `{id}` ended `{}`", report.outcome)),
+        ),
+        Some(n) => Route::Next(n.to_string()),
+        None => {
+            let routed: Vec<&str> = step.def.on.keys().map(String::as_str).collect();
+            Route::End(
+                Status::Failed,
+                Some(format!(
+                    "step `{id}` ended `{}`, which the runbook does not route (it routes {})",
+                    report.outcome,
+                    routed.join(", ")
+                )),
+            )
+        }
+    }
 }
 
 pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report {
     let wall = Instant::now();
     let started_ms = cfg.backends.clock().now_ms();
-    let mut steps = Vec::new();
+    let mut steps: Vec<StepReport> = Vec::new();
     let mut current = plan.steps[0].def.id.to_string();
+    let mut ended = None;
+    // Resuming: the steps that ended are replayed from the journal, not run.
+    if let Some(d) = &cfg.durable {
+        for r in &d.replay.ended {
+            let Ok(report) = serde_json::from_value::<StepReport>(r.clone()) else {
+                continue;
+            };
+            let Some(step) = plan.step(&report.id) else {
+                continue;
+            };
+            if let Some(on_step) = &cfg.on_step {
+                on_step(&report);
+            }
+            let next = route(step, &report);
+            steps.push(report);
+            match next {
+                Route::Next(n) => current = n,
+                Route::End(status, reason) => ended = Some((status, reason)),
+            }
+        }
+    }
     let (status, reason) = loop {
+        if let Some(end) = ended.take() {
+            break end;
+        }
         if steps.len() >= MAX_STEPS {
             break (
                 Status::Failed,
@@ -59,9 +158,29 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
                 Some(format!("the runbook has no step `{current}`")),
             );
         };
+        cfg.journal(
+            "step-start",
+            serde_json::json!({
+                "step": step.def.id,
+                "plugin": step.plugin.name(),
+                "plugin_digest": step.plugin.digest,
+            }),
+        );
         let mut report = run_step(step, runtime, cfg).await;
         let next = step.def.on.get(&report.outcome).cloned();
         report.next = next.clone();
+        cfg.journal(
+            "step-end",
+            serde_json::json!({
+                "step": report.id,
+                "outcome": report.outcome,
+                "next": next,
+                "report": report,
+            }),
+        );
+        if let Some(on_step) = &cfg.on_step {
+            on_step(&report);
+        }
         if let Some(audit) = &cfg.audit {
             audit.event(
                 &cfg.run_id,
@@ -76,36 +195,11 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
                 }),
             );
         }
-        let outcome = report.outcome.clone();
-        let awaiting = report.awaiting_approval.clone();
+        let next = route(step, &report);
         steps.push(report);
-        if let Some(change) = awaiting {
-            break (
-                Status::AwaitingApproval,
-                Some(format!(
-                    "step `{current}` stopped before it could {change}: nobody approved it; rerun with `--approve {current}` (or `--yes`), or from a terminal to be asked"
-                )),
-            );
-        }
-        match next.as_deref() {
-            Some(RESOLVED) => break (Status::Resolved, None),
-            Some(ESCALATED) => {
-                break (
-                    Status::Escalated,
-                    Some(format!("step `{current}` ended `{outcome}`")),
-                );
-            }
-            Some(n) => current = n.to_string(),
-            None => {
-                let routed: Vec<&str> = step.def.on.keys().map(String::as_str).collect();
-                break (
-                    Status::Failed,
-                    Some(format!(
-                        "step `{current}` ended `{outcome}`, which the runbook does not route (it routes {})",
-                        routed.join(", ")
-                    )),
-                );
-            }
+        match next {
+            Route::Next(n) => current = n,
+            Route::End(status, reason) => break (status, reason),
         }
     };
     let finished_ms = cfg.backends.clock().now_ms();
@@ -122,7 +216,19 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
         wall_ms: wall.elapsed().as_millis() as u64,
         steps,
         escalation: plan.runbook.escalation.clone(),
+        mutations: crate::report::Mutations {
+            used: cfg.budget.used(),
+            allowed: cfg.budget.allowed,
+        },
     };
+    cfg.journal(
+        "run-end",
+        serde_json::json!({
+            "status": report.status,
+            "reason": report.reason,
+            "mutations": report.mutations,
+        }),
+    );
     if let Some(audit) = &cfg.audit {
         audit.event(
             &cfg.run_id,
@@ -135,6 +241,10 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
         );
     }
     report
+}
+
+fn report_run_id(report: &StepReport) -> &str {
+    &report.run_id
 }
 
 /// How a step's execution ended, before it is put in words.
@@ -183,6 +293,8 @@ pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) ->
         audit: cfg.audit.clone(),
         approver: cfg.approver.clone(),
         shared: shared.clone(),
+        durable: cfg.durable.clone(),
+        budget: cfg.budget.clone(),
     });
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -307,6 +419,8 @@ pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) ->
         wall_us,
         next: None,
         awaiting_approval: trail.awaiting,
+        blocked: trail.blocked,
+        run_id: cfg.run_id.clone(),
     }
 }
 
@@ -329,6 +443,8 @@ fn unloadable(step: &PlannedStep, cfg: &RunConfig, why: &str) -> StepReport {
         wall_us: 0,
         next: None,
         awaiting_approval: None,
+        blocked: None,
+        run_id: cfg.run_id.clone(),
     }
 }
 

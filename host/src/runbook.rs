@@ -13,6 +13,13 @@ use std::path::{Path, PathBuf};
 /// Where a route may end instead of at another step.
 pub const RESOLVED: &str = "resolved";
 pub const ESCALATED: &str = "escalated";
+/// Changes a run may make unless its runbook says otherwise.
+pub const DEFAULT_MAX_MUTATIONS: usize = 5;
+
+fn default_max_mutations() -> usize {
+    DEFAULT_MAX_MUTATIONS
+}
+
 /// Labels the host gives a step that did not return an outcome of its own.
 pub const LABEL_ERROR: &str = "error";
 pub const LABEL_LIMIT: &str = "limit-exceeded";
@@ -32,6 +39,9 @@ pub struct Runbook {
     /// Empty for a runbook that is documentation only.
     #[serde(default)]
     pub steps: Vec<StepDef>,
+    /// The most changes (flag sets, rollbacks) one run may make.
+    #[serde(default = "default_max_mutations")]
+    pub max_mutations: usize,
     #[serde(skip)]
     pub path: PathBuf,
 }
@@ -154,6 +164,12 @@ impl Runbook {
     fn validate(&self) -> Result<(), String> {
         if self.runbook_id.trim().is_empty() {
             return Err("`runbook_id` must not be empty".into());
+        }
+        if self.max_mutations > 100 {
+            return Err(format!(
+                "`max_mutations` is {}; a runbook may allow at most 100 changes per run",
+                self.max_mutations
+            ));
         }
         let mut ids = BTreeSet::new();
         for step in &self.steps {

@@ -33,8 +33,21 @@ pub fn runbook() -> Command {
             root().join("target").join("test-cache"),
         )
         .env("RUNBOOK_COMPONENTS", built_plugins())
+        .env("RUNBOOK_STATE_DIR", fresh_state_dir())
         .env_remove("RUST_BACKTRACE");
     cmd
+}
+
+/// A state directory no other invocation uses: runs of one test never
+/// meet another's incidents. Tests of durable runs pass `--state-dir`.
+pub fn fresh_state_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    root().join("target").join("test-state").join(format!(
+        "{}-{n}-{}",
+        std::process::id(),
+        now_nanos() % 1_000_000_000
+    ))
 }
 
 pub struct Run {

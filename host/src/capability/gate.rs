@@ -10,6 +10,7 @@ use crate::approval::{Approver, Decision, Verdict};
 use crate::audit::{AuditLog, CallRecord, Caller};
 use crate::bindings::Error;
 use crate::grants::{Access, GrantChecker, Interface};
+use crate::journal::Done;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -19,11 +20,11 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// A structured log line from a step.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct LogLine {
     pub level: String,
     pub message: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<(String, String)>,
 }
 
@@ -45,6 +46,8 @@ pub struct Trail {
     pub applying: Option<usize>,
     /// The limit the step crossed, if it crossed one in a host call.
     pub limit: Option<LimitExceeded>,
+    /// Another run holds what this step had to change: the run stops.
+    pub blocked: Option<String>,
 }
 
 /// The part of a step's state the runner watches from outside the store.
@@ -112,6 +115,95 @@ pub struct StepState {
     audit: Option<Arc<AuditLog>>,
     approver: Arc<Approver>,
     pub(crate) shared: Arc<StepShared>,
+    durable: Option<Durable>,
+    budget: Arc<Budget>,
+    /// Mutation calls so far in this step, per interface, operation and
+    /// resource: the key the journal replays them by.
+    occurrences: std::collections::HashMap<(String, String, String), usize>,
+    /// Leases this step took; released when it ends.
+    leases: Vec<Box<dyn crate::journal::Lease>>,
+}
+
+/// How long a change waits for a lease another run holds (bounded by the
+/// step's deadline).
+const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What makes a run's changes durable: its journal, where leases are
+/// taken, and (on resume) what it already did.
+#[derive(Clone)]
+pub struct Durable {
+    pub journal: Arc<crate::journal::Journal>,
+    pub store: Arc<dyn crate::journal::Store>,
+    pub replay: Arc<crate::journal::Replay>,
+    pub holder: crate::journal::Holder,
+    /// Take leases on what is changed (live runs; simulated resources
+    /// belong to their run alone).
+    pub leases: bool,
+}
+
+impl Durable {
+    /// The journaled intent of `call` in `step`, for a reconciled result.
+    fn journal_intent(&self, step: &str, call: &Started) -> Option<u64> {
+        let lines = self.store.read_run(&self.journal.run_id).ok()?;
+        lines
+            .iter()
+            .rev()
+            .find(|l| {
+                l["event"] == "intent"
+                    && l["step"] == step
+                    && l["operation"] == call.operation
+                    && l["resource"] == call.resource.as_str()
+            })
+            .and_then(|l| l["seq"].as_u64())
+    }
+}
+
+/// The changes one run may make (`max_mutations` in the runbook), shared
+/// by its steps.
+#[derive(Debug)]
+pub struct Budget {
+    pub allowed: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl Budget {
+    pub fn new(allowed: usize, used: usize) -> Arc<Self> {
+        Arc::new(Self {
+            allowed,
+            used: used.into(),
+        })
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(SeqCst)
+    }
+
+    fn take(&self) -> Result<(), Error> {
+        let before = self.used.fetch_add(1, SeqCst);
+        if before >= self.allowed {
+            self.used.fetch_sub(1, SeqCst);
+            return Err(Error::Denied(format!(
+                "the runbook allows at most {} change{} per run (`max_mutations`), and this run has made {before}",
+                self.allowed,
+                if self.allowed == 1 { "" } else { "s" }
+            )));
+        }
+        Ok(())
+    }
+
+    fn give_back(&self) {
+        self.used.fetch_sub(1, SeqCst);
+    }
+}
+
+/// The approval of a change the journal shows was made before a resume.
+fn replayed(why: &str) -> Decision {
+    Decision {
+        decision: Verdict::Approved,
+        how: Some("journal".into()),
+        by: None,
+        change: why.to_string(),
+    }
 }
 
 /// Everything a [`StepState`] is made of.
@@ -124,6 +216,8 @@ pub struct StepSetup {
     pub audit: Option<Arc<AuditLog>>,
     pub approver: Arc<Approver>,
     pub shared: Arc<StepShared>,
+    pub durable: Option<Durable>,
+    pub budget: Arc<Budget>,
 }
 
 /// Entries a step may hold in its WASI resource table (streams, pollables).
@@ -143,6 +237,10 @@ impl StepState {
             audit: s.audit,
             approver: s.approver,
             shared: s.shared,
+            durable: s.durable,
+            budget: s.budget,
+            occurrences: Default::default(),
+            leases: Vec::new(),
         }
     }
 
@@ -182,7 +280,18 @@ impl StepState {
     /// would change and what the step would be told, the approver decides,
     /// and only an approved change reaches `apply`, which gets the
     /// previewed value: what was approved is what is done.
-    pub(crate) async fn mutate<C, R, P, PFut, A, AFut>(
+    ///
+    /// In a durable run, before `apply`: the run's mutation budget is
+    /// checked, a lease on the resource is taken (held until the step
+    /// ends), and the intent is journaled (fsync'd); after it, its result.
+    /// A step run again on resume gets a change it already made from the
+    /// journal, and a change with an intent but no result is first looked
+    /// for in the backend (`in_effect`), never issued twice.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each closure is one phase of a change"
+    )]
+    pub(crate) async fn mutate<C, R, P, PFut, A, AFut, V, VFut>(
         &mut self,
         _capability: C,
         operation: &'static str,
@@ -190,14 +299,17 @@ impl StepState {
         args: serde_json::Value,
         preview: P,
         apply: A,
+        in_effect: V,
     ) -> wasmtime::Result<Result<R, Error>>
     where
         C: Capability,
-        R: Serialize + Send,
+        R: Serialize + serde::de::DeserializeOwned + Clone + Send,
         P: FnOnce(Arc<C::Backend>, Instant) -> PFut + Send,
         PFut: Future<Output = Result<(String, R), Error>> + Send,
         A: FnOnce(Arc<C::Backend>, Instant, R) -> AFut + Send,
         AFut: Future<Output = Result<R, Error>> + Send,
+        V: FnOnce(Arc<C::Backend>, Instant, R) -> VFut + Send,
+        VFut: Future<Output = Result<bool, Error>> + Send,
     {
         let start = self.start(C::INTERFACE, operation, Access::Mutate, resource, args)?;
         let backend = match self.admit::<C>(&start) {
@@ -208,6 +320,41 @@ impl StepState {
                 return Ok(result);
             }
         };
+        // Made (or perhaps made) by this step before the run was resumed?
+        match self.journaled(&start) {
+            Some(Done::Applied(result)) => {
+                if let Ok(r) = serde_json::from_value::<R>(result) {
+                    let result = Ok(r);
+                    self.record(
+                        start,
+                        &result,
+                        Some(replayed("applied before the run was resumed")),
+                    )?;
+                    return Ok(result);
+                }
+            }
+            Some(Done::Unknown { would }) => {
+                if let Ok(would) = serde_json::from_value::<R>(would) {
+                    let made = in_effect(backend.clone(), self.deadline(), would.clone()).await;
+                    if let Ok(true) = made {
+                        self.journal_result(
+                            &start,
+                            None,
+                            &Ok::<_, Error>(would.clone()),
+                            "reconciled",
+                        );
+                        let result = Ok(would);
+                        self.record(
+                            start,
+                            &result,
+                            Some(replayed("found in effect when the run was resumed")),
+                        )?;
+                        return Ok(result);
+                    }
+                }
+            }
+            None => {}
+        }
         let (change, would) = match preview(backend.clone(), self.deadline()).await {
             Ok(p) => p,
             Err(e) => {
@@ -223,10 +370,12 @@ impl StepState {
         self.shared.extend(asked.elapsed());
         self.shared.asking.store(false, SeqCst);
         let result = match decision.decision {
-            Verdict::Approved => match self.before_deadline() {
-                Ok(()) => {
+            Verdict::Approved => match self.before_applying(&start, &decision, &would).await {
+                Ok(intent) => {
                     self.begin_applying(&start, &decision)?;
-                    apply(backend, self.deadline(), would).await
+                    let result = apply(backend, self.deadline(), would).await;
+                    self.journal_result(&start, intent, &result, "applied");
+                    result
                 }
                 Err(e) => Err(e),
             },
@@ -245,6 +394,114 @@ impl StepState {
         };
         self.record(start, &result, Some(decision))?;
         Ok(result)
+    }
+
+    /// What the journal of a resumed run says this call already did: the
+    /// n-th call to this operation on this resource in this step.
+    fn journaled(&mut self, call: &Started) -> Option<Done> {
+        let key = (
+            call.interface.wit_name().to_string(),
+            call.operation.to_string(),
+            call.resource.clone(),
+        );
+        let n = self.occurrences.entry(key.clone()).or_insert(0);
+        let index = *n;
+        *n += 1;
+        let durable = self.durable.as_ref()?;
+        durable
+            .replay
+            .mutations
+            .get(&(self.caller.step.clone(), key.0, key.1, key.2, index))
+            .cloned()
+    }
+
+    /// Deadline, the run's mutation budget, the lease, then the intent in
+    /// the journal (its sequence number, to tie the result to it).
+    async fn before_applying<R: Serialize>(
+        &mut self,
+        call: &Started,
+        decision: &Decision,
+        would: &R,
+    ) -> Result<Option<u64>, Error> {
+        self.before_deadline()?;
+        self.budget.take()?;
+        let Some(durable) = self.durable.clone() else {
+            return Ok(None);
+        };
+        let mut token = None;
+        if durable.leases {
+            let what = format!("{}:{}", call.interface, call.resource);
+            let (store, holder) = (durable.store.clone(), durable.holder.clone());
+            let wait = self
+                .deadline()
+                .saturating_duration_since(Instant::now())
+                .min(LEASE_WAIT);
+            let leased =
+                tokio::task::spawn_blocking(move || store.lease(&what, &holder, wait)).await;
+            match leased {
+                Ok(Ok(lease)) => {
+                    token = Some(lease.fencing_token());
+                    self.leases.push(lease);
+                }
+                Ok(Err(held)) => {
+                    self.budget.give_back();
+                    self.shared.trail().blocked = Some(held.to_string());
+                    return Err(Error::Unavailable(format!("blocked: {held}")));
+                }
+                Err(e) => {
+                    self.budget.give_back();
+                    return Err(Error::Unavailable(format!("taking the lease: {e}")));
+                }
+            }
+        }
+        let seq = durable.journal.record(
+            "intent",
+            serde_json::json!({
+                "step": self.caller.step,
+                "plugin": self.caller.plugin,
+                "interface": call.interface,
+                "operation": call.operation,
+                "resource": call.resource,
+                "args": call.args,
+                "change": decision.change,
+                "would": would,
+                "approval": decision,
+                "fencing_token": token,
+            }),
+        );
+        Ok(Some(seq))
+    }
+
+    /// The result of a change, journaled against its intent.
+    fn journal_result<R: Serialize>(
+        &self,
+        call: &Started,
+        intent: Option<u64>,
+        result: &Result<R, Error>,
+        how: &str,
+    ) {
+        let Some(durable) = &self.durable else {
+            return;
+        };
+        let intent = intent.or_else(|| {
+            // Reconciled on resume: the intent is the journaled one.
+            durable.journal_intent(&self.caller.step, call)
+        });
+        let (event, fields) = match result {
+            Ok(r) => (
+                "applied",
+                serde_json::json!({ "result": serde_json::to_value(r).unwrap_or_default(), "how": how }),
+            ),
+            Err(e) => (
+                "failed",
+                serde_json::json!({ "error": e.kind(), "message": e.text() }),
+            ),
+        };
+        let mut fields = fields;
+        fields["intent"] = intent.into();
+        fields["step"] = self.caller.step.clone().into();
+        fields["resource"] = call.resource.clone().into();
+        durable.journal.record(event, fields);
     }
 
     /// Opens a call: asks the grant checker once, and refuses arguments

@@ -68,6 +68,8 @@ fn build(grants: &str, backends: Backends, approver: Approver) -> StepState {
         audit: None,
         approver: Arc::new(approver),
         shared: StepShared::new(Instant::now() + Duration::from_secs(60)),
+        durable: None,
+        budget: super::gate::Budget::new(100, 0),
     })
 }
 

@@ -5,14 +5,16 @@
 mod bench;
 mod check;
 mod inspect;
+pub mod journal;
 mod plugins;
-mod run;
+pub mod run;
 
 pub use bench::bench;
 pub use check::check;
 pub use inspect::inspect;
+pub use journal::{runs, show, verify_log};
 pub use plugins::plugins;
-pub use run::run;
+pub use run::{resume, run};
 
 use crate::cli::{Command, Sources};
 use crate::exit::Exit;
@@ -28,6 +30,10 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
         Command::Inspect(args) => inspect(args),
         Command::Plugins(args) => plugins(args),
         Command::Bench(args) => bench(args).await,
+        Command::Resume(args) => resume(args).await,
+        Command::Show(args) => show(args),
+        Command::Runs(args) => runs(args),
+        Command::VerifyLog(args) => verify_log(args),
     }
 }
 

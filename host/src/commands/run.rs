@@ -1,20 +1,25 @@
-//! `runbook run`: load and check everything, pick the backends, execute,
-//! print the report.
+//! `runbook run` and `runbook resume`: load and check everything, pick the
+//! backends, open (or reopen) the run's journal, execute, print the
+//! timeline as each step ends.
 
 use super::{emit, say, sources};
 use crate::approval::{Approver, Policy};
 use crate::audit::AuditLog;
 use crate::capability::Backends;
-use crate::cli::RunArgs;
+use crate::capability::gate::{Budget, Durable};
+use crate::cli::{ResumeArgs, RunArgs, StateArgs};
 use crate::engine::{Runtime, default_cache_dir};
 use crate::environment::Environment;
 use crate::error::hinted;
 use crate::exit::Exit;
-use crate::plan::Plan;
-use crate::run::{RunConfig, execute};
+use crate::journal::{Held, Holder, Journal, LocalStore, Replay, Store};
+use crate::plan::{self, Plan};
+use crate::report::{Report, StepReport};
+use crate::run::{OnStep, RunConfig, execute};
 use crate::runbook::Runbook;
 use crate::scenario::{Expect, Scenario};
-use anyhow::Result;
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -30,19 +35,15 @@ pub enum Backend {
 }
 
 impl Backend {
-    pub fn from_args(args: &RunArgs) -> Result<Self> {
-        match (&args.sim, &args.env) {
+    fn load(sim: Option<&Path>, env: Option<&Path>, incident_start: Option<&str>) -> Result<Self> {
+        match (sim, env) {
             (Some(path), _) => Ok(Backend::Sim {
                 scenario: Scenario::load(path)?,
-                path: path.clone(),
+                path: path.to_path_buf(),
             }),
             (None, Some(path)) => Ok(Backend::Live {
                 env: Environment::load(path)?,
-                incident_start_ms: args
-                    .incident_start
-                    .as_deref()
-                    .map(parse_incident_start)
-                    .transpose()?,
+                incident_start_ms: incident_start.map(parse_incident_start).transpose()?,
             }),
             (None, None) => Err(hinted(
                 "no backend chosen for the run",
@@ -80,6 +81,13 @@ impl Backend {
         }
     }
 
+    fn path(&self) -> &Path {
+        match self {
+            Backend::Sim { path, .. } => path,
+            Backend::Live { env, .. } => &env.path,
+        }
+    }
+
     pub async fn backends(&self, plan: &Plan) -> Result<Backends> {
         match self {
             Backend::Sim { scenario, path } => scenario.backends().map_err(|why| {
@@ -105,6 +113,93 @@ fn parse_incident_start(t: &str) -> Result<u64> {
     })
 }
 
+/// The journal store `--state-dir` (or the default) names.
+pub fn store_for(state: &StateArgs) -> Result<Arc<LocalStore>> {
+    let dir = state
+        .state_dir
+        .clone()
+        .or_else(crate::journal::default_state_dir)
+        .ok_or_else(|| {
+            hinted(
+                "no state directory: neither `--state-dir`, `RUNBOOK_STATE_DIR`, `XDG_STATE_HOME` nor `HOME` is set",
+                "pass `--state-dir DIR`",
+            )
+        })?;
+    LocalStore::open(&dir)
+}
+
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn file_digest(p: &Path) -> String {
+    crate::files::read_bytes(p, "file", crate::files::MAX_TEXT)
+        .map(|b| crate::engine::sha256_hex(&b))
+        .unwrap_or_default()
+}
+
+/// A refusal because another run holds the incident or a resource:
+/// printed, exit 5.
+fn blocked(err: &anyhow::Error) -> Option<Exit> {
+    let held = err.chain().any(|e| e.downcast_ref::<Held>().is_some());
+    let unfinished = err.to_string().contains("has an unfinished run");
+    if !(held || unfinished) {
+        return None;
+    }
+    eprintln!("blocked: {err}");
+    if let Some(hint) = crate::error::hint_of(err) {
+        eprintln!("hint: {hint}");
+    }
+    Some(Exit::Blocked)
+}
+
+/// Everything a run (or a resumed one) is made of.
+struct Prepared {
+    runtime: Arc<Runtime>,
+    plan: Arc<Plan>,
+    backend: Backend,
+    audit: Option<Arc<AuditLog>>,
+}
+
+fn prepare(
+    runbook_path: &Path,
+    backend: Backend,
+    sources: &plan::Sources,
+    cache: Option<PathBuf>,
+    audit_log: Option<&Path>,
+    run_id: &str,
+) -> Result<Prepared> {
+    let runbook = Runbook::load(runbook_path)?;
+    let runtime = Runtime::new(cache)?;
+    let audit = audit_log.map(AuditLog::open).transpose()?.map(Arc::new);
+    let loaded =
+        Plan::load(&runtime, runbook, sources).and_then(|plan| backend.check(&plan).map(|()| plan));
+    let plan = match loaded {
+        Ok(plan) => Arc::new(plan),
+        Err(err) => {
+            // A refusal before any step ran is a security decision too.
+            if let Some(audit) = &audit {
+                audit.event(
+                    run_id,
+                    "refused",
+                    json!({
+                        "runbook": runbook_path.display().to_string(),
+                        "reason": format!("{err:#}"),
+                    }),
+                );
+            }
+            return Err(err);
+        }
+    };
+    plan.prefetch(&runtime);
+    Ok(Prepared {
+        runtime,
+        plan,
+        backend,
+        audit,
+    })
+}
+
 pub async fn run(args: RunArgs) -> Result<Exit> {
     let runbook = Runbook::load(&args.runbook)?;
     for step in &args.approve {
@@ -118,33 +213,58 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
             ));
         }
     }
-    let backend = Backend::from_args(&args)?;
-    // Cache entries are verified against the digest of the (pinned) bytes
-    // before they are loaded, so locked runs may use them too.
-    let cache = if args.no_cache {
-        None
-    } else {
-        args.cache_dir.clone().or_else(default_cache_dir)
-    };
-    let runtime = Runtime::new(cache)?;
-    let audit = args
-        .audit_log
-        .as_deref()
-        .map(AuditLog::open)
-        .transpose()?
-        .map(Arc::new);
+    let backend = Backend::load(
+        args.sim.as_deref(),
+        args.env.as_deref(),
+        args.incident_start.as_deref(),
+    )?;
     let run_id = run_id();
-    let loaded = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook))
-        .and_then(|plan| backend.check(&plan).map(|()| plan));
-    let plan = match loaded {
-        Ok(plan) => Arc::new(plan),
-        Err(err) => {
-            // A refusal before any step ran is a security decision too.
-            refused(audit.as_deref(), &run_id, &args.runbook, &err);
-            return Err(err);
-        }
+    let cache = (!args.no_cache)
+        .then(|| args.cache_dir.clone().or_else(default_cache_dir))
+        .flatten();
+    let sources = sources(&args.sources, &args.runbook);
+    let p = prepare(
+        &args.runbook,
+        backend,
+        &sources,
+        cache,
+        args.audit_log.as_deref(),
+        &run_id,
+    )?;
+    let store = store_for(&args.state)?;
+    let incident = match (&args.incident, &p.backend) {
+        (Some(i), _) => i.clone(),
+        // A simulation is an incident of its own: rehearsals never block.
+        (None, Backend::Sim { .. }) => format!("simulation:{run_id}"),
+        (None, Backend::Live { env, .. }) => crate::journal::default_incident(
+            &p.plan.runbook.runbook_id,
+            &env.path.file_stem().unwrap_or_default().to_string_lossy(),
+            args.incident_start.as_deref(),
+        ),
     };
-    plan.prefetch(&runtime);
+    // The incident's last run finished: show it, unless a new one is asked for.
+    if !args.new
+        && let Some(last) = store.incident_runs(&incident)?.last()
+        && let Some(report) = crate::commands::journal::report_of(&*store, last)?
+            .filter(|r| r.status != crate::report::Status::Unfinished)
+    {
+        let mut out = format!(
+            "incident `{incident}` was handled by run {last}; this is its report (start another with `--new`)\n"
+        );
+        out.push_str(&if args.json {
+            serde_json::to_string_pretty(&report)? + "\n"
+        } else {
+            report.render()
+        });
+        emit(&out)?;
+        return Ok(report.status.exit());
+    }
+    let journal = match store.start_run(&incident, &run_id) {
+        Ok(j) => Arc::new(j),
+        Err(err) => return blocked(&err).ok_or(err),
+    };
+    let holder = Holder::me(&run_id);
+    record_start(&journal, &p, &args, &incident, &sources, &holder);
     let policy = if args.dry_run {
         Policy::DryRun
     } else if args.yes {
@@ -153,27 +273,135 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         Policy::Steps(args.approve.iter().cloned().collect())
     };
     let mode = match args.dry_run {
-        true => format!("{}, dry run", backend.mode()),
-        false => backend.mode(),
+        true => format!("{}, dry run", p.backend.mode()),
+        false => p.backend.mode(),
     };
+    let durable = Durable {
+        journal,
+        store,
+        replay: Arc::new(Replay::default()),
+        holder,
+        leases: !p.backend.is_simulation(),
+    };
+    let report = execute_printing(&p, run_id, mode, policy, durable, args.json).await?;
+    finish(&p, &report, args.json, args.dry_run)
+}
+
+/// The journal's first line: what runs, against what, for which
+/// incident, started by whom; what `show` and `resume` need.
+fn record_start(
+    journal: &Journal,
+    p: &Prepared,
+    args: &RunArgs,
+    incident: &str,
+    sources: &plan::Sources,
+    holder: &Holder,
+) {
+    let plan = &p.plan;
+    let plugins: serde_json::Map<String, Value> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.plugin.name().to_string(),
+                json!({ "sha256": s.plugin.digest, "source": s.plugin.source() }),
+            )
+        })
+        .collect();
+    let inputs: serde_json::Map<String, Value> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let pairs: serde_json::Map<String, Value> = s
+                .def
+                .input_pairs()
+                .into_iter()
+                .map(|(k, v)| (k, v.into()))
+                .collect();
+            (s.def.id.to_string(), pairs.into())
+        })
+        .collect();
+    let backend_path = absolute(p.backend.path());
+    journal.record(
+        "run-start",
+        json!({
+            "holder": holder,
+            "incident": incident,
+            "runbook": {
+                "path": absolute(&args.runbook),
+                "id": plan.runbook.runbook_id,
+                "title": plan.runbook.title,
+                "sha256": file_digest(&args.runbook),
+                "escalation": plan.runbook.escalation,
+                "max_mutations": plan.runbook.max_mutations,
+            },
+            "plugins": plugins,
+            "inputs": inputs,
+            "backend": {
+                "kind": if p.backend.is_simulation() { "simulation" } else { "live" },
+                "path": backend_path,
+                "sha256": file_digest(&backend_path),
+                "incident_start": args.incident_start,
+            },
+            "sources": {
+                "plugin_dirs": sources.plugin_dirs.iter().map(|d| absolute(d)).collect::<Vec<_>>(),
+                "component_dirs": sources.component_dirs.iter().map(|d| absolute(d)).collect::<Vec<_>>(),
+                "locked": sources.locked,
+            },
+            "policy": { "dry_run": args.dry_run, "yes": args.yes, "approve": args.approve },
+            "host_version": env!("CARGO_PKG_VERSION"),
+        }),
+    );
+}
+
+/// Executes, printing the timeline's header first and each step as it
+/// ends (unless the report is wanted as JSON at the end).
+async fn execute_printing(
+    p: &Prepared,
+    run_id: String,
+    mode: String,
+    policy: Policy,
+    durable: Durable,
+    json: bool,
+) -> Result<Report> {
+    if !json {
+        emit(&crate::report::header(
+            &p.plan.runbook.runbook_id,
+            &p.plan.runbook.title,
+            &mode,
+            &run_id,
+        ))?;
+    }
+    let used = durable.replay.applied;
+    let on_step: Option<OnStep> = (!json).then(|| {
+        Box::new(|s: &StepReport| {
+            let _ = emit(&crate::report::render_step(s));
+        }) as OnStep
+    });
     let cfg = RunConfig {
         run_id,
         mode,
-        backends: backend.backends(&plan).await?,
-        audit,
+        backends: p.backend.backends(&p.plan).await?,
+        audit: p.audit.clone(),
         approver: Arc::new(Approver::new(
             policy,
-            backend.is_simulation(),
+            p.backend.is_simulation(),
             Approver::terminal(),
         )),
+        durable: Some(durable),
+        budget: Budget::new(p.plan.runbook.max_mutations, used),
+        on_step,
     };
-    let report = execute(&plan, &runtime, &cfg).await;
+    Ok(execute(&p.plan, &p.runtime, &cfg).await)
+}
+
+fn finish(p: &Prepared, report: &Report, json: bool, dry_run: bool) -> Result<Exit> {
     let mut out = String::new();
-    if args.json {
-        say!(out, "{}", serde_json::to_string_pretty(&report)?);
+    if json {
+        say!(out, "{}", serde_json::to_string_pretty(report)?);
     } else {
-        out.push_str(&report.render());
-        if let Some(e) = backend.expect().filter(|_| !args.dry_run) {
+        out.push_str(&report.footer());
+        if let Some(e) = p.backend.expect().filter(|_| !dry_run) {
             let status = serde_json::to_value(report.status)?;
             if report.path() == e.path && status == e.status.as_str() {
                 say!(out, "scenario: took the expected path");
@@ -191,22 +419,121 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
     Ok(report.status.exit())
 }
 
-fn refused(audit: Option<&AuditLog>, run_id: &str, runbook: &Path, err: &anyhow::Error) {
-    if let Some(audit) = audit {
-        audit.event(
-            run_id,
-            "refused",
-            serde_json::json!({
-                "runbook": runbook.display().to_string(),
-                "reason": format!("{err:#}"),
-            }),
-        );
+pub async fn resume(args: ResumeArgs) -> Result<Exit> {
+    let store = store_for(&args.state)?;
+    let lines = store.read_run(&args.run_id)?;
+    let start = lines
+        .iter()
+        .find(|l| l["event"] == "run-start")
+        .ok_or_else(|| {
+            hinted(
+                format!("run `{}` has no `run-start` in its journal", args.run_id),
+                format!(
+                    "`runbook verify-log` on its journal says whether it was altered; `runbook show {}` shows what is there",
+                    args.run_id
+                ),
+            )
+        })?
+        .clone();
+    if let Some(report) = crate::commands::journal::report_of(&*store, &args.run_id)?
+        .filter(|r| r.status != crate::report::Status::Unfinished)
+    {
+        let mut out = format!("run {} already finished; its report:\n", args.run_id);
+        out.push_str(&report.render());
+        emit(&out)?;
+        return Ok(report.status.exit());
     }
+    let journal = match store.reopen_run(&args.run_id) {
+        Ok(j) => Arc::new(j),
+        Err(err) => return blocked(&err).ok_or(err),
+    };
+    let path = |v: &Value| PathBuf::from(v.as_str().unwrap_or_default());
+    let runbook_path = path(&start["runbook"]["path"]);
+    let backend_path = path(&start["backend"]["path"]);
+    let simulation = start["backend"]["kind"] == "simulation";
+    let backend = Backend::load(
+        simulation.then_some(backend_path.as_path()),
+        (!simulation).then_some(backend_path.as_path()),
+        start["backend"]["incident_start"].as_str(),
+    )
+    .context("loading the run's backend again")?;
+    let sources = plan::Sources {
+        plugin_dirs: start["sources"]["plugin_dirs"]
+            .as_array()
+            .map(|a| a.iter().map(path).collect())
+            .unwrap_or_default(),
+        component_dirs: start["sources"]["component_dirs"]
+            .as_array()
+            .map(|a| a.iter().map(path).collect())
+            .unwrap_or_default(),
+        locked: start["sources"]["locked"].as_bool().unwrap_or(false),
+    };
+    let p = prepare(
+        &runbook_path,
+        backend,
+        &sources,
+        default_cache_dir(),
+        args.audit_log.as_deref(),
+        &args.run_id,
+    )?;
+    // What runs now must be what ran then.
+    let changed = |what: &str, now: &str, then: &Value| {
+        (then.as_str() != Some(now)).then(|| {
+            hinted(
+                format!(
+                    "run `{}` cannot be resumed: {what} changed since it started",
+                    args.run_id
+                ),
+                "start a new run of the incident with `runbook run ... --new` (see what the old one did with `runbook show`)",
+            )
+        })
+    };
+    if let Some(e) = changed(
+        &format!("runbook `{}`", runbook_path.display()),
+        &file_digest(&runbook_path),
+        &start["runbook"]["sha256"],
+    ) {
+        return Err(e);
+    }
+    for s in &p.plan.steps {
+        if let Some(e) = changed(
+            &format!("plugin `{}`", s.plugin.name()),
+            &s.plugin.digest,
+            &start["plugins"][s.plugin.name()]["sha256"],
+        ) {
+            return Err(e);
+        }
+    }
+    let holder = Holder::me(&args.run_id);
+    let policy = if args.yes {
+        Policy::All
+    } else {
+        Policy::Steps(args.approve.iter().cloned().collect())
+    };
+    journal.record(
+        "resume",
+        json!({ "holder": holder, "policy": { "yes": args.yes, "approve": args.approve } }),
+    );
+    let durable = Durable {
+        journal,
+        store,
+        replay: Arc::new(Replay::from_journal(&lines)),
+        holder,
+        leases: !simulation,
+    };
+    let mode = format!("{}, resumed", p.backend.mode());
+    let report =
+        execute_printing(&p, args.run_id.clone(), mode, policy, durable, args.json).await?;
+    finish(&p, &report, args.json, false)
 }
 
 /// A fresh run id: 48 random bits, in hex.
 pub fn run_id() -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let seed = RandomState::new().hash_one((std::process::id(), crate::time::now_ms()));
-    format!("{:012x}", seed & 0xffff_ffff_ffff)
+    let mut bytes = [0u8; 6];
+    if getrandom::fill(&mut bytes).is_err() {
+        use std::hash::{BuildHasher, RandomState};
+        let seed = RandomState::new().hash_one((std::process::id(), crate::time::now_ms()));
+        bytes.copy_from_slice(&seed.to_le_bytes()[..6]);
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -146,6 +146,10 @@ impl wit::Host for StepState {
             let change = format!("roll back `{r}` {} → {}", plan.from, plan.to);
             Ok((change, plan))
         };
+        let (c, s) = (cluster.clone(), service.clone());
+        let in_effect = |b: Arc<dyn EcsBackend>, d, plan: RollbackResult| async move {
+            Ok(b.describe(&c, &s, d).await?.task_definition == plan.to)
+        };
         self.mutate(
             Cap,
             "rollback",
@@ -153,6 +157,7 @@ impl wit::Host for StepState {
             args,
             preview,
             |b, d, plan| async move { b.rollback(&cluster, &service, &plan, d).await },
+            in_effect,
         )
         .await
     }

@@ -88,21 +88,32 @@ impl wit::Host for StepState {
         value: String,
     ) -> wasmtime::Result<Result<Option<String>, Error>> {
         let args = json!({ "key": key, "value": value });
+        let resource = key.clone();
         let (k, v) = (key.clone(), value.clone());
         let preview = |b: Arc<dyn FlagsBackend>, d| async move {
             let now = b.get(&k, d).await?;
             let shown = now.as_deref().unwrap_or("(unset)");
             Ok((format!("set flag `{k}` from `{shown}` to `{v}`"), now))
         };
-        self.mutate(
-            Cap,
-            "set",
-            &key.clone(),
-            args,
-            preview,
-            |b, d, _| async move { b.set(&key, &value, d).await },
-        )
-        .await
+        let (k, v) = (key.clone(), value.clone());
+        // What was approved is a change from the previewed value: if the
+        // flag moved meanwhile (another run), nothing is changed.
+        let apply = |b: Arc<dyn FlagsBackend>, d, approved: Option<String>| async move {
+            let now = b.get(&k, d).await?;
+            if now != approved {
+                return Err(Error::Invalid(format!(
+                    "flag `{k}` is `{}`, not `{}` as when setting it to `{v}` was approved; nothing was changed",
+                    now.as_deref().unwrap_or("(unset)"),
+                    approved.as_deref().unwrap_or("(unset)")
+                )));
+            }
+            b.set(&k, &v, d).await
+        };
+        let in_effect = |b: Arc<dyn FlagsBackend>, d, _| async move {
+            Ok(b.get(&key, d).await?.as_deref() == Some(value.as_str()))
+        };
+        self.mutate(Cap, "set", &resource, args, preview, apply, in_effect)
+            .await
     }
 }
 
@@ -214,7 +225,7 @@ mod tests {
         ));
         assert_eq!(backend.hits(), 0);
         st.set("AUTH_X".into(), "1".into()).await.unwrap().unwrap();
-        // The preview read and the write.
-        assert_eq!(backend.hits(), 2);
+        // The preview read, the check before the write, and the write.
+        assert_eq!(backend.hits(), 3);
     }
 }
