@@ -8,7 +8,7 @@ mod common;
 
 use common::{RB0031, audit_lines, output, path, runbook, step};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -1098,5 +1098,355 @@ mod faults {
             "{:?}",
             started.elapsed()
         );
+    }
+}
+
+mod durable {
+    //! Durable runs against moto and redis-server: a run killed at any
+    //! point and resumed, two runs at once, a rerun, concurrent flag
+    //! writers, and a tampered journal.
+
+    use super::*;
+
+    const FILE_FLAGS: &str = "[flags]\nstore = \"file\"\npath = \"flags.json\"";
+
+    /// The CLI for live runs, with the AWS test credentials.
+    fn cli(state: &Path) -> Command {
+        let mut cmd = runbook();
+        cmd.env("RUNBOOK_STATE_DIR", state)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    }
+
+    fn run_args<'a>(live: &'a str, incident_start: &'a str) -> Vec<&'a str> {
+        vec![
+            "run",
+            RB0031,
+            "--env",
+            live,
+            "--yes",
+            "--incident-start",
+            incident_start,
+        ]
+    }
+
+    fn soon() -> String {
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(60))
+            .to_string()
+    }
+
+    fn journals(state: &Path) -> Vec<PathBuf> {
+        let Ok(entries) = std::fs::read_dir(state.join("runs")) else {
+            return Vec::new();
+        };
+        let mut out: Vec<PathBuf> = entries
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Checks every journal in `state`: the chain verifies, every applied
+    /// change has its intent before it; returns the rollbacks applied.
+    fn applied_rollbacks(state: &Path) -> usize {
+        let mut applied = 0;
+        for j in journals(state) {
+            assert_eq!(
+                runbook_host::chain::verify(&j).unwrap(),
+                Ok(runbook_host::chain::read(&j).unwrap().len()),
+                "{}",
+                j.display()
+            );
+            let lines = runbook_host::chain::read(&j).unwrap();
+            for (i, l) in lines.iter().enumerate() {
+                if l["event"] == "applied" && l["resource"] == "production/auth-service" {
+                    let intent = l["intent"].as_u64().expect("applied names its intent");
+                    assert!(
+                        lines[..i]
+                            .iter()
+                            .any(|x| x["event"] == "intent" && x["seq"].as_u64() == Some(intent)),
+                        "applied without an intent before it: {}",
+                        j.display()
+                    );
+                    applied += 1;
+                }
+            }
+        }
+        applied
+    }
+
+    /// Finishes whatever the kill left: resumes the unfinished run, or
+    /// starts the run again if it never got going.
+    fn finish(state: &Path, env: &str, incident_start: &str) {
+        for _ in 0..3 {
+            let unfinished = journals(state).into_iter().find(|j| {
+                !runbook_host::chain::read(j)
+                    .unwrap()
+                    .iter()
+                    .any(|l| l["event"] == "run-end")
+            });
+            let status = match unfinished {
+                Some(j) => {
+                    let id = j.file_stem().unwrap().to_string_lossy().into_owned();
+                    cli(state).args(["resume", &id, "--yes"]).status().unwrap()
+                }
+                None if journals(state).is_empty() => cli(state)
+                    .args(run_args(env, incident_start))
+                    .status()
+                    .unwrap(),
+                None => return,
+            };
+            assert!(status.code().is_some());
+        }
+        panic!("the run did not finish after three attempts");
+    }
+
+    /// kill -9 at points spread over a live bad-deploy run (seeded), then
+    /// resume: every time exactly one rollback reached ECS, the journal
+    /// verifies and every change has its intent before it.
+    #[test]
+    fn a_run_killed_anywhere_and_resumed_rolls_back_exactly_once() {
+        let moto = Moto::start();
+        let redis = RedisServer::start();
+        // How long a whole run takes here, to spread the kills over it.
+        let span = {
+            let (cluster, service, _) = ecs_service(&moto);
+            let live = Live::new(
+                &bad_deploy_metrics(),
+                &redis.url(),
+                &moto,
+                (&cluster, &service),
+                FILE_FLAGS,
+            );
+            let state = tempfile::tempdir().unwrap();
+            let started = Instant::now();
+            cli(state.path())
+                .args(run_args(&live.env(), &soon()))
+                .status()
+                .unwrap();
+            started.elapsed()
+        };
+        let trials = 6;
+        for trial in 0..trials {
+            let (cluster, service, family) = ecs_service(&moto);
+            let live = Live::new(
+                &bad_deploy_metrics(),
+                &redis.url(),
+                &moto,
+                (&cluster, &service),
+                FILE_FLAGS,
+            );
+            let state = tempfile::tempdir().unwrap();
+            let incident_start = soon();
+            let env = live.env();
+            // Evenly spread, a little past the end too.
+            let delay = span.mul_f64((trial as f64 + 0.5) / trials as f64 * 1.1);
+            let mut child = cli(state.path())
+                .args(run_args(&env, &incident_start))
+                .spawn()
+                .unwrap();
+            std::thread::sleep(delay);
+            let _ = child.kill();
+            let _ = child.wait();
+            finish(state.path(), &env, &incident_start);
+            assert_eq!(
+                service_task_definition(&moto, &cluster, &service),
+                format!("{family}:2"),
+                "trial {trial} (killed after {delay:?})"
+            );
+            assert_eq!(applied_rollbacks(state.path()), 1, "trial {trial}");
+        }
+    }
+
+    /// Two runs of one incident started together: one rolls back, the
+    /// other is blocked naming the first (or, started after it finished,
+    /// shows its result); runs of two incidents on one service: the lease
+    /// and the precondition stop the second rollback.
+    #[test]
+    fn two_runs_at_once_roll_back_once() {
+        let moto = Moto::start();
+        let redis = RedisServer::start();
+        for incidents in [None, Some(("first", "second"))] {
+            for pair in 0..3 {
+                let (cluster, service, family) = ecs_service(&moto);
+                let live = Live::new(
+                    &bad_deploy_metrics(),
+                    &redis.url(),
+                    &moto,
+                    (&cluster, &service),
+                    FILE_FLAGS,
+                );
+                let state = tempfile::tempdir().unwrap();
+                let incident_start = soon();
+                let env = live.env();
+                let spawn = |incident: Option<&str>| {
+                    let mut args = run_args(&env, &incident_start);
+                    if let Some(i) = incident {
+                        args.extend(["--incident", i]);
+                    }
+                    let mut cmd = cli(state.path());
+                    cmd.args(args).stderr(Stdio::piped());
+                    cmd.spawn().unwrap()
+                };
+                let a = spawn(incidents.map(|i| i.0));
+                let b = spawn(incidents.map(|i| i.1));
+                let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+                assert_eq!(
+                    service_task_definition(&moto, &cluster, &service),
+                    format!("{family}:2"),
+                    "{incidents:?} pair {pair}"
+                );
+                assert_eq!(
+                    applied_rollbacks(state.path()),
+                    1,
+                    "{incidents:?} pair {pair}"
+                );
+                for out in [&a, &b] {
+                    if out.status.code() == Some(5) {
+                        let err = String::from_utf8_lossy(&out.stderr);
+                        assert!(
+                            err.contains("blocked:") && err.contains("started by"),
+                            "{err}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a resolved run, running the incident again changes nothing:
+    /// it shows the result (and `--new` is how to start over).
+    #[test]
+    fn a_rerun_of_a_resolved_incident_changes_nothing() {
+        let moto = Moto::start();
+        let redis = RedisServer::start();
+        let (cluster, service, family) = ecs_service(&moto);
+        let live = Live::new(
+            &bad_deploy_metrics(),
+            &redis.url(),
+            &moto,
+            (&cluster, &service),
+            FILE_FLAGS,
+        );
+        let state = tempfile::tempdir().unwrap();
+        let incident_start = soon();
+        let env = live.env();
+        let first = output(
+            cli(state.path())
+                .args(run_args(&env, &incident_start))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        assert_eq!(first.code, 0, "{}\n{}", first.stdout, first.stderr);
+        let again = output(
+            cli(state.path())
+                .args(run_args(&env, &incident_start))
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        assert_eq!(again.code, 0, "{}", again.stderr);
+        assert!(
+            again.stdout.contains("was handled by run"),
+            "{}",
+            again.stdout
+        );
+        assert_eq!(
+            service_task_definition(&moto, &cluster, &service),
+            format!("{family}:2")
+        );
+        assert_eq!(applied_rollbacks(state.path()), 1);
+    }
+
+    /// Eight processes setting eight keys in one flag file at once: no
+    /// write lost, the file's mode and owner kept.
+    #[test]
+    fn concurrent_flag_writers_lose_nothing() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let flags = d.join("flags.json");
+        std::fs::write(&flags, "{}\n").unwrap();
+        std::fs::set_permissions(&flags, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let owner = std::fs::metadata(&flags).unwrap().uid();
+        std::fs::write(
+            d.join("env.toml"),
+            "[flags]\nstore = \"file\"\npath = \"flags.json\"\n",
+        )
+        .unwrap();
+        let writers: Vec<_> = (0..8)
+            .map(|i| {
+                let rb = d.join(format!("flip{i}.md"));
+                std::fs::write(
+                    &rb,
+                    format!("---\nrunbook_id: RB-FLIP-{i}\ntitle: t\nservice: s\nseverity_scope: T\ntags: []\nfirst_action_step: x\nsteps:\n  - id: flip\n    plugin: set-flag\n    inputs: {{ key: KEY_{i}, value: \"on\" }}\n    grants: {{ feature-flags: {{ mutate: [KEY_{i}] }} }}\n    on: {{ set: resolved, unchanged: resolved, error: escalated, limit-exceeded: escalated }}\n---\n"),
+                )
+                .unwrap();
+                let mut cmd = cli(&d.join("state"));
+                cmd.args(["run", rb.to_str().unwrap(), "--env", "env.toml", "--yes"])
+                    .current_dir(d);
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        for mut w in writers {
+            assert_eq!(w.wait().unwrap().code(), Some(0));
+        }
+        let on_disk: std::collections::BTreeMap<String, String> =
+            serde_json::from_str(&std::fs::read_to_string(&flags).unwrap()).unwrap();
+        assert_eq!(on_disk.len(), 8, "{on_disk:?}");
+        let meta = std::fs::metadata(&flags).unwrap();
+        assert_eq!(meta.mode() & 0o777, 0o640);
+        assert_eq!(meta.uid(), owner);
+    }
+
+    /// `verify-log` names the line of a journal that was edited, removed
+    /// or swapped.
+    #[test]
+    fn a_tampered_journal_is_named() {
+        let state = tempfile::tempdir().unwrap();
+        let out = output(runbook().env("RUNBOOK_STATE_DIR", state.path()).args([
+            "run",
+            RB0031,
+            "--sim",
+            "runbooks/scenarios/bad-deploy.toml",
+            "--json",
+        ]));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let journal = journals(state.path()).remove(0);
+        let verify = |expect_code: i32| {
+            let v = common::run(&["verify-log", journal.to_str().unwrap()]);
+            assert_eq!(v.code, expect_code, "{}", v.stdout);
+            v.stdout
+        };
+        assert!(verify(0).contains("the chain is intact"));
+        let original = std::fs::read_to_string(&journal).unwrap();
+        let lines: Vec<&str> = original.lines().collect();
+        let write = |l: Vec<String>| std::fs::write(&journal, l.join("\n") + "\n").unwrap();
+        let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // The rollback's recorded result changed by hand.
+        let i = lines
+            .iter()
+            .position(|l| l.contains("\"event\":\"applied\""))
+            .unwrap();
+        let mut edited = own(&lines);
+        edited[i] = edited[i].replace("auth-service:41", "auth-service:40");
+        write(edited);
+        assert!(verify(3).contains(&format!("line {}: altered", i + 1)));
+        // A line removed.
+        let mut removed = own(&lines);
+        removed.remove(i);
+        write(removed);
+        assert!(verify(3).contains(&format!("line {}:", i + 1)));
+        // Two lines swapped.
+        let mut swapped = own(&lines);
+        swapped.swap(2, 3);
+        write(swapped);
+        assert!(verify(3).contains("line 3:"));
     }
 }

@@ -101,9 +101,9 @@ impl std::error::Error for Held {}
 
 /// Where journals and leases are kept.
 pub trait Store: Send + Sync {
-    /// Starts run `run_id` of `incident`: refuses while another run of the
-    /// incident is unfinished.
-    fn start_run(&self, incident: &str, run_id: &str) -> Result<Journal>;
+    /// Starts `holder`'s run of `incident`: refuses while another run of
+    /// the incident is unfinished.
+    fn start_run(&self, incident: &str, holder: &Holder) -> Result<Journal>;
     /// Reopens an unfinished run to continue it (refused while it runs).
     fn reopen_run(&self, run_id: &str) -> Result<Journal>;
     /// A run's journal lines.
@@ -250,6 +250,20 @@ impl LocalStore {
         }
     }
 
+    /// Who started `run_id`, as the incident's index says (written before
+    /// the run's own journal has anything).
+    fn index_holder(&self, incident: &str, run_id: &str) -> Option<Holder> {
+        let path = self
+            .root
+            .join("incidents")
+            .join(format!("{}.jsonl", slug(incident)));
+        crate::chain::read(&path)
+            .ok()?
+            .into_iter()
+            .find(|l| l["run_id"] == run_id)
+            .and_then(|l| serde_json::from_value(l["holder"].clone()).ok())
+    }
+
     fn started_by(&self, run_id: &str) -> Option<Holder> {
         let lines = self.read_run(run_id).ok()?;
         let start = lines.iter().find(|l| l["event"] == "run-start")?;
@@ -258,7 +272,8 @@ impl LocalStore {
 }
 
 impl Store for LocalStore {
-    fn start_run(&self, incident: &str, run_id: &str) -> Result<Journal> {
+    fn start_run(&self, incident: &str, holder: &Holder) -> Result<Journal> {
+        let run_id = holder.run_id.as_str();
         // One process at a time decides what the incident's next run is.
         let guard = Self::lock_file(
             &self
@@ -268,10 +283,18 @@ impl Store for LocalStore {
         )?;
         guard.lock()?;
         for earlier in self.incident_runs(incident)? {
-            if finished(&self.read_run(&earlier)?).is_some() {
+            let lines = self.read_run(&earlier).unwrap_or_default();
+            if finished(&lines).is_some() {
                 continue;
             }
-            let by = self.started_by(&earlier);
+            // A run that died before it wrote `run-start` did nothing.
+            let started = lines.iter().any(|l| l["event"] == "run-start");
+            if !started && !self.is_running(&earlier) {
+                continue;
+            }
+            let by = self
+                .started_by(&earlier)
+                .or_else(|| self.index_holder(incident, &earlier));
             let who = by
                 .as_ref()
                 .map(Holder::describe)
@@ -307,7 +330,9 @@ impl Store for LocalStore {
                 .join(format!("{}.jsonl", slug(incident))),
             self.fsync,
         )?
-        .append(json!({ "event": "run", "incident": incident, "run_id": run_id }))?;
+        .append(
+            json!({ "event": "run", "incident": incident, "run_id": run_id, "holder": holder }),
+        )?;
         drop(guard);
         Ok(Journal {
             log,
@@ -556,14 +581,21 @@ mod tests {
     fn an_unfinished_run_blocks_its_incident_until_it_ends() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::with_fsync(dir.path(), false).unwrap();
-        let first = store.start_run("RB-1@prod", "run-a").unwrap();
+        let first = store.start_run("RB-1@prod", &Holder::me("run-a")).unwrap();
         first.record("run-start", json!({ "holder": Holder::me("run-a") }));
         // While it runs: held, naming who.
-        let err = store.start_run("RB-1@prod", "run-b").err().unwrap();
+        let err = store
+            .start_run("RB-1@prod", &Holder::me("run-b"))
+            .err()
+            .unwrap();
         assert!(format!("{err:#}").contains("is still running"), "{err:#}");
+        assert!(format!("{err:#}").contains("started by"), "{err:#}");
         // Crashed (its process gone, no run-end): resume it, says the hint.
         drop(first);
-        let err = store.start_run("RB-1@prod", "run-b").err().unwrap();
+        let err = store
+            .start_run("RB-1@prod", &Holder::me("run-b"))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("has an unfinished run"), "{err}");
         assert!(
             crate::error::hint_of(&err)
@@ -575,8 +607,10 @@ mod tests {
         again.record("run-end", json!({ "status": "resolved" }));
         drop(again);
         // Finished: the next run may start; another incident never waited.
-        store.start_run("RB-1@prod", "run-b").unwrap();
-        store.start_run("RB-1@staging", "run-c").unwrap();
+        store.start_run("RB-1@prod", &Holder::me("run-b")).unwrap();
+        store
+            .start_run("RB-1@staging", &Holder::me("run-c"))
+            .unwrap();
         assert_eq!(
             store.incident_runs("RB-1@prod").unwrap(),
             ["run-a", "run-b"]

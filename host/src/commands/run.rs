@@ -259,11 +259,11 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         emit(&out)?;
         return Ok(report.status.exit());
     }
-    let journal = match store.start_run(&incident, &run_id) {
+    let holder = Holder::me(&run_id);
+    let journal = match store.start_run(&incident, &holder) {
         Ok(j) => Arc::new(j),
         Err(err) => return blocked(&err).ok_or(err),
     };
-    let holder = Holder::me(&run_id);
     record_start(&journal, &p, &args, &incident, &sources, &holder);
     let policy = if args.dry_run {
         Policy::DryRun
