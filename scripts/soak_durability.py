@@ -88,17 +88,18 @@ for trial in range(trials):
     p.send_signal(signal.SIGKILL)
     p.wait()
     for _ in range(3):
-        open_runs = [j for j in journals(d) if not any(l.get("event") == "run-end" for l in lines(j))]
-        if open_runs:
-            run_id = os.path.basename(open_runs[0])[:-len(".jsonl")]
+        # A journal without run-start is a run killed before it did anything.
+        started = [j for j in journals(d) if any(l.get("event") == "run-start" for l in lines(j))]
+        if any(any(l.get("event") == "run-end" for l in lines(j)) for j in started):
+            break
+        if started:
+            run_id = os.path.basename(started[0])[:-len(".jsonl")]
             t = time.monotonic()
             subprocess.run([binary, "resume", run_id, "--yes", "--state-dir", os.path.join(d, "state")],
                            env=env_vars, capture_output=True)
             resume_times.append(time.monotonic() - t)
-        elif not journals(d):
-            subprocess.run(run_cmd(d, start), env=env_vars, capture_output=True)
         else:
-            break
+            subprocess.run(run_cmd(d, start), env=env_vars, capture_output=True)
     td = task_definition(c, n)
     moved = 3 - int(td.rsplit(":", 1)[1])
     reached += moved

@@ -1185,27 +1185,47 @@ mod durable {
     /// Finishes whatever the kill left: resumes the unfinished run, or
     /// starts the run again if it never got going.
     fn finish(state: &Path, env: &str, incident_start: &str) {
+        let has = |j: &PathBuf, event: &str| {
+            runbook_host::chain::read(j)
+                .unwrap()
+                .iter()
+                .any(|l| l["event"] == event)
+        };
+        let mut last = String::new();
         for _ in 0..3 {
-            let unfinished = journals(state).into_iter().find(|j| {
-                !runbook_host::chain::read(j)
-                    .unwrap()
-                    .iter()
-                    .any(|l| l["event"] == "run-end")
-            });
-            let status = match unfinished {
+            // A journal without `run-start` is a run killed before it did
+            // anything: not one to resume.
+            let started: Vec<PathBuf> = journals(state)
+                .into_iter()
+                .filter(|j| has(j, "run-start"))
+                .collect();
+            if started.iter().any(|j| has(j, "run-end")) {
+                return;
+            }
+            let status = match started.first() {
                 Some(j) => {
                     let id = j.file_stem().unwrap().to_string_lossy().into_owned();
-                    cli(state).args(["resume", &id, "--yes"]).status().unwrap()
+                    let out = cli(state)
+                        .args(["resume", &id, "--yes"])
+                        .stderr(Stdio::piped())
+                        .output()
+                        .unwrap();
+                    last = format!(
+                        "resume {id}: {:?}: {}\njournal:\n{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr),
+                        std::fs::read_to_string(j).unwrap_or_default()
+                    );
+                    out.status
                 }
-                None if journals(state).is_empty() => cli(state)
+                None => cli(state)
                     .args(run_args(env, incident_start))
                     .status()
                     .unwrap(),
-                None => return,
             };
             assert!(status.code().is_some());
         }
-        panic!("the run did not finish after three attempts");
+        panic!("the run did not finish after three attempts; last: {last}");
     }
 
     /// kill -9 at points spread over a live bad-deploy run (seeded), then
