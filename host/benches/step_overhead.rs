@@ -169,6 +169,50 @@ fn main() {
         rt.block_on(execute(&plan, &rt2, &cfg()));
     });
 
+    // The same run with a journal (every line fsync'd, or not): what
+    // durability costs per step.
+    let journaled = |fsync: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = runbook_host::journal::LocalStore::with_fsync(dir.path(), fsync).unwrap();
+        let mut n = 0;
+        let d = median(51, || {
+            n += 1;
+            let holder = runbook_host::journal::Holder::me(&format!("bench-{fsync}-{n}"));
+            let journal = std::sync::Arc::new(
+                runbook_host::journal::Store::start_run(&*store, &format!("i-{n}"), &holder)
+                    .unwrap(),
+            );
+            let mut c = cfg();
+            c.durable = Some(runbook_host::capability::gate::Durable {
+                journal,
+                store: store.clone(),
+                replay: Default::default(),
+                holder,
+                leases: true,
+            });
+            let report = rt.block_on(execute(&plan, &runtime, &c));
+            assert_eq!(report.steps.len(), 5);
+        });
+        drop(dir);
+        d
+    };
+    let journal_fsync = journaled(true);
+    let journal_no_fsync = journaled(false);
+    // A step's two journal lines alone (`step-start`, and `step-end` with
+    // the step's whole report), appended to a chain.
+    let step_report = serde_json::to_value(&rt.block_on(run_step(step, &runtime, &c))).unwrap();
+    let lines = |fsync: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = runbook_host::chain::ChainLog::open(&dir.path().join("j.jsonl"), fsync).unwrap();
+        median(201, || {
+            log.append(serde_json::json!({ "event": "step-start", "step": "check-latency" }))
+                .unwrap();
+            log.append(serde_json::json!({ "event": "step-end", "report": step_report }))
+                .unwrap();
+        })
+    };
+    let step_lines_fsync = lines(true);
+    let step_lines_no_fsync = lines(false);
     let runtime_new = median(21, || {
         Runtime::new(None).unwrap();
     });
@@ -183,6 +227,10 @@ fn main() {
         ("one step through the host", one_step),
         ("  of which instantiate + drop", instantiate),
         ("RB-0031 session-store path, 5 steps", whole),
+        ("same, journaled, each line fsync'd", journal_fsync),
+        ("same, journaled, no fsync", journal_no_fsync),
+        ("a step's journal lines, fsync'd", step_lines_fsync),
+        ("a step's journal lines, no fsync", step_lines_no_fsync),
         ("same, incl. plan load (built-ins)", with_load),
         ("  of which a new runtime (engine, pool)", runtime_new),
         ("  of which plan load, warm runtime", plan_load_warm),
@@ -204,6 +252,18 @@ fn main() {
     println!(
         "  5-step run / one step                  {:>10.1}x",
         us(whole) / us(one_step)
+    );
+    println!(
+        "  journaled run / plain run, fsync       {:>10.1}x",
+        us(journal_fsync) / us(whole)
+    );
+    println!(
+        "  journaled run / plain run, no fsync    {:>10.1}x",
+        us(journal_no_fsync) / us(whole)
+    );
+    println!(
+        "  a step's lines, fsync / no fsync       {:>10.1}x",
+        us(step_lines_fsync) / us(step_lines_no_fsync)
     );
     println!(
         "  compile / cache load                   {:>10.1}x",

@@ -23,7 +23,10 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 const MAX_LINE: usize = 4 * 1024 * 1024;
 
 pub struct ChainLog {
-    file: Mutex<File>,
+    /// The file, and the head as this writer last left it with the file's
+    /// length then: unchanged length means nobody else appended, and the
+    /// tail need not be read again.
+    file: Mutex<(File, Option<(u64, Head)>)>,
     path: PathBuf,
     fsync: bool,
 }
@@ -47,7 +50,7 @@ impl ChainLog {
             .open(path)
             .with_context(|| format!("opening `{}`", path.display()))?;
         Ok(Self {
-            file: Mutex::new(file),
+            file: Mutex::new((file, None)),
             path: path.to_path_buf(),
             fsync,
         })
@@ -60,12 +63,17 @@ impl ChainLog {
     /// Appends `fields` (an object) as the next line; returns the bytes
     /// written and the new head.
     pub fn append(&self, fields: Value) -> Result<(usize, Head)> {
-        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, known) = &mut *guard;
         file.lock()
             .with_context(|| format!("locking `{}`", self.path.display()))?;
         let written = (|| {
-            let head = last_head(&file)
-                .with_context(|| format!("reading the end of `{}`", self.path.display()))?;
+            let len = file.metadata()?.len();
+            let head = match known.as_ref() {
+                Some((at, head)) if *at == len => Some(head.clone()),
+                _ => last_head(file)
+                    .with_context(|| format!("reading the end of `{}`", self.path.display()))?,
+            };
             let (line, head) = seal(head.as_ref(), fields);
             (&*file)
                 .write_all(line.as_bytes())
@@ -74,6 +82,7 @@ impl ChainLog {
                 file.sync_data()
                     .with_context(|| format!("syncing `{}`", self.path.display()))?;
             }
+            *known = Some((len + line.len() as u64, head.clone()));
             Ok((line.len(), head))
         })();
         let _ = file.unlock();
@@ -102,17 +111,25 @@ fn seal(head: Option<&Head>, fields: Value) -> (String, Head) {
     (line, Head { seq, hash })
 }
 
-/// The head of the chain in `file` (read from its end), `None` if empty.
+/// The head of the chain in `file` (read from its end: as little as holds
+/// the last line), `None` if empty.
 fn last_head(file: &File) -> Result<Option<Head>> {
     let mut f = file;
     let len = f.seek(SeekFrom::End(0))?;
     if len == 0 {
         return Ok(None);
     }
-    let take = len.min(MAX_LINE as u64);
-    f.seek(SeekFrom::Start(len - take))?;
-    let mut tail = Vec::with_capacity(take as usize);
-    f.take(take).read_to_end(&mut tail)?;
+    let mut take = len.min(64 * 1024);
+    let tail = loop {
+        f.seek(SeekFrom::Start(len - take))?;
+        let mut tail = Vec::with_capacity(take as usize);
+        (&mut f).take(take).read_to_end(&mut tail)?;
+        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        if body.contains(&b'\n') || take == len || take >= MAX_LINE as u64 {
+            break tail;
+        }
+        take = (take * 4).min(len).min(MAX_LINE as u64);
+    };
     let text = String::from_utf8_lossy(&tail);
     let last = text
         .trim_end_matches('\n')

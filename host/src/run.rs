@@ -63,9 +63,10 @@ impl RunConfig {
         }
     }
 
-    fn journal(&self, event: &str, fields: serde_json::Value) {
+    /// Journals `event` with `fields()`, built only when there is a journal.
+    fn journal(&self, event: &str, fields: impl FnOnce() -> serde_json::Value) {
         if let Some(d) = &self.durable {
-            d.journal.record(event, fields);
+            d.journal.record(event, fields());
         }
     }
 }
@@ -158,26 +159,24 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
                 Some(format!("the runbook has no step `{current}`")),
             );
         };
-        cfg.journal(
-            "step-start",
+        cfg.journal("step-start", || {
             serde_json::json!({
                 "step": step.def.id,
                 "plugin": step.plugin.name(),
                 "plugin_digest": step.plugin.digest,
-            }),
-        );
+            })
+        });
         let mut report = run_step(step, runtime, cfg).await;
         let next = step.def.on.get(&report.outcome).cloned();
         report.next = next.clone();
-        cfg.journal(
-            "step-end",
+        cfg.journal("step-end", || {
             serde_json::json!({
                 "step": report.id,
                 "outcome": report.outcome,
                 "next": next,
                 "report": report,
-            }),
-        );
+            })
+        });
         if let Some(on_step) = &cfg.on_step {
             on_step(&report);
         }
@@ -221,14 +220,13 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
             allowed: cfg.budget.allowed,
         },
     };
-    cfg.journal(
-        "run-end",
+    cfg.journal("run-end", || {
         serde_json::json!({
             "status": report.status,
             "reason": report.reason,
             "mutations": report.mutations,
-        }),
-    );
+        })
+    });
     if let Some(audit) = &cfg.audit {
         audit.event(
             &cfg.run_id,

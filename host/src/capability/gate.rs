@@ -637,7 +637,13 @@ impl StepState {
         };
         let size = match &self.audit {
             Some(audit) => audit.record(&self.caller, &record),
-            None => serde_json::to_vec(&record).map_or(0, |v| v.len()),
+            // What the record weighs, near enough, without serialising it.
+            None => {
+                limits::string_bytes(&record.args)
+                    + limits::string_bytes(&record.result)
+                    + record.resource.len()
+                    + 256
+            }
         };
         self.keep(size, |trail| match trail.applying.take() {
             Some(i) => trail.calls[i] = record,
