@@ -200,7 +200,7 @@ fn main() {
     let journal_no_fsync = journaled(false);
     // A step's two journal lines alone (`step-start`, and `step-end` with
     // the step's whole report), appended to a chain.
-    let step_report = serde_json::to_value(&rt.block_on(run_step(step, &runtime, &c))).unwrap();
+    let step_report = serde_json::to_value(rt.block_on(run_step(step, &runtime, &c))).unwrap();
     let lines = |fsync: bool| {
         let dir = tempfile::tempdir().unwrap();
         let log = runbook_host::chain::ChainLog::open(&dir.path().join("j.jsonl"), fsync).unwrap();
