@@ -286,7 +286,7 @@ fn inspect_shows_imports_grants_limits_and_digest() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     for needle in [
         "plugin     set-flag 0.1.0",
-        "runbook:host/feature-flags@0.1.0",
+        "runbook:host/feature-flags@0.2.0",
         "granted",
         "feature-flags: read `*`; mutate `*`",
         "limits     memory 16 MiB, deadline 10000 ms",
@@ -318,7 +318,7 @@ fn inspect_shows_imports_grants_limits_and_digest() {
     let out = run(&["inspect", "plugins/testing/ungranted-import"]);
     assert_eq!(out.code, 2);
     assert!(
-        out.stdout.contains("runbook:host/ecs@0.1.0"),
+        out.stdout.contains("runbook:host/ecs@0.2.0"),
         "{}",
         out.stdout
     );

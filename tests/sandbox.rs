@@ -180,7 +180,7 @@ fn an_ungranted_import_is_refused_before_any_step_runs() {
     assert_eq!(out.code, 2, "{}", out.stdout);
     assert!(out.stdout.is_empty(), "nothing may run: {}", out.stdout);
     assert!(
-        out.stderr.contains("plugin `ungranted-import` (step `only`) imports `runbook:host/ecs@0.1.0`, which its manifest"),
+        out.stderr.contains("plugin `ungranted-import` (step `only`) imports `runbook:host/ecs@0.2.0`, which its manifest"),
         "{}",
         out.stderr
     );
@@ -198,7 +198,7 @@ fn an_ungranted_import_is_refused_before_any_step_runs() {
         lines[0]["reason"]
             .as_str()
             .unwrap()
-            .contains("runbook:host/ecs@0.1.0")
+            .contains("runbook:host/ecs@0.2.0")
     );
 }
 
@@ -215,7 +215,7 @@ fn the_linker_lacks_ungranted_interfaces() {
         .err()
         .expect("linking must fail");
     let text = format!("{err:#}");
-    assert!(text.contains("runbook:host/ecs@0.1.0"), "{text}");
+    assert!(text.contains("runbook:host/ecs@0.2.0"), "{text}");
     assert!(
         text.contains("matching implementation was not found"),
         "{text}"

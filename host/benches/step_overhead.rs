@@ -149,11 +149,14 @@ fn main() {
         rt.block_on(async {
             let mut store = wasmtime::Store::new(&runtime.engine, state(&c));
             store.set_epoch_deadline(1 << 40);
-            step.pre(&runtime)
-                .unwrap()
-                .instantiate_async(&mut store)
-                .await
-                .unwrap();
+            match step.pre(&runtime).unwrap() {
+                runbook_host::engine::Pre::Latest(pre) => {
+                    pre.instantiate_async(&mut store).await.unwrap();
+                }
+                runbook_host::engine::Pre::V0_1(pre) => {
+                    pre.instantiate_async(&mut store).await.unwrap();
+                }
+            };
         });
     });
 
@@ -290,5 +293,6 @@ fn state(c: &RunConfig) -> runbook_host::capability::StepState {
         shared: runbook_host::capability::StepShared::new(Instant::now() + Duration::from_secs(60)),
         durable: None,
         budget: runbook_host::capability::gate::Budget::new(5, 0),
+        history: std::sync::Arc::from(Vec::new()),
     })
 }

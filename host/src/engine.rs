@@ -43,6 +43,14 @@ const MAX_WASM_STACK: usize = 1 << 20;
 /// it is linked with.
 type PreKey = (String, Vec<Interface>);
 
+/// An instance template, for the contract version the component was built
+/// against.
+#[derive(Clone)]
+pub enum Pre {
+    Latest(StepPre<StepState>),
+    V0_1(crate::bindings::v0_1::StepPre<StepState>),
+}
+
 pub struct Runtime {
     pub engine: Engine,
     /// Where the disk cache is and the engine's compatibility hash; the
@@ -52,7 +60,7 @@ pub struct Runtime {
     cache: std::sync::OnceLock<Option<crate::cache::DiskCache>>,
     compiled: Mutex<HashMap<String, Component>>,
     linkers: Mutex<HashMap<Vec<Interface>, Arc<Linker<StepState>>>>,
-    pres: Mutex<HashMap<PreKey, StepPre<StepState>>>,
+    pres: Mutex<HashMap<PreKey, Pre>>,
     /// One permit per pooled instance slot: a step waits for one before it
     /// instantiates, so any number of runs may be in flight at once.
     slots: Arc<tokio::sync::Semaphore>,
@@ -152,7 +160,8 @@ impl Runtime {
         digest: &str,
         component: &Component,
         interfaces: &[Interface],
-    ) -> Result<StepPre<StepState>> {
+        api: &str,
+    ) -> Result<Pre> {
         let key = (digest.to_string(), interfaces.to_vec());
         if let Some(p) = self
             .pres
@@ -166,9 +175,20 @@ impl Runtime {
             .linker(interfaces)?
             .instantiate_pre(component)
             .map_err(anyhow::Error::from)?;
-        let pre = StepPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .context("the component does not export the `step` world's `run` function")?;
+        let missing = "the component does not export the `step` world's `run` function";
+        let pre = if api == crate::bindings::v0_1::VERSION {
+            Pre::V0_1(
+                crate::bindings::v0_1::StepPre::new(pre)
+                    .map_err(anyhow::Error::from)
+                    .context(missing)?,
+            )
+        } else {
+            Pre::Latest(
+                StepPre::new(pre)
+                    .map_err(anyhow::Error::from)
+                    .context(missing)?,
+            )
+        };
         self.pres
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -3,9 +3,7 @@
 //! (the manifest's, narrowed by the step) and an instance template linked
 //! with exactly the granted interfaces. `check` stops here.
 
-use crate::bindings::StepPre;
-use crate::capability::StepState;
-use crate::engine::Runtime;
+use crate::engine::{Pre, Runtime};
 use crate::error::hinted;
 use crate::grants::{Grants, Interface};
 use crate::ids::Name;
@@ -38,12 +36,12 @@ pub struct PlannedStep {
     pub grants: Grants,
     /// Linked at load for plugins from directories; for built-in plugins
     /// (checked by their recorded imports) on the step's first run.
-    pre: std::sync::OnceLock<StepPre<StepState>>,
+    pre: std::sync::OnceLock<Pre>,
 }
 
 impl PlannedStep {
     /// The instance template, linked now if it was not yet.
-    pub fn pre(&self, runtime: &Runtime) -> Result<StepPre<StepState>> {
+    pub fn pre(&self, runtime: &Runtime) -> Result<Pre> {
         if let Some(p) = self.pre.get() {
             return Ok(p.clone());
         }
@@ -275,15 +273,11 @@ fn parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync) -> Vec<R>
 
 /// Links exactly what `grants` allow; anything else the component imports
 /// makes this fail before the step can run.
-pub fn instance_pre(
-    runtime: &Runtime,
-    plugin: &Plugin,
-    grants: &Grants,
-) -> Result<StepPre<StepState>> {
+pub fn instance_pre(runtime: &Runtime, plugin: &Plugin, grants: &Grants) -> Result<Pre> {
     let interfaces: Vec<Interface> = grants.interfaces().collect();
     let component = plugin.component(runtime)?;
     runtime
-        .instance_pre(&plugin.digest, &component, &interfaces)
+        .instance_pre(&plugin.digest, &component, &interfaces, plugin.api)
         .with_context(|| format!("linking plugin `{}`", plugin.name()))
 }
 

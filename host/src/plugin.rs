@@ -20,8 +20,10 @@ pub struct Plugin {
     /// use for a built-in one.
     compiled: std::sync::OnceLock<(Component, Origin)>,
     source: Source,
-    /// Import names, e.g. `runbook:host/ecs@0.1.0`, `wasi:cli/stdout@0.2.6`.
+    /// Import names, e.g. `runbook:host/ecs@0.2.0`, `wasi:cli/stdout@0.2.6`.
     pub imports: Vec<String>,
+    /// The contract version it was built against (`0.2.0`, `0.1.0`).
+    pub api: &'static str,
 }
 
 /// How an import relates to the grant.
@@ -43,7 +45,7 @@ pub enum ImportKind {
 pub fn classify(import: &str, grants: &Grants) -> ImportKind {
     if let Some(rest) = import.strip_prefix("runbook:host/") {
         let (name, version) = rest.split_once('@').unwrap_or((rest, ""));
-        if version != crate::bindings::VERSION {
+        if !crate::bindings::VERSIONS.contains(&version) {
             return ImportKind::WrongVersion(version.to_string());
         }
         return match crate::interface::Interface::from_wit_name(name) {
@@ -52,6 +54,9 @@ pub fn classify(import: &str, grants: &Grants) -> ImportKind {
                 granted: grants.scope(interface).is_some(),
             },
             None if name == "log" || name == "types" => ImportKind::Always,
+            None if name == "history" && version != crate::bindings::v0_1::VERSION => {
+                ImportKind::Always
+            }
             None => ImportKind::Unknown,
         };
     }
@@ -65,6 +70,35 @@ pub fn classify(import: &str, grants: &Grants) -> ImportKind {
 enum Source {
     Directory,
     Builtin(&'static crate::builtin::Builtin),
+}
+
+/// The contract version a component's `runbook:host` imports name: all
+/// the same one, or the latest when it imports none.
+fn api_of(imports: &[String]) -> Result<&'static str, String> {
+    let mut found: Option<&str> = None;
+    for i in imports {
+        let Some(v) = i
+            .strip_prefix("runbook:host/")
+            .and_then(|r| r.split_once('@'))
+            .map(|x| x.1)
+        else {
+            continue;
+        };
+        match found {
+            Some(f) if f != v => {
+                return Err(format!(
+                    "it imports both `runbook:host@{f}` and `@{v}`; build it against one version"
+                ));
+            }
+            _ => found = Some(v),
+        }
+    }
+    let v = found.unwrap_or(crate::bindings::VERSION);
+    Ok(crate::bindings::VERSIONS
+        .iter()
+        .copied()
+        .find(|known| *known == v)
+        .unwrap_or(crate::bindings::VERSION))
 }
 
 fn imports(runtime: &Runtime, component: &Component) -> Vec<String> {
@@ -115,8 +149,15 @@ impl Plugin {
             .component(&bytes, &digest, &component_path)
             .with_context(|| format!("loading plugin `{name}`"))?;
         let imports = imports(runtime, &component);
+        let api = api_of(&imports).map_err(|why| {
+            hinted(
+                format!("plugin `{name}` (`{}`): {why}", component_path.display()),
+                "rebuild it against the WIT in this repository's `wit/`",
+            )
+        })?;
         Ok(Self {
             manifest,
+            api,
             builtin: false,
             component_path,
             digest,
@@ -132,8 +173,10 @@ impl Plugin {
         let manifest = b.manifest()?;
         let component_path = b.location().join(&manifest.manifest.component);
         let _ = runtime;
+        let imports: Vec<String> = b.imports.iter().map(|s| s.to_string()).collect();
         Ok(Self {
-            imports: b.imports.iter().map(|s| s.to_string()).collect(),
+            api: api_of(&imports).map_err(anyhow::Error::msg)?,
+            imports,
             manifest,
             builtin: true,
             component_path,
@@ -208,9 +251,9 @@ impl Plugin {
                 ImportKind::WrongVersion(v) => {
                     return Err(hinted(
                         format!(
-                            "plugin `{}`{at} imports `{import}`: this host provides `runbook:host@{}`, not `{v}`",
+                            "plugin `{}`{at} imports `{import}`: this host provides `runbook:host` {}, not `{v}`",
                             self.name(),
-                            crate::bindings::VERSION
+                            crate::bindings::VERSIONS.join(" and ")
                         ),
                         "rebuild the plugin against the WIT in this repository's `wit/`",
                     ));

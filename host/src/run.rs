@@ -11,12 +11,13 @@
 
 use crate::approval::Approver;
 use crate::audit::{AuditLog, Caller};
+use crate::bindings::convert;
 use crate::bindings::{Error, Outcome, Pair, RunContext};
 use crate::capability::gate::{Budget, Durable, StepSetup};
 use crate::capability::limits::{self, LimitExceeded};
 use crate::capability::{Backends, StepShared, StepState};
 use crate::capture::Capture;
-use crate::engine::Runtime;
+use crate::engine::{Pre, Runtime};
 use crate::grants::GrantChecker;
 use crate::plan::{Plan, PlannedStep};
 use crate::report::{Report, Status, StepReport};
@@ -166,7 +167,7 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
                 "plugin_digest": step.plugin.digest,
             })
         });
-        let mut report = run_step(step, runtime, cfg).await;
+        let mut report = run_step_after(step, runtime, cfg, &steps).await;
         let next = step.def.on.get(&report.outcome).cloned();
         report.next = next.clone();
         cfg.journal("step-end", || {
@@ -257,7 +258,34 @@ enum Ended {
 
 /// Runs one step in a fresh store. Never fails: whatever happens becomes
 /// the step's outcome label.
+/// What a step reports, as `history.steps` tells later steps.
+pub fn summary_of(r: &StepReport) -> crate::bindings::runbook::host::history::StepSummary {
+    crate::bindings::runbook::host::history::StepSummary {
+        step_id: r.id.clone(),
+        outcome: r.outcome.clone(),
+        summary: r.summary.clone(),
+        facts: r
+            .facts
+            .iter()
+            .map(|(k, v)| Pair {
+                key: k.clone(),
+                value: v.clone(),
+            })
+            .collect(),
+    }
+}
+
 pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) -> StepReport {
+    run_step_after(step, runtime, cfg, &[]).await
+}
+
+/// Runs one step after `earlier` ones (what `history.steps` returns).
+pub async fn run_step_after(
+    step: &PlannedStep,
+    runtime: &Runtime,
+    cfg: &RunConfig,
+    earlier: &[StepReport],
+) -> StepReport {
     let _slot = runtime.instance_slot().await;
     let started = Instant::now();
     let pre = match step.pre(runtime) {
@@ -293,6 +321,7 @@ pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) ->
         shared: shared.clone(),
         durable: cfg.durable.clone(),
         budget: cfg.budget.clone(),
+        history: earlier.iter().map(summary_of).collect(),
     });
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| &mut s.limiter);
@@ -334,8 +363,22 @@ pub async fn run_step(step: &PlannedStep, runtime: &Runtime, cfg: &RunConfig) ->
         .collect();
     let ended = {
         let run = async {
-            let bindings = pre.instantiate_async(&mut store).await?;
-            bindings.call_run(&mut store, &ctx, &inputs).await
+            match &pre {
+                Pre::Latest(pre) => {
+                    let bindings = pre.instantiate_async(&mut store).await?;
+                    bindings.call_run(&mut store, &ctx, &inputs).await
+                }
+                // Built against 0.1.0: its context has the same shape.
+                Pre::V0_1(pre) => {
+                    let bindings = pre.instantiate_async(&mut store).await?;
+                    let inputs: Vec<crate::bindings::v0_1::runbook::host::types::Pair> =
+                        convert(&inputs);
+                    let ran = bindings
+                        .call_run(&mut store, &convert(&ctx), &inputs)
+                        .await?;
+                    Ok(convert(ran))
+                }
+            }
         };
         tokio::pin!(run);
         loop {

@@ -117,6 +117,8 @@ pub struct StepState {
     pub(crate) shared: Arc<StepShared>,
     durable: Option<Durable>,
     budget: Arc<Budget>,
+    /// The steps that ran before this one (`history.steps`).
+    pub(crate) history: Arc<[crate::bindings::runbook::host::history::StepSummary]>,
     /// Mutation calls so far in this step, per interface, operation and
     /// resource: the key the journal replays them by.
     occurrences: std::collections::HashMap<(String, String, String), usize>,
@@ -218,6 +220,7 @@ pub struct StepSetup {
     pub shared: Arc<StepShared>,
     pub durable: Option<Durable>,
     pub budget: Arc<Budget>,
+    pub history: Arc<[crate::bindings::runbook::host::history::StepSummary]>,
 }
 
 /// Entries a step may hold in its WASI resource table (streams, pollables).
@@ -239,6 +242,7 @@ impl StepState {
             shared: s.shared,
             durable: s.durable,
             budget: s.budget,
+            history: s.history,
             occurrences: Default::default(),
             leases: Vec::new(),
         }

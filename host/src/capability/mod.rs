@@ -27,6 +27,7 @@
 //! a backend or the audit log afterwards.
 
 pub mod gate;
+pub mod history;
 pub mod limits;
 pub mod log;
 pub mod sim;
@@ -213,8 +214,9 @@ macro_rules! define_capabilities {
 }
 crate::interface::with_capabilities!(define_capabilities);
 
-/// A linker with WASI (empty: no files, network, env or args), `log`, and
-/// exactly the granted capability interfaces. A component importing
+/// A linker with WASI (empty: no files, network, env or args), `log` and
+/// `history`, and exactly the granted capability interfaces, each in every
+/// version of the contract the host links. A component importing
 /// anything else fails to instantiate against it.
 pub fn linker_for(
     engine: &wasmtime::Engine,
@@ -227,6 +229,8 @@ pub fn linker_for(
         |s| s,
     )?;
     log::add_to_linker(&mut linker)?;
+    history::add_to_linker(&mut linker)?;
+    crate::bindings::v0_1::add_base_to_linker(&mut linker)?;
     for interface in granted {
         add_to_linker(interface, &mut linker)?;
     }

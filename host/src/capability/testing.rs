@@ -70,6 +70,7 @@ fn build(grants: &str, backends: Backends, approver: Approver) -> StepState {
         shared: StepShared::new(Instant::now() + Duration::from_secs(60)),
         durable: None,
         budget: super::gate::Budget::new(100, 0),
+        history: Arc::from(Vec::new()),
     })
 }
 

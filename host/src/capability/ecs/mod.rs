@@ -8,7 +8,7 @@ pub mod live;
 pub mod sim;
 
 use super::{Capability, LiveContext, Missing, StepState};
-use crate::bindings::Error;
+use crate::bindings::{Error, convert};
 use crate::bindings::runbook::host::ecs::{self as wit, RollbackResult, ServiceInfo};
 use crate::interface::Interface;
 use serde_json::json;
@@ -60,7 +60,9 @@ impl Capability for Cap {
     type LiveConfig = BTreeMap<String, live::EcsTarget>;
 
     fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+        wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+        // Components built against 0.1.0 get the same functions.
+        crate::bindings::v0_1::runbook::host::ecs::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
     }
 
     fn check_sim(config: &Self::SimConfig) -> Result<(), String> {
@@ -211,6 +213,50 @@ pub fn rollback_target(
             .ok_or_else(|| {
                 Error::NotFound(format!("no revision of `{family}` older than {current}"))
             }),
+    }
+}
+
+/// `runbook:host@0.1.0`: the same functions, forwarded.
+impl crate::bindings::v0_1::runbook::host::ecs::Host for StepState {
+    async fn describe_service(
+        &mut self,
+        cluster: String,
+        service: String,
+    ) -> wasmtime::Result<
+        Result<
+            crate::bindings::v0_1::runbook::host::ecs::ServiceInfo,
+            crate::bindings::v0_1::runbook::host::types::Error,
+        >,
+    > {
+        Ok(convert(wit::Host::describe_service(self, cluster, service).await?))
+    }
+
+    async fn rollback(
+        &mut self,
+        cluster: String,
+        service: String,
+        revision: Option<u32>,
+    ) -> wasmtime::Result<
+        Result<
+            crate::bindings::v0_1::runbook::host::ecs::RollbackResult,
+            crate::bindings::v0_1::runbook::host::types::Error,
+        >,
+    > {
+        Ok(convert(wit::Host::rollback(self, cluster, service, revision).await?))
+    }
+
+    async fn wait_stable(
+        &mut self,
+        cluster: String,
+        service: String,
+        timeout_seconds: u32,
+    ) -> wasmtime::Result<
+        Result<
+            crate::bindings::v0_1::runbook::host::ecs::ServiceInfo,
+            crate::bindings::v0_1::runbook::host::types::Error,
+        >,
+    > {
+        Ok(convert(wit::Host::wait_stable(self, cluster, service, timeout_seconds).await?))
     }
 }
 

@@ -7,7 +7,7 @@ pub mod live;
 pub mod sim;
 
 use super::{Capability, LiveContext, Missing, StepState};
-use crate::bindings::Error;
+use crate::bindings::{Error, convert};
 use crate::bindings::runbook::host::feature_flags as wit;
 use crate::interface::Interface;
 use serde_json::json;
@@ -34,7 +34,9 @@ impl Capability for Cap {
     type LiveConfig = Option<live::FlagStore>;
 
     fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+        wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+        // Components built against 0.1.0 get the same functions.
+        crate::bindings::v0_1::runbook::host::feature_flags::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
     }
 
     fn sim(config: &Self::SimConfig, world: &Arc<super::sim::World>) -> Arc<Self::Backend> {
@@ -114,6 +116,26 @@ impl wit::Host for StepState {
         };
         self.mutate(Cap, "set", &resource, args, preview, apply, in_effect)
             .await
+    }
+}
+
+/// `runbook:host@0.1.0`: the same functions, forwarded.
+impl crate::bindings::v0_1::runbook::host::feature_flags::Host for StepState {
+    async fn get(
+        &mut self,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, crate::bindings::v0_1::runbook::host::types::Error>>
+    {
+        Ok(convert(wit::Host::get(self, key).await?))
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: String,
+    ) -> wasmtime::Result<Result<Option<String>, crate::bindings::v0_1::runbook::host::types::Error>>
+    {
+        Ok(convert(wit::Host::set(self, key, value).await?))
     }
 }
 

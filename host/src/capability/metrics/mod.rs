@@ -9,7 +9,7 @@ pub mod replay;
 pub mod sim;
 
 use super::{Capability, LiveContext, StepState};
-use crate::bindings::Error;
+use crate::bindings::{Error, convert};
 use crate::bindings::runbook::host::metrics::{self as wit, Datapoint, MetricQuery};
 use crate::interface::Interface;
 use serde::Deserialize;
@@ -44,7 +44,9 @@ impl Capability for Cap {
     type LiveConfig = Source;
 
     fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+        wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+        // Components built against 0.1.0 get the same functions.
+        crate::bindings::v0_1::runbook::host::metrics::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
     }
 
     fn check_sim(config: &Self::SimConfig) -> Result<(), String> {
@@ -183,6 +185,22 @@ pub fn check_window(q: &MetricQuery) -> Result<(), Error> {
         ));
     }
     Ok(())
+}
+
+/// `runbook:host@0.1.0`: the same functions, forwarded.
+impl crate::bindings::v0_1::runbook::host::metrics::Host for StepState {
+    async fn query(
+        &mut self,
+        q: crate::bindings::v0_1::runbook::host::metrics::MetricQuery,
+    ) -> wasmtime::Result<
+        Result<
+            Vec<crate::bindings::v0_1::runbook::host::metrics::Datapoint>,
+            crate::bindings::v0_1::runbook::host::types::Error,
+        >,
+    > {
+        let r = wit::Host::query(self, convert(q)).await?;
+        Ok(convert(r))
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ pub mod live;
 pub mod sim;
 
 use super::{Capability, LiveContext, Missing, StepState};
-use crate::bindings::Error;
+use crate::bindings::{Error, convert};
 use crate::bindings::runbook::host::redis::{self as wit, InfoStats, PingReply};
 use crate::interface::Interface;
 use serde_json::json;
@@ -31,7 +31,9 @@ impl Capability for Cap {
     type LiveConfig = BTreeMap<String, live::RedisTarget>;
 
     fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()> {
-        wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
+        wit::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+        // Components built against 0.1.0 get the same functions.
+        crate::bindings::v0_1::runbook::host::redis::add_to_linker::<_, HasSelf<_>>(linker, |s| s)
     }
 
     fn check_sim(config: &Self::SimConfig) -> Result<(), String> {
@@ -91,6 +93,33 @@ impl wit::Host for StepState {
             b.info(&target, d).await
         })
         .await
+    }
+}
+
+/// `runbook:host@0.1.0`: the same functions, forwarded.
+impl crate::bindings::v0_1::runbook::host::redis::Host for StepState {
+    async fn ping(
+        &mut self,
+        target: String,
+    ) -> wasmtime::Result<
+        Result<
+            crate::bindings::v0_1::runbook::host::redis::PingReply,
+            crate::bindings::v0_1::runbook::host::types::Error,
+        >,
+    > {
+        Ok(convert(wit::Host::ping(self, target).await?))
+    }
+
+    async fn info(
+        &mut self,
+        target: String,
+    ) -> wasmtime::Result<
+        Result<
+            crate::bindings::v0_1::runbook::host::redis::InfoStats,
+            crate::bindings::v0_1::runbook::host::types::Error,
+        >,
+    > {
+        Ok(convert(wit::Host::info(self, target).await?))
     }
 }
 
