@@ -54,7 +54,7 @@ fn rb0031_runs_from_anywhere_with_only_the_binary() {
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let report = out.json();
     assert_eq!(report["status"], "resolved");
-    assert_eq!(common::path(&report).len(), 5);
+    assert_eq!(common::path(&report).len(), 6);
     assert!(!cache.exists(), "built-in plugins need no cache");
 }
 

@@ -324,6 +324,44 @@ fn bad_deploy_metrics() -> String {
     recorded(1460.0, 121.0, 99.9)
 }
 
+/// PagerDuty- and Slack-style endpoints on 127.0.0.1 (wiremock, a real
+/// HTTP server), shared by the tests of this binary: every POST is
+/// accepted as PagerDuty and Slack accept them.
+fn notify_hook() -> &'static str {
+    common::NOTIFY_HOOK.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use wiremock::matchers::method;
+                use wiremock::{Mock, MockServer, ResponseTemplate};
+                let server = MockServer::start().await;
+                Mock::given(method("POST"))
+                    .respond_with(
+                        ResponseTemplate::new(202)
+                            .set_body_json(serde_json::json!({ "status": "success" })),
+                    )
+                    .mount(&server)
+                    .await;
+                tx.send(server.uri()).unwrap();
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().unwrap()
+    })
+}
+
+/// The `[notify]` section RB-0031's escalation needs, at the hook.
+fn notify_section() -> String {
+    let url = notify_hook();
+    format!(
+        "[notify.targets.auth-team-oncall]\nkind = \"pagerduty\"\nrouting_key_env = \"RUNBOOK_TEST_PD_KEY\"\nurl = \"{url}/v2/enqueue\"\n\n[notify.targets.security-team]\nkind = \"pagerduty\"\nrouting_key_env = \"RUNBOOK_TEST_PD_KEY\"\nurl = \"{url}/v2/enqueue\"\n\n[notify.channels.incidents]\nkind = \"slack\"\nwebhook_url_env = \"RUNBOOK_TEST_SLACK_URL\"\n"
+    )
+}
+
 struct Live {
     dir: tempfile::TempDir,
 }
@@ -357,10 +395,13 @@ cluster = "{cluster}"
 service = "{service}"
 
 {flags}
+
+{notify}
 "#,
             moto = moto.url,
             cluster = ecs.0,
             service = ecs.1,
+            notify = notify_section(),
         );
         std::fs::write(dir.path().join("env.toml"), env).unwrap();
         Self { dir }
@@ -414,12 +455,13 @@ fn dead_redis_url() -> String {
     format!("redis://127.0.0.1:{}", free_port())
 }
 
-const OUTAGE_PATH: [&str; 5] = [
+const OUTAGE_PATH: [&str; 6] = [
     "check-latency",
     "session-store",
     "enable-fallback",
     "downstream-impact",
     "verify-fallback",
+    "announce-resolved",
 ];
 
 /// The session-store path, with the flag really set in each flag store.
@@ -513,7 +555,7 @@ fn bad_deploy_rolls_the_service_back_for_real() {
         (&cluster, &service),
         "[flags]\nstore = \"file\"\npath = \"flags.json\"",
     );
-    let out = live.run(&["--approve", "rollback"]);
+    let out = live.run(&["--approve", "rollback", "--approve", "announce-resolved"]);
     let report = out.json();
     assert_eq!(report["status"], "resolved", "{report:#}\n{}", out.stderr);
     assert_eq!(
@@ -523,7 +565,8 @@ fn bad_deploy_rolls_the_service_back_for_real() {
             "session-store",
             "recent-deploys",
             "rollback",
-            "verify-rollback"
+            "verify-rollback",
+            "announce-resolved"
         ]
     );
     let rollback = step(&report, "rollback");
@@ -603,7 +646,8 @@ fn dry_run_reads_for_real_and_changes_nothing() {
             "session-store",
             "recent-deploys",
             "rollback",
-            "verify-rollback"
+            "verify-rollback",
+            "announce-resolved"
         ],
         "{report:#}"
     );
@@ -723,20 +767,29 @@ fn a_terminal_is_asked_before_each_mutation() {
             .env("AWS_SECRET_ACCESS_KEY", "test")
             .env("AWS_EC2_METADATA_DISABLED", "true")
             .env("RUNBOOK_STATE_DIR", common::fresh_state_dir())
+            .env(
+                "RUNBOOK_TEST_SLACK_URL",
+                format!("{}/slack/incidents", notify_hook()),
+            )
+            .env("RUNBOOK_TEST_PD_KEY", "test-routing-key")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("`script` (util-linux) runs the CLI on a terminal");
+        // One answer for each change the path asks about: the flag, then
+        // the escalation's page and message (or the resolved message).
         let mut stdin = child.stdin.take().unwrap();
-        stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+        stdin
+            .write_all(format!("{answer}\n").repeat(4).as_bytes())
+            .unwrap();
         let mut stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut text = String::new();
             stdout.read_to_string(&mut text).unwrap();
             text
         });
-        let status = child.wait().unwrap();
+        let status = common::wait_bounded(&mut child, std::time::Duration::from_secs(120));
         drop(stdin);
         let screen = reader.join().unwrap();
         assert!(
@@ -811,7 +864,7 @@ fn a_slow_approval_is_waited_for() {
     std::thread::sleep(Duration::from_secs(4));
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"y\n").unwrap();
-    let status = child.wait().unwrap();
+    let status = common::wait_bounded(&mut child, Duration::from_secs(120));
     drop(stdin);
     let screen = reader.join().unwrap();
     assert_eq!(status.code(), Some(0), "{screen}");

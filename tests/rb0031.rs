@@ -88,7 +88,10 @@ fn every_shipped_scenario_declares_and_takes_its_path() {
 fn rb0031_healthy_takes_no_action() {
     let (_, report) = run_scenario("healthy");
     assert_eq!(step(&report, "check-latency")["outcome"], "healthy");
-    assert!(mutations(&report).is_empty());
+    // Nothing changed; the channel hears how it ended.
+    assert_eq!(mutations(&report), ["notify.message channel/incidents"]);
+    assert_eq!(step(&report, "announce-resolved")["outcome"], "posted");
+    assert_eq!(report["mutations"]["used"], 0);
 }
 
 #[test]
@@ -100,7 +103,10 @@ fn rb0031_session_store_outage_enables_fallback_without_rollback() {
     assert_eq!(fallback["facts"]["value"], "true");
     assert_eq!(
         mutations(&report),
-        ["feature-flags.set AUTH_STATELESS_FALLBACK"]
+        [
+            "feature-flags.set AUTH_STATELESS_FALLBACK",
+            "notify.message channel/incidents"
+        ]
     );
     // The flag's effect is what verification sees.
     assert!(
@@ -122,7 +128,13 @@ fn rb0031_bad_deploy_rolls_back_and_verifies() {
     assert_eq!(rollback["outcome"], "rolled-back");
     assert_eq!(rollback["facts"]["from"], "auth-service:42");
     assert_eq!(rollback["facts"]["to"], "auth-service:41");
-    assert_eq!(mutations(&report), ["ecs.rollback production/auth-service"]);
+    assert_eq!(
+        mutations(&report),
+        [
+            "ecs.rollback production/auth-service",
+            "notify.message channel/incidents"
+        ]
+    );
     assert_eq!(step(&report, "verify-rollback")["outcome"], "recovered");
     // Simulated time moved through the 140 s rollout without waiting for it.
     assert!(report["elapsed_ms"].as_u64().unwrap() >= 140_000);
@@ -151,7 +163,7 @@ fn timeline_shows_steps_calls_and_status() {
         "enable-fallback",
         "ok     feature-flags.set AUTH_STATELESS_FALLBACK",
         "failed redis.ping session-store: unavailable:",
-        "status: resolved after 5 steps",
+        "status: resolved after 6 steps",
         "scenario: took the expected path",
     ] {
         assert!(
@@ -252,7 +264,7 @@ fn check_validates_without_running() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout
-            .contains("RB-0031 Auth Service Degradation: 8 steps, all valid"),
+            .contains("RB-0031 Auth Service Degradation: 11 steps, all valid"),
         "{}",
         out.stdout
     );
@@ -350,7 +362,7 @@ fn compiled_components_are_cached_on_disk() {
     assert_eq!(run(&args).code, 0);
     let files = cwasm_files(cache.path());
     // One per distinct plugin RB-0031 uses.
-    assert_eq!(files.len(), 7, "{files:?}");
+    assert_eq!(files.len(), 8, "{files:?}");
     let before: Vec<_> = files.iter().map(|f| identity(f)).collect();
     assert_eq!(run(&args).code, 0);
     let after: Vec<_> = files.iter().map(|f| identity(f)).collect();

@@ -536,7 +536,7 @@ fn a_poisoned_or_swapped_cache_entry_is_never_run() {
     let report = out.json();
     assert_eq!(step(&report, "check-latency")["outcome"], "degraded");
     assert_eq!(step(&report, "session-store")["outcome"], "unreachable");
-    assert_eq!(common::path(&report).len(), 5);
+    assert_eq!(common::path(&report).len(), 6);
     // Both entries were compiled again from the right components.
     assert_ne!(
         std::fs::read(&metric).unwrap(),

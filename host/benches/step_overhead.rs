@@ -192,6 +192,7 @@ fn main() {
                 replay: Default::default(),
                 holder,
                 leases: true,
+                since_ms: runbook_host::time::now_ms(),
             });
             let report = rt.block_on(execute(&plan, &runtime, &c));
             assert_eq!(report.steps.len(), 5);

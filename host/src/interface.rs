@@ -19,6 +19,7 @@ macro_rules! with_capabilities {
             redis: Redis("redis", "a redis alias such as `session-store`", parts 1, read only) => redis,
             flags: FeatureFlags("feature-flags", "a flag key such as `AUTH_STATELESS_FALLBACK`", parts 1, mutates) => feature_flags,
             ecs: Ecs("ecs", "`cluster/service`", parts 2, mutates) => ecs,
+            notify: Notify("notify", "`page/TARGET` or `channel/NAME`", parts 2, mutates) => notify,
         }
     };
 }

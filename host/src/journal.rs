@@ -79,6 +79,19 @@ pub trait Lease: Send + Sync {
     /// journal with the change, so a stale holder's change can be told
     /// from a current one.
     fn fencing_token(&self) -> u64;
+    /// The run that held the resource before this lease, and when it let
+    /// go (when it took it, if it died holding it): a run that changes
+    /// what another run changed after it started reading would act on a
+    /// stale picture.
+    fn previous(&self) -> Option<Previous>;
+}
+
+/// The lease before this one.
+#[derive(Debug, Clone)]
+pub struct Previous {
+    pub holder: Holder,
+    /// Milliseconds since the epoch.
+    pub released_ms: u64,
 }
 
 /// A resource or incident another run holds.
@@ -435,38 +448,69 @@ impl Store for LocalStore {
                 Err(std::fs::TryLockError::Error(_)) => return Err(held(None)),
             }
         }
-        // Held: bump the fencing token and say who holds it.
+        // Held: bump the fencing token, say who holds it, keep who held
+        // it before.
         let info = base.with_extension("json");
-        let token = read_token(&info) + 1;
+        let before: Option<Value> = std::fs::read_to_string(&info)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
+        let token = before
+            .as_ref()
+            .and_then(|v| v["fencing_token"].as_u64())
+            .unwrap_or(0)
+            + 1;
+        let previous = before.and_then(|v| {
+            Some(Previous {
+                holder: serde_json::from_value(v.clone()).ok()?,
+                released_ms: v["released_ms"]
+                    .as_u64()
+                    .or_else(|| v["leased_ms"].as_u64())?,
+            })
+        });
         let mut record = serde_json::to_value(holder).unwrap_or_default();
         record["fencing_token"] = token.into();
         record["resource"] = resource.into();
+        record["leased_ms"] = crate::time::now_ms().into();
         let _ = write_atomic(&info, &record.to_string());
-        Ok(Box::new(FileLease { _file: file, token }))
+        Ok(Box::new(FileLease {
+            _file: file,
+            token,
+            previous,
+            info,
+            record,
+        }))
     }
 }
 
 struct FileLease {
+    // Dropped after `drop` below wrote the release: the lock is held
+    // until then.
     _file: File,
     token: u64,
+    previous: Option<Previous>,
+    info: PathBuf,
+    record: Value,
 }
 
 impl Lease for FileLease {
     fn fencing_token(&self) -> u64 {
         self.token
     }
+
+    fn previous(&self) -> Option<Previous> {
+        self.previous.clone()
+    }
+}
+
+impl Drop for FileLease {
+    fn drop(&mut self) {
+        self.record["released_ms"] = crate::time::now_ms().into();
+        let _ = write_atomic(&self.info, &self.record.to_string());
+    }
 }
 
 fn read_holder(path: &Path) -> Option<Holder> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-fn read_token(path: &Path) -> u64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v["fencing_token"].as_u64())
-        .unwrap_or(0)
 }
 
 fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
@@ -643,5 +687,17 @@ mod tests {
             .lease("ecs:prod/auth", &Holder::me("run-b"), Duration::ZERO)
             .unwrap();
         assert_eq!(next.fencing_token(), first + 1);
+        // The next holder learns who held it before, and when it let go.
+        let before = crate::time::now_ms();
+        let previous = next.previous().unwrap();
+        assert_eq!(previous.holder.run_id, "run-a");
+        assert!(previous.released_ms <= before);
+        drop(next);
+        let third = store
+            .lease("ecs:prod/auth", &Holder::me("run-c"), Duration::ZERO)
+            .unwrap();
+        let previous = third.previous().unwrap();
+        assert_eq!(previous.holder.run_id, "run-b");
+        assert!(previous.released_ms >= before);
     }
 }

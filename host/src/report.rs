@@ -219,7 +219,11 @@ pub fn render_step(s: &StepReport) -> String {
                         Verdict::Refused => "refused:",
                         Verdict::AwaitingApproval => "held: needs approval to",
                     };
-                    let _ = writeln!(out, "                 {verb} {}{who}", a.change);
+                    let _ = writeln!(
+                        out,
+                        "                 {verb} {}{who}",
+                        crate::capability::limits::clip(a.change.clone(), 160)
+                    );
                 }
             }
             for l in &s.logs {

@@ -35,7 +35,20 @@ pub fn runbook() -> Command {
         .env("RUNBOOK_COMPONENTS", built_plugins())
         .env("RUNBOOK_STATE_DIR", fresh_state_dir())
         .env_remove("RUST_BACKTRACE");
+    notify_env(&mut cmd);
     cmd
+}
+
+/// Where the live tests' notify endpoints are, once a test has started
+/// them: every `runbook` command gets the webhook and routing key the
+/// environment files name.
+pub static NOTIFY_HOOK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+pub fn notify_env(cmd: &mut Command) {
+    if let Some(url) = NOTIFY_HOOK.get() {
+        cmd.env("RUNBOOK_TEST_SLACK_URL", format!("{url}/slack/incidents"))
+            .env("RUNBOOK_TEST_PD_KEY", "test-routing-key");
+    }
 }
 
 /// A state directory no other invocation uses: runs of one test never
@@ -116,4 +129,24 @@ pub fn now_nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
+}
+
+/// Waits for `child` at most `limit`; past it the child is killed and the
+/// test fails instead of hanging.
+pub fn wait_bounded(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if std::time::Instant::now() >= until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the child did not end within {limit:?}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

@@ -130,6 +130,23 @@ pub struct StepState {
 /// step's deadline).
 const LEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Why a change must not go ahead: another run held `lease`'s resource
+/// (and may have changed it) after this run started reading, so what this
+/// run decided from is stale (two runs seeing one bad deploy roll it back
+/// once, not twice).
+fn changed_since(lease: &dyn crate::journal::Lease, durable: &Durable) -> Option<String> {
+    let previous = lease.previous()?;
+    if previous.holder.run_id == durable.holder.run_id || previous.released_ms < durable.since_ms {
+        return None;
+    }
+    Some(format!(
+        "{} held this resource to change it after this run started (until {}): what this run decided from may be stale, so nothing was changed; see `runbook show {}`",
+        previous.holder.describe(),
+        crate::time::rfc3339_millis(previous.released_ms),
+        previous.holder.run_id
+    ))
+}
+
 /// What makes a run's changes durable: its journal, where leases are
 /// taken, and (on resume) what it already did.
 #[derive(Clone)]
@@ -141,6 +158,9 @@ pub struct Durable {
     /// Take leases on what is changed (live runs; simulated resources
     /// belong to their run alone).
     pub leases: bool,
+    /// When the run started reading (its first start, also when resumed):
+    /// a resource another run changed since then is not changed again.
+    pub since_ms: u64,
 }
 
 impl Durable {
@@ -374,7 +394,10 @@ impl StepState {
         self.shared.extend(asked.elapsed());
         self.shared.asking.store(false, SeqCst);
         let result = match decision.decision {
-            Verdict::Approved => match self.before_applying(&start, &decision, &would).await {
+            Verdict::Approved => match self
+                .before_applying(&start, &decision, &would, C::BLAST_RADIUS)
+                .await
+            {
                 Ok(intent) => {
                     self.begin_applying(&start, &decision)?;
                     let result = apply(backend, self.deadline(), would).await;
@@ -426,14 +449,19 @@ impl StepState {
         call: &Started,
         decision: &Decision,
         would: &R,
+        counted: bool,
     ) -> Result<Option<u64>, Error> {
         self.before_deadline()?;
-        self.budget.take()?;
+        let budget = counted.then(|| self.budget.clone());
+        if let Some(b) = &budget {
+            b.take()?;
+        }
         let Some(durable) = self.durable.clone() else {
             return Ok(None);
         };
         let mut token = None;
-        if durable.leases {
+        // Paging and messaging change no system: no lease to wait for.
+        if durable.leases && counted {
             let what = format!("{}:{}", call.interface, call.resource);
             let (store, holder) = (durable.store.clone(), durable.holder.clone());
             let wait = self
@@ -444,16 +472,27 @@ impl StepState {
                 tokio::task::spawn_blocking(move || store.lease(&what, &holder, wait)).await;
             match leased {
                 Ok(Ok(lease)) => {
+                    if let Some(stale) = changed_since(&*lease, &durable) {
+                        if let Some(b) = &budget {
+                            b.give_back();
+                        }
+                        self.shared.trail().blocked = Some(stale.clone());
+                        return Err(Error::Unavailable(format!("blocked: {stale}")));
+                    }
                     token = Some(lease.fencing_token());
                     self.leases.push(lease);
                 }
                 Ok(Err(held)) => {
-                    self.budget.give_back();
+                    if let Some(b) = &budget {
+                        b.give_back();
+                    }
                     self.shared.trail().blocked = Some(held.to_string());
                     return Err(Error::Unavailable(format!("blocked: {held}")));
                 }
                 Err(e) => {
-                    self.budget.give_back();
+                    if let Some(b) = &budget {
+                        b.give_back();
+                    }
                     return Err(Error::Unavailable(format!("taking the lease: {e}")));
                 }
             }

@@ -52,6 +52,9 @@ pub trait Capability: 'static {
     type SimConfig: DeserializeOwned + Default + Clone + std::fmt::Debug + Send + Sync;
     /// Its section of an environment file (where the real backend is).
     type LiveConfig: DeserializeOwned + Default + Clone + std::fmt::Debug + Send + Sync;
+    /// Whether its mutations count against a run's `max_mutations` (changes
+    /// to systems do; telling people does not).
+    const BLAST_RADIUS: bool = true;
 
     /// Adds its WIT interface(s) to a step's linker.
     fn add_to_linker(linker: &mut Linker<StepState>) -> wasmtime::Result<()>;

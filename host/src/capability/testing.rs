@@ -47,9 +47,20 @@ pub fn with_policy(grants: &str, policy: Policy, simulation: bool) -> StepState 
 
 /// A step state whose only backend is `backend`, for capability `C`.
 pub fn with_backend<C: Capability>(grants: &str, backend: Arc<C::Backend>) -> StepState {
+    with_backend_and_policy::<C>(grants, backend, Policy::All)
+}
+
+/// The same, with mutations decided by `policy` in a live run where
+/// nobody can be asked.
+pub fn with_backend_and_policy<C: Capability>(
+    grants: &str,
+    backend: Arc<C::Backend>,
+    policy: Policy,
+) -> StepState {
     let clock = crate::capability::sim::World::new(0, None);
     let backends = Backends::builder(clock).with::<C>(backend).build();
-    build(grants, backends, Approver::new(Policy::All, true, false))
+    let simulation = policy == Policy::All;
+    build(grants, backends, Approver::new(policy, simulation, false))
 }
 
 fn build(grants: &str, backends: Backends, approver: Approver) -> StepState {

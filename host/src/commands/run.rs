@@ -14,7 +14,7 @@ use crate::error::hinted;
 use crate::exit::Exit;
 use crate::journal::{Held, Holder, Journal, LocalStore, Replay, Store};
 use crate::plan::{self, Plan};
-use crate::report::{Report, StepReport};
+use crate::report::{Report, Status, StepReport};
 use crate::run::{OnStep, RunConfig, execute};
 use crate::runbook::Runbook;
 use crate::scenario::{Expect, Scenario};
@@ -264,7 +264,9 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         Ok(j) => Arc::new(j),
         Err(err) => return blocked(&err).ok_or(err),
     };
-    record_start(&journal, &p, &args, &incident, &sources, &holder);
+    // Before any step reads anything.
+    let since_ms = crate::time::now_ms();
+    record_start(&journal, &p, &args, &incident, &sources, &holder, since_ms);
     let policy = if args.dry_run {
         Policy::DryRun
     } else if args.yes {
@@ -282,6 +284,7 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         replay: Arc::new(Replay::default()),
         holder,
         leases: !p.backend.is_simulation(),
+        since_ms,
     };
     let report = execute_printing(&p, run_id, mode, policy, durable, args.json).await?;
     finish(&p, &report, args.json, args.dry_run)
@@ -296,6 +299,7 @@ fn record_start(
     incident: &str,
     sources: &plan::Sources,
     holder: &Holder,
+    since_ms: u64,
 ) {
     let plan = &p.plan;
     let plugins: serde_json::Map<String, Value> = plan
@@ -350,6 +354,7 @@ fn record_start(
             },
             "policy": { "dry_run": args.dry_run, "yes": args.yes, "approve": args.approve },
             "host_version": env!("CARGO_PKG_VERSION"),
+            "started_ms": since_ms,
         }),
     );
 }
@@ -416,6 +421,13 @@ fn finish(p: &Prepared, report: &Report, json: bool, dry_run: bool) -> Result<Ex
         }
     }
     emit(&out)?;
+    if let (Status::Blocked, Some(reason)) = (report.status, &report.reason) {
+        // Also where scripts and `--json` callers look.
+        eprintln!("blocked: {reason}");
+        eprintln!(
+            "hint: `runbook show` on the other run says what it did; if this runbook still needs to run, start it again with `--new`: it reads everything afresh"
+        );
+    }
     Ok(report.status.exit())
 }
 
@@ -520,6 +532,10 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
         replay: Arc::new(Replay::from_journal(&lines)),
         holder,
         leases: !simulation,
+        // Journals from before `started_ms` was written: now.
+        since_ms: start["started_ms"]
+            .as_u64()
+            .unwrap_or_else(crate::time::now_ms),
     };
     let mode = format!("{}, resumed", p.backend.mode());
     let report =

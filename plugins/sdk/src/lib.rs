@@ -1,4 +1,4 @@
-//! Guest side of the `runbook:host@0.1.0` contract.
+//! Guest side of the `runbook:host@0.2.0` contract.
 //!
 //! A plugin implements [`Step`] and calls [`export_step!`]; everything else
 //! here (input parsing, outcome building, error display) keeps plugins short
@@ -20,7 +20,9 @@ pub mod bindings {
 
 pub use bindings::Guest as Step;
 pub use bindings::export_step;
-pub use bindings::runbook::host::{ecs, feature_flags as flags, log, metrics, redis};
+pub use bindings::runbook::host::{
+    ecs, feature_flags as flags, history, log, metrics, notify, redis,
+};
 pub use bindings::{Error, Outcome, Pair, RunContext};
 
 impl Error {

@@ -2,7 +2,8 @@
 //! `degraded` when it is past it, `no-data` when the window is empty.
 //! Inputs: `namespace`, `metric`, `statistic` (default `p99`), `threshold`,
 //! `direction` (`above` is bad, the default, or `below`), `dimensions`
-//! (`Name=Value,...`), `period_seconds` (60), `window_seconds` (300), `unit`.
+//! (`Name=Value,...`), `period_seconds` (60), `window_seconds` (300), `unit`,
+//! `fact` (also report this fact, `true` when degraded, for later steps).
 
 use runbook_sdk::{Error, Inputs, Outcome, Pair, RunContext, Step, metrics, outcome};
 
@@ -50,10 +51,13 @@ impl Step for MetricThreshold {
             (false, false) => ("healthy", "<="),
             (false, true) => ("healthy", ">="),
         };
-        outcome(label)
+        let mut out = outcome(label)
             .fact("value", value)
-            .fact("threshold", threshold)
-            .summary(format!("{what} is {value}{unit} ({cmp} {threshold}{unit})"))
+            .fact("threshold", threshold);
+        if let Some(fact) = inputs.opt("fact") {
+            out = out.fact(fact, bad);
+        }
+        out.summary(format!("{what} is {value}{unit} ({cmp} {threshold}{unit})"))
     }
 }
 
