@@ -420,6 +420,18 @@ service = "{service}"
     }
 
     fn run(&self, extra: &[&str]) -> common::Run {
+        output(&mut self.command(extra))
+    }
+
+    /// Replaces the environment's `[notify]` sections with `section`.
+    fn set_notify(&self, section: &str) {
+        let path = self.dir.path().join("env.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let cut = text.find("\n[notify").unwrap();
+        std::fs::write(&path, format!("{}\n{section}", &text[..cut])).unwrap();
+    }
+
+    fn command(&self, extra: &[&str]) -> Command {
         let env = self.env();
         let audit = self.audit();
         let incident = humantime::format_rfc3339_seconds(
@@ -439,15 +451,14 @@ service = "{service}"
         let audit = audit.to_string_lossy().into_owned();
         args.push(&audit);
         args.extend_from_slice(extra);
-        output(
-            runbook()
-                .args(&args)
-                .stdin(Stdio::null())
-                .env("AWS_ACCESS_KEY_ID", "test")
-                .env("AWS_SECRET_ACCESS_KEY", "test")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env_remove("AWS_PROFILE"),
-        )
+        let mut cmd = runbook();
+        cmd.args(&args)
+            .stdin(Stdio::null())
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE");
+        cmd
     }
 }
 
@@ -1521,5 +1532,366 @@ mod durable {
         swapped.swap(2, 3);
         write(swapped);
         assert!(verify(3).contains("line 3:"));
+    }
+}
+
+/// RB-0031's escalation for real: PagerDuty- and Slack-style endpoints on
+/// 127.0.0.1 (wiremock, a real HTTP server of each test's own), SNS in
+/// moto delivering to one of them.
+mod notify {
+    use super::*;
+    use serde_json::Value;
+    use wiremock::matchers::{method, path as url_path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    /// A wiremock server on a runtime of its own, so the test can stay
+    /// synchronous.
+    struct Hook {
+        rt: tokio::runtime::Runtime,
+        server: MockServer,
+    }
+
+    impl Hook {
+        /// Answers every POST with `status`.
+        fn start(status: u16) -> Self {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            let server = rt.block_on(MockServer::start());
+            let hook = Self { rt, server };
+            hook.mount(
+                Mock::given(method("POST"))
+                    .respond_with(ok(status))
+                    .with_priority(10),
+            );
+            hook
+        }
+
+        fn mount(&self, mock: Mock) {
+            self.rt.block_on(mock.mount(&self.server));
+        }
+
+        fn uri(&self) -> String {
+            self.server.uri()
+        }
+
+        /// The JSON bodies POSTed to `path`, oldest first.
+        fn bodies(&self, path: &str) -> Vec<Value> {
+            self.rt
+                .block_on(self.server.received_requests())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| r.url.path() == path)
+                .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+                .collect()
+        }
+
+        /// Waits (bounded) until `path` got `n` requests.
+        fn wait_for(&self, path: &str, n: usize) {
+            let until = std::time::Instant::now() + Duration::from_secs(60);
+            while self.bodies(path).len() < n {
+                assert!(
+                    std::time::Instant::now() < until,
+                    "`{path}` got no {n} requests"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    fn ok(status: u16) -> ResponseTemplate {
+        ResponseTemplate::new(status).set_body_json(serde_json::json!({ "status": "success" }))
+    }
+
+    const PD: &str = "/v2/enqueue";
+    /// The webhook's path carries its token, as Slack's do: it must never
+    /// be printed.
+    const SLACK: &str = "/services/T000/B000/webhook-token-secret";
+    const SNS: &str = "/sns/security";
+    const ROUTING_KEY: &str = "routing-key-secret";
+
+    /// Token validation has no data (so the run goes straight to the
+    /// escalation checks) and `signature_failures` are 37: signing keys
+    /// may be involved, security is paged too.
+    fn escalation_metrics() -> String {
+        r#"
+[[series]]
+namespace = "AuthService"
+name = "auth-service.token.signature_failures"
+dimensions = { Service = "auth-service" }
+statistic = "sum"
+values = [37.0]
+"#
+        .into()
+    }
+
+    fn sns_topic(moto: &Moto, hook: &Hook) -> String {
+        let conf = aws_sdk_sns::Config::builder()
+            .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
+            .region(aws_sdk_sns::config::Region::new("us-east-1"))
+            .endpoint_url(&moto.url)
+            .credentials_provider(creds())
+            .build();
+        let sns = aws_sdk_sns::Client::from_conf(conf);
+        rt().block_on(async {
+            let topic = sns
+                .create_topic()
+                .name(unique("security"))
+                .send()
+                .await
+                .unwrap()
+                .topic_arn()
+                .unwrap()
+                .to_string();
+            sns.subscribe()
+                .topic_arn(&topic)
+                .protocol("http")
+                .endpoint(format!("{}{SNS}", hook.uri()))
+                .send()
+                .await
+                .unwrap();
+            topic
+        })
+    }
+
+    /// An environment whose `auth-team-oncall` is PagerDuty at `hook`,
+    /// `security-team` an SNS topic and `incidents` a Slack webhook.
+    fn live(moto: &Moto, hook: &Hook, extra: &str) -> Live {
+        let (cluster, service, _) = ecs_service(moto);
+        let live = Live::new(
+            &escalation_metrics(),
+            &dead_redis_url(),
+            moto,
+            (&cluster, &service),
+            "[flags]\nstore = \"file\"\npath = \"flags.json\"",
+        );
+        let topic = sns_topic(moto, hook);
+        live.set_notify(&format!(
+            r#"
+[notify]
+timeout_ms = 2000
+max_attempts = 3
+{extra}
+
+[notify.targets.auth-team-oncall]
+kind = "pagerduty"
+routing_key_env = "RUNBOOK_TEST_NOTIFY_KEY"
+url = "{uri}{PD}"
+
+[notify.targets.security-team]
+kind = "sns"
+topic_arn = "{topic}"
+
+[notify.channels.incidents]
+kind = "slack"
+webhook_url_env = "RUNBOOK_TEST_NOTIFY_SLACK"
+"#,
+            uri = hook.uri()
+        ));
+        live
+    }
+
+    fn command(live: &Live, hook: &Hook, extra: &[&str]) -> Command {
+        let mut cmd = live.command(extra);
+        cmd.env("RUNBOOK_TEST_NOTIFY_KEY", ROUTING_KEY).env(
+            "RUNBOOK_TEST_NOTIFY_SLACK",
+            format!("{}{SLACK}", hook.uri()),
+        );
+        cmd
+    }
+
+    const ESCALATION_PATH: [&str; 3] = ["check-latency", "check-signing", "page-oncall"];
+
+    #[test]
+    fn an_escalated_run_pages_posts_and_tells_security_once_per_incident() {
+        let moto = Moto::start();
+        let hook = Hook::start(202);
+        let live = live(&moto, &hook, "");
+        let state = tempfile::tempdir().unwrap();
+        let state_arg = state.path().to_str().unwrap().to_string();
+        let args = ["--yes", "--incident", "INC-7", "--state-dir", &state_arg];
+        let out = output(&mut command(&live, &hook, &args));
+        assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+        let report = out.json();
+        assert_eq!(path(&report), ESCALATION_PATH, "{report:#}");
+        assert_eq!(step(&report, "page-oncall")["facts"]["security"], "true");
+
+        let pages = hook.bodies(PD);
+        assert_eq!(pages.len(), 1, "{pages:#?}");
+        assert_eq!(pages[0]["event_action"], "trigger");
+        assert_eq!(pages[0]["routing_key"], ROUTING_KEY);
+        assert_eq!(pages[0]["payload"]["severity"], "critical");
+        assert_eq!(pages[0]["dedup_key"], "INC-7");
+        assert!(
+            pages[0]["payload"]["summary"]
+                .as_str()
+                .unwrap()
+                .contains("check-signing degraded"),
+            "{pages:#?}"
+        );
+        let posts = hook.bodies(SLACK);
+        assert_eq!(posts.len(), 1, "{posts:#?}");
+        assert!(
+            posts[0]["text"]
+                .as_str()
+                .unwrap()
+                .starts_with("Paged `auth-team-oncall` (triggered)"),
+            "{posts:#?}"
+        );
+        // SNS (moto) delivered the security page to its HTTP subscriber.
+        let security = hook.bodies(SNS);
+        assert_eq!(security.len(), 1, "{security:#?}");
+        assert!(
+            security[0]["Message"]
+                .as_str()
+                .unwrap()
+                .contains("token signing keys may be compromised"),
+            "{security:#?}"
+        );
+        // Secrets stay out of everything the run leaves behind.
+        let audit = std::fs::read_to_string(live.audit()).unwrap();
+        for secret in ["webhook-token-secret", ROUTING_KEY] {
+            for (what, text) in [
+                ("stdout", &out.stdout),
+                ("stderr", &out.stderr),
+                ("audit log", &audit),
+            ] {
+                assert!(!text.contains(secret), "{what} shows `{secret}`");
+            }
+        }
+
+        // The same incident again: its result, nobody paged again.
+        let again = output(&mut command(&live, &hook, &args));
+        assert_eq!(again.code, 1, "{}", again.stderr);
+        assert_eq!(hook.bodies(PD).len(), 1);
+        // Started over with `--new`: the same PagerDuty incident (its
+        // dedup key), not a second one.
+        let mut new_args = args.to_vec();
+        new_args.push("--new");
+        let new = output(&mut command(&live, &hook, &new_args));
+        assert_eq!(new.code, 1, "{}", new.stderr);
+        let pages = hook.bodies(PD);
+        assert_eq!(pages.len(), 2);
+        assert_eq!(pages[1]["dedup_key"], pages[0]["dedup_key"]);
+    }
+
+    /// Killed after the page went out and while the channel message was
+    /// in flight, then resumed: the page is in the journal and is not
+    /// sent again.
+    #[test]
+    fn a_resumed_run_does_not_page_twice() {
+        let moto = Moto::start();
+        let hook = Hook::start(202);
+        // The first message hangs, so the run can be killed during it.
+        hook.mount(
+            Mock::given(method("POST"))
+                .and(url_path(SLACK))
+                .respond_with(ok(200).set_delay(Duration::from_secs(30)))
+                .up_to_n_times(1)
+                .with_priority(1),
+        );
+        let live = live(&moto, &hook, "");
+        let state = tempfile::tempdir().unwrap();
+        let state_arg = state.path().to_str().unwrap().to_string();
+        let mut child = command(
+            &live,
+            &hook,
+            &["--yes", "--incident", "INC-9", "--state-dir", &state_arg],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        hook.wait_for(SLACK, 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(hook.bodies(PD).len(), 1);
+        let run_id = std::fs::read_dir(state.path().join("runs"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|x| x == "jsonl"))
+            .unwrap()
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let mut resume = runbook();
+        resume
+            .args([
+                "resume",
+                &run_id,
+                "--yes",
+                "--json",
+                "--state-dir",
+                &state_arg,
+            ])
+            .env("RUNBOOK_TEST_NOTIFY_KEY", ROUTING_KEY)
+            .env(
+                "RUNBOOK_TEST_NOTIFY_SLACK",
+                format!("{}{SLACK}", hook.uri()),
+            )
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        let out = output(&mut resume);
+        assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+        assert_eq!(out.json()["status"], "escalated");
+        // One page for the incident; the message whose answer never came
+        // is posted again (a message has no dedup key).
+        assert_eq!(hook.bodies(PD).len(), 1, "{:#?}", hook.bodies(PD));
+        assert_eq!(hook.bodies(SLACK).len(), 2);
+        assert_eq!(hook.bodies(SNS).len(), 1);
+    }
+
+    /// PagerDuty answering 500: three attempts, then the step fails (and
+    /// says so); nothing is posted as if the page had gone out.
+    #[test]
+    fn a_page_that_fails_is_a_step_error_after_bounded_retries() {
+        let moto = Moto::start();
+        let hook = Hook::start(202);
+        hook.mount(
+            Mock::given(method("POST"))
+                .and(url_path(PD))
+                .respond_with(ResponseTemplate::new(500))
+                .with_priority(1),
+        );
+        let live = live(&moto, &hook, "");
+        let out = output(&mut command(&live, &hook, &["--yes"]));
+        let report = out.json();
+        let page = step(&report, "page-oncall");
+        assert_eq!(page["outcome"], "error", "{report:#}");
+        let error = page["summary"].as_str().unwrap();
+        assert!(
+            error.contains(
+                "`auth-team-oncall`: answered 500 Internal Server Error after 3 attempts"
+            ),
+            "{error}"
+        );
+        assert_eq!(hook.bodies(PD).len(), 3);
+        assert!(hook.bodies(SLACK).is_empty());
+        assert_eq!(report["status"], "escalated");
+    }
+
+    /// Without an approval nobody is paged: the run stops before it.
+    #[test]
+    fn an_unapproved_page_is_held_and_sends_nothing() {
+        let moto = Moto::start();
+        let hook = Hook::start(202);
+        let live = live(&moto, &hook, "");
+        let out = output(&mut command(&live, &hook, &[]));
+        assert_eq!(out.code, 4, "{}\n{}", out.stdout, out.stderr);
+        let report = out.json();
+        assert_eq!(report["status"], "awaiting-approval");
+        assert!(
+            step(&report, "page-oncall")["awaiting_approval"]
+                .as_str()
+                .unwrap()
+                .starts_with("page `auth-team-oncall` (critical)"),
+            "{report:#}"
+        );
+        assert!(hook.bodies(PD).is_empty());
+        assert!(hook.bodies(SLACK).is_empty());
     }
 }

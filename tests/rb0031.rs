@@ -394,3 +394,67 @@ fn cwasm_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// `run --markdown` writes the postmortem timeline; `show --markdown`
+/// rebuilds the same text from the journal. Compared with golden files
+/// (`tests/golden/postmortem/`; `UPDATE_GOLDEN=1` rewrites them), with the
+/// run id and the state directory, which differ on every run, replaced.
+#[test]
+fn postmortem_timelines_match_their_golden_files() {
+    let golden = root().join("tests/golden/postmortem");
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    for name in [
+        "healthy",
+        "session-store-outage",
+        "bad-deploy",
+        "unrecoverable",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let file = dir.path().join("timeline.md");
+        let sim = format!("runbooks/scenarios/{name}.toml");
+        let out = run(&[
+            "run",
+            RB0031,
+            "--sim",
+            &sim,
+            "--json",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--markdown",
+            file.to_str().unwrap(),
+        ]);
+        assert!(out.stderr.is_empty(), "{name}: {}", out.stderr);
+        let run_id = out.json()["run_id"].as_str().unwrap().to_string();
+        let written = std::fs::read_to_string(&file).unwrap();
+        let shown = run(&[
+            "show",
+            &run_id,
+            "--markdown",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]);
+        assert_eq!(shown.code, 0, "{}", shown.stderr);
+        assert_eq!(shown.stdout, written, "{name}: `show --markdown` differs");
+        let normal = written
+            .replace(&run_id, "RUN_ID")
+            .replace(state.to_str().unwrap(), "STATE");
+        let expected_file = golden.join(format!("{name}.md"));
+        if update {
+            std::fs::create_dir_all(&golden).unwrap();
+            std::fs::write(&expected_file, &normal).unwrap();
+        }
+        let expected = std::fs::read_to_string(&expected_file).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (UPDATE_GOLDEN=1 writes it)",
+                expected_file.display()
+            )
+        });
+        assert_eq!(
+            normal,
+            expected,
+            "{name}: differs from {}",
+            expected_file.display()
+        );
+    }
+}

@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// Append one JSON line per capability call to FILE.
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
+    /// When the run ends, write its postmortem timeline to FILE (Markdown:
+    /// detection, actions with times and approvers, verification,
+    /// escalation, where the records are).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
     /// The incident this run belongs to. Default for live runs: the
     /// runbook id, the environment file's name and `--incident-start`; a
     /// simulated run is an incident of its own. A second run of an
@@ -148,6 +153,9 @@ pub struct ShowArgs {
     /// The report as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// The postmortem timeline, as Markdown.
+    #[arg(long, conflicts_with = "json")]
+    pub markdown: bool,
     #[command(flatten)]
     pub state: StateArgs,
 }

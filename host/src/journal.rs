@@ -121,6 +121,8 @@ pub trait Store: Send + Sync {
     fn reopen_run(&self, run_id: &str) -> Result<Journal>;
     /// A run's journal lines.
     fn read_run(&self, run_id: &str) -> Result<Vec<Value>>;
+    /// Where a run's journal is, for people (a file, a stream).
+    fn journal_location(&self, run_id: &str) -> Option<String>;
     /// Whether a process is executing the run right now.
     fn is_running(&self, run_id: &str) -> bool;
     /// The runs of an incident, oldest first.
@@ -379,6 +381,10 @@ impl Store for LocalStore {
 
     fn read_run(&self, run_id: &str) -> Result<Vec<Value>> {
         crate::chain::read(&self.run_path(run_id)?)
+    }
+
+    fn journal_location(&self, run_id: &str) -> Option<String> {
+        Some(self.run_path(run_id).ok()?.display().to_string())
     }
 
     fn is_running(&self, run_id: &str) -> bool {

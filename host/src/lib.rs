@@ -26,7 +26,8 @@
 //! - [`journal`]: durable runs: the run journal, incidents, leases, and
 //!   the store they live in; [`chain`]: the hash-chained JSON lines of
 //!   journals and the audit log.
-//! - [`audit`], [`report`], [`capture`]: what a run leaves behind.
+//! - [`audit`], [`report`], [`capture`]: what a run leaves behind;
+//!   [`postmortem`]: its Markdown timeline.
 //! - [`files`], [`time`], [`ids`], [`error`]: reading input safely, time,
 //!   names, errors with hints; [`fuzzing`]: the parsers' fuzz targets.
 //! - [`cli`], [`commands`], [`exit`]: the `runbook` binary.
@@ -57,6 +58,7 @@ pub mod journal;
 pub mod manifest;
 pub mod plan;
 pub mod plugin;
+pub mod postmortem;
 pub mod report;
 pub mod run;
 pub mod runbook;

@@ -37,6 +37,8 @@ pub type OnStep = Box<dyn Fn(&StepReport) + Send + Sync>;
 
 pub struct RunConfig {
     pub run_id: String,
+    /// The incident the run belongs to (steps see it).
+    pub incident: String,
     pub mode: String,
     pub backends: Backends,
     pub audit: Option<Arc<AuditLog>>,
@@ -54,6 +56,7 @@ impl RunConfig {
     pub fn simple(run_id: &str, mode: &str, backends: Backends, approver: Arc<Approver>) -> Self {
         Self {
             run_id: run_id.into(),
+            incident: run_id.into(),
             mode: mode.into(),
             backends,
             audit: None,
@@ -226,6 +229,13 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
             "status": report.status,
             "reason": report.reason,
             "mutations": report.mutations,
+            // Run time (simulated under `--sim`): `show` tells the run as
+            // it was told.
+            "mode": report.mode,
+            "started_at": report.started_at,
+            "finished_at": report.finished_at,
+            "elapsed_ms": report.elapsed_ms,
+            "wall_ms": report.wall_ms,
         })
     });
     if let Some(audit) = &cfg.audit {
@@ -354,6 +364,7 @@ pub async fn run_step_after(
         step_id: step.def.id.to_string(),
         now_ms,
         incident_start_ms: cfg.backends.clock().incident_start_ms(),
+        incident: cfg.incident.clone(),
     };
     let inputs: Vec<Pair> = step
         .def
@@ -368,7 +379,8 @@ pub async fn run_step_after(
                     let bindings = pre.instantiate_async(&mut store).await?;
                     bindings.call_run(&mut store, &ctx, &inputs).await
                 }
-                // Built against 0.1.0: its context has the same shape.
+                // Built against 0.1.0: its context is 0.2.0's without
+                // `incident` (dropped in the conversion).
                 Pre::V0_1(pre) => {
                     let bindings = pre.instantiate_async(&mut store).await?;
                     let inputs: Vec<crate::bindings::v0_1::runbook::host::types::Pair> =

@@ -213,6 +213,14 @@ macro_rules! define_capabilities {
                 $(Interface::$variant => <$module::Cap as Capability>::add_to_linker(linker),)*
             }
         }
+
+        /// Whether the capability's changes are changes to a system
+        /// (counted by `max_mutations`, leased), not messages to people.
+        pub fn blast_radius(interface: Interface) -> bool {
+            match interface {
+                $(Interface::$variant => <$module::Cap as Capability>::BLAST_RADIUS,)*
+            }
+        }
     };
 }
 crate::interface::with_capabilities!(define_capabilities);

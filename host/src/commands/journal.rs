@@ -91,26 +91,31 @@ pub fn report_of(store: &dyn Store, run_id: &str) -> Result<Option<Report>> {
         )),
     };
     let time = |l: Option<&Value>| l.map(|l| text(&l["time"])).unwrap_or_default();
+    // As the run told them, when its end says (run time is simulated
+    // under `--sim`); else when the journal's lines were written.
+    let told = |key: &str| end.and_then(|e| e[key].as_str()).map(str::to_string);
     let runbook = start.map(|s| &s["runbook"]);
     Ok(Some(Report {
         runbook_id: runbook.map(|r| text(&r["id"])).unwrap_or_default(),
         title: runbook.map(|r| text(&r["title"])).unwrap_or_default(),
         run_id: run_id.to_string(),
-        mode: start
-            .map(|s| {
-                format!(
-                    "{} `{}`, from the journal",
-                    text(&s["backend"]["kind"]),
-                    text(&s["backend"]["path"])
-                )
-            })
-            .unwrap_or_default(),
+        mode: told("mode").unwrap_or_else(|| {
+            start
+                .map(|s| {
+                    format!(
+                        "{} `{}`, from the journal",
+                        text(&s["backend"]["kind"]),
+                        text(&s["backend"]["path"])
+                    )
+                })
+                .unwrap_or_default()
+        }),
         status,
         reason,
-        started_at: time(start),
-        finished_at: time(end),
-        elapsed_ms: 0,
-        wall_ms: 0,
+        started_at: told("started_at").unwrap_or_else(|| time(start)),
+        finished_at: told("finished_at").unwrap_or_else(|| time(end)),
+        elapsed_ms: end.and_then(|e| e["elapsed_ms"].as_u64()).unwrap_or(0),
+        wall_ms: end.and_then(|e| e["wall_ms"].as_u64()).unwrap_or(0),
         steps,
         escalation: runbook.and_then(|r| serde_json::from_value(r["escalation"].clone()).ok()),
         mutations: end
@@ -129,6 +134,18 @@ pub fn show(args: ShowArgs) -> Result<Exit> {
     };
     emit(&if args.json {
         serde_json::to_string_pretty(&report)? + "\n"
+    } else if args.markdown {
+        let lines = store.read_run(&args.run_id)?;
+        let start = lines
+            .iter()
+            .find(|l| l["event"] == "run-start")
+            .cloned()
+            .unwrap_or_default();
+        let context = crate::postmortem::Context::from_run_start(
+            &start,
+            store.journal_location(&args.run_id),
+        );
+        crate::postmortem::markdown(&report, &context)
     } else {
         report.render()
     })?;

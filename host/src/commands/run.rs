@@ -286,7 +286,42 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         leases: !p.backend.is_simulation(),
         since_ms,
     };
-    let report = execute_printing(&p, run_id, mode, policy, durable, args.json).await?;
+    let postmortem = args.markdown.as_ref().map(|file| {
+        let context = crate::postmortem::Context {
+            descriptions: p
+                .plan
+                .runbook
+                .steps
+                .iter()
+                .map(|s| (s.id.to_string(), s.description.clone().unwrap_or_default()))
+                .collect(),
+            service: p.plan.runbook.service.clone(),
+            incident: incident.clone(),
+            audit_log: args.audit_log.as_ref().map(|a| a.display().to_string()),
+            journal: Some(durable.journal.path().display().to_string()),
+        };
+        (file, context)
+    });
+    let ids = Ids {
+        run: run_id,
+        incident,
+    };
+    let report = execute_printing(&p, ids, mode, policy, durable, args.json).await?;
+    if let Some((file, context)) = postmortem {
+        let text = crate::postmortem::markdown(&report, &context);
+        // The run is over either way: a file that cannot be written is
+        // said, and the run's own exit status stands.
+        if let Err(e) = std::fs::write(file, text) {
+            eprintln!(
+                "error: writing the Markdown timeline `{}`: {e}",
+                file.display()
+            );
+            eprintln!(
+                "hint: `runbook show {} --markdown` prints it again",
+                report.run_id
+            );
+        }
+    }
     finish(&p, &report, args.json, args.dry_run)
 }
 
@@ -338,7 +373,12 @@ fn record_start(
                 "sha256": file_digest(&args.runbook),
                 "escalation": plan.runbook.escalation,
                 "max_mutations": plan.runbook.max_mutations,
+                "service": plan.runbook.service,
+                "steps": plan.runbook.steps.iter()
+                    .map(|s| (s.id.to_string(), s.description.clone().unwrap_or_default()))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
             },
+            "audit_log": args.audit_log.as_deref().map(absolute),
             "plugins": plugins,
             "inputs": inputs,
             "backend": {
@@ -361,9 +401,15 @@ fn record_start(
 
 /// Executes, printing the timeline's header first and each step as it
 /// ends (unless the report is wanted as JSON at the end).
+/// A run's id and the incident it belongs to.
+struct Ids {
+    run: String,
+    incident: String,
+}
+
 async fn execute_printing(
     p: &Prepared,
-    run_id: String,
+    ids: Ids,
     mode: String,
     policy: Policy,
     durable: Durable,
@@ -374,7 +420,7 @@ async fn execute_printing(
             &p.plan.runbook.runbook_id,
             &p.plan.runbook.title,
             &mode,
-            &run_id,
+            &ids.run,
         ))?;
     }
     let used = durable.replay.applied;
@@ -384,7 +430,8 @@ async fn execute_printing(
         }) as OnStep
     });
     let cfg = RunConfig {
-        run_id,
+        run_id: ids.run,
+        incident: ids.incident,
         mode,
         backends: p.backend.backends(&p.plan).await?,
         audit: p.audit.clone(),
@@ -538,8 +585,11 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
             .unwrap_or_else(crate::time::now_ms),
     };
     let mode = format!("{}, resumed", p.backend.mode());
-    let report =
-        execute_printing(&p, args.run_id.clone(), mode, policy, durable, args.json).await?;
+    let ids = Ids {
+        run: args.run_id.clone(),
+        incident: start["incident"].as_str().unwrap_or_default().to_string(),
+    };
+    let report = execute_printing(&p, ids, mode, policy, durable, args.json).await?;
     finish(&p, &report, args.json, false)
 }
 

@@ -4,7 +4,8 @@
 //! an earlier step reported fact `security_fact` (default
 //! `signing_keys_suspect`) as `true`; outcome `paged`. `mode = "resolved"`:
 //! posts the run's outcome to `channel`; outcome `posted`. The page's dedup
-//! key is `dedup_key` (default: the run id), so a resumed run pages once.
+//! key is `dedup_key` (default: the incident key), so a resumed run, or
+//! another run of the same incident, is the same page.
 
 use runbook_sdk::notify::Severity;
 use runbook_sdk::{Error, Inputs, Outcome, Pair, RunContext, Step, history, notify, outcome};
@@ -52,7 +53,7 @@ impl Step for Escalate {
         }
         let page = inputs.str("page")?;
         let severity = severity(inputs.opt("severity").unwrap_or("critical"))?;
-        let dedup = inputs.opt("dedup_key").unwrap_or(&ctx.run_id).to_string();
+        let dedup = inputs.opt("dedup_key").unwrap_or(&ctx.incident).to_string();
         // PagerDuty keeps 1024 characters of a summary.
         let mut summary = format!(
             "{runbook} escalated (run {}): {}",
