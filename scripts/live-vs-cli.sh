@@ -32,6 +32,7 @@ for rev in 1 2 3; do
     --container-definitions "[{\"name\":\"app\",\"image\":\"auth:$rev\",\"memory\":128}]" >/dev/null
 done
 aws_ ecs create-service --cluster prod --service-name auth --task-definition auth-td:3 --desired-count 2 >/dev/null
+topic=$(aws_ sns create-topic --name incidents --query TopicArn --output text)
 
 cat >"$work/metrics.toml" <<'TOML'
 [[series]]
@@ -63,6 +64,15 @@ path = "flags.json"
 [ecs."production/auth-service"]
 cluster = "prod"
 service = "auth"
+[notify.targets.auth-team-oncall]
+kind = "sns"
+topic_arn = "$topic"
+[notify.targets.security-team]
+kind = "sns"
+topic_arn = "$topic"
+[notify.channels.incidents]
+kind = "sns"
+topic_arn = "$topic"
 TOML
 
 reset() { aws_ ecs update-service --cluster prod --service auth --task-definition auth-td:3 >/dev/null; }
@@ -90,6 +100,7 @@ by_hand() {
   redis-cli -p "$redis_port" info stats >/dev/null
   redis-cli -p "$redis_port" info clients >/dev/null
   redis-cli -p "$redis_port" info stats >/dev/null
+  aws_ sns publish --topic-arn "$topic" --message "resolved" >/dev/null
 }
 
 ms() { date +%s%N; }

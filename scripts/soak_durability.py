@@ -12,6 +12,13 @@ ecs = boto3.client("ecs", endpoint_url=moto, region_name="us-east-1",
                    aws_access_key_id="test", aws_secret_access_key="test")
 env_vars = dict(os.environ, AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test",
                 AWS_EC2_METADATA_DISABLED="true", RUNBOOK_CACHE_DIR=os.path.join(work, "cache"))
+# RB-0031's escalation and resolution messages go to an SNS topic in moto.
+sns = boto3.client("sns", endpoint_url=moto, region_name="us-east-1",
+                   aws_access_key_id="test", aws_secret_access_key="test")
+topic = sns.create_topic(Name="soak-incidents")["TopicArn"]
+notify = "".join(f'[notify.{kind}.{alias}]\nkind = "sns"\ntopic_arn = "{topic}"\n\n'
+                 for kind, alias in [("targets", "auth-team-oncall"), ("targets", "security-team"),
+                                     ("channels", "incidents")])
 random.seed(20261127)
 counter = [0]
 
@@ -42,7 +49,7 @@ def setup(cluster, name):
         f.write(f'[aws]\nregion = "us-east-1"\nendpoint_url = "{moto}"\nattempt_timeout_ms = 2000\n'
                 'operation_timeout_ms = 5000\nmax_attempts = 2\n\n[metrics]\nsource = "replay"\npath = "metrics.toml"\n\n'
                 f'[redis.session-store]\nurl = "{redis_url}"\n\n[flags]\nstore = "file"\npath = "flags.json"\n\n'
-                f'[ecs."production/auth-service"]\ncluster = "{cluster}"\nservice = "{name}"\n')
+                f'[ecs."production/auth-service"]\ncluster = "{cluster}"\nservice = "{name}"\n\n{notify}')
     start = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return d, start
 

@@ -652,3 +652,77 @@ fn a_mutation_cut_off_by_the_deadline_is_recorded_as_interrupted() {
         "set flag `AUTH_STATELESS_FALLBACK` from `false` to `true`"
     );
 }
+
+/// Busy processes, one more than there are cores, killed when dropped.
+struct CpuLoad(Vec<std::process::Child>);
+
+impl CpuLoad {
+    fn start(n: usize) -> Self {
+        Self(
+            (0..n)
+                .map(|_| {
+                    std::process::Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .spawn()
+                        .unwrap()
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for CpuLoad {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A spin loop with the CPU oversubscribed (four busy processes on this
+/// machine's cores) is still stopped by its deadline, as guest code, and
+/// nothing it does after its end reaches the audit log. How late it ends
+/// is measured by `scripts/deadline-under-load.sh`, not asserted here.
+#[test]
+fn a_spin_loop_under_cpu_load_is_stopped_as_guest_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    with_deadline(
+        &plugins,
+        "plugins/testing/spin-forever",
+        "spin-forever",
+        1_000,
+    );
+    let runbook = one_step(dir.path(), "spin-forever", "");
+    let log = dir.path().join("audit.jsonl");
+    let _load = CpuLoad::start(4);
+    let out = run(&[
+        "run",
+        runbook.to_str().unwrap(),
+        "--sim",
+        SANDBOX_SIM,
+        "--plugins",
+        plugins.to_str().unwrap(),
+        "--json",
+        "--audit-log",
+        log.to_str().unwrap(),
+    ]);
+    let report = out.json();
+    let only = step(&report, "only");
+    assert_eq!(only["outcome"], "limit-exceeded", "{report:#}");
+    assert_eq!(only["facts"]["limit"], "time");
+    assert_eq!(
+        only["summary"],
+        "limit exceeded: deadline of 1000 ms; the step was running guest code and was stopped"
+    );
+    let lines = audit_lines(&log);
+    let end = lines
+        .iter()
+        .position(|l| l["event"] == "step-end")
+        .expect("a step-end line");
+    assert!(
+        lines[end..].iter().all(|l| l.get("call").is_none()),
+        "{lines:#?}"
+    );
+}

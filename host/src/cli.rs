@@ -70,7 +70,8 @@ pub struct RunArgs {
     /// Run against real backends, as this environment file maps them.
     #[arg(long, value_name = "FILE")]
     pub env: Option<PathBuf>,
-    /// Approve every mutation (flag set, rollback) without asking.
+    /// Approve every mutation (flag set, rollback, page, message) without
+    /// asking.
     #[arg(long, conflicts_with = "dry_run")]
     pub yes: bool,
     /// Approve the mutations of this step (repeatable).
@@ -131,7 +132,8 @@ pub struct StateArgs {
 pub struct ResumeArgs {
     /// The run to continue (`runbook runs` lists them).
     pub run_id: String,
-    /// Approve every mutation (flag set, rollback) without asking.
+    /// Approve every mutation (flag set, rollback, page, message) without
+    /// asking.
     #[arg(long)]
     pub yes: bool,
     /// Approve the mutations of this step (repeatable).

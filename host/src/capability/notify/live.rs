@@ -113,6 +113,14 @@ impl NotifyConfig {
                         "`notify.{section}.{alias}`: the `*_env` field must name an environment variable, not hold the secret itself"
                     ));
                 }
+                // Found out now, not when the page is due.
+                if let Some(var) = var
+                    && std::env::var_os(var).is_none()
+                {
+                    return Err(format!(
+                        "`notify.{section}.{alias}` names `{var}`, which is not set: export it (with the routing key or webhook URL) before the run"
+                    ));
+                }
             }
         }
         Ok(())
