@@ -726,3 +726,90 @@ fn a_spin_loop_under_cpu_load_is_stopped_as_guest_code() {
         "{lines:#?}"
     );
 }
+
+/// Runs `runbook` with `args`, stdout to a file; returns the report and the
+/// child's peak RSS in MiB (`wait4`'s `ru_maxrss`, this child alone).
+fn run_measured(args: &[&str], out: &Path) -> (serde_json::Value, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let mut cmd = common::runbook();
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(out).unwrap())
+        .stderr(std::process::Stdio::null());
+    let child = cmd.spawn().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: an all-zero `rusage` is valid; both pointers are to locals.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    assert_eq!(waited, pid);
+    let status = std::process::ExitStatus::from_raw(status);
+    assert!(status.code().is_some(), "killed: {status:?}");
+    std::mem::forget(child);
+    let report = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    (report, usage.ru_maxrss as u64 / 1024)
+}
+
+/// The host documents that no single step can take it past 256 MiB; a
+/// plain RB-0031 run is the baseline.
+const RSS_BOUND_MIB: u64 = 256;
+
+/// A step handing the host far more than it keeps (10 MiB arguments,
+/// 250 log lines with 4 MiB keys, a 50 MiB fact or summary, 100 MiB of
+/// output, 5,000 calls) ends `limit-exceeded` naming the limit, or has its
+/// output cut and marked; the host stays under its documented bound and
+/// the report stays small.
+#[test]
+fn a_step_flooding_the_host_is_cut_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = root().join("plugins");
+    for (what, limit) in [
+        ("arguments", Some("arguments")),
+        ("log-keys", Some("log")),
+        ("facts", Some("facts")),
+        ("summary", Some("summary")),
+        ("calls", Some("calls")),
+        ("output", None),
+    ] {
+        let runbook = dir.path().join(format!("{what}.md"));
+        std::fs::write(
+            &runbook,
+            format!(
+                "---\nrunbook_id: RB-FLOOD\ntitle: flood\nservice: none\nseverity_scope: TEST\ntags: []\nfirst_action_step: x\nsteps:\n  - id: only\n    plugin: flood\n    inputs: {{ what: {what} }}\n    on: {{ contained: resolved, error: escalated, limit-exceeded: escalated }}\n---\n"
+            ),
+        )
+        .unwrap();
+        let out = dir.path().join(format!("{what}.json"));
+        let (report, rss) = run_measured(
+            &[
+                "run",
+                runbook.to_str().unwrap(),
+                "--sim",
+                SANDBOX_SIM,
+                "--plugins",
+                plugins.to_str().unwrap(),
+                "--json",
+            ],
+            &out,
+        );
+        let only = step(&report, "only");
+        match limit {
+            Some(limit) => {
+                assert_eq!(only["outcome"], "limit-exceeded", "{what}: {only:#}");
+                assert_eq!(only["facts"]["limit"], limit, "{what}: {only:#}");
+            }
+            None => {
+                assert_eq!(only["outcome"], "contained", "{what}: {only:#}");
+                assert_eq!(only["stdout_truncated"], true);
+                assert_eq!(only["stderr_truncated"], true);
+            }
+        }
+        assert!(rss < RSS_BOUND_MIB, "{what}: host peak RSS {rss} MiB");
+        let size = std::fs::metadata(&out).unwrap().len();
+        assert!(size < 2 << 20, "{what}: a {size}-byte report");
+        eprintln!(
+            "{what}: {} peak RSS {rss} MiB, report {size} bytes",
+            only["outcome"]
+        );
+    }
+}
