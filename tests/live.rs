@@ -1446,6 +1446,31 @@ mod durable {
             format!("{family}:2")
         );
         assert_eq!(applied_rollbacks(state.path()), 1);
+        // Started over with `--new`: the suspect deployment no longer runs
+        // (moto keeps listing it; a real ECS lists the rollback's own
+        // deployment, which the host marks as this incident's and the
+        // plugin skips: `ecs::tests`); nothing is rolled back again.
+        let mut args = run_args(&env, &incident_start);
+        args.extend(["--new", "--json"]);
+        let new = output(
+            cli(state.path())
+                .args(args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped()),
+        );
+        let report = new.json();
+        let deploys = step(&report, "recent-deploys");
+        assert_eq!(deploys["outcome"], "uncorrelated", "{report:#}");
+        assert_eq!(
+            deploys["facts"]["suspect"],
+            format!("{family}:3"),
+            "{deploys:#}"
+        );
+        assert_eq!(
+            service_task_definition(&moto, &cluster, &service),
+            format!("{family}:2")
+        );
+        assert_eq!(applied_rollbacks(state.path()), 1);
     }
 
     /// Eight processes setting eight keys in one flag file at once: no

@@ -193,6 +193,7 @@ fn main() {
                 holder,
                 leases: true,
                 since_ms: runbook_host::time::now_ms(),
+                own_changes: Vec::new().into(),
             });
             let report = rt.block_on(execute(&plan, &runtime, &c));
             assert_eq!(report.steps.len(), 5);

@@ -187,6 +187,56 @@ pub fn default_state_dir() -> Option<PathBuf> {
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/runbook"))
 }
 
+/// A change an incident's run applied: what, to what, when.
+#[derive(Debug, Clone)]
+pub struct OwnChange {
+    pub run_id: String,
+    pub interface: String,
+    pub operation: String,
+    pub resource: String,
+    /// What the change returned (a rollback's `from` and `to`).
+    pub result: Value,
+    /// Milliseconds since the epoch: when it was set out (intent) and
+    /// when it was applied.
+    pub intent_ms: u64,
+    pub applied_ms: u64,
+}
+
+/// Every change the runs of `incident` applied, from their journals.
+pub fn own_changes(store: &dyn Store, incident: &str) -> Vec<OwnChange> {
+    let ms = |l: &Value| {
+        l["time"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
+    let mut out = Vec::new();
+    for run in store.incident_runs(incident).unwrap_or_default() {
+        let lines = store.read_run(&run).unwrap_or_default();
+        for applied in lines.iter().filter(|l| l["event"] == "applied") {
+            let Some(intent) = lines
+                .iter()
+                .find(|l| l["event"] == "intent" && l["seq"] == applied["intent"])
+            else {
+                continue;
+            };
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            out.push(OwnChange {
+                run_id: run.clone(),
+                interface: text(&intent["interface"]),
+                operation: text(&intent["operation"]),
+                resource: text(&intent["resource"]),
+                result: applied["result"].clone(),
+                intent_ms: ms(intent),
+                applied_ms: ms(applied),
+            });
+        }
+    }
+    out
+}
+
 /// Journals and leases in a directory on this machine.
 pub struct LocalStore {
     root: PathBuf,

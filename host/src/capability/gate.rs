@@ -161,6 +161,19 @@ pub struct Durable {
     /// When the run started reading (its first start, also when resumed):
     /// a resource another run changed since then is not changed again.
     pub since_ms: u64,
+    /// Changes the incident's runs applied before this run (or this
+    /// resumed run) started: what a step must not mistake for the cause.
+    pub own_changes: Arc<[crate::journal::OwnChange]>,
+}
+
+impl StepState {
+    /// This run's incident's own earlier changes (none without a journal).
+    pub(crate) fn own_changes(&self) -> &[crate::journal::OwnChange] {
+        self.durable
+            .as_ref()
+            .map(|d| &*d.own_changes)
+            .unwrap_or_default()
+    }
 }
 
 impl Durable {

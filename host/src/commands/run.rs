@@ -278,6 +278,7 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         true => format!("{}, dry run", p.backend.mode()),
         false => p.backend.mode(),
     };
+    let own_changes = crate::journal::own_changes(&*store, &incident).into();
     let durable = Durable {
         journal,
         store,
@@ -285,6 +286,7 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         holder,
         leases: !p.backend.is_simulation(),
         since_ms,
+        own_changes,
     };
     let postmortem = args.markdown.as_ref().map(|file| {
         let context = crate::postmortem::Context {
@@ -573,7 +575,10 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
         "resume",
         json!({ "holder": holder, "policy": { "yes": args.yes, "approve": args.approve } }),
     );
+    let incident = start["incident"].as_str().unwrap_or_default().to_string();
+    let own_changes = crate::journal::own_changes(&*store, &incident).into();
     let durable = Durable {
+        own_changes,
         journal,
         store,
         replay: Arc::new(Replay::from_journal(&lines)),
@@ -587,7 +592,7 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
     let mode = format!("{}, resumed", p.backend.mode());
     let ids = Ids {
         run: args.run_id.clone(),
-        incident: start["incident"].as_str().unwrap_or_default().to_string(),
+        incident,
     };
     let report = execute_printing(&p, ids, mode, policy, durable, args.json).await?;
     finish(&p, &report, args.json, false)

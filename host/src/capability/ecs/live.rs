@@ -123,6 +123,7 @@ impl Ecs {
                     created_at_ms: ms(d.created_at()),
                     running_count: d.running_count().max(0) as u32,
                     desired_count: d.desired_count().max(0) as u32,
+                    made_by: None,
                 })
                 .collect(),
         })

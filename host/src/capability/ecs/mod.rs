@@ -128,10 +128,15 @@ impl wit::Host for StepState {
     ) -> wasmtime::Result<Result<ServiceInfo, Error>> {
         let resource = format!("{cluster}/{service}");
         let args = json!({ "cluster": cluster, "service": service });
-        self.read(Cap, "describe-service", &resource, args, |b, d| async move {
-            b.describe(&cluster, &service, d).await
-        })
-        .await
+        let mut described = self
+            .read(Cap, "describe-service", &resource, args, |b, d| async move {
+                b.describe(&cluster, &service, d).await
+            })
+            .await?;
+        if let Ok(info) = &mut described {
+            mark_own(info, &resource, self.own_changes());
+        }
+        Ok(described)
     }
 
     async fn rollback(
@@ -177,6 +182,27 @@ impl wit::Host for StepState {
             b.wait_stable(&cluster, &service, timeout_seconds, d).await
         })
         .await
+    }
+}
+
+/// Marks the deployments an earlier run of this incident made (a rollback
+/// to that task definition, created between its intent and its result,
+/// give or take the clocks' skew): a rerun must not take its own fix for
+/// the bad deploy.
+fn mark_own(info: &mut ServiceInfo, resource: &str, own: &[crate::journal::OwnChange]) {
+    const SKEW_MS: u64 = 5_000;
+    for d in &mut info.deployments {
+        d.made_by = own
+            .iter()
+            .find(|c| {
+                c.interface == "ecs"
+                    && c.operation == "rollback"
+                    && c.resource == resource
+                    && c.result["to"] == d.task_definition.as_str()
+                    && d.created_at_ms + SKEW_MS >= c.intent_ms
+                    && d.created_at_ms <= c.applied_ms + SKEW_MS
+            })
+            .map(|c| c.run_id.clone());
     }
 }
 
@@ -262,6 +288,48 @@ impl crate::bindings::v0_1::runbook::host::ecs::Host for StepState {
 
 #[cfg(test)]
 mod tests {
+    /// A deployment an earlier run of the incident made by its rollback is
+    /// marked with that run; the bad deploy before it, and a rollback to
+    /// the same revision long after, are not.
+    #[test]
+    fn an_incidents_own_rollback_is_marked() {
+        let dep = |id: &str, td: &str, at: u64| crate::bindings::runbook::host::ecs::Deployment {
+            id: id.into(),
+            status: "PRIMARY".into(),
+            task_definition: td.into(),
+            created_at_ms: at,
+            running_count: 1,
+            desired_count: 1,
+            made_by: None,
+        };
+        let mut info = ServiceInfo {
+            cluster: "c".into(),
+            service: "s".into(),
+            task_definition: "a:41".into(),
+            running_count: 1,
+            desired_count: 1,
+            deployments: vec![
+                dep("bad", "a:42", 1_000_000),
+                dep("fix", "a:41", 2_000_500),
+                dep("later", "a:41", 9_000_000),
+            ],
+        };
+        let own = [crate::journal::OwnChange {
+            run_id: "run-1".into(),
+            interface: "ecs".into(),
+            operation: "rollback".into(),
+            resource: "production/auth-service".into(),
+            result: json!({ "from": "a:42", "to": "a:41" }),
+            intent_ms: 2_000_000,
+            applied_ms: 2_001_000,
+        }];
+        mark_own(&mut info, "production/auth-service", &own);
+        let marks: Vec<_> = info.deployments.iter().map(|d| d.made_by.as_deref()).collect();
+        assert_eq!(marks, [None, Some("run-1"), None]);
+        mark_own(&mut info, "production/billing", &own);
+        assert!(info.deployments.iter().all(|d| d.made_by.is_none()));
+    }
+
     use super::*;
     use crate::bindings::runbook::host::ecs::Host;
     use crate::capability::testing::{self, Counted, state};

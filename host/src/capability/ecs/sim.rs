@@ -195,6 +195,7 @@ impl Service {
             created_at_ms: d.created_at_ms,
             running_count: running,
             desired_count: if status == "PRIMARY" { self.desired } else { 0 },
+            made_by: None,
         };
         let deployments = match &self.rollout {
             None => vec![dep(&self.current, "PRIMARY", self.desired)],
