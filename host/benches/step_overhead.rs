@@ -163,7 +163,7 @@ fn main() {
     // A whole RB-0031 run (5 steps on this path), plan already loaded.
     let whole = median(501, || {
         let report = rt.block_on(execute(&plan, &runtime, &cfg()));
-        assert_eq!(report.steps.len(), 5);
+        assert_eq!(report.steps.len(), 6);
     });
     // And with the plan load (manifests, built-ins, linking).
     let with_load = median(51, || {
@@ -196,7 +196,7 @@ fn main() {
                 own_changes: Vec::new().into(),
             });
             let report = rt.block_on(execute(&plan, &runtime, &c));
-            assert_eq!(report.steps.len(), 5);
+            assert_eq!(report.steps.len(), 6);
         });
         drop(dir);
         d
@@ -231,7 +231,7 @@ fn main() {
         ("metric-threshold logic, native Rust", native),
         ("one step through the host", one_step),
         ("  of which instantiate + drop", instantiate),
-        ("RB-0031 session-store path, 5 steps", whole),
+        ("RB-0031 session-store path, 6 steps", whole),
         ("same, journaled, each line fsync'd", journal_fsync),
         ("same, journaled, no fsync", journal_no_fsync),
         ("a step's journal lines, fsync'd", step_lines_fsync),
@@ -255,7 +255,7 @@ fn main() {
         us(one_step) - us(native)
     );
     println!(
-        "  5-step run / one step                  {:>10.1}x",
+        "  6-step run / one step                  {:>10.1}x",
         us(whole) / us(one_step)
     );
     println!(
