@@ -7,10 +7,13 @@
 mod common;
 
 use common::{RB0031, audit_lines, output, path, runbook, step};
+use serde_json::Value;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, ResponseTemplate};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -324,34 +327,74 @@ fn bad_deploy_metrics() -> String {
     recorded(1460.0, 121.0, 99.9)
 }
 
-/// PagerDuty- and Slack-style endpoints on 127.0.0.1 (wiremock, a real
-/// HTTP server), shared by the tests of this binary: every POST is
-/// accepted as PagerDuty and Slack accept them.
+/// A wiremock server on a runtime of its own, so the test can stay
+/// synchronous.
+struct Hook {
+    rt: tokio::runtime::Runtime,
+    server: MockServer,
+}
+
+impl Hook {
+    /// Answers every POST with `status`.
+    fn start(status: u16) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt.block_on(MockServer::start());
+        let hook = Self { rt, server };
+        hook.mount(
+            Mock::given(method("POST"))
+                .respond_with(ok(status))
+                .with_priority(10),
+        );
+        hook
+    }
+
+    fn mount(&self, mock: Mock) {
+        self.rt.block_on(mock.mount(&self.server));
+    }
+
+    fn uri(&self) -> String {
+        self.server.uri()
+    }
+
+    /// The JSON bodies POSTed to `path`, oldest first.
+    fn bodies(&self, path: &str) -> Vec<Value> {
+        self.rt
+            .block_on(self.server.received_requests())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.url.path() == path)
+            .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// Waits (bounded) until `path` got `n` requests.
+    fn wait_for(&self, path: &str, n: usize) {
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while self.bodies(path).len() < n {
+            assert!(
+                std::time::Instant::now() < until,
+                "`{path}` got no {n} requests"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn ok(status: u16) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_json(serde_json::json!({ "status": "success" }))
+}
+
+/// PagerDuty- and Slack-style endpoints on 127.0.0.1, shared by the tests
+/// of this binary: every POST is accepted as PagerDuty and Slack accept
+/// them.
 fn notify_hook() -> &'static str {
-    common::NOTIFY_HOOK.get_or_init(|| {
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                use wiremock::matchers::method;
-                use wiremock::{Mock, MockServer, ResponseTemplate};
-                let server = MockServer::start().await;
-                Mock::given(method("POST"))
-                    .respond_with(
-                        ResponseTemplate::new(202)
-                            .set_body_json(serde_json::json!({ "status": "success" })),
-                    )
-                    .mount(&server)
-                    .await;
-                tx.send(server.uri()).unwrap();
-                std::future::pending::<()>().await;
-            });
-        });
-        rx.recv().unwrap()
-    })
+    static HOOK: std::sync::OnceLock<Hook> = std::sync::OnceLock::new();
+    let hook = HOOK.get_or_init(|| Hook::start(202));
+    common::NOTIFY_HOOK.get_or_init(|| hook.uri())
 }
 
 /// The `[notify]` section RB-0031's escalation needs, at the hook.
@@ -1565,70 +1608,7 @@ mod durable {
 /// moto delivering to one of them.
 mod notify {
     use super::*;
-    use serde_json::Value;
-    use wiremock::matchers::{method, path as url_path};
-    use wiremock::{Mock, MockServer, ResponseTemplate};
-
-    /// A wiremock server on a runtime of its own, so the test can stay
-    /// synchronous.
-    struct Hook {
-        rt: tokio::runtime::Runtime,
-        server: MockServer,
-    }
-
-    impl Hook {
-        /// Answers every POST with `status`.
-        fn start(status: u16) -> Self {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            let server = rt.block_on(MockServer::start());
-            let hook = Self { rt, server };
-            hook.mount(
-                Mock::given(method("POST"))
-                    .respond_with(ok(status))
-                    .with_priority(10),
-            );
-            hook
-        }
-
-        fn mount(&self, mock: Mock) {
-            self.rt.block_on(mock.mount(&self.server));
-        }
-
-        fn uri(&self) -> String {
-            self.server.uri()
-        }
-
-        /// The JSON bodies POSTed to `path`, oldest first.
-        fn bodies(&self, path: &str) -> Vec<Value> {
-            self.rt
-                .block_on(self.server.received_requests())
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|r| r.url.path() == path)
-                .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
-                .collect()
-        }
-
-        /// Waits (bounded) until `path` got `n` requests.
-        fn wait_for(&self, path: &str, n: usize) {
-            let until = std::time::Instant::now() + Duration::from_secs(60);
-            while self.bodies(path).len() < n {
-                assert!(
-                    std::time::Instant::now() < until,
-                    "`{path}` got no {n} requests"
-                );
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-
-    fn ok(status: u16) -> ResponseTemplate {
-        ResponseTemplate::new(status).set_body_json(serde_json::json!({ "status": "success" }))
-    }
+    use wiremock::matchers::path as url_path;
 
     const PD: &str = "/v2/enqueue";
     /// The webhook's path carries its token, as Slack's do: it must never

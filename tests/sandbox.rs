@@ -771,14 +771,9 @@ fn a_step_flooding_the_host_is_cut_off() {
         ("calls", Some("calls")),
         ("output", None),
     ] {
-        let runbook = dir.path().join(format!("{what}.md"));
-        std::fs::write(
-            &runbook,
-            format!(
-                "---\nrunbook_id: RB-FLOOD\ntitle: flood\nservice: none\nseverity_scope: TEST\ntags: []\nfirst_action_step: x\nsteps:\n  - id: only\n    plugin: flood\n    inputs: {{ what: {what} }}\n    on: {{ contained: resolved, error: escalated, limit-exceeded: escalated }}\n---\n"
-            ),
-        )
-        .unwrap();
+        let case = dir.path().join(what);
+        std::fs::create_dir_all(&case).unwrap();
+        let runbook = one_step(&case, "flood", &format!("    inputs: {{ what: {what} }}\n"));
         let out = dir.path().join(format!("{what}.json"));
         let (report, rss) = run_measured(
             &[

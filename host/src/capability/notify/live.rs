@@ -23,7 +23,7 @@
 //! the environment variables named, never from the file, and are never
 //! printed.
 
-use super::{NotifyBackend, severity_name};
+use super::{NotifyBackend, sent, severity_name};
 use crate::bindings::Error;
 use crate::bindings::runbook::host::notify::{Sent, Severity};
 use crate::capability::LiveContext;
@@ -229,15 +229,12 @@ impl Notify {
             .ok()
             .and_then(|v| v["status"].as_str().map(str::to_string))
             .unwrap_or_else(|| "accepted".into());
-        Ok(Sent {
-            to: alias.into(),
-            status: match action {
-                "trigger" => "triggered".into(),
-                "resolve" => "resolved".into(),
-                _ => status,
-            },
-            dedup_key: Some(dedup_key.into()),
-        })
+        let status = match action {
+            "trigger" => "triggered",
+            "resolve" => "resolved",
+            _ => &status,
+        };
+        Ok(sent(alias, status, Some(dedup_key)))
     }
 
     async fn sns(&self, alias: &str, topic: &str, subject: &str, text: &str) -> Result<(), Error> {
@@ -299,21 +296,13 @@ impl NotifyBackend for Notify {
                 Endpoint::Slack { webhook_url_env } => {
                     let text = format!("[{}] {summary} (dedup key `{dedup_key}`)", severity_name(severity));
                     self.slack(target, webhook_url_env, &text).await?;
-                    Ok(Sent {
-                        to: target.into(),
-                        status: "posted".into(),
-                        dedup_key: Some(dedup_key.into()),
-                    })
+                    Ok(sent(target, "posted", Some(dedup_key)))
                 }
                 Endpoint::Sns { topic_arn } => {
                     let subject = format!("[{}] page: {summary}", severity_name(severity));
                     let text = format!("{summary}\n\ndedup key: {dedup_key}");
                     self.sns(target, topic_arn, &subject, &text).await?;
-                    Ok(Sent {
-                        to: target.into(),
-                        status: "published".into(),
-                        dedup_key: Some(dedup_key.into()),
-                    })
+                    Ok(sent(target, "published", Some(dedup_key)))
                 }
             }
         })
@@ -333,20 +322,12 @@ impl NotifyBackend for Notify {
                 }
                 Endpoint::Slack { webhook_url_env } => {
                     self.slack(target, webhook_url_env, &format!("resolved: `{dedup_key}`")).await?;
-                    Ok(Sent {
-                        to: target.into(),
-                        status: "posted".into(),
-                        dedup_key: Some(dedup_key.into()),
-                    })
+                    Ok(sent(target, "posted", Some(dedup_key)))
                 }
                 Endpoint::Sns { topic_arn } => {
                     let text = format!("resolved: {dedup_key}");
                     self.sns(target, topic_arn, &text, &text).await?;
-                    Ok(Sent {
-                        to: target.into(),
-                        status: "published".into(),
-                        dedup_key: Some(dedup_key.into()),
-                    })
+                    Ok(sent(target, "published", Some(dedup_key)))
                 }
             }
         })
@@ -375,11 +356,7 @@ impl NotifyBackend for Notify {
                     )));
                 }
             };
-            Ok(Sent {
-                to: channel.into(),
-                status: status.into(),
-                dedup_key: None,
-            })
+            Ok(sent(channel, status, None))
         })
         .await
     }

@@ -37,6 +37,15 @@ pub trait NotifyBackend: Send + Sync {
     async fn message(&self, channel: &str, text: &str, deadline: Instant) -> Result<Sent, Error>;
 }
 
+/// What a page, resolve or message reports back to the step.
+pub fn sent(to: &str, status: &str, dedup_key: Option<&str>) -> Sent {
+    Sent {
+        to: to.into(),
+        status: status.into(),
+        dedup_key: dedup_key.map(str::to_string),
+    }
+}
+
 pub fn severity_name(s: Severity) -> &'static str {
     match s {
         Severity::Critical => "critical",
@@ -140,19 +149,12 @@ impl wit::Host for StepState {
             "severity": severity_name(severity),
             "dedup_key": dedup_key,
         });
-        let (t, k) = (target.clone(), dedup_key.clone());
+        let would = sent(&target, "triggered", Some(&dedup_key));
         let change = format!(
             "page `{target}` ({}): {summary}",
             severity_name(severity)
         );
-        let preview = |_: Arc<dyn NotifyBackend>, _| async move {
-            let would = Sent {
-                to: t,
-                status: "triggered".into(),
-                dedup_key: Some(k),
-            };
-            Ok((change, would))
-        };
+        let preview = |_: Arc<dyn NotifyBackend>, _| async move { Ok((change, would)) };
         let apply = |b: Arc<dyn NotifyBackend>, d, _| async move {
             b.page(&target, &summary, severity, &dedup_key, d).await
         };
@@ -170,18 +172,9 @@ impl wit::Host for StepState {
     ) -> wasmtime::Result<Result<Sent, Error>> {
         let resource = format!("page/{target}");
         let args = json!({ "target": target, "dedup_key": dedup_key });
-        let (t, k) = (target.clone(), dedup_key.clone());
+        let would = sent(&target, "resolved", Some(&dedup_key));
         let change = format!("resolve the page `{dedup_key}` of `{target}`");
-        let preview = |_: Arc<dyn NotifyBackend>, _| async move {
-            Ok((
-                change,
-                Sent {
-                    to: t,
-                    status: "resolved".into(),
-                    dedup_key: Some(k),
-                },
-            ))
-        };
+        let preview = |_: Arc<dyn NotifyBackend>, _| async move { Ok((change, would)) };
         let apply = |b: Arc<dyn NotifyBackend>, d, _| async move {
             b.resolve(&target, &dedup_key, d).await
         };
@@ -197,18 +190,9 @@ impl wit::Host for StepState {
     ) -> wasmtime::Result<Result<Sent, Error>> {
         let resource = format!("channel/{channel}");
         let args = json!({ "channel": channel, "text": text });
-        let c = channel.clone();
+        let would = sent(&channel, "posted", None);
         let change = format!("post to `{channel}`: {text}");
-        let preview = |_: Arc<dyn NotifyBackend>, _| async move {
-            Ok((
-                change,
-                Sent {
-                    to: c,
-                    status: "posted".into(),
-                    dedup_key: None,
-                },
-            ))
-        };
+        let preview = |_: Arc<dyn NotifyBackend>, _| async move { Ok((change, would)) };
         let apply =
             |b: Arc<dyn NotifyBackend>, d, _| async move { b.message(&channel, &text, d).await };
         // A message has no dedup key: one that may or may not have gone out
@@ -238,27 +222,15 @@ mod tests {
             _: Instant,
         ) -> Result<Sent, Error> {
             self.hit();
-            Ok(Sent {
-                to: target.into(),
-                status: "triggered".into(),
-                dedup_key: Some(key.into()),
-            })
+            Ok(sent(target, "triggered", Some(key)))
         }
         async fn resolve(&self, target: &str, key: &str, _: Instant) -> Result<Sent, Error> {
             self.hit();
-            Ok(Sent {
-                to: target.into(),
-                status: "resolved".into(),
-                dedup_key: Some(key.into()),
-            })
+            Ok(sent(target, "resolved", Some(key)))
         }
         async fn message(&self, channel: &str, _: &str, _: Instant) -> Result<Sent, Error> {
             self.hit();
-            Ok(Sent {
-                to: channel.into(),
-                status: "posted".into(),
-                dedup_key: None,
-            })
+            Ok(sent(channel, "posted", None))
         }
     }
 

@@ -2,7 +2,7 @@
 //! targets and channels that exist (and any that fail); every page and
 //! message is recorded, in order, and shows in the run's timeline.
 
-use super::{NotifyBackend, severity_name};
+use super::{NotifyBackend, sent, severity_name};
 use crate::bindings::Error;
 use crate::bindings::runbook::host::notify::{Sent, Severity};
 use crate::capability::sim::World;
@@ -95,11 +95,7 @@ impl NotifyBackend for SimNotifyBackend {
             "page",
             format!("{}: {summary} [{dedup_key}]", severity_name(severity)),
         )?;
-        Ok(Sent {
-            to: target.into(),
-            status: if already { "deduplicated" } else { "triggered" }.into(),
-            dedup_key: Some(dedup_key.into()),
-        })
+        Ok(sent(target, if already { "deduplicated" } else { "triggered" }, Some(dedup_key)))
     }
 
     async fn resolve(
@@ -109,19 +105,11 @@ impl NotifyBackend for SimNotifyBackend {
         _deadline: Instant,
     ) -> Result<Sent, Error> {
         self.send(target, &self.config.targets, "resolve", dedup_key.to_string())?;
-        Ok(Sent {
-            to: target.into(),
-            status: "resolved".into(),
-            dedup_key: Some(dedup_key.into()),
-        })
+        Ok(sent(target, "resolved", Some(dedup_key)))
     }
 
     async fn message(&self, channel: &str, text: &str, _deadline: Instant) -> Result<Sent, Error> {
         self.send(channel, &self.config.channels, "message", text.to_string())?;
-        Ok(Sent {
-            to: channel.into(),
-            status: "posted".into(),
-            dedup_key: None,
-        })
+        Ok(sent(channel, "posted", None))
     }
 }
