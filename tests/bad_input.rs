@@ -1,6 +1,6 @@
-//! Bad input, as golden files: each malformed runbook, manifest and scenario
-//! under `tests/fixtures/bad/` sits beside the `.err` file holding exactly
-//! what the CLI must print (exit status 2, nothing run), with the checkout's
+//! Bad input, as golden files: each malformed runbook, manifest, scenario,
+//! environment and trust file under `tests/fixtures/bad/` sits beside the
+//! `.err` file holding exactly what the CLI must print (exit status 2, nothing run), with the checkout's
 //! absolute path written as `<root>`.
 //!
 //! Regenerate after a deliberate wording change with
@@ -108,6 +108,16 @@ fn malformed_scenarios() {
         cases("scenarios", "toml")
             .iter()
             .map(|c| golden(c, &["run", RB0031, "--sim", c]))
+            .collect(),
+    );
+}
+
+#[test]
+fn malformed_trust_files() {
+    assert_all(
+        cases("trust", "toml")
+            .iter()
+            .map(|c| golden(c, &["check", RB0031, "--trust", c]))
             .collect(),
     );
 }

@@ -209,7 +209,7 @@ fn the_linker_lacks_ungranted_interfaces() {
     let manifest =
         LoadedManifest::load(&root().join("plugins/testing/ungranted-import/plugin.toml")).unwrap();
     let dirs = vec![PathBuf::from(env!("RUNBOOK_BUILT_PLUGINS"))];
-    let plugin = Plugin::load(&runtime, manifest, &dirs, false).unwrap();
+    let plugin = Plugin::load(&runtime, manifest, &dirs).unwrap();
     let grants: Grants = toml::from_str("metrics = { read = [\"*\"] }").unwrap();
     let err = runbook_host::plan::instance_pre(&runtime, &plugin, &grants)
         .err()
@@ -246,8 +246,8 @@ fn a_step_cannot_widen_its_plugins_grant() {
 }
 
 /// Copies the plugins RB-0031 uses into `dir`, components beside their
-/// manifests, with `sha256` pinned (or not).
-fn pinned_plugins(dir: &Path, pin: bool) {
+/// manifests, with `sha256` pinned.
+fn pinned_plugins(dir: &Path) {
     let built = Path::new(env!("RUNBOOK_BUILT_PLUGINS"));
     for entry in std::fs::read_dir(root().join("plugins/steps")).unwrap() {
         let src = entry.unwrap().path();
@@ -258,59 +258,21 @@ fn pinned_plugins(dir: &Path, pin: bool) {
         let bytes = std::fs::read(built.join(&wasm)).unwrap();
         std::fs::write(dst.join(&wasm), &bytes).unwrap();
         let mut manifest = std::fs::read_to_string(src.join("plugin.toml")).unwrap();
-        if pin {
-            let digest = runbook_host::engine::sha256_hex(&bytes);
-            let component_line = format!("component = \"{wasm}\"\n");
-            assert!(manifest.contains(&component_line), "{name}: {manifest}");
-            manifest = manifest.replace(
-                &component_line,
-                &format!("{component_line}sha256 = \"{digest}\"\n"),
-            );
-        }
+        let digest = runbook_host::engine::sha256_hex(&bytes);
+        let component_line = format!("component = \"{wasm}\"\n");
+        assert!(manifest.contains(&component_line), "{name}: {manifest}");
+        manifest = manifest.replace(
+            &component_line,
+            &format!("{component_line}sha256 = \"{digest}\"\n"),
+        );
         std::fs::write(dst.join("plugin.toml"), manifest).unwrap();
     }
 }
 
 #[test]
-fn locked_runs_need_pinned_digests() {
-    let locked = |pin: bool| {
-        let dir = tempfile::tempdir().unwrap();
-        pinned_plugins(dir.path(), pin);
-        let plugins = dir.path().to_str().unwrap();
-        let args = [
-            "run",
-            RB0031,
-            "--sim",
-            "runbooks/scenarios/healthy.toml",
-            "--locked",
-            "--plugins",
-            plugins,
-        ];
-        run(&args)
-    };
-    let out = locked(false);
-    assert_eq!(out.code, 2);
-    assert!(
-        out.stderr.contains("`--locked`: manifest"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("pins no `sha256`"), "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("hint: review the component, then add `sha256 = \""),
-        "{}",
-        out.stderr
-    );
-
-    let out = locked(true);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-}
-
-#[test]
 fn an_altered_component_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    pinned_plugins(dir.path(), true);
+    pinned_plugins(dir.path());
     // One bit flipped after review.
     let wasm = dir.path().join("set-flag/set_flag.wasm");
     let mut bytes = std::fs::read(&wasm).unwrap();
@@ -413,6 +375,7 @@ fn a_busy_step_does_not_starve_other_runs() {
         plugin_dirs: vec![plugins],
         component_dirs: vec![common::built_plugins()],
         locked: false,
+        trust: None,
     };
     let runtime = Runtime::with_instances(None, 64).unwrap();
     let spin = Arc::new(Plan::load(&runtime, Runbook::load(&spin_rb).unwrap(), &sources).unwrap());
@@ -614,6 +577,7 @@ fn a_mutation_cut_off_by_the_deadline_is_recorded_as_interrupted() {
         plugin_dirs: vec![plugins],
         component_dirs: vec![common::built_plugins()],
         locked: false,
+        trust: None,
     };
     let runtime = Runtime::new(None).unwrap();
     let plan = Plan::load(&runtime, Runbook::load(&rb).unwrap(), &sources).unwrap();

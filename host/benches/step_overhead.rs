@@ -110,6 +110,7 @@ fn main() {
         plugin_dirs: vec![],
         component_dirs: vec![],
         locked: false,
+        trust: None,
     };
     let plan = Plan::load(&runtime, Runbook::load(&rb_path).unwrap(), &sources).unwrap();
     let scenario = Scenario::load(&sim_path).unwrap();

@@ -38,6 +38,23 @@ pub enum Command {
     /// List the plugins a runbook can use: those in plugin directories,
     /// then the ones built into this binary, with their digests.
     Plugins(PluginsArgs),
+    /// Write `runbook.lock` beside the runbooks: per step, the plugin, its
+    /// version and component digest, the effective grants, the limits and
+    /// the resources its inputs name. `--locked` refuses anything else.
+    Lock(LockArgs),
+    /// Print what a change lets the runbooks' steps do that they could not
+    /// before (widened, first), what changed with the same reach, and what
+    /// was given up, compared with `runbook.lock` or the lock at a git
+    /// revision. Exit status: 0 nothing widened, 6 something widened.
+    Review(ReviewArgs),
+    /// Create a minisign key pair for signing plugins: NAME.key (secret,
+    /// mode 0600, unencrypted) and NAME.pub.
+    Keygen(KeygenArgs),
+    /// Sign a plugin: its name, version, component digest and manifest
+    /// together, into `signatures/KEYID.minisig` beside the manifest.
+    Sign(SignArgs),
+    /// Store plugins in an OCI registry and fetch them by digest.
+    Plugin(PluginArgs),
     /// Execute many runs of a runbook at once against a simulated scenario,
     /// in this one process, and report steps/s, runs/s, the cost of a step
     /// (p50/p99) and peak memory.
@@ -46,6 +63,17 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct Sources {
+    #[command(flatten)]
+    pub search: Search,
+    /// Refuse to run anything that differs from `runbook.lock` beside the
+    /// runbook (a component, a grant, a limit, a resource an input names).
+    #[arg(long)]
+    pub locked: bool,
+}
+
+/// Where plugins are looked for.
+#[derive(Debug, Args)]
+pub struct Search {
     /// A directory of plugins (`NAME/plugin.toml`, or one level deeper),
     /// searched before the built-in ones; repeatable, first match wins.
     /// Default: `plugins/` beside the runbook, if there is one.
@@ -55,9 +83,35 @@ pub struct Sources {
     /// `RUNBOOK_COMPONENTS`, colon-separated).
     #[arg(long, value_name = "DIR")]
     pub components: Vec<PathBuf>,
-    /// Refuse any component whose manifest pins no `sha256`.
+    /// A trust file: which keys may sign which plugins, and whether a
+    /// plugin from a directory must be signed to run. Default: `trust.toml`
+    /// beside the runbook, if there is one.
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// Runbooks, or directories whose executable runbooks are all locked
+    /// (the lock then holds exactly those). Default: `runbooks`.
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub search: Search,
+}
+
+#[derive(Debug, Args)]
+pub struct ReviewArgs {
+    /// Runbooks, or directories of runbooks. Default: `runbooks`.
+    pub paths: Vec<PathBuf>,
+    /// Compare with the `runbook.lock` committed at this git revision (a
+    /// branch, tag or commit) instead of the one on disk.
+    #[arg(long, value_name = "REF")]
+    pub base: Option<String>,
+    /// The review as one JSON document.
     #[arg(long)]
-    pub locked: bool,
+    pub json: bool,
+    #[command(flatten)]
+    pub search: Search,
 }
 
 #[derive(Debug, Args)]
@@ -238,4 +292,72 @@ pub struct BenchArgs {
     pub json: bool,
     #[command(flatten)]
     pub sources: Sources,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Path and name of the key files, without extension.
+    pub name: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// The plugin's directory or its `plugin.toml`.
+    pub plugin: PathBuf,
+    /// The secret key (from `runbook keygen` or `minisign -G -W`).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// Extra directories to find the component file in.
+    #[arg(long, value_name = "DIR")]
+    pub components: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    #[command(subcommand)]
+    pub action: PluginAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginAction {
+    /// Push a plugin (component, manifest, signatures) to REF
+    /// (`REGISTRY/REPOSITORY:TAG`) and print its digest.
+    Push(PushArgs),
+    /// Pull a plugin by digest (`REGISTRY/REPOSITORY@sha256:…`), check it,
+    /// and install it in the plugin store as `STORE/NAME/`; run with
+    /// `--plugins STORE`.
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The plugin's directory or its `plugin.toml`.
+    pub plugin: PathBuf,
+    /// Where to push it, e.g. `registry.example.com/runbook/set-flag:0.1.0`.
+    pub reference: String,
+    /// Extra directories to find the component file in.
+    #[arg(long, value_name = "DIR")]
+    pub components: Vec<PathBuf>,
+    /// Speak plain HTTP to the registry (always so for localhost and
+    /// 127.0.0.1).
+    #[arg(long)]
+    pub plain_http: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// `REGISTRY/REPOSITORY@sha256:DIGEST`.
+    pub reference: String,
+    /// The plugin store (default `RUNBOOK_PLUGIN_STORE`, else
+    /// `$XDG_DATA_HOME/runbook/plugins`, else `~/.local/share/runbook/plugins`).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Check the plugin's signatures against this trust file before
+    /// installing it.
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
+    /// Speak plain HTTP to the registry (always so for localhost and
+    /// 127.0.0.1).
+    #[arg(long)]
+    pub plain_http: bool,
 }

@@ -81,7 +81,7 @@ pub struct InputSpec {
 }
 
 /// A resource the plugin reaches, named by its inputs.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResourceUse {
     pub interface: Interface,
@@ -198,27 +198,39 @@ impl Contract {
             }
         }
         let checker = GrantChecker::new(grants.clone());
-        for r in &self.resources {
-            let value = |name: &str| {
-                given.get(name).cloned().or_else(|| {
-                    self.inputs
-                        .as_ref()
-                        .and_then(|i| i.get(name))
-                        .and_then(|s| s.default.clone())
-                })
-            };
-            // A resource named by an input the step leaves out is not used.
-            let Some(resource) = render(&r.name, value) else {
-                continue;
-            };
-            if let Err(why) = checker.check(r.interface, r.access, &resource) {
+        for r in self.named_resources(step) {
+            if let Err(why) = checker.check(r.interface, r.access, &r.name) {
                 return Err(format!(
-                    "names {} `{resource}` through its inputs, for {}, but {why}",
-                    r.interface, r.access
+                    "names {} `{}` through its inputs, for {}, but {why}",
+                    r.interface, r.name, r.access
                 ));
             }
         }
         Ok(())
+    }
+
+    /// The resources `step`'s inputs (or their defaults) name, placeholders
+    /// filled; a resource named by an input the step leaves out is not used.
+    pub fn named_resources(&self, step: &StepDef) -> Vec<ResourceUse> {
+        let given: BTreeMap<String, String> = step.input_pairs().into_iter().collect();
+        let value = |name: &str| {
+            given.get(name).cloned().or_else(|| {
+                self.inputs
+                    .as_ref()
+                    .and_then(|i| i.get(name))
+                    .and_then(|s| s.default.clone())
+            })
+        };
+        self.resources
+            .iter()
+            .filter_map(|r| {
+                Some(ResourceUse {
+                    interface: r.interface,
+                    access: r.access,
+                    name: render(&r.name, value)?,
+                })
+            })
+            .collect()
     }
 }
 

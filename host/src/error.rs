@@ -26,6 +26,11 @@ pub fn hinted(message: impl Into<String>, hint: impl Into<String>) -> anyhow::Er
     })
 }
 
+/// `err`, whole chain in one message, with `hint` added.
+pub fn with_hint(err: anyhow::Error, hint: impl Into<String>) -> anyhow::Error {
+    hinted(format!("{err:#}"), hint)
+}
+
 /// The first hint anywhere in the chain.
 pub fn hint_of(err: &anyhow::Error) -> Option<&str> {
     err.chain()

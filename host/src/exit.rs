@@ -19,6 +19,8 @@ pub enum Exit {
     /// Another run holds the incident, or what this run had to change: the
     /// message names it (who, where, since when).
     Blocked = 5,
+    /// `review`: something may now be touched that could not before.
+    Widened = 6,
 }
 
 impl Exit {

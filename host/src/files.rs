@@ -57,7 +57,12 @@ pub fn read_bytes(path: &Path, what: &str, max: u64) -> Result<Vec<u8>> {
 
 /// The text of regular file `path`, at most [`MAX_TEXT`] bytes of UTF-8.
 pub fn read_text(path: &Path, what: &str) -> Result<String> {
-    let bytes = read_bytes(path, what, MAX_TEXT)?;
+    read_text_capped(path, what, MAX_TEXT)
+}
+
+/// [`read_text`], at most `max` bytes.
+pub fn read_text_capped(path: &Path, what: &str, max: u64) -> Result<String> {
+    let bytes = read_bytes(path, what, max)?;
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let (line, column) = line_column(&e.as_bytes()[..at]);

@@ -30,6 +30,10 @@
 //!   [`postmortem`]: its Markdown timeline.
 //! - [`files`], [`time`], [`ids`], [`error`]: reading input safely, time,
 //!   names, errors with hints; [`fuzzing`]: the parsers' fuzz targets.
+//! - [`lock`]: `runbook.lock`, what each step runs and may touch;
+//!   [`review`]: the capability diff between two locks; [`signing`]:
+//!   plugin signatures and the trust file; [`oci`]: plugins pushed to and
+//!   pulled from OCI registries.
 //! - [`cli`], [`commands`], [`exit`]: the `runbook` binary.
 
 pub mod approval;
@@ -55,12 +59,16 @@ pub mod grants;
 pub mod ids;
 pub mod interface;
 pub mod journal;
+pub mod lock;
 pub mod manifest;
+pub mod oci;
 pub mod plan;
 pub mod plugin;
 pub mod postmortem;
 pub mod report;
+pub mod review;
 pub mod run;
 pub mod runbook;
 pub mod scenario;
+pub mod signing;
 pub mod time;

@@ -69,7 +69,7 @@ impl Manifest {
 }
 
 /// Per-step resource limits.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest linear memory, in MiB.
@@ -105,15 +105,14 @@ const MAX_TIMEOUT_MS: u64 = 3_600_000;
 pub struct LoadedManifest {
     pub path: PathBuf,
     pub manifest: Manifest,
+    /// Hex sha256 of the file's text, which a plugin signature covers.
+    pub text_sha256: String,
 }
 
 impl LoadedManifest {
     pub fn load(path: &Path) -> Result<Self> {
-        let manifest: Manifest = crate::error::load_toml(path, "manifest", HINT, |m| validate(m))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            manifest,
-        })
+        let text = crate::files::read_text(path, "manifest")?;
+        Self::parse(&text, path)
     }
 
     /// A manifest from `text`; `path` names it in errors.
@@ -123,7 +122,15 @@ impl LoadedManifest {
         Ok(Self {
             path: path.to_path_buf(),
             manifest,
+            text_sha256: crate::engine::sha256_hex(text.as_bytes()),
         })
+    }
+
+    /// Whether the manifest lets the plugin change anything.
+    pub fn mutates(&self) -> bool {
+        let g = &self.manifest.grants;
+        g.interfaces()
+            .any(|i| g.scope(i).is_some_and(|s| !s.mutate.is_empty()))
     }
 
     pub fn dir(&self) -> &Path {

@@ -21,8 +21,12 @@ use std::sync::Arc;
 pub struct Sources {
     pub plugin_dirs: Vec<PathBuf>,
     pub component_dirs: Vec<PathBuf>,
-    /// Refuse components whose manifest pins no digest.
+    /// Refuse a plan that differs from the `runbook.lock` beside the
+    /// runbook.
     pub locked: bool,
+    /// Which keys may sign which plugins, and how many signatures a
+    /// directory plugin needs.
+    pub trust: Option<Arc<crate::signing::Trust>>,
 }
 
 pub struct Plan {
@@ -161,7 +165,11 @@ impl Plan {
                 pre,
             });
         }
-        Ok(Self { runbook, steps })
+        let plan = Self { runbook, steps };
+        if sources.locked {
+            crate::lock::verify(&plan)?;
+        }
+        Ok(plan)
     }
 
     /// Loads and links the steps after the first on a thread of their
@@ -351,7 +359,11 @@ impl Sources {
                         "a plugin's directory must carry its name",
                     ));
                 }
-                Plugin::load(runtime, loaded, &self.component_dirs, self.locked)
+                let plugin = Plugin::load(runtime, loaded, &self.component_dirs)?;
+                if let Some(trust) = &self.trust {
+                    trust.verify(&plugin.signed_subject())?;
+                }
+                Ok(plugin)
             }
         }
     }

@@ -114,7 +114,6 @@ impl Plugin {
         runtime: &Runtime,
         manifest: LoadedManifest,
         component_dirs: &[PathBuf],
-        locked: bool,
     ) -> Result<Self> {
         let component_path = manifest.component_path(component_dirs)?;
         let bytes =
@@ -130,17 +129,6 @@ impl Plugin {
                         manifest.path.display()
                     ),
                     "the component changed since it was reviewed: rebuild the reviewed source, or review this one and update `sha256` (`runbook inspect` prints it)",
-                ));
-            }
-            None if locked => {
-                return Err(hinted(
-                    format!(
-                        "`--locked`: manifest `{}` of plugin `{name}` pins no `sha256`",
-                        manifest.path.display()
-                    ),
-                    format!(
-                        "review the component, then add `sha256 = \"{digest}\"` to the manifest"
-                    ),
                 ));
             }
             _ => {}
@@ -185,6 +173,20 @@ impl Plugin {
             compiled: std::sync::OnceLock::new(),
             source: Source::Builtin(b),
         })
+    }
+
+    /// What a signature of this plugin covers.
+    pub fn signed_subject(&self) -> crate::signing::Subject<'_> {
+        let m = &self.manifest;
+        crate::signing::Subject {
+            name: m.manifest.name.as_str(),
+            version: &m.manifest.version,
+            component_sha256: &self.digest,
+            manifest_sha256: &m.text_sha256,
+            mutates: m.mutates(),
+            dir: m.dir(),
+            manifest: &m.path,
+        }
     }
 
     /// The compiled component, loaded now if it was not yet.

@@ -15,7 +15,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit> {
     let runbook = Runbook::load(&args.runbook)?;
     let scenario = Scenario::load(&args.sim)?;
     let runtime = Runtime::with_instances(default_cache_dir(), args.instances)?;
-    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook))?;
+    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook)?)?;
     scenario.check_plan(&plan, &args.sim)?;
     let b = many(
         Arc::new(plan),

@@ -23,7 +23,7 @@ pub fn check(args: CheckArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
     let runtime = Runtime::new(default_cache_dir())?;
-    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook))?;
+    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook)?)?;
     plan.link_all(&runtime)?;
     if let Some(env) = &args.env {
         Environment::load(env)?.check_plan(&plan)?;

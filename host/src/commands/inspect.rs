@@ -26,7 +26,7 @@ pub fn inspect(args: InspectArgs) -> Result<Exit> {
                 args.plugin.clone()
             };
             let manifest = LoadedManifest::load(&path)?;
-            Plugin::load(&runtime, manifest, &component_dirs(&args.components), false)?
+            Plugin::load(&runtime, manifest, &component_dirs(&args.components))?
         }
     };
     let m = &plugin.manifest.manifest;
@@ -45,7 +45,7 @@ pub fn inspect(args: InspectArgs) -> Result<Exit> {
     let pinned = match &m.sha256 {
         Some(_) if plugin.builtin => "built in: pinned by this binary",
         Some(_) => "pinned in the manifest, matches",
-        None => "not pinned: `--locked` refuses it until the manifest carries `sha256`",
+        None => "not pinned by the manifest: `runbook.lock` pins it for `--locked`",
     };
     say!(out, "sha256     {} ({pinned})", plugin.digest);
     say!(

@@ -6,17 +6,24 @@ mod bench;
 mod check;
 mod inspect;
 pub mod journal;
+mod lock;
+mod oci;
 mod plugins;
+mod review;
 pub mod run;
+mod sign;
 
 pub use bench::bench;
 pub use check::check;
 pub use inspect::inspect;
 pub use journal::{runs, show, verify_log};
+pub use lock::lock;
 pub use plugins::plugins;
+pub use review::review;
 pub use run::{resume, run};
+pub use sign::{keygen, sign};
 
-use crate::cli::{Command, Sources};
+use crate::cli::{Command, Search, Sources};
 use crate::exit::Exit;
 use crate::plan;
 use anyhow::Result;
@@ -30,6 +37,11 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
         Command::Inspect(args) => inspect(args),
         Command::Plugins(args) => plugins(args),
         Command::Bench(args) => bench(args).await,
+        Command::Lock(args) => lock(args),
+        Command::Plugin(args) => oci::plugin(args).await,
+        Command::Review(args) => review(args),
+        Command::Keygen(args) => keygen(args),
+        Command::Sign(args) => sign(args),
         Command::Resume(args) => resume(args).await,
         Command::Show(args) => show(args),
         Command::Runs(args) => runs(args),
@@ -59,12 +71,21 @@ fn emit(text: &str) -> Result<()> {
     }
 }
 
-fn sources(s: &Sources, runbook: &Path) -> plan::Sources {
-    plan::Sources {
+fn sources(s: &Sources, runbook: &Path) -> Result<plan::Sources> {
+    let mut out = search(&s.search, runbook)?;
+    out.locked = s.locked;
+    Ok(out)
+}
+
+/// Where `runbook`'s plugins are found, and the trust file for them.
+fn search(s: &Search, runbook: &Path) -> Result<plan::Sources> {
+    Ok(plan::Sources {
         plugin_dirs: plugin_dirs(&s.plugins, Some(runbook)),
         component_dirs: component_dirs(&s.components),
-        locked: s.locked,
-    }
+        locked: false,
+        trust: crate::signing::Trust::find(s.trust.as_deref(), Some(runbook))?
+            .map(std::sync::Arc::new),
+    })
 }
 
 /// `--plugins`, else `plugins/` beside the runbook.

@@ -222,7 +222,7 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
     let cache = (!args.no_cache)
         .then(|| args.cache_dir.clone().or_else(default_cache_dir))
         .flatten();
-    let sources = sources(&args.sources, &args.runbook);
+    let sources = sources(&args.sources, &args.runbook)?;
     let p = prepare(
         &args.runbook,
         backend,
@@ -393,6 +393,7 @@ fn record_start(
                 "plugin_dirs": sources.plugin_dirs.iter().map(|d| absolute(d)).collect::<Vec<_>>(),
                 "component_dirs": sources.component_dirs.iter().map(|d| absolute(d)).collect::<Vec<_>>(),
                 "locked": sources.locked,
+                "trust": sources.trust.as_ref().map(|t| absolute(&t.path)),
             },
             "policy": { "dry_run": args.dry_run, "yes": args.yes, "approve": args.approve },
             "host_version": env!("CARGO_PKG_VERSION"),
@@ -528,6 +529,12 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
             .map(|a| a.iter().map(path).collect())
             .unwrap_or_default(),
         locked: start["sources"]["locked"].as_bool().unwrap_or(false),
+        // The trust file the run started under still decides; one that
+        // went missing since is an error, not a reason to skip the check.
+        trust: match start["sources"]["trust"].as_str() {
+            Some(t) => Some(Arc::new(crate::signing::Trust::load(Path::new(t))?)),
+            None => None,
+        },
     };
     let p = prepare(
         &runbook_path,

@@ -1,0 +1,123 @@
+//! `runbook lock`: write `runbook.lock` beside the runbooks.
+
+use super::{emit, say, search};
+use crate::cli::{LockArgs, Search};
+use crate::engine::{Runtime, default_cache_dir};
+use crate::error::hinted;
+use crate::exit::Exit;
+use crate::lock::{self, LockFile};
+use crate::plan::Plan;
+use crate::runbook::Runbook;
+use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+
+pub fn lock(args: LockArgs) -> Result<Exit> {
+    let mut out = String::new();
+    let runtime = Runtime::new(default_cache_dir())?;
+    for group in groups(&args.paths)? {
+        let mut lock = LockFile::load_or_empty(&group.dir)?;
+        let before = lock.clone();
+        lock = current(&runtime, &group, &args.search, lock)?;
+        let path = lock.save(&group.dir)?;
+        let changes = crate::review::diff(&before, &lock);
+        say!(
+            out,
+            "wrote `{}`: {} runbook{}, {} plugin{}; {} change{} since it was last written",
+            path.display(),
+            lock.runbooks.len(),
+            plural(lock.runbooks.len()),
+            lock.plugins.len(),
+            plural(lock.plugins.len()),
+            changes.len(),
+            plural(changes.len())
+        );
+        for c in changes {
+            say!(out, "  {c}");
+        }
+    }
+    emit(&out)?;
+    Ok(Exit::Ok)
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+/// The runbooks of one lock file.
+pub(super) struct Group {
+    pub dir: PathBuf,
+    pub runbooks: Vec<PathBuf>,
+    /// A whole directory was named: the lock holds exactly its runbooks.
+    pub whole: bool,
+}
+
+/// `paths` (runbooks or directories; default `runbooks`) grouped by the
+/// directory whose lock records them.
+pub(super) fn groups(paths: &[PathBuf]) -> Result<Vec<Group>> {
+    let default = [PathBuf::from("runbooks")];
+    let paths = if paths.is_empty() {
+        &default[..]
+    } else {
+        paths
+    };
+    let mut groups: Vec<Group> = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut runbooks: Vec<PathBuf> = fs_err::read_dir(p)?
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| f.extension().is_some_and(|e| e == "md") && f.is_file())
+                .filter(|f| Runbook::load(f).is_ok_and(|r| r.is_executable()))
+                .collect();
+            runbooks.sort();
+            groups.push(Group {
+                dir: p.clone(),
+                runbooks,
+                whole: true,
+            });
+        } else if p.is_file() {
+            let (dir, _) = lock::location(p);
+            match groups.iter_mut().find(|g| g.dir == dir) {
+                Some(g) => g.runbooks.push(p.clone()),
+                None => groups.push(Group {
+                    dir,
+                    runbooks: vec![p.clone()],
+                    whole: false,
+                }),
+            }
+        } else {
+            return Err(hinted(
+                format!("`{}` is neither a runbook nor a directory", p.display()),
+                "name runbook files or the directory they are in",
+            ));
+        }
+    }
+    Ok(groups)
+}
+
+/// `base` with the group's runbooks as they are now (for a whole
+/// directory: only those).
+pub(super) fn current(
+    runtime: &Runtime,
+    group: &Group,
+    s: &Search,
+    base: LockFile,
+) -> Result<LockFile> {
+    let mut lock = if group.whole { LockFile::empty() } else { base };
+    for rb in &group.runbooks {
+        let (runbook_locked, plugins) = of(runtime, rb, s)?;
+        lock.insert(runbook_locked, plugins);
+    }
+    Ok(lock)
+}
+
+fn of(
+    runtime: &Runtime,
+    path: &Path,
+    s: &Search,
+) -> Result<(lock::LockedRunbook, Vec<lock::LockedPlugin>)> {
+    let runbook = Runbook::load(path)?;
+    let plan = Plan::load(runtime, runbook, &search(s, path)?)
+        .with_context(|| format!("locking `{}`", path.display()))?;
+    Ok(lock::of_plan(&plan))
+}

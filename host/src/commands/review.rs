@@ -1,0 +1,101 @@
+//! `runbook review`: the capability diff a reviewer reads in a pull
+//! request.
+
+use super::emit;
+use super::lock::{current, groups};
+use crate::cli::ReviewArgs;
+use crate::engine::{Runtime, default_cache_dir};
+use crate::error::hinted;
+use crate::exit::Exit;
+use crate::lock::{FILE_NAME, LockFile};
+use crate::review::{Change, Kind, diff, markdown};
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::process::Command;
+
+pub fn review(args: ReviewArgs) -> Result<Exit> {
+    let runtime = Runtime::new(default_cache_dir())?;
+    let mut all: Vec<Change> = Vec::new();
+    let mut bases: Vec<String> = Vec::new();
+    for group in groups(&args.paths)? {
+        let (base, shown) = match &args.base {
+            None => {
+                let path = group.dir.join(FILE_NAME);
+                let shown = if path.is_file() {
+                    format!("`{}`", path.display())
+                } else {
+                    format!("no lock (`{}` does not exist)", path.display())
+                };
+                (LockFile::load_or_empty(&group.dir)?, shown)
+            }
+            Some(rev) => at_revision(&group.dir, rev)?,
+        };
+        let now = current(&runtime, &group, &args.search, base.clone())?;
+        all.extend(diff(&base, &now));
+        bases.push(shown);
+    }
+    all.sort_by_key(|c| c.kind);
+    let widened = all.iter().any(|c| c.kind == Kind::Widened);
+    if args.json {
+        let doc = serde_json::json!({
+            "base": bases,
+            "widened": all.iter().filter(|c| c.kind == Kind::Widened).count(),
+            "changed": all.iter().filter(|c| c.kind == Kind::Changed).count(),
+            "narrowed": all.iter().filter(|c| c.kind == Kind::Narrowed).count(),
+            "changes": all,
+        });
+        emit(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
+    } else {
+        emit(&markdown(&bases.join(", "), &all))?;
+    }
+    Ok(if widened { Exit::Widened } else { Exit::Ok })
+}
+
+/// The lock committed at git revision `rev` in `dir`'s repository (empty
+/// when there was none then), and how to name it.
+fn at_revision(dir: &Path, rev: &str) -> Result<(LockFile, String)> {
+    if rev.starts_with('-') {
+        return Err(hinted(
+            format!("`--base {rev}` is not a git revision"),
+            "name a branch, tag or commit, e.g. `--base main`",
+        ));
+    }
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .context("running `git`; is it installed?")
+    };
+    let commit = git(&[
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        &format!("{rev}^{{commit}}"),
+    ])?;
+    if !commit.status.success() {
+        return Err(hinted(
+            format!(
+                "`--base {rev}`: no such git revision in the repository of `{}`",
+                dir.display()
+            ),
+            "name a branch, tag or commit that exists here (in CI, fetch it first: `git fetch origin main`)",
+        ));
+    }
+    let spec = format!("{rev}:./{FILE_NAME}");
+    let shown = format!("`{spec}`");
+    let file = git(&["show", &spec])?;
+    if !file.status.success() {
+        return Ok((
+            LockFile::empty(),
+            format!("`{rev}`, which has no `{FILE_NAME}`"),
+        ));
+    }
+    let text = String::from_utf8(file.stdout).map_err(|_| {
+        hinted(
+            format!("{shown} is not UTF-8"),
+            "`runbook lock` writes UTF-8; was it edited by hand?",
+        )
+    })?;
+    Ok((LockFile::parse(&text, Path::new(&spec))?, shown))
+}

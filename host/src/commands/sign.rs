@@ -1,0 +1,89 @@
+//! `runbook keygen` and `runbook sign`.
+
+use super::{emit, say};
+use crate::cli::{KeygenArgs, SignArgs};
+use crate::engine::{Runtime, default_cache_dir};
+use crate::error::hinted;
+use crate::exit::Exit;
+use crate::manifest::{self, LoadedManifest};
+use crate::plugin::Plugin;
+use crate::signing;
+use anyhow::{Context, Result};
+
+pub fn keygen(args: KeygenArgs) -> Result<Exit> {
+    let secret_path = args.name.with_extension("key");
+    let public_path = args.name.with_extension("pub");
+    for p in [&secret_path, &public_path] {
+        if p.exists() {
+            return Err(hinted(
+                format!("`{}` exists already", p.display()),
+                "choose another name; a key is never overwritten",
+            ));
+        }
+    }
+    let (public, secret, id) = signing::generate()?;
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&secret_path)
+            .with_context(|| format!("writing `{}`", secret_path.display()))?;
+        f.write_all(secret.as_bytes())
+            .with_context(|| format!("writing `{}`", secret_path.display()))?;
+    }
+    fs_err::write(&public_path, &public)?;
+    let line = public.lines().nth(1).unwrap_or_default();
+    let mut out = String::new();
+    say!(
+        out,
+        "key `{id}`: secret key `{}` (keep it private), public key `{}`",
+        secret_path.display(),
+        public_path.display()
+    );
+    say!(out, "to trust it, add to the trust file:\n");
+    say!(out, "[[key]]");
+    say!(
+        out,
+        "name = \"{}\"",
+        args.name
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    say!(out, "public-key = \"{line}\"");
+    say!(out, "plugins = [\"*\"]");
+    emit(&out)?;
+    Ok(Exit::Ok)
+}
+
+pub fn sign(args: SignArgs) -> Result<Exit> {
+    let path = if args.plugin.is_dir() {
+        args.plugin.join(manifest::FILE_NAME)
+    } else {
+        args.plugin.clone()
+    };
+    let loaded = LoadedManifest::load(&path)?;
+    let runtime = Runtime::new(default_cache_dir())?;
+    let plugin = Plugin::load(&runtime, loaded, &super::component_dirs(&args.components))?;
+    let subject = plugin.signed_subject();
+    let (text, id) = signing::sign(&subject, &args.key)?;
+    let dir = subject.dir.join(signing::DIR);
+    fs_err::create_dir_all(&dir)?;
+    let file = dir.join(format!("{id}.{}", signing::EXTENSION));
+    fs_err::write(&file, text)?;
+    let mut out = String::new();
+    say!(
+        out,
+        "signed plugin `{}` {} (component sha256 {}, manifest sha256 {}) with key `{id}`: `{}`",
+        subject.name,
+        subject.version,
+        subject.component_sha256,
+        subject.manifest_sha256,
+        file.display()
+    );
+    emit(&out)?;
+    Ok(Exit::Ok)
+}

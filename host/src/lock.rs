@@ -1,0 +1,309 @@
+//! `runbook.lock`: what exactly each runbook step runs and may touch,
+//! written by `runbook lock` beside the runbooks and reviewed as a diff,
+//! like `Cargo.lock`. Per step: the plugin, its version and component
+//! digest, the effective grant after the step narrowed it, the limits, and
+//! the resources the step's inputs name; per plugin: the manifest's own
+//! grant. `--locked` refuses a plan that differs from it in any of these
+//! ([`crate::review`] names what changed).
+
+use crate::contract::ResourceUse;
+use crate::error::hinted;
+use crate::grants::Grants;
+use crate::ids::Name;
+use crate::manifest::Limits;
+use crate::plan::Plan;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const FILE_NAME: &str = "runbook.lock";
+const VERSION: u32 = 1;
+const HEADER: &str = "# Written by `runbook lock`: what each runbook step runs and may touch.\n\
+# Review changes to it like code; `runbook review` prints them as a capability diff.\n";
+const HINT: &str = "`runbook lock` writes this file; do not edit it by hand";
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockFile {
+    pub version: u32,
+    #[serde(default, rename = "runbook", skip_serializing_if = "Vec::is_empty")]
+    pub runbooks: Vec<LockedRunbook>,
+    #[serde(default, rename = "plugin", skip_serializing_if = "Vec::is_empty")]
+    pub plugins: Vec<LockedPlugin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedRunbook {
+    /// The runbook's file, relative to the lock's directory.
+    pub file: String,
+    pub id: String,
+    pub max_mutations: usize,
+    #[serde(default, rename = "step")]
+    pub steps: Vec<LockedStep>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedStep {
+    pub id: String,
+    pub plugin: Name,
+    pub version: String,
+    pub sha256: String,
+    pub limits: Limits,
+    /// The effective grant: the manifest's, narrowed by the step.
+    #[serde(default)]
+    pub grants: Grants,
+    /// What the step's inputs name, as the manifest declares it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceUse>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedPlugin {
+    pub name: Name,
+    pub version: String,
+    pub sha256: String,
+    /// `built-in`, or the manifest's path (for the reader; not compared:
+    /// the digest says what runs).
+    pub source: String,
+    pub limits: Limits,
+    /// The manifest's grant, before any step narrows it.
+    #[serde(default)]
+    pub grants: Grants,
+}
+
+impl LockFile {
+    /// The lock in `dir`, or an empty one if there is none.
+    pub fn load_or_empty(dir: &Path) -> Result<Self> {
+        let path = dir.join(FILE_NAME);
+        if !path.exists() {
+            return Ok(Self::empty());
+        }
+        Self::load(&path)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        crate::error::load_toml(path, "lock file", HINT, |l: &mut LockFile| l.validate())
+    }
+
+    /// A lock from `text`; `origin` names it in errors (e.g. `main:runbooks/runbook.lock`).
+    pub fn parse(text: &str, origin: &Path) -> Result<Self> {
+        crate::error::parse_toml(text, origin, "lock file", HINT, |l: &mut LockFile| {
+            l.validate()
+        })
+    }
+
+    pub fn empty() -> Self {
+        Self {
+            version: VERSION,
+            ..Self::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.version != VERSION {
+            return Err(format!(
+                "lock file version `{}` is not the `{VERSION}` this binary writes; run `runbook lock` again",
+                self.version
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn runbook(&self, file: &str) -> Option<&LockedRunbook> {
+        self.runbooks.iter().find(|r| r.file == file)
+    }
+
+    pub fn plugin(&self, name: &str) -> Option<&LockedPlugin> {
+        self.plugins.iter().find(|p| p.name.as_str() == name)
+    }
+
+    /// Puts `runbook` (and the plugins it uses) in, replacing what was
+    /// locked for its file; plugins no runbook uses any more are dropped.
+    pub fn insert(&mut self, runbook: LockedRunbook, plugins: Vec<LockedPlugin>) {
+        self.runbooks.retain(|r| r.file != runbook.file);
+        self.runbooks.push(runbook);
+        self.runbooks.sort_by(|a, b| a.file.cmp(&b.file));
+        for p in plugins {
+            self.plugins.retain(|q| q.name != p.name);
+            self.plugins.push(p);
+        }
+        let used: std::collections::BTreeSet<&str> = self
+            .runbooks
+            .iter()
+            .flat_map(|r| r.steps.iter().map(|s| s.plugin.as_str()))
+            .collect();
+        let used: std::collections::BTreeSet<String> = used.into_iter().map(String::from).collect();
+        self.plugins.retain(|p| used.contains(p.name.as_str()));
+        self.plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+
+    pub fn to_text(&self) -> Result<String> {
+        Ok(format!(
+            "{HEADER}\n{}",
+            toml::to_string(self).context("writing the lock file")?
+        ))
+    }
+
+    /// Writes the lock to `dir` atomically (a reader sees the old or the
+    /// new file, never half of one).
+    pub fn save(&self, dir: &Path) -> Result<PathBuf> {
+        let path = dir.join(FILE_NAME);
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)
+            .with_context(|| format!("writing `{}`", path.display()))?;
+        std::io::Write::write_all(&mut tmp, self.to_text()?.as_bytes())
+            .with_context(|| format!("writing `{}`", path.display()))?;
+        tmp.persist(&path)
+            .with_context(|| format!("writing `{}`", path.display()))?;
+        Ok(path)
+    }
+}
+
+/// Where a runbook's lock lives, and the runbook's name in it.
+pub fn location(runbook: &Path) -> (PathBuf, String) {
+    let dir = match runbook.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file = runbook
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    (dir, file)
+}
+
+/// What `plan` runs, as the lock records it.
+pub fn of_plan(plan: &Plan) -> (LockedRunbook, Vec<LockedPlugin>) {
+    let (dir, file) = location(&plan.runbook.path);
+    let mut plugins: BTreeMap<&str, LockedPlugin> = BTreeMap::new();
+    let steps = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let manifest = &s.plugin.manifest.manifest;
+            let mut resources = manifest.contract().named_resources(&s.def);
+            resources.sort();
+            resources.dedup();
+            plugins
+                .entry(s.plugin.name())
+                .or_insert_with(|| LockedPlugin {
+                    name: manifest.name.clone(),
+                    version: manifest.version.clone(),
+                    sha256: s.plugin.digest.clone(),
+                    source: if s.plugin.builtin {
+                        "built-in".into()
+                    } else if let Some(from) = crate::oci::origin(s.plugin.manifest.dir()) {
+                        format!("oci://{from}")
+                    } else {
+                        relative(&s.plugin.manifest.path, &dir)
+                    },
+                    limits: manifest.limits,
+                    grants: manifest.grants.clone(),
+                });
+            LockedStep {
+                id: s.def.id.to_string(),
+                plugin: manifest.name.clone(),
+                version: manifest.version.clone(),
+                sha256: s.plugin.digest.clone(),
+                limits: manifest.limits,
+                grants: s.grants.clone(),
+                resources,
+            }
+        })
+        .collect();
+    (
+        LockedRunbook {
+            file,
+            id: plan.runbook.runbook_id.clone(),
+            max_mutations: plan.runbook.max_mutations,
+            steps,
+        },
+        plugins.into_values().collect(),
+    )
+}
+
+/// `path` relative to `dir` when it is inside it, with `/` separators.
+fn relative(path: &Path, dir: &Path) -> String {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let (path, dir) = (canon(path), canon(dir));
+    match pathdiff(&path, &dir) {
+        Some(rel) => rel,
+        None => path.display().to_string(),
+    }
+}
+
+/// `path` relative to `base`, walking up with `..` as needed.
+fn pathdiff(path: &Path, base: &Path) -> Option<String> {
+    let p: Vec<_> = path.components().collect();
+    let b: Vec<_> = base.components().collect();
+    let common = p.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    if common == 0 {
+        return None;
+    }
+    let ups = std::iter::repeat_n("..".to_string(), b.len() - common);
+    let downs = p[common..]
+        .iter()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    Some(ups.chain(downs).collect::<Vec<_>>().join("/"))
+}
+
+/// `--locked`: the plan must be exactly what `runbook.lock` beside the
+/// runbook records for it.
+pub fn verify(plan: &Plan) -> Result<()> {
+    let (dir, file) = location(&plan.runbook.path);
+    let path = dir.join(FILE_NAME);
+    let shown = plan.runbook.path.display();
+    if !path.is_file() {
+        return Err(hinted(
+            format!(
+                "`--locked`: there is no `{}` beside runbook `{shown}`",
+                path.display()
+            ),
+            format!(
+                "review the runbook and its plugins, then run `runbook lock {shown}` and commit `{FILE_NAME}`"
+            ),
+        ));
+    }
+    let lock = LockFile::load(&path)?;
+    let Some(locked) = lock.runbook(&file) else {
+        return Err(hinted(
+            format!(
+                "`--locked`: `{}` locks nothing for runbook `{file}`",
+                path.display()
+            ),
+            format!("review the runbook and its plugins, then run `runbook lock {shown}`"),
+        ));
+    };
+    let (current, plugins) = of_plan(plan);
+    let mut base = LockFile::empty();
+    base.insert(
+        locked.clone(),
+        locked
+            .steps
+            .iter()
+            .filter_map(|s| lock.plugin(s.plugin.as_str()).cloned())
+            .collect(),
+    );
+    let mut now = LockFile::empty();
+    now.insert(current, plugins);
+    let changes = crate::review::diff(&base, &now);
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = changes.iter().map(|c| format!("  - {c}")).collect();
+    Err(hinted(
+        format!(
+            "`--locked`: runbook `{shown}` differs from `{}` in {} way{}:\n{}",
+            path.display(),
+            changes.len(),
+            if changes.len() == 1 { "" } else { "s" },
+            list.join("\n")
+        ),
+        format!(
+            "if the change is intended, have it reviewed (`runbook review {shown}`), then run `runbook lock {shown}`; otherwise restore what was locked"
+        ),
+    ))
+}

@@ -1,0 +1,506 @@
+//! The capability diff between two locks: per runbook step and per
+//! plugin, what may now be touched that could not before (widened), what
+//! changed without widening (a new component digest, a version), and what
+//! was given up (narrowed). `runbook review` prints it for a pull request;
+//! `--locked` refuses a plan with any change at all.
+
+use crate::grants::{Grants, Interface, Pattern, Scope};
+use crate::lock::{LockFile, LockedPlugin, LockedRunbook, LockedStep};
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Something may now be read, changed or used that could not before.
+    Widened,
+    /// Different code or metadata, the same reach.
+    Changed,
+    /// Less than before.
+    Narrowed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    pub kind: Kind,
+    /// The runbook's id and file, for a step's change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runbook: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    pub plugin: String,
+    /// What changed, in words, values in backticks.
+    pub what: String,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: ", self.kind_word())?;
+        match (&self.runbook, &self.step) {
+            (Some(r), Some(s)) => write!(f, "{r} step `{s}` (`{}`): ", self.plugin)?,
+            (Some(r), None) => write!(f, "{r}: ")?,
+            _ => write!(f, "plugin `{}`: ", self.plugin)?,
+        }
+        f.write_str(&self.what)
+    }
+}
+
+impl Change {
+    fn kind_word(&self) -> &'static str {
+        match self.kind {
+            Kind::Widened => "widened",
+            Kind::Changed => "changed",
+            Kind::Narrowed => "narrowed",
+        }
+    }
+}
+
+/// Every difference from `base` to `now`, widenings first.
+pub fn diff(base: &LockFile, now: &LockFile) -> Vec<Change> {
+    let mut out = Vec::new();
+    for p in &now.plugins {
+        match base.plugin(p.name.as_str()) {
+            None => out.push(plugin_change(
+                Kind::Widened,
+                p,
+                format!(
+                    "new plugin, version `{}`, sha256 `{}`; manifest grants {}",
+                    p.version,
+                    short(&p.sha256),
+                    describe(&p.grants)
+                ),
+            )),
+            Some(old) => plugin_diff(old, p, &mut out),
+        }
+    }
+    for old in &base.plugins {
+        if now.plugin(old.name.as_str()).is_none() {
+            out.push(plugin_change(
+                Kind::Narrowed,
+                old,
+                "no runbook uses it any more".into(),
+            ));
+        }
+    }
+    for r in &now.runbooks {
+        match base.runbook(&r.file) {
+            None => {
+                out.push(runbook_change(
+                    Kind::Widened,
+                    r,
+                    format!("new runbook, {} steps", r.steps.len()),
+                ));
+                for s in &r.steps {
+                    step_added(r, s, &mut out);
+                }
+            }
+            Some(old) => runbook_diff(old, r, &mut out),
+        }
+    }
+    for old in &base.runbooks {
+        if now.runbook(&old.file).is_none() {
+            out.push(runbook_change(
+                Kind::Narrowed,
+                old,
+                "runbook removed".into(),
+            ));
+        }
+    }
+    out.sort_by_key(|c| c.kind);
+    out
+}
+
+fn plugin_change(kind: Kind, p: &LockedPlugin, what: String) -> Change {
+    Change {
+        kind,
+        runbook: None,
+        step: None,
+        plugin: p.name.to_string(),
+        what,
+    }
+}
+
+fn runbook_change(kind: Kind, r: &LockedRunbook, what: String) -> Change {
+    Change {
+        kind,
+        runbook: Some(runbook_name(r)),
+        step: None,
+        plugin: String::new(),
+        what,
+    }
+}
+
+fn runbook_name(r: &LockedRunbook) -> String {
+    format!("{} (`{}`)", r.id, r.file)
+}
+
+fn plugin_diff(old: &LockedPlugin, new: &LockedPlugin, out: &mut Vec<Change>) {
+    let mut push = |kind, what| out.push(plugin_change(kind, new, what));
+    let grants = grants_diff(&old.grants, &new.grants);
+    if old.sha256 != new.sha256 {
+        push(
+            Kind::Changed,
+            format!(
+                "component changed: sha256 `{}` → `{}`{}",
+                short(&old.sha256),
+                short(&new.sha256),
+                if grants.is_empty() {
+                    ", grants unchanged"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
+    if old.version != new.version {
+        push(
+            Kind::Changed,
+            format!("version `{}` → `{}`", old.version, new.version),
+        );
+    }
+    for (kind, what) in grants {
+        push(kind, format!("manifest {what}"));
+    }
+    for (kind, what) in limits_diff(&old.limits, &new.limits) {
+        push(kind, format!("manifest {what}"));
+    }
+}
+
+fn runbook_diff(old: &LockedRunbook, new: &LockedRunbook, out: &mut Vec<Change>) {
+    if old.max_mutations != new.max_mutations {
+        out.push(runbook_change(
+            if new.max_mutations > old.max_mutations {
+                Kind::Widened
+            } else {
+                Kind::Narrowed
+            },
+            new,
+            format!(
+                "`max_mutations` {} → {}",
+                old.max_mutations, new.max_mutations
+            ),
+        ));
+    }
+    for s in &new.steps {
+        let Some(before) = old.steps.iter().find(|o| o.id == s.id) else {
+            step_added(new, s, out);
+            continue;
+        };
+        let mut push = |kind, what| {
+            out.push(Change {
+                kind,
+                runbook: Some(runbook_name(new)),
+                step: Some(s.id.clone()),
+                plugin: s.plugin.to_string(),
+                what,
+            })
+        };
+        // A new digest or version shows once, on the plugin's own entry;
+        // the step's grant decides whether the step reaches further.
+        if before.plugin != s.plugin {
+            push(
+                Kind::Changed,
+                format!("plugin `{}` → `{}`", before.plugin, s.plugin),
+            );
+        }
+        for (kind, what) in grants_diff(&before.grants, &s.grants) {
+            push(kind, what);
+        }
+        for (kind, what) in limits_diff(&before.limits, &s.limits) {
+            push(kind, what);
+        }
+        for r in &s.resources {
+            if !before.resources.contains(r) {
+                push(
+                    Kind::Widened,
+                    format!(
+                        "its inputs now name {} `{}` for {}",
+                        r.interface, r.name, r.access
+                    ),
+                );
+            }
+        }
+        for r in &before.resources {
+            if !s.resources.contains(r) {
+                push(
+                    Kind::Narrowed,
+                    format!(
+                        "its inputs no longer name {} `{}` for {}",
+                        r.interface, r.name, r.access
+                    ),
+                );
+            }
+        }
+    }
+    for o in &old.steps {
+        if !new.steps.iter().any(|s| s.id == o.id) {
+            out.push(Change {
+                kind: Kind::Narrowed,
+                runbook: Some(runbook_name(new)),
+                step: Some(o.id.clone()),
+                plugin: o.plugin.to_string(),
+                what: "step removed".into(),
+            });
+        }
+    }
+}
+
+fn step_added(r: &LockedRunbook, s: &LockedStep, out: &mut Vec<Change>) {
+    let mut what = format!("new step: {}", describe(&s.grants));
+    if s.grants.interfaces().any(|i| mutates(&s.grants, i)) {
+        what.push_str(" (new mutations)");
+    }
+    out.push(Change {
+        kind: Kind::Widened,
+        runbook: Some(runbook_name(r)),
+        step: Some(s.id.clone()),
+        plugin: s.plugin.to_string(),
+        what,
+    });
+}
+
+fn mutates(g: &Grants, i: Interface) -> bool {
+    g.scope(i).is_some_and(|s| !s.mutate.is_empty())
+}
+
+/// `(kind, words)` for each way `new` differs from `old`.
+pub fn grants_diff(old: &Grants, new: &Grants) -> Vec<(Kind, String)> {
+    let mut out = Vec::new();
+    for i in Interface::ALL.iter().copied() {
+        match (old.scope(i), new.scope(i)) {
+            (None, None) => {}
+            (None, Some(s)) => out.push((
+                Kind::Widened,
+                format!(
+                    "gains `{i}`: {}{}",
+                    scope_words(s),
+                    if s.mutate.is_empty() {
+                        ""
+                    } else {
+                        " (new mutations)"
+                    }
+                ),
+            )),
+            (Some(s), None) => out.push((
+                Kind::Narrowed,
+                format!("no longer has `{i}` ({})", scope_words(s)),
+            )),
+            (Some(a), Some(b)) => scope_diff(i, a, b, &mut out),
+        }
+    }
+    out
+}
+
+fn scope_diff(i: Interface, old: &Scope, new: &Scope, out: &mut Vec<(Kind, String)>) {
+    let covered = |ps: &[&Pattern], p: &Pattern| ps.iter().any(|g| g.covers(p));
+    fn readable(s: &Scope) -> Vec<&Pattern> {
+        s.read.iter().chain(&s.mutate).collect()
+    }
+    fn mutable(s: &Scope) -> Vec<&Pattern> {
+        s.mutate.iter().collect()
+    }
+    // Mutations first: they are what a reviewer must see.
+    for p in &new.mutate {
+        if covered(&mutable(old), p) {
+            continue;
+        }
+        let w = wildcard(p);
+        let was = if old.read.contains(p) {
+            format!("read → mutate `{p}`{w}")
+        } else if old.mutate.is_empty() {
+            format!("new mutation: mutate `{p}`{w}")
+        } else {
+            format!("mutate `{p}`{w} added (was {})", list(&old.mutate))
+        };
+        out.push((Kind::Widened, format!("`{i}` {was}")));
+    }
+    for p in &new.read {
+        if !covered(&readable(old), p) {
+            out.push((
+                Kind::Widened,
+                format!(
+                    "`{i}` read `{p}`{} added (was {})",
+                    wildcard(p),
+                    list(&old.read)
+                ),
+            ));
+        }
+    }
+    for p in &old.mutate {
+        if !covered(&mutable(new), p) {
+            let now = if new.read.iter().any(|r| r.covers(p)) {
+                format!("mutate → read `{p}`")
+            } else {
+                format!("mutate `{p}` removed")
+            };
+            out.push((Kind::Narrowed, format!("`{i}` {now}")));
+        }
+    }
+    for p in &old.read {
+        if !covered(&readable(new), p) {
+            out.push((Kind::Narrowed, format!("`{i}` read `{p}` removed")));
+        }
+    }
+    // Same reach, different words (e.g. `A` and `B` folded into `*`
+    // shows above; a pattern dropped as redundant shows nowhere).
+}
+
+fn limits_diff(
+    old: &crate::manifest::Limits,
+    new: &crate::manifest::Limits,
+) -> Vec<(Kind, String)> {
+    let mut out = Vec::new();
+    let mut one = |name: &str, unit: &str, a: u64, b: u64| {
+        if a != b {
+            out.push((
+                if b > a { Kind::Widened } else { Kind::Narrowed },
+                format!(
+                    "limit `{name}` {} {a} → {b} {unit}",
+                    if b > a { "raised" } else { "lowered" }
+                ),
+            ));
+        }
+    };
+    one(
+        "memory_mib",
+        "MiB",
+        old.memory_mib.into(),
+        new.memory_mib.into(),
+    );
+    one("timeout_ms", "ms", old.timeout_ms, new.timeout_ms);
+    out
+}
+
+fn wildcard(p: &Pattern) -> &'static str {
+    if p.as_str().ends_with('*') {
+        " (a wildcard)"
+    } else {
+        ""
+    }
+}
+
+fn scope_words(s: &Scope) -> String {
+    let mut w = format!("read {}", list(&s.read));
+    if !s.mutate.is_empty() {
+        w.push_str(&format!(", mutate {}", list(&s.mutate)));
+    }
+    w
+}
+
+fn describe(g: &Grants) -> String {
+    let parts: Vec<String> = g
+        .interfaces()
+        .map(|i| format!("`{i}` {}", scope_words(g.scope(i).expect("listed"))))
+        .collect();
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+fn list(ps: &[Pattern]) -> String {
+    if ps.is_empty() {
+        return "nothing".into();
+    }
+    ps.iter()
+        .map(|p| format!("`{p}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
+}
+
+/// The review as Markdown, for a pull request: widened first.
+pub fn markdown(base: &str, changes: &[Change]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let count = |k| changes.iter().filter(|c| c.kind == k).count();
+    let _ = writeln!(out, "# Capability review against {base}\n");
+    if changes.is_empty() {
+        let _ = writeln!(
+            out,
+            "No change: every step runs and may touch what was locked."
+        );
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{} widened, {} changed, {} narrowed.",
+        count(Kind::Widened),
+        count(Kind::Changed),
+        count(Kind::Narrowed)
+    );
+    for (kind, title) in [
+        (Kind::Widened, "Widened: needs a security review"),
+        (Kind::Changed, "Changed, same reach"),
+        (Kind::Narrowed, "Narrowed"),
+    ] {
+        let of: Vec<&Change> = changes.iter().filter(|c| c.kind == kind).collect();
+        if of.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "\n## {title}\n");
+        for c in of {
+            let at = match (&c.runbook, &c.step) {
+                (Some(r), Some(s)) => format!("{r} step `{s}` (plugin `{}`)", c.plugin),
+                (Some(r), None) => r.clone(),
+                _ => format!("plugin `{}`", c.plugin),
+            };
+            let _ = writeln!(out, "- **{at}**: {}", c.what);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(toml: &str) -> Grants {
+        toml::from_str(toml).unwrap()
+    }
+
+    #[test]
+    fn a_wider_flag_pattern_is_a_widening_and_a_narrower_one_is_not() {
+        let old = grants(r#"feature-flags = { read = ["A"], mutate = ["A"] }"#);
+        let new = grants(r#"feature-flags = { read = ["A"], mutate = ["AUTH_*"] }"#);
+        let d = grants_diff(&old, &new);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert_eq!(d[0].0, Kind::Widened);
+        assert_eq!(
+            d[0].1,
+            "`feature-flags` mutate `AUTH_*` (a wildcard) added (was `A`)"
+        );
+        assert_eq!(d[1].0, Kind::Narrowed, "{d:?}");
+        let back = grants_diff(&new, &old);
+        assert!(
+            back.iter()
+                .any(|(k, w)| *k == Kind::Narrowed && w.contains("mutate `AUTH_*` removed")),
+            "{back:?}"
+        );
+    }
+
+    #[test]
+    fn read_to_mutate_and_a_new_interface_are_widenings() {
+        let old = grants(r#"redis = { read = ["s"] }"#);
+        let new = grants(
+            r#"feature-flags = { read = ["F"], mutate = ["F"] }
+redis = { read = ["s"] }"#,
+        );
+        let d = grants_diff(&old, &new);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(d[0].1.contains("gains `feature-flags`"), "{d:?}");
+        assert!(d[0].1.contains("new mutations"), "{d:?}");
+        let old = grants(r#"feature-flags = { read = ["F"] }"#);
+        let new = grants(r#"feature-flags = { read = [], mutate = ["F"] }"#);
+        let d = grants_diff(&old, &new);
+        assert_eq!(
+            d,
+            vec![(Kind::Widened, "`feature-flags` read → mutate `F`".into())]
+        );
+        assert!(grants_diff(&new, &new).is_empty());
+    }
+}
