@@ -16,7 +16,8 @@ pub enum Command {
     /// Run a runbook. Exit status: 0 resolved, 1 escalated, 2 invalid input
     /// (nothing ran), 3 a step ended in a way the runbook does not route,
     /// 4 stopped before a mutation nobody approved, 5 blocked by another
-    /// run (of the same incident, or holding what had to change).
+    /// run (of the same incident, or holding what had to change), 7 the
+    /// run did not take the path its scenario's `[expect]` names.
     Run(RunArgs),
     /// Continue a run that crashed, was stopped, or waits for an approval:
     /// ended steps are not run again, and a change whose result the
@@ -33,6 +34,15 @@ pub enum Command {
     /// Validate a runbook, its plugins' manifests, components and grants
     /// without running anything.
     Check(CheckArgs),
+    /// Run a runbook against each of its scenarios (default: those with an
+    /// `[expect]` in `scenarios/` beside it) and check that each takes its
+    /// expected path and ends in its expected status. Exit status: 0 all
+    /// did, 7 one did not (with where it went instead), 2 invalid input.
+    Test(TestArgs),
+    /// Run one plugin alone against a simulated scenario, with the inputs
+    /// given, under its manifest's grant, and print what it did. Exit
+    /// status 0 when it returned one of its declared outcomes.
+    Step(StepArgs),
     /// Show a plugin's imports, grants, limits and digest side by side.
     Inspect(InspectArgs),
     /// List the plugins a runbook can use: those in plugin directories,
@@ -360,4 +370,36 @@ pub struct PullArgs {
     /// 127.0.0.1).
     #[arg(long)]
     pub plain_http: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The runbook.
+    pub runbook: PathBuf,
+    /// Scenarios to run (default: every scenario with an `[expect]` in
+    /// `scenarios/` beside the runbook).
+    #[arg(long = "sim", value_name = "SCENARIO")]
+    pub scenarios: Vec<PathBuf>,
+    /// The results as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub sources: Sources,
+}
+
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// The plugin (from `--plugins` directories, or built in).
+    pub plugin: String,
+    /// An input, `KEY=VALUE` (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub input: Vec<String>,
+    /// The simulated world it runs against.
+    #[arg(long, value_name = "SCENARIO")]
+    pub sim: PathBuf,
+    /// The step's report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub search: Search,
 }

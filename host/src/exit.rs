@@ -21,6 +21,9 @@ pub enum Exit {
     Blocked = 5,
     /// `review`: something may now be touched that could not before.
     Widened = 6,
+    /// A simulated run (or `test`) did not take its scenario's expected
+    /// path or end in its expected status.
+    Unexpected = 7,
 }
 
 impl Exit {

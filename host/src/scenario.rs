@@ -21,6 +21,57 @@ pub struct Expect {
     pub path: Vec<String>,
 }
 
+/// How a run compared with its scenario's `[expect]`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Expectation {
+    pub met: bool,
+    /// The expected status and path.
+    pub status: String,
+    pub path: Vec<String>,
+    /// Where the run went otherwise, in words.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub differences: Vec<String>,
+}
+
+impl Expect {
+    pub fn check(&self, report: &crate::report::Report) -> Expectation {
+        let status = serde_json::to_value(report.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let got = report.path();
+        let mut differences = Vec::new();
+        if got != self.path {
+            let at = got
+                .iter()
+                .zip(&self.path)
+                .take_while(|(a, b)| **a == b.as_str())
+                .count();
+            let end = "the end";
+            differences.push(format!(
+                "step {} was `{}`, expected `{}` (expected path {}, got {})",
+                at + 1,
+                got.get(at).copied().unwrap_or(end),
+                self.path.get(at).map(String::as_str).unwrap_or(end),
+                self.path.join(" → "),
+                got.join(" → ")
+            ));
+        }
+        if status != self.status {
+            differences.push(format!(
+                "status was `{status}`, expected `{}`",
+                self.status
+            ));
+        }
+        Expectation {
+            met: differences.is_empty(),
+            status: self.status.clone(),
+            path: self.path.clone(),
+            differences,
+        }
+    }
+}
+
 macro_rules! define_scenario {
     ($($section:ident: $variant:ident($wit:literal, $form:literal, parts $parts:literal, $($access:ident)+) => $module:ident,)*) => {
         #[derive(Debug, Clone, Deserialize)]

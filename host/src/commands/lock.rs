@@ -117,7 +117,7 @@ fn of(
     s: &Search,
 ) -> Result<(lock::LockedRunbook, Vec<lock::LockedPlugin>)> {
     let runbook = Runbook::load(path)?;
-    let plan = Plan::load(runtime, runbook, &search(s, path)?)
+    let plan = Plan::load(runtime, runbook, &search(s, Some(path))?)
         .with_context(|| format!("locking `{}`", path.display()))?;
     Ok(lock::of_plan(&plan))
 }

@@ -12,6 +12,7 @@ mod plugins;
 mod review;
 pub mod run;
 mod sign;
+mod test;
 
 pub use bench::bench;
 pub use check::check;
@@ -22,6 +23,7 @@ pub use plugins::plugins;
 pub use review::review;
 pub use run::{resume, run};
 pub use sign::{keygen, sign};
+pub use test::{step, test};
 
 use crate::cli::{Command, Search, Sources};
 use crate::exit::Exit;
@@ -34,6 +36,8 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
     match command {
         Command::Run(args) => run(args).await,
         Command::Check(args) => check(args),
+        Command::Test(args) => test(args).await,
+        Command::Step(args) => step(args).await,
         Command::Inspect(args) => inspect(args),
         Command::Plugins(args) => plugins(args),
         Command::Bench(args) => bench(args).await,
@@ -72,19 +76,19 @@ fn emit(text: &str) -> Result<()> {
 }
 
 fn sources(s: &Sources, runbook: &Path) -> Result<plan::Sources> {
-    let mut out = search(&s.search, runbook)?;
+    let mut out = search(&s.search, Some(runbook))?;
     out.locked = s.locked;
     Ok(out)
 }
 
 /// Where `runbook`'s plugins are found, and the trust file for them.
-fn search(s: &Search, runbook: &Path) -> Result<plan::Sources> {
+/// Without a runbook: `--plugins`, then the built-in plugins.
+fn search(s: &Search, runbook: Option<&Path>) -> Result<plan::Sources> {
     Ok(plan::Sources {
-        plugin_dirs: plugin_dirs(&s.plugins, Some(runbook)),
+        plugin_dirs: plugin_dirs(&s.plugins, runbook),
         component_dirs: component_dirs(&s.components),
         locked: false,
-        trust: crate::signing::Trust::find(s.trust.as_deref(), Some(runbook))?
-            .map(std::sync::Arc::new),
+        trust: crate::signing::Trust::find(s.trust.as_deref(), runbook)?.map(std::sync::Arc::new),
     })
 }
 

@@ -452,25 +452,34 @@ async fn execute_printing(
 
 fn finish(p: &Prepared, report: &Report, json: bool, dry_run: bool) -> Result<Exit> {
     let mut out = String::new();
+    let expectation = p
+        .backend
+        .expect()
+        .filter(|_| !dry_run)
+        .map(|e| e.check(report));
     if json {
-        say!(out, "{}", serde_json::to_string_pretty(report)?);
+        let mut doc = serde_json::to_value(report)?;
+        if let Some(e) = &expectation {
+            doc["expectation"] = serde_json::to_value(e)?;
+        }
+        say!(out, "{}", serde_json::to_string_pretty(&doc)?);
     } else {
         out.push_str(&report.footer());
-        if let Some(e) = p.backend.expect().filter(|_| !dry_run) {
-            let status = serde_json::to_value(report.status)?;
-            if report.path() == e.path && status == e.status.as_str() {
-                say!(out, "scenario: took the expected path");
-            } else {
-                say!(
-                    out,
-                    "scenario: expected `{}` via {}, got this run",
-                    e.status,
-                    e.path.join(" → ")
-                );
+        match &expectation {
+            Some(e) if e.met => say!(out, "scenario: took the expected path"),
+            Some(e) => {
+                say!(out, "scenario: did not take the expected path:");
+                for d in &e.differences {
+                    say!(out, "  {d}");
+                }
             }
+            None => {}
         }
     }
     emit(&out)?;
+    if expectation.is_some_and(|e| !e.met) {
+        return Ok(Exit::Unexpected);
+    }
     if let (Status::Blocked, Some(reason)) = (report.status, &report.reason) {
         // Also where scripts and `--json` callers look.
         eprintln!("blocked: {reason}");

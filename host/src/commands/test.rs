@@ -1,0 +1,210 @@
+//! `runbook test`: a runbook against its scenarios, each checked against
+//! the scenario's `[expect]`; and `runbook step`: one plugin run alone.
+
+use super::{emit, say, sources};
+use crate::approval::{Approver, Policy};
+use crate::capability::gate::Budget;
+use crate::cli::{StepArgs, TestArgs};
+use crate::engine::{Runtime, default_cache_dir};
+use crate::error::hinted;
+use crate::exit::Exit;
+use crate::ids::Name;
+use crate::plan::Plan;
+use crate::run::{RunConfig, execute};
+use crate::runbook::{Runbook, StepDef};
+use crate::scenario::Scenario;
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub async fn test(args: TestArgs) -> Result<Exit> {
+    let runbook = Runbook::load(&args.runbook)?;
+    let scenarios = match args.scenarios.is_empty() {
+        false => args.scenarios.clone(),
+        true => beside(&args.runbook)?,
+    };
+    let runtime = Arc::new(Runtime::new(default_cache_dir())?);
+    let plan = Arc::new(Plan::load(
+        &runtime,
+        runbook,
+        &sources(&args.sources, &args.runbook)?,
+    )?);
+    let mut out = String::new();
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for path in &scenarios {
+        let scenario = Scenario::load(path)?;
+        let Some(expect) = scenario.expect.clone() else {
+            return Err(hinted(
+                format!("scenario `{}` has no `[expect]`", path.display()),
+                "add `[expect]` with `status` and `path` (see runbooks/README.md), or leave the scenario out",
+            ));
+        };
+        scenario.check_plan(&plan, path)?;
+        let mut cfg = RunConfig::simple(
+            "test",
+            &format!("simulation `{}`", path.display()),
+            scenario.backends().map_err(anyhow::Error::msg)?,
+            Arc::new(Approver::new(Policy::All, true, false)),
+        );
+        cfg.budget = Budget::new(plan.runbook.max_mutations, 0);
+        let report = execute(&plan, &runtime, &cfg).await;
+        let e = expect.check(&report);
+        let name = path.display();
+        if e.met {
+            say!(out, "ok    {name}: {} via {}", e.status, e.path.join(" → "));
+        } else {
+            failed += 1;
+            say!(out, "FAIL  {name}:");
+            for d in &e.differences {
+                say!(out, "        {d}");
+            }
+            for s in &report.steps {
+                if s.outcome == crate::runbook::LABEL_ERROR {
+                    say!(out, "        step `{}` error: {}", s.id, s.summary);
+                }
+            }
+        }
+        results.push(serde_json::json!({
+            "scenario": path,
+            "expectation": e,
+            "status": report.status,
+            "path": report.path(),
+        }));
+    }
+    let passed = scenarios.len() - failed;
+    if args.json {
+        out = format!(
+            "{}\n",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "runbook": args.runbook,
+                "passed": passed,
+                "failed": failed,
+                "scenarios": results,
+            }))?
+        );
+    } else {
+        say!(
+            out,
+            "{passed} of {} scenarios took their expected path",
+            scenarios.len()
+        );
+    }
+    emit(&out)?;
+    Ok(if failed == 0 {
+        Exit::Ok
+    } else {
+        Exit::Unexpected
+    })
+}
+
+/// The scenarios with an `[expect]` in `scenarios/` beside the runbook.
+fn beside(runbook: &Path) -> Result<Vec<PathBuf>> {
+    let dir = runbook
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("scenarios");
+    let mut found = Vec::new();
+    if dir.is_dir() {
+        for e in fs_err::read_dir(&dir)?.flatten() {
+            let p = e.path();
+            if p.extension().is_some_and(|x| x == "toml")
+                && Scenario::load(&p).is_ok_and(|s| s.expect.is_some())
+            {
+                found.push(p);
+            }
+        }
+    }
+    found.sort();
+    if found.is_empty() {
+        return Err(hinted(
+            format!(
+                "no scenario with an `[expect]` in `{}`",
+                dir.display()
+            ),
+            "name scenarios after the runbook, or add one with `[expect]` there (see runbooks/README.md)",
+        ));
+    }
+    Ok(found)
+}
+
+/// `runbook step`: one plugin, alone, against a simulated scenario.
+pub async fn step(args: StepArgs) -> Result<Exit> {
+    let name = Name::parse(&args.plugin).map_err(|why| {
+        hinted(
+            format!("`{}` is not a plugin name: {why}", args.plugin),
+            "`runbook plugins` lists the plugins",
+        )
+    })?;
+    let mut inputs = BTreeMap::new();
+    for kv in &args.input {
+        let Some((k, v)) = kv.split_once('=') else {
+            return Err(hinted(
+                format!("`--input {kv}` is not `KEY=VALUE`"),
+                "write each input as `--input key=value`",
+            ));
+        };
+        inputs.insert(
+            k.trim().to_string(),
+            serde_yaml_ng::Value::String(v.to_string()),
+        );
+    }
+    let search = super::search(&args.search, None)?;
+    let runtime = Arc::new(Runtime::new(default_cache_dir())?);
+    // The manifest's grant as the step's own, and every declared outcome
+    // ends the run: the step is all there is.
+    let plugin = search.load(&runtime, &name)?;
+    let manifest = &plugin.manifest.manifest;
+    let mut on: BTreeMap<String, String> = manifest
+        .outcomes
+        .iter()
+        .flatten()
+        .map(|o| (o.to_string(), crate::runbook::RESOLVED.to_string()))
+        .collect();
+    for host in [crate::runbook::LABEL_ERROR, crate::runbook::LABEL_LIMIT] {
+        on.insert(host.into(), crate::runbook::ESCALATED.into());
+    }
+    let def = StepDef {
+        id: name.clone(),
+        plugin: name.clone(),
+        description: None,
+        inputs,
+        grants: Some(manifest.grants.clone()),
+        on,
+    };
+    let runbook = Runbook {
+        runbook_id: format!("step {name}"),
+        title: format!("plugin `{name}` alone"),
+        service: String::new(),
+        severity_scope: String::new(),
+        tags: Vec::new(),
+        first_action_step: String::new(),
+        escalation: None,
+        steps: vec![def],
+        max_mutations: crate::runbook::DEFAULT_MAX_MUTATIONS,
+        path: PathBuf::from(format!("<runbook step {name}>")),
+    };
+    let plan = Plan::load(&runtime, runbook, &search)?;
+    let scenario = Scenario::load(&args.sim)?;
+    scenario.check_plan(&plan, &args.sim)?;
+    let cfg = RunConfig::simple(
+        "step",
+        &format!("simulation `{}`", args.sim.display()),
+        scenario.backends().map_err(anyhow::Error::msg)?,
+        Arc::new(Approver::new(Policy::All, true, false)),
+    );
+    let report = execute(&plan, &runtime, &cfg).await;
+    let s = report.steps.first();
+    let mut out = String::new();
+    if args.json {
+        say!(out, "{}", serde_json::to_string_pretty(&s)?);
+    } else if let Some(s) = s {
+        out.push_str(&crate::report::render_step(s));
+    }
+    emit(&out)?;
+    Ok(match s {
+        Some(s) if manifest.returns(&s.outcome) && s.outcome != crate::runbook::LABEL_ERROR && s.outcome != crate::runbook::LABEL_LIMIT => Exit::Ok,
+        _ => Exit::Failed,
+    })
+}
