@@ -190,7 +190,7 @@ fn changed_component_bytes_are_a_change_but_not_a_widening() {
     assert!(
         review
             .stdout
-            .contains("- **plugin `set-flag`**: component changed: sha256 `32896fc25b8a` → `")
+            .contains("- **plugin `set-flag`**: component changed: sha256 `")
             && review.stdout.contains(", grants unchanged"),
         "{}",
         review.stdout
@@ -347,31 +347,46 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
-/// The recipe in `docs/ci/review.yml`, run as written (its `runbook`
-/// lines) in a clone whose `origin/main` has the reviewed lock.
+/// `bash`, with the environment the tests give `runbook`.
+fn bash() -> Command {
+    let mut cmd = Command::new("bash");
+    for (k, v) in runbook().get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
+/// The recipe in `docs/ci/review.yml`, run as written: each of its
+/// `runbook` lines in `bash -eo pipefail` (what `shell: bash` means), in a
+/// clone whose `origin/main` has the reviewed lock.
 #[test]
 fn the_ci_recipe_fails_on_a_widening_and_passes_otherwise() {
     let recipe = std::fs::read_to_string(root().join("docs/ci/review.yml")).unwrap();
-    let commands: Vec<Vec<String>> = recipe
+    let lines: Vec<String> = recipe
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("run: runbook "))
-        .map(|l| {
-            let l = l.split('|').next().unwrap();
-            l.split_whitespace().map(String::from).collect()
-        })
+        .filter_map(|l| l.trim().strip_prefix("run: "))
+        .filter(|l| l.starts_with("runbook "))
+        .map(String::from)
         .collect();
     assert!(
-        commands
+        lines
             .iter()
-            .any(|c| c[0] == "review" && c.contains(&"--base".to_string())),
-        "{commands:?}"
+            .any(|l| l.starts_with("runbook review ") && l.contains("--base")),
+        "{lines:?}"
     );
     assert!(
-        commands
-            .iter()
-            .any(|c| c[0] == "check" && c.contains(&"--locked".to_string())),
-        "{commands:?}"
+        lines.iter().any(|l| l.starts_with("runbook lock --check")),
+        "{lines:?}"
     );
+    // Each of those steps says `shell: bash`, so the pipe keeps the status.
+    for l in &lines {
+        let at = recipe.find(l.as_str()).unwrap();
+        let step = &recipe[recipe[..at].rfind("- name:").unwrap()..at];
+        assert!(step.contains("shell: bash"), "no `shell: bash` for `{l}`");
+    }
 
     let t = Tree::new();
     let origin = t.dir.parent().unwrap();
@@ -391,11 +406,28 @@ fn the_ci_recipe_fails_on_a_widening_and_passes_otherwise() {
         assert!(text.contains(from));
         std::fs::write(&rb, text.replacen(from, to, 1)).unwrap();
     };
-    // Each `runbook` line of the recipe; the first failing one decides.
+    let summary = clone.path().join("summary.md");
+    let bin = Path::new(env!("CARGO_BIN_EXE_runbook"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // The recipe's `runbook` lines in order; the first failing one decides.
     let ci = || -> (i32, String) {
+        let _ = std::fs::remove_file(&summary);
         let mut all = String::new();
-        for c in &commands {
-            let out = common::output(runbook().current_dir(&repo).args(c));
+        for l in &lines {
+            let out = common::output(
+                bash()
+                    .current_dir(&repo)
+                    .env("PATH", &path)
+                    .env("GITHUB_STEP_SUMMARY", &summary)
+                    .args(["-eo", "pipefail", "-c", l]),
+            );
             all.push_str(&out.stdout);
             all.push_str(&out.stderr);
             if out.code != 0 {
@@ -408,7 +440,7 @@ fn the_ci_recipe_fails_on_a_widening_and_passes_otherwise() {
     let (code, out) = ci();
     assert_eq!(code, 0, "{out}");
     // A pull request that widens a grant and updates the lock: the lock
-    // check passes, the review fails and says why.
+    // check passes, the review fails and says why, in the summary too.
     edit("mutate: [AUTH_STATELESS_FALLBACK]", "mutate: [\"AUTH_*\"]");
     let out = common::output(runbook().current_dir(&repo).args(["lock", "runbooks"]));
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -416,14 +448,23 @@ fn the_ci_recipe_fails_on_a_widening_and_passes_otherwise() {
     let (code, out) = ci();
     assert_eq!(code, 6, "{out}");
     assert!(out.contains("origin/main:./runbook.lock"), "{out}");
-    assert!(out.contains("`feature-flags` mutate `AUTH_*`"), "{out}");
+    let written = std::fs::read_to_string(&summary).unwrap();
+    assert!(
+        written.contains("## Widened: needs a security review"),
+        "{written}"
+    );
+    assert!(
+        written.contains("`feature-flags` mutate `AUTH_*`"),
+        "{written}"
+    );
     // One that changes a grant but not the lock: the lock check fails.
     git(&repo, &["checkout", "-q", "main"]);
     git(&repo, &["checkout", "-q", "-b", "unlocked"]);
     edit("mutate: [AUTH_STATELESS_FALLBACK]", "mutate: [\"AUTH_*\"]");
     let (code, out) = ci();
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("`--locked`"), "{out}");
+    assert!(out.contains("is out of date"), "{out}");
+    assert!(out.contains("`feature-flags` mutate `AUTH_*`"), "{out}");
     // One that only narrows (and is locked) passes.
     git(&repo, &["checkout", "-q", "-f", "main"]);
     git(&repo, &["checkout", "-q", "-b", "narrower"]);
@@ -807,7 +848,7 @@ fn plugins_round_trip_through_a_registry_by_digest_verified() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     let lock = std::fs::read_to_string(lockdir.path().join("runbook.lock")).unwrap();
     assert!(
-        lock.contains(&format!("source = \"oci://{by_digest}\"")),
+        lock.contains(&format!("(pulled from oci://{by_digest})\"")),
         "{lock}"
     );
     let out = run(&[
@@ -916,4 +957,179 @@ fn a_pull_under_a_policy_refuses_an_unsigned_plugin_and_installs_nothing() {
         out.stderr
     );
     assert!(!store.path().join("set-flag").exists());
+}
+
+#[test]
+fn a_step_running_another_plugin_is_a_widening() {
+    let review = altered(
+        |t| {
+            // Other code under the same grant: a copy of `metric-threshold`
+            // as `threshold-b` (any component would do).
+            let from = t.dir.join("plugins/metric-threshold");
+            let to = t.dir.join("plugins/threshold-b");
+            std::fs::create_dir_all(&to).unwrap();
+            for f in ["plugin.toml", "metric_threshold.wasm"] {
+                std::fs::copy(from.join(f), to.join(f)).unwrap();
+            }
+            t.edit(
+                "plugins/threshold-b/plugin.toml",
+                "name = \"metric-threshold\"",
+                "name = \"threshold-b\"",
+            );
+            let text = std::fs::read_to_string(t.dir.join(RUNBOOK)).unwrap();
+            let at = text.find("- id: check-signing").unwrap();
+            let (head, tail) = text.split_at(at);
+            let tail = tail.replacen("plugin: metric-threshold", "plugin: threshold-b", 1);
+            std::fs::write(t.dir.join(RUNBOOK), format!("{head}{tail}")).unwrap();
+        },
+        "now runs plugin `threshold-b`",
+        6,
+    );
+    assert!(
+        review
+            .stdout
+            .contains("**plugin `threshold-b`**: new plugin"),
+        "{}",
+        review.stdout
+    );
+}
+
+#[test]
+fn a_changed_input_or_route_is_refused_under_locked_and_shown() {
+    let review = altered(
+        |t| t.edit(RUNBOOK, "value: \"true\"", "value: \"false\""),
+        "input `value` `true` → `false`",
+        0,
+    );
+    assert!(
+        review.stdout.contains("## Changed, same reach"),
+        "{}",
+        review.stdout
+    );
+    // A healthy system routed into the step that sets a flag.
+    altered(
+        |t| {
+            t.edit(
+                RUNBOOK,
+                "healthy: announce-resolved",
+                "healthy: enable-fallback",
+            )
+        },
+        "outcome `healthy` now goes to `enable-fallback`, a step that may mutate",
+        6,
+    );
+}
+
+#[test]
+fn a_weaker_trust_policy_is_a_widening() {
+    let keys = Keys::new(&["alice", "bob"]);
+    let t = Tree::new();
+    let strict = trust(&keys, &[("alice", "\"*\""), ("bob", "\"*\"")], 1, 2);
+    std::fs::write(t.dir.join("trust.toml"), &strict).unwrap();
+    for p in READING.iter().chain(&MUTATING) {
+        sign(&t, p, &keys, "alice");
+    }
+    for p in MUTATING {
+        sign(&t, p, &keys, "bob");
+    }
+    t.lock();
+    assert!(
+        std::fs::read_to_string(t.dir.join("runbook.lock"))
+            .unwrap()
+            .contains("mutating-signatures = 2")
+    );
+    assert_eq!(t.check_locked().code, 0);
+    std::fs::write(
+        t.dir.join("trust.toml"),
+        trust(&keys, &[("alice", "\"*\""), ("bob", "\"*\"")], 1, 1),
+    )
+    .unwrap();
+    let out = t.check_locked();
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("trust file: policy `mutating-signatures` 2 → 1"),
+        "{}",
+        out.stderr
+    );
+    let review = t.review();
+    assert_eq!(review.code, 6, "{}", review.stdout);
+    // No trust file at all: nothing is asked, which is wider still.
+    std::fs::remove_file(t.dir.join("trust.toml")).unwrap();
+    let out = t.check_locked();
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("policy `signatures` 1 → 0"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("no longer trusts key `alice`"),
+        "{}",
+        out.stderr
+    );
+    // A new key is a widening too.
+    let wider = trust(&keys, &[("alice", "\"*\""), ("bob", "\"*\"")], 1, 2).replacen(
+        "[policy]",
+        &format!(
+            "[[key]]\nname = \"carol\"\npublic-key = \"{}\"\nplugins = [\"set-*\"]\n\n[policy]",
+            Keys::new(&["carol"]).public("carol")
+        ),
+        1,
+    );
+    std::fs::write(t.dir.join("trust.toml"), wider).unwrap();
+    let review = t.review();
+    assert_eq!(review.code, 6);
+    assert!(
+        review.stdout.contains("trusts a new key `carol`"),
+        "{}",
+        review.stdout
+    );
+}
+
+#[test]
+fn lock_check_fails_on_a_stale_lock_and_writes_nothing() {
+    let t = Tree::new();
+    let out = run(&["lock", "--check", t.dir.to_str().unwrap()]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("does not exist"), "{}", out.stderr);
+    assert!(!t.dir.join("runbook.lock").exists());
+    t.lock();
+    let out = run(&["lock", "--check", t.dir.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("is up to date"), "{}", out.stdout);
+}
+
+#[test]
+fn a_runbook_that_does_not_load_is_an_error_not_a_removal() {
+    let t = Tree::new();
+    t.lock();
+    t.edit(
+        RUNBOOK,
+        "healthy: announce-resolved",
+        "healthy: no-such-step",
+    );
+    let out = t.review();
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(out.stderr.contains("no-such-step"), "{}", out.stderr);
+    let out = run(&["lock", t.dir.to_str().unwrap()]);
+    assert_eq!(out.code, 2);
+}
+
+#[test]
+fn a_lock_with_a_malformed_digest_is_refused_not_a_crash() {
+    let t = Tree::new();
+    t.lock();
+    let lock = t.dir.join("runbook.lock");
+    let text = std::fs::read_to_string(&lock).unwrap();
+    let at = text.find("sha256 = \"").unwrap() + 10;
+    let broken = format!("{}abcdefghijké{}", &text[..at], &text[at + 64..]);
+    std::fs::write(&lock, broken).unwrap();
+    let out = t.review();
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("`sha256` must be 64 hex digits"),
+        "{}",
+        out.stderr
+    );
 }

@@ -209,7 +209,7 @@ fn the_linker_lacks_ungranted_interfaces() {
     let manifest =
         LoadedManifest::load(&root().join("plugins/testing/ungranted-import/plugin.toml")).unwrap();
     let dirs = vec![PathBuf::from(env!("RUNBOOK_BUILT_PLUGINS"))];
-    let plugin = Plugin::load(&runtime, manifest, &dirs).unwrap();
+    let plugin = Plugin::load(&runtime, manifest, &dirs, None).unwrap();
     let grants: Grants = toml::from_str("metrics = { read = [\"*\"] }").unwrap();
     let err = runbook_host::plan::instance_pre(&runtime, &plugin, &grants)
         .err()

@@ -105,6 +105,10 @@ pub struct LockArgs {
     /// Runbooks, or directories whose executable runbooks are all locked
     /// (the lock then holds exactly those). Default: `runbooks`.
     pub paths: Vec<PathBuf>,
+    /// Write nothing; fail (exit 2) if the lock is missing or differs from
+    /// what it would record now, naming each difference.
+    #[arg(long)]
+    pub check: bool,
     #[command(flatten)]
     pub search: Search,
 }

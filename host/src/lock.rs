@@ -31,6 +31,45 @@ pub struct LockFile {
     pub runbooks: Vec<LockedRunbook>,
     #[serde(default, rename = "plugin", skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<LockedPlugin>,
+    /// The trust file's keys and policy; none: no signatures needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<LockedTrust>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LockedTrust {
+    pub signatures: usize,
+    pub mutating_signatures: usize,
+    #[serde(default, rename = "key")]
+    pub keys: Vec<LockedKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedKey {
+    pub name: String,
+    /// The key id, as minisign prints it.
+    pub id: String,
+    pub plugins: Vec<crate::grants::Pattern>,
+}
+
+impl LockedTrust {
+    pub fn of(trust: &crate::signing::Trust) -> Self {
+        Self {
+            signatures: trust.policy.signatures,
+            mutating_signatures: trust.policy.mutating_signatures,
+            keys: trust
+                .keys
+                .iter()
+                .map(|k| LockedKey {
+                    name: k.name.clone(),
+                    id: k.id.clone(),
+                    plugins: k.plugins.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -40,6 +79,7 @@ pub struct LockedRunbook {
     pub file: String,
     pub id: String,
     pub max_mutations: usize,
+    /// In runbook order: the first runs first.
     #[serde(default, rename = "step")]
     pub steps: Vec<LockedStep>,
 }
@@ -58,6 +98,12 @@ pub struct LockedStep {
     /// What the step's inputs name, as the manifest declares it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resources: Vec<ResourceUse>,
+    /// The inputs as the runbook gives them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, String>,
+    /// Outcome label → next step, `resolved` or `escalated`.
+    #[serde(default)]
+    pub on: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -109,6 +155,22 @@ impl LockFile {
                 "lock file version `{}` is not the `{VERSION}` this binary writes; run `runbook lock` again",
                 self.version
             ));
+        }
+        let digests = self
+            .plugins
+            .iter()
+            .map(|p| (p.name.as_str(), &p.sha256))
+            .chain(
+                self.runbooks
+                    .iter()
+                    .flat_map(|r| r.steps.iter().map(|s| (s.id.as_str(), &s.sha256))),
+            );
+        for (what, d) in digests {
+            if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "`{what}`: `sha256` must be 64 hex digits, not `{d}`"
+                ));
+            }
         }
         Ok(())
     }
@@ -195,10 +257,13 @@ pub fn of_plan(plan: &Plan) -> (LockedRunbook, Vec<LockedPlugin>) {
                     sha256: s.plugin.digest.clone(),
                     source: if s.plugin.builtin {
                         "built-in".into()
-                    } else if let Some(from) = crate::oci::origin(s.plugin.manifest.dir()) {
-                        format!("oci://{from}")
                     } else {
-                        relative(&s.plugin.manifest.path, &dir)
+                        let at = relative(&s.plugin.manifest.path, &dir);
+                        // What `plugin pull` wrote; the digest is what counts.
+                        match crate::oci::origin(s.plugin.manifest.dir()) {
+                            Some(from) => format!("{at} (pulled from oci://{from})"),
+                            None => at,
+                        }
                     },
                     limits: manifest.limits,
                     grants: manifest.grants.clone(),
@@ -211,6 +276,8 @@ pub fn of_plan(plan: &Plan) -> (LockedRunbook, Vec<LockedPlugin>) {
                 limits: manifest.limits,
                 grants: s.grants.clone(),
                 resources,
+                inputs: s.def.input_pairs().into_iter().collect(),
+                on: s.def.on.clone(),
             }
         })
         .collect();
@@ -287,8 +354,10 @@ pub fn verify(plan: &Plan) -> Result<()> {
             .filter_map(|s| lock.plugin(s.plugin.as_str()).cloned())
             .collect(),
     );
+    base.trust = lock.trust.clone();
     let mut now = LockFile::empty();
     now.insert(current, plugins);
+    now.trust = plan.trust.as_deref().map(LockedTrust::of);
     let changes = crate::review::diff(&base, &now);
     if changes.is_empty() {
         return Ok(());

@@ -73,11 +73,13 @@ impl Registry {
             ..Default::default()
         };
         let client = Client::try_from(config).context("configuring the registry client")?;
+        // Credentials go only to the registry they are for.
         let auth = match (
+            std::env::var("RUNBOOK_REGISTRY_HOST"),
             std::env::var("RUNBOOK_REGISTRY_USER"),
             std::env::var("RUNBOOK_REGISTRY_PASSWORD"),
         ) {
-            (Ok(u), Ok(p)) => RegistryAuth::Basic(u, p),
+            (Ok(h), Ok(u), Ok(p)) if h == registry => RegistryAuth::Basic(u, p),
             _ => RegistryAuth::Anonymous,
         };
         Ok(Self { client, auth })
@@ -138,6 +140,18 @@ pub async fn push(
     let m = &plugin.manifest;
     let component = fs_err::read(&plugin.component_path)?;
     let manifest_text = fs_err::read(&m.path)?;
+    // What is pushed is what was checked and loaded.
+    if crate::engine::sha256_hex(&component) != plugin.digest
+        || crate::engine::sha256_hex(&manifest_text) != m.text_sha256
+    {
+        return Err(hinted(
+            format!(
+                "plugin `{}` changed on disk while it was being pushed",
+                m.manifest.name
+            ),
+            "push again once nothing is writing to it",
+        ));
+    }
     let titled = |data: Vec<u8>, media: &str, title: String| {
         ImageLayer::new(
             data,
@@ -268,51 +282,21 @@ pub async fn pull(
             &format!("its config is `{}`", manifest.config.media_type),
         ));
     }
-    if manifest.layers.len() > MAX_LAYERS {
-        return Err(not_a_plugin(
-            reference,
-            &format!("it has {} layers", manifest.layers.len()),
-        ));
-    }
+    // Everything about the layers is checked before one byte of them is
+    // fetched: one component, one manifest named `plugin.toml`, a few
+    // signatures, sizes within bounds, plain distinct file names.
+    let titles = check_layers(reference, &manifest.layers)?;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let (mut component, mut manifest_text) = (None, None);
-    for layer in &manifest.layers {
-        let cap = match layer.media_type.as_str() {
-            COMPONENT_MEDIA_TYPE => crate::files::MAX_COMPONENT,
-            MANIFEST_MEDIA_TYPE => crate::files::MAX_TEXT,
-            SIGNATURE_MEDIA_TYPE => 4096,
-            other => {
-                return Err(not_a_plugin(
-                    reference,
-                    &format!("it has a layer of type `{other}`"),
-                ));
-            }
-        };
-        if layer.size < 0 || layer.size as u64 > cap {
-            return Err(not_a_plugin(
-                reference,
-                &format!("a `{}` layer of {} bytes", layer.media_type, layer.size),
-            ));
-        }
-        let title = layer
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(TITLE))
-            .cloned()
-            .unwrap_or_default();
-        if !safe_name(&title, &layer.media_type) {
-            return Err(not_a_plugin(
-                reference,
-                &format!("a layer titled `{title}`"),
-            ));
-        }
+    for (layer, title) in manifest.layers.iter().zip(titles) {
+        let size = layer.size as usize;
         let data = retrying(&what, || async {
-            let mut data: Vec<u8> = Vec::with_capacity(layer.size as usize);
+            let mut data = Capped::new(size);
             registry
                 .client
                 .pull_blob(&r, layer, &mut data)
                 .await
-                .map(|()| data)
+                .map(|()| data.bytes)
         })
         .await
         .map_err(|e| {
@@ -321,26 +305,19 @@ pub async fn pull(
                 "the registry served bytes that do not match the digest the manifest names; nothing was installed",
             )
         })?;
-        if data.len() as i64 != layer.size {
+        if data.len() != size {
             return Err(not_a_plugin(
                 reference,
                 &format!(
-                    "layer `{title}` is {} bytes, not the {} its descriptor says",
-                    data.len(),
-                    layer.size
+                    "layer `{title}` is {} bytes, not the {size} its descriptor says",
+                    data.len()
                 ),
             ));
         }
         match layer.media_type.as_str() {
-            COMPONENT_MEDIA_TYPE if component.is_none() => component = Some(title.clone()),
-            MANIFEST_MEDIA_TYPE if manifest_text.is_none() => manifest_text = Some(data.clone()),
-            SIGNATURE_MEDIA_TYPE => {}
-            _ => {
-                return Err(not_a_plugin(
-                    reference,
-                    "it has two components or two manifests",
-                ));
-            }
+            COMPONENT_MEDIA_TYPE => component = Some(title.clone()),
+            MANIFEST_MEDIA_TYPE => manifest_text = Some(data.clone()),
+            _ => {}
         }
         files.push((title, data));
     }
@@ -397,40 +374,187 @@ pub async fn pull(
         staging.path().join(ORIGIN_FILE),
         format!("{}/{}@{digest}\n", r.resolve_registry(), r.repository()),
     )?;
+    // What is installed is what was checked: read it back from the disk.
+    let staged = LoadedManifest::load(&staging.path().join(manifest::FILE_NAME))?;
+    let staged_component = staged.component_path(&[])?;
+    if staged.text_sha256 != loaded.text_sha256
+        || staged_component != staging.path().join(&component)
+        || crate::engine::sha256_hex(&fs_err::read(&staged_component)?) != component_sha256
+    {
+        return Err(not_a_plugin(
+            reference,
+            "what was written is not what was checked",
+        ));
+    }
     let signatures = files
         .iter()
         .filter(|(t, _)| t.starts_with(crate::signing::DIR))
         .count();
     if let Some(trust) = trust {
-        let subject = crate::signing::Subject {
+        trust.verify(&crate::signing::Subject {
             name: &name,
-            version: &loaded.manifest.version,
+            version: &staged.manifest.version,
             component_sha256: &component_sha256,
-            manifest_sha256: &loaded.text_sha256,
-            mutates: loaded.mutates(),
+            manifest_sha256: &staged.text_sha256,
+            mutates: staged.mutates(),
             dir: staging.path(),
             manifest: &shown,
-        };
-        trust.verify(&subject)?;
+        })?;
     }
-    let dest = store.join(&name);
-    let old = store.join(format!(".old-{name}-{}", std::process::id()));
-    if dest.exists() {
-        fs_err::rename(&dest, &old)?;
-    }
-    let staged = staging.keep();
-    fs_err::rename(&staged, &dest)?;
-    if old.exists() {
-        let _ = fs_err::remove_dir_all(&old);
-    }
+    let dest = install(store, &name, &digest, staging)?;
     Ok(Pulled {
         dir: dest,
         name,
-        version: loaded.manifest.version.clone(),
+        version: staged.manifest.version.clone(),
         component_sha256,
         signatures,
         bytes: files.iter().map(|(_, d)| d.len()).sum(),
     })
+}
+
+/// `STORE/NAME` becomes a link to `STORE/.versions/NAME-DIGEST`, swapped
+/// in one rename: a run sees the old plugin or the new one, never none.
+fn install(store: &Path, name: &str, digest: &str, staging: tempfile::TempDir) -> Result<PathBuf> {
+    let versions = store.join(".versions");
+    fs_err::create_dir_all(&versions)?;
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    let version = Path::new(".versions").join(format!("{name}-{hex}"));
+    let target = store.join(&version);
+    let dest = store.join(name);
+    let previous = std::fs::read_link(&dest).ok();
+    if previous.as_deref() == Some(version.as_path()) {
+        // The same artifact again: it is there already, and in use.
+        return Ok(dest);
+    }
+    if target.exists() {
+        fs_err::remove_dir_all(&target)?;
+    }
+    fs_err::rename(staging.keep(), &target)?;
+    if dest.is_dir() && previous.is_none() {
+        // A plain directory, not one of ours: replaced, not swapped.
+        fs_err::remove_dir_all(&dest)?;
+    }
+    let link = store.join(format!(".{name}.link-{}", std::process::id()));
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&version, &link)
+        .with_context(|| format!("linking `{}`", link.display()))?;
+    fs_err::rename(&link, &dest)?;
+    if let Some(p) = previous {
+        let _ = fs_err::remove_dir_all(store.join(p));
+    }
+    Ok(dest)
+}
+
+/// The layers' file names, once every layer is known to be one a plugin
+/// has, in the numbers and sizes it has them.
+fn check_layers(
+    reference: &str,
+    layers: &[oci_client::manifest::OciDescriptor],
+) -> Result<Vec<String>> {
+    if layers.len() > MAX_LAYERS {
+        return Err(not_a_plugin(
+            reference,
+            &format!("it has {} layers", layers.len()),
+        ));
+    }
+    let mut titles: Vec<String> = Vec::new();
+    let (mut components, mut manifests) = (0, 0);
+    for layer in layers {
+        let cap = match layer.media_type.as_str() {
+            COMPONENT_MEDIA_TYPE => {
+                components += 1;
+                crate::files::MAX_COMPONENT
+            }
+            MANIFEST_MEDIA_TYPE => {
+                manifests += 1;
+                crate::files::MAX_TEXT
+            }
+            SIGNATURE_MEDIA_TYPE => 4096,
+            other => {
+                return Err(not_a_plugin(
+                    reference,
+                    &format!("it has a layer of type `{other}`"),
+                ));
+            }
+        };
+        if layer.size < 0 || layer.size as u64 > cap {
+            return Err(not_a_plugin(
+                reference,
+                &format!("a `{}` layer of {} bytes", layer.media_type, layer.size),
+            ));
+        }
+        let title = layer
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(TITLE))
+            .cloned()
+            .unwrap_or_default();
+        let fits = match layer.media_type.as_str() {
+            MANIFEST_MEDIA_TYPE => title == manifest::FILE_NAME,
+            _ => safe_name(&title, &layer.media_type),
+        };
+        if !fits || titles.contains(&title) {
+            return Err(not_a_plugin(
+                reference,
+                &format!("a `{}` layer titled `{title}`", layer.media_type),
+            ));
+        }
+        titles.push(title);
+    }
+    if components != 1 || manifests != 1 {
+        return Err(not_a_plugin(
+            reference,
+            &format!("it has {components} components and {manifests} manifests, not one of each"),
+        ));
+    }
+    Ok(titles)
+}
+
+/// An in-memory blob that refuses to grow past the size its descriptor
+/// gave: a registry cannot make a pull hold more than that.
+struct Capped {
+    bytes: Vec<u8>,
+    max: usize,
+}
+
+impl Capped {
+    fn new(max: usize) -> Self {
+        Self {
+            bytes: Vec::with_capacity(max.min(16 << 20)),
+            max,
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Capped {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.bytes.len() + buf.len() > self.max {
+            return std::task::Poll::Ready(Err(std::io::Error::other(format!(
+                "the registry sent more than the {} bytes the manifest says",
+                self.max
+            ))));
+        }
+        self.bytes.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
 }
 
 fn not_a_plugin(reference: &str, why: &str) -> anyhow::Error {
@@ -455,7 +579,7 @@ fn safe_name(title: &str, media_type: &str) -> bool {
         SIGNATURE_MEDIA_TYPE => title
             .strip_prefix(&format!("{}/", crate::signing::DIR))
             .is_some_and(|f| plain(f) && f.ends_with(".minisig")),
-        _ => plain(title) && title != ORIGIN_FILE,
+        _ => plain(title) && title != ORIGIN_FILE && title != manifest::FILE_NAME,
     }
 }
 
@@ -482,4 +606,80 @@ pub fn origin(plugin_dir: &Path) -> Option<String> {
     let text =
         crate::files::read_text_capped(&plugin_dir.join(ORIGIN_FILE), "origin", 1024).ok()?;
     Some(text.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_client::manifest::OciDescriptor;
+
+    fn layer(media: &str, title: &str, size: i64) -> OciDescriptor {
+        OciDescriptor {
+            media_type: media.into(),
+            digest: format!("sha256:{}", "0".repeat(64)),
+            size,
+            annotations: Some(BTreeMap::from([(TITLE.to_string(), title.to_string())])),
+            ..Default::default()
+        }
+    }
+
+    fn plugin() -> Vec<OciDescriptor> {
+        vec![
+            layer(COMPONENT_MEDIA_TYPE, "set_flag.wasm", 100),
+            layer(MANIFEST_MEDIA_TYPE, "plugin.toml", 10),
+            layer(SIGNATURE_MEDIA_TYPE, "signatures/AB.minisig", 10),
+        ]
+    }
+
+    fn refused(layers: Vec<OciDescriptor>, why: &str) {
+        let err = check_layers("r", &layers).unwrap_err().to_string();
+        assert!(err.contains(why), "{err}");
+    }
+
+    #[test]
+    fn a_plugin_artifact_passes() {
+        assert_eq!(
+            check_layers("r", &plugin()).unwrap(),
+            ["set_flag.wasm", "plugin.toml", "signatures/AB.minisig"]
+        );
+    }
+
+    #[test]
+    fn anything_else_is_refused_before_a_byte_is_fetched() {
+        let mut l = plugin();
+        l[1] = layer(MANIFEST_MEDIA_TYPE, "checked.toml", 10);
+        refused(l, "titled `checked.toml`");
+        let mut l = plugin();
+        l[0] = layer(COMPONENT_MEDIA_TYPE, "plugin.toml", 10);
+        refused(l, "titled `plugin.toml`");
+        let mut l = plugin();
+        l.push(layer(COMPONENT_MEDIA_TYPE, "other.wasm", 10));
+        refused(l, "2 components and 1 manifests");
+        let mut l = plugin();
+        l.push(layer(SIGNATURE_MEDIA_TYPE, "signatures/AB.minisig", 10));
+        refused(l, "titled `signatures/AB.minisig`");
+        let mut l = plugin();
+        l[2] = layer(SIGNATURE_MEDIA_TYPE, "../AB.minisig", 10);
+        refused(l, "titled `../AB.minisig`");
+        let mut l = plugin();
+        l[1] = layer(MANIFEST_MEDIA_TYPE, "plugin.toml", 2 << 20);
+        refused(l, "layer of 2097152 bytes");
+        let mut l = plugin();
+        l.push(layer("application/octet-stream", "x", 1));
+        refused(l, "type `application/octet-stream`");
+        refused(
+            vec![layer(MANIFEST_MEDIA_TYPE, "plugin.toml", 1); 19],
+            "19 layers",
+        );
+    }
+
+    #[tokio::test]
+    async fn a_blob_cannot_grow_past_its_size() {
+        use tokio::io::AsyncWriteExt;
+        let mut c = Capped::new(4);
+        c.write_all(b"abcd").await.unwrap();
+        let err = c.write_all(b"e").await.unwrap_err();
+        assert!(err.to_string().contains("more than the 4 bytes"), "{err}");
+        assert_eq!(c.bytes, b"abcd");
+    }
 }

@@ -32,6 +32,8 @@ pub struct Sources {
 pub struct Plan {
     pub runbook: Runbook,
     pub steps: Vec<PlannedStep>,
+    /// The trust file its plugins were checked against, if any.
+    pub trust: Option<Arc<crate::signing::Trust>>,
 }
 
 pub struct PlannedStep {
@@ -165,7 +167,11 @@ impl Plan {
                 pre,
             });
         }
-        let plan = Self { runbook, steps };
+        let plan = Self {
+            runbook,
+            steps,
+            trust: sources.trust.clone(),
+        };
         if sources.locked {
             crate::lock::verify(&plan)?;
         }
@@ -359,11 +365,7 @@ impl Sources {
                         "a plugin's directory must carry its name",
                     ));
                 }
-                let plugin = Plugin::load(runtime, loaded, &self.component_dirs)?;
-                if let Some(trust) = &self.trust {
-                    trust.verify(&plugin.signed_subject())?;
-                }
-                Ok(plugin)
+                Plugin::load(runtime, loaded, &self.component_dirs, self.trust.as_deref())
             }
         }
     }

@@ -114,6 +114,7 @@ impl Plugin {
         runtime: &Runtime,
         manifest: LoadedManifest,
         component_dirs: &[PathBuf],
+        trust: Option<&crate::signing::Trust>,
     ) -> Result<Self> {
         let component_path = manifest.component_path(component_dirs)?;
         let bytes =
@@ -132,6 +133,19 @@ impl Plugin {
                 ));
             }
             _ => {}
+        }
+        // Before the bytes are compiled: an unsigned or altered component
+        // is never even parsed.
+        if let Some(trust) = trust {
+            trust.verify(&crate::signing::Subject {
+                name: name.as_str(),
+                version: &manifest.manifest.version,
+                component_sha256: &digest,
+                manifest_sha256: &manifest.text_sha256,
+                mutates: manifest.mutates(),
+                dir: manifest.dir(),
+                manifest: &manifest.path,
+            })?;
         }
         let (component, origin) = runtime
             .component(&bytes, &digest, &component_path)

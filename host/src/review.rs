@@ -5,7 +5,7 @@
 //! `--locked` refuses a plan with any change at all.
 
 use crate::grants::{Grants, Interface, Pattern, Scope};
-use crate::lock::{LockFile, LockedPlugin, LockedRunbook, LockedStep};
+use crate::lock::{LockFile, LockedPlugin, LockedRunbook, LockedStep, LockedTrust};
 use serde::Serialize;
 use std::fmt;
 
@@ -106,8 +106,84 @@ pub fn diff(base: &LockFile, now: &LockFile) -> Vec<Change> {
             ));
         }
     }
+    trust_diff(
+        base.trust.as_ref().unwrap_or(&LockedTrust::default()),
+        now.trust.as_ref().unwrap_or(&LockedTrust::default()),
+        &mut out,
+    );
     out.sort_by_key(|c| c.kind);
     out
+}
+
+/// The trust file: who may sign what, and how many signatures it takes.
+/// No trust file is one that trusts nobody and asks for nothing.
+fn trust_diff(old: &LockedTrust, new: &LockedTrust, out: &mut Vec<Change>) {
+    let mut push = |kind, what: String| {
+        out.push(Change {
+            kind,
+            runbook: Some("trust file".into()),
+            step: None,
+            plugin: String::new(),
+            what,
+        })
+    };
+    for (name, a, b) in [
+        ("signatures", old.signatures, new.signatures),
+        (
+            "mutating-signatures",
+            old.mutating_signatures,
+            new.mutating_signatures,
+        ),
+    ] {
+        if a != b {
+            let kind = if b < a { Kind::Widened } else { Kind::Narrowed };
+            push(kind, format!("policy `{name}` {a} → {b}"));
+        }
+    }
+    for k in &new.keys {
+        match old.keys.iter().find(|o| o.name == k.name) {
+            None => push(
+                Kind::Widened,
+                format!(
+                    "trusts a new key `{}` ({}) to sign {}",
+                    k.name,
+                    k.id,
+                    list(&k.plugins)
+                ),
+            ),
+            Some(o) if o.id != k.id => push(
+                Kind::Widened,
+                format!("key `{}` is now another key: {} → {}", k.name, o.id, k.id),
+            ),
+            Some(o) => {
+                for p in &k.plugins {
+                    if !o.plugins.iter().any(|q| q.covers(p)) {
+                        push(
+                            Kind::Widened,
+                            format!(
+                                "key `{}` may now sign `{p}` (was {})",
+                                k.name,
+                                list(&o.plugins)
+                            ),
+                        );
+                    }
+                }
+                for p in &o.plugins {
+                    if !k.plugins.iter().any(|q| q.covers(p)) {
+                        push(
+                            Kind::Narrowed,
+                            format!("key `{}` may no longer sign `{p}`", k.name),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for o in &old.keys {
+        if !new.keys.iter().any(|k| k.name == o.name) {
+            push(Kind::Narrowed, format!("no longer trusts key `{}`", o.name));
+        }
+    }
 }
 
 fn plugin_change(kind: Kind, p: &LockedPlugin, what: String) -> Change {
@@ -158,6 +234,12 @@ fn plugin_diff(old: &LockedPlugin, new: &LockedPlugin, out: &mut Vec<Change>) {
             format!("version `{}` → `{}`", old.version, new.version),
         );
     }
+    if old.source != new.source {
+        push(
+            Kind::Changed,
+            format!("comes from `{}`, was `{}`", new.source, old.source),
+        );
+    }
     for (kind, what) in grants {
         push(kind, format!("manifest {what}"));
     }
@@ -181,6 +263,15 @@ fn runbook_diff(old: &LockedRunbook, new: &LockedRunbook, out: &mut Vec<Change>)
             ),
         ));
     }
+    if let (Some(a), Some(b)) = (old.steps.first(), new.steps.first())
+        && a.id != b.id
+    {
+        out.push(runbook_change(
+            Kind::Changed,
+            new,
+            format!("starts at step `{}`, was `{}`", b.id, a.id),
+        ));
+    }
     for s in &new.steps {
         let Some(before) = old.steps.iter().find(|o| o.id == s.id) else {
             step_added(new, s, out);
@@ -196,12 +287,66 @@ fn runbook_diff(old: &LockedRunbook, new: &LockedRunbook, out: &mut Vec<Change>)
             })
         };
         // A new digest or version shows once, on the plugin's own entry;
-        // the step's grant decides whether the step reaches further.
+        // another plugin is other code acting under the step's grant.
         if before.plugin != s.plugin {
             push(
-                Kind::Changed,
-                format!("plugin `{}` → `{}`", before.plugin, s.plugin),
+                Kind::Widened,
+                format!(
+                    "now runs plugin `{}` (sha256 `{}`), was `{}`",
+                    s.plugin,
+                    short(&s.sha256),
+                    before.plugin
+                ),
             );
+        }
+        for (k, v) in &s.inputs {
+            match before.inputs.get(k) {
+                Some(w) if w == v => {}
+                Some(w) => push(Kind::Changed, format!("input `{k}` `{w}` → `{v}`")),
+                None => push(Kind::Changed, format!("input `{k}` = `{v}` added")),
+            }
+        }
+        for (k, w) in &before.inputs {
+            if !s.inputs.contains_key(k) {
+                push(Kind::Changed, format!("input `{k}` (was `{w}`) removed"));
+            }
+        }
+        for (label, to) in &s.on {
+            if before.on.get(label) == Some(to) {
+                continue;
+            }
+            // A route into a step that may change something is a new way
+            // for a change to happen.
+            let mutating = new
+                .steps
+                .iter()
+                .find(|t| t.id == *to)
+                .is_some_and(|t| t.grants.interfaces().any(|i| mutates(&t.grants, i)));
+            let was = before
+                .on
+                .get(label)
+                .map(|w| format!("was `{w}`"))
+                .unwrap_or_else(|| "new route".into());
+            push(
+                if mutating {
+                    Kind::Widened
+                } else {
+                    Kind::Changed
+                },
+                format!(
+                    "outcome `{label}` now goes to `{to}`{} ({was})",
+                    if mutating {
+                        ", a step that may mutate"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        for (label, to) in &before.on {
+            if !s.on.contains_key(label) {
+                push(Kind::Changed, format!("route `{label}` → `{to}` removed"));
+            }
         }
         for (kind, what) in grants_diff(&before.grants, &s.grants) {
             push(kind, what);
@@ -249,6 +394,14 @@ fn step_added(r: &LockedRunbook, s: &LockedStep, out: &mut Vec<Change>) {
     let mut what = format!("new step: {}", describe(&s.grants));
     if s.grants.interfaces().any(|i| mutates(&s.grants, i)) {
         what.push_str(" (new mutations)");
+    }
+    if !s.resources.is_empty() {
+        let named: Vec<String> = s
+            .resources
+            .iter()
+            .map(|r| format!("{} `{}` for {}", r.interface, r.name, r.access))
+            .collect();
+        what.push_str(&format!("; its inputs name {}", named.join(", ")));
     }
     out.push(Change {
         kind: Kind::Widened,
@@ -380,11 +533,11 @@ fn wildcard(p: &Pattern) -> &'static str {
 }
 
 fn scope_words(s: &Scope) -> String {
-    let mut w = format!("read {}", list(&s.read));
-    if !s.mutate.is_empty() {
-        w.push_str(&format!(", mutate {}", list(&s.mutate)));
+    match (s.read.is_empty(), s.mutate.is_empty()) {
+        (_, true) => format!("read {}", list(&s.read)),
+        (true, false) => format!("mutate {}", list(&s.mutate)),
+        (false, false) => format!("read {}, mutate {}", list(&s.read), list(&s.mutate)),
     }
-    w
 }
 
 fn describe(g: &Grants) -> String {
@@ -410,7 +563,7 @@ fn list(ps: &[Pattern]) -> String {
 }
 
 fn short(digest: &str) -> &str {
-    &digest[..digest.len().min(12)]
+    digest.get(..12).unwrap_or(digest)
 }
 
 /// The review as Markdown, for a pull request: widened first.

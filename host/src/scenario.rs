@@ -58,10 +58,7 @@ impl Expect {
             ));
         }
         if status != self.status {
-            differences.push(format!(
-                "status was `{status}`, expected `{}`",
-                self.status
-            ));
+            differences.push(format!("status was `{status}`, expected `{}`", self.status));
         }
         Expectation {
             met: differences.is_empty(),

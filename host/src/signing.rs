@@ -39,7 +39,7 @@ const HINT: &str = "see the README, \"Signed plugins\", for the trust file's fie
 pub struct TrustFile {
     #[serde(default, rename = "key")]
     keys: Vec<TrustedKeyDef>,
-    #[serde(default)]
+    /// Required: a trust file without one would ask for nothing.
     policy: Policy,
 }
 
@@ -52,7 +52,7 @@ struct TrustedKeyDef {
     plugins: Vec<Pattern>,
 }
 
-#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Policy {
     /// Signatures from distinct trusted keys every directory plugin needs.
@@ -67,7 +67,7 @@ pub struct TrustedKey {
     pub name: String,
     pub id: String,
     key: minisign::PublicKey,
-    plugins: Vec<Pattern>,
+    pub plugins: Vec<Pattern>,
 }
 
 /// The loaded trust file.
@@ -103,8 +103,19 @@ impl Trust {
             if keys.iter().any(|t: &TrustedKey| t.name == k.name) {
                 return Err(invalid(format!("key name `{}` appears twice", k.name)));
             }
+            let id = key_id(key.keynum());
+            // One holder must not count as two signers.
+            if let Some(t) = keys
+                .iter()
+                .find(|t: &&TrustedKey| t.id == id || t.key.to_base64() == key.to_base64())
+            {
+                return Err(invalid(format!(
+                    "keys `{}` and `{}` are the same key (or share the id `{id}`)",
+                    t.name, k.name
+                )));
+            }
             keys.push(TrustedKey {
-                id: key_id(key.keynum()),
+                id,
                 name: k.name,
                 key,
                 plugins: k.plugins,
@@ -246,7 +257,8 @@ impl Subject<'_> {
 /// A key id as minisign prints it.
 pub fn key_id(keynum: &[u8]) -> String {
     let mut b = [0u8; 8];
-    b.copy_from_slice(&keynum[..8.min(keynum.len())]);
+    let n = keynum.len().min(8);
+    b[..n].copy_from_slice(&keynum[..n]);
     format!("{:016X}", u64::from_le_bytes(b))
 }
 

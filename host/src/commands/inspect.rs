@@ -26,7 +26,7 @@ pub fn inspect(args: InspectArgs) -> Result<Exit> {
                 args.plugin.clone()
             };
             let manifest = LoadedManifest::load(&path)?;
-            Plugin::load(&runtime, manifest, &component_dirs(&args.components))?
+            Plugin::load(&runtime, manifest, &component_dirs(&args.components), None)?
         }
     };
     let m = &plugin.manifest.manifest;

@@ -14,10 +14,34 @@ use std::path::{Path, PathBuf};
 pub fn lock(args: LockArgs) -> Result<Exit> {
     let mut out = String::new();
     let runtime = Runtime::new(default_cache_dir())?;
+    let mut stale = Vec::new();
     for group in groups(&args.paths)? {
         let mut lock = LockFile::load_or_empty(&group.dir)?;
         let before = lock.clone();
         lock = current(&runtime, &group, &args.search, lock)?;
+        if args.check {
+            let changes = crate::review::diff(&before, &lock);
+            let path = group.dir.join(lock::FILE_NAME);
+            if changes.is_empty() && path.is_file() {
+                say!(out, "`{}` is up to date", path.display());
+            } else {
+                stale.push(format!(
+                    "`{}` {}:\n{}",
+                    path.display(),
+                    if path.is_file() {
+                        "is out of date"
+                    } else {
+                        "does not exist"
+                    },
+                    changes
+                        .iter()
+                        .map(|c| format!("  - {c}"))
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ));
+            }
+            continue;
+        }
         let path = lock.save(&group.dir)?;
         let changes = crate::review::diff(&before, &lock);
         say!(
@@ -36,6 +60,12 @@ pub fn lock(args: LockArgs) -> Result<Exit> {
         }
     }
     emit(&out)?;
+    if !stale.is_empty() {
+        return Err(hinted(
+            stale.join("\n"),
+            "have the change reviewed (`runbook review`), then run `runbook lock` and commit the lock",
+        ));
+    }
     Ok(Exit::Ok)
 }
 
@@ -67,9 +97,22 @@ pub(super) fn groups(paths: &[PathBuf]) -> Result<Vec<Group>> {
                 .flatten()
                 .map(|e| e.path())
                 .filter(|f| f.extension().is_some_and(|e| e == "md") && f.is_file())
-                .filter(|f| Runbook::load(f).is_ok_and(|r| r.is_executable()))
                 .collect();
             runbooks.sort();
+            // Markdown without front matter (a README) is not a runbook; one
+            // with front matter that does not load is an error, never a
+            // runbook silently left out of the lock.
+            let mut executable = Vec::new();
+            for f in runbooks {
+                let text = crate::files::read_text(&f, "runbook")?;
+                if !text.trim_start_matches('\u{feff}').starts_with("---") {
+                    continue;
+                }
+                if Runbook::parse(&text, &f)?.is_executable() {
+                    executable.push(f);
+                }
+            }
+            let runbooks = executable;
             groups.push(Group {
                 dir: p.clone(),
                 runbooks,
@@ -104,6 +147,11 @@ pub(super) fn current(
     base: LockFile,
 ) -> Result<LockFile> {
     let mut lock = if group.whole { LockFile::empty() } else { base };
+    // The trust file that runs of these runbooks would use.
+    let beside = group.dir.join("runbook.md");
+    lock.trust = crate::signing::Trust::find(s.trust.as_deref(), Some(&beside))?
+        .as_ref()
+        .map(lock::LockedTrust::of);
     for rb in &group.runbooks {
         let (runbook_locked, plugins) = of(runtime, rb, s)?;
         lock.insert(runbook_locked, plugins);
@@ -111,13 +159,17 @@ pub(super) fn current(
     Ok(lock)
 }
 
+/// What `path` runs. Signatures are not checked here: the lock records
+/// the trust policy, and a run checks the signatures against it.
 fn of(
     runtime: &Runtime,
     path: &Path,
     s: &Search,
 ) -> Result<(lock::LockedRunbook, Vec<lock::LockedPlugin>)> {
     let runbook = Runbook::load(path)?;
-    let plan = Plan::load(runtime, runbook, &search(s, Some(path))?)
-        .with_context(|| format!("locking `{}`", path.display()))?;
+    let mut sources = search(s, Some(path))?;
+    sources.trust = None;
+    let plan = Plan::load(runtime, runbook, &sources)
+        .with_context(|| format!("reading what `{}` runs", path.display()))?;
     Ok(lock::of_plan(&plan))
 }

@@ -22,6 +22,7 @@ pub async fn plugin(args: PluginArgs) -> Result<Exit> {
                 &runtime,
                 LoadedManifest::load(&path)?,
                 &component_dirs(&a.components),
+                None,
             )?;
             let exports: Vec<String> = plugin
                 .component(&runtime)?

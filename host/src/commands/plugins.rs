@@ -24,8 +24,8 @@ pub fn plugins(args: PluginsArgs) -> Result<Exit> {
     );
     for dir in &dirs {
         for path in crate::manifest::list(dir)? {
-            let listed =
-                LoadedManifest::load(&path).and_then(|m| Plugin::load(&runtime, m, &components));
+            let listed = LoadedManifest::load(&path)
+                .and_then(|m| Plugin::load(&runtime, m, &components, None));
             match listed {
                 Ok(p) => {
                     let shadowed = !seen.insert(p.name().to_string());

@@ -452,10 +452,18 @@ async fn execute_printing(
 
 fn finish(p: &Prepared, report: &Report, json: bool, dry_run: bool) -> Result<Exit> {
     let mut out = String::new();
-    let expectation = p
-        .backend
-        .expect()
-        .filter(|_| !dry_run)
+    // A scenario's `[expect]` is about the runbook it was written for: one
+    // that names steps this runbook lacks is said, not held against it
+    // (`runbook test` holds it).
+    let expect = p.backend.expect().filter(|_| !dry_run);
+    let foreign = expect.and_then(|e| {
+        e.path
+            .iter()
+            .find(|id| p.plan.runbook.step(id).is_none())
+            .cloned()
+    });
+    let expectation = expect
+        .filter(|_| foreign.is_none())
         .map(|e| e.check(report));
     if json {
         let mut doc = serde_json::to_value(report)?;
@@ -474,6 +482,12 @@ fn finish(p: &Prepared, report: &Report, json: bool, dry_run: bool) -> Result<Ex
                 }
             }
             None => {}
+        }
+        if let Some(id) = &foreign {
+            say!(
+                out,
+                "scenario: its `[expect]` is for another runbook (it names step `{id}`, which this one lacks)"
+            );
         }
     }
     emit(&out)?;

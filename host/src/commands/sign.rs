@@ -67,7 +67,12 @@ pub fn sign(args: SignArgs) -> Result<Exit> {
     };
     let loaded = LoadedManifest::load(&path)?;
     let runtime = Runtime::new(default_cache_dir())?;
-    let plugin = Plugin::load(&runtime, loaded, &super::component_dirs(&args.components))?;
+    let plugin = Plugin::load(
+        &runtime,
+        loaded,
+        &super::component_dirs(&args.components),
+        None,
+    )?;
     let subject = plugin.signed_subject();
     let (text, id) = signing::sign(&subject, &args.key)?;
     let dir = subject.dir.join(signing::DIR);

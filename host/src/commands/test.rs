@@ -101,10 +101,7 @@ pub async fn test(args: TestArgs) -> Result<Exit> {
 
 /// The scenarios with an `[expect]` in `scenarios/` beside the runbook.
 fn beside(runbook: &Path) -> Result<Vec<PathBuf>> {
-    let dir = runbook
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("scenarios");
+    let dir = runbook.parent().unwrap_or(Path::new(".")).join("scenarios");
     let mut found = Vec::new();
     if dir.is_dir() {
         for e in fs_err::read_dir(&dir)?.flatten() {
@@ -119,10 +116,7 @@ fn beside(runbook: &Path) -> Result<Vec<PathBuf>> {
     found.sort();
     if found.is_empty() {
         return Err(hinted(
-            format!(
-                "no scenario with an `[expect]` in `{}`",
-                dir.display()
-            ),
+            format!("no scenario with an `[expect]` in `{}`", dir.display()),
             "name scenarios after the runbook, or add one with `[expect]` there (see runbooks/README.md)",
         ));
     }
@@ -204,7 +198,13 @@ pub async fn step(args: StepArgs) -> Result<Exit> {
     }
     emit(&out)?;
     Ok(match s {
-        Some(s) if manifest.returns(&s.outcome) && s.outcome != crate::runbook::LABEL_ERROR && s.outcome != crate::runbook::LABEL_LIMIT => Exit::Ok,
+        Some(s)
+            if manifest.returns(&s.outcome)
+                && s.outcome != crate::runbook::LABEL_ERROR
+                && s.outcome != crate::runbook::LABEL_LIMIT =>
+        {
+            Exit::Ok
+        }
         _ => Exit::Failed,
     })
 }

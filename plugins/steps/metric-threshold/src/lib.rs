@@ -62,3 +62,40 @@ impl Step for MetricThreshold {
 }
 
 runbook_sdk::export_step!(MetricThreshold);
+
+#[cfg(test)]
+mod tests {
+    use super::MetricThreshold;
+    use runbook_sdk::testing::FakeHost;
+
+    const INPUTS: [(&str, &str); 3] = [
+        ("namespace", "AuthService"),
+        ("metric", "latency"),
+        ("threshold", "500"),
+    ];
+
+    #[test]
+    fn past_the_threshold_is_degraded() {
+        let ran = FakeHost::new()
+            .metric("AuthService", "latency", &[120.0, 1850.0])
+            .run::<MetricThreshold>(&INPUTS);
+        assert_eq!(ran.outcome().label, "degraded");
+        assert_eq!(ran.fact("value"), Some("1850"));
+    }
+
+    #[test]
+    fn within_it_is_healthy_and_no_data_is_said() {
+        let ran = FakeHost::new()
+            .metric("AuthService", "latency", &[140.0])
+            .run::<MetricThreshold>(&INPUTS);
+        assert_eq!(ran.outcome().label, "healthy");
+        let ran = FakeHost::new().run::<MetricThreshold>(&INPUTS);
+        assert_eq!(ran.outcome().label, "no-data");
+    }
+
+    #[test]
+    fn a_bad_input_is_invalid() {
+        let ran = FakeHost::new().run::<MetricThreshold>(&[("threshold", "lots")]);
+        assert_eq!(ran.result.unwrap_err().kind(), "invalid");
+    }
+}

@@ -28,3 +28,44 @@ impl Step for SetFlag {
 }
 
 runbook_sdk::export_step!(SetFlag);
+
+#[cfg(test)]
+mod tests {
+    use super::SetFlag;
+    use runbook_sdk::testing::FakeHost;
+
+    #[test]
+    fn sets_a_flag_and_reports_the_previous_value() {
+        let ran = FakeHost::new()
+            .flag("AUTH_STATELESS_FALLBACK", "false")
+            .run::<SetFlag>(&[("key", "AUTH_STATELESS_FALLBACK"), ("value", "true")]);
+        assert_eq!(ran.outcome().label, "set");
+        assert_eq!(ran.fact("previous"), Some("false"));
+        assert_eq!(ran.host.flags["AUTH_STATELESS_FALLBACK"], "true");
+        assert_eq!(
+            ran.host.calls,
+            [
+                "feature-flags.get AUTH_STATELESS_FALLBACK",
+                "feature-flags.set AUTH_STATELESS_FALLBACK"
+            ]
+        );
+    }
+
+    #[test]
+    fn leaves_a_flag_that_has_the_value() {
+        let ran = FakeHost::new()
+            .flag("K", "true")
+            .run::<SetFlag>(&[("key", "K"), ("value", "true")]);
+        assert_eq!(ran.outcome().label, "unchanged");
+        assert_eq!(ran.host.calls, ["feature-flags.get K"]);
+    }
+
+    #[test]
+    fn a_denied_flag_is_an_error_not_a_panic() {
+        let ran = FakeHost::new()
+            .deny("feature-flags")
+            .run::<SetFlag>(&[("key", "K"), ("value", "true")]);
+        let err = ran.result.unwrap_err();
+        assert_eq!(err.kind(), "denied");
+    }
+}
