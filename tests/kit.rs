@@ -185,7 +185,9 @@ fn the_sdk_embeds_the_repository_wit() {
             names.push(name);
         }
     }
-    let copies = std::fs::read_dir(root().join("plugins/sdk/wit")).unwrap().count();
+    let copies = std::fs::read_dir(root().join("plugins/sdk/wit"))
+        .unwrap()
+        .count();
     assert_eq!(copies, names.len(), "plugins/sdk/wit has files wit/ lacks");
 }
 
@@ -214,4 +216,252 @@ fn plugins_test_natively_against_the_fake_host() {
         .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
         .sum();
     assert!(passed >= 6, "only {passed} plugin tests ran:\n{stdout}");
+}
+
+/// What a new platform team does, in a scratch directory outside the
+/// repository: `new`, `build`, `test`; then `check` refuses a route to a
+/// label the plugin does not declare. The toolchains come from
+/// `scripts/test` (componentize-py on PATH, componentize-js in
+/// `RUNBOOK_JS_TOOLS`).
+fn journey(lang: &str) -> std::path::PathBuf {
+    let scratch = tempfile::tempdir().unwrap().keep();
+    let at = |dir: &std::path::Path, args: &[&str]| {
+        common::output(common::runbook().current_dir(dir).args(args))
+    };
+    let out = at(&scratch, &["new", "budget-check", "--lang", lang]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let project = scratch.join("budget-check");
+    let out = at(&project, &["build"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("built `plugins/budget-check/budget_check.wasm`"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("imports  metrics (all granted)"),
+        "{}",
+        out.stdout
+    );
+    eprintln!("{lang}: {}", out.stdout.lines().next().unwrap());
+    let out = at(&project, &["test", "runbook.md"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("2 of 2 scenarios took their expected path"),
+        "{}",
+        out.stdout
+    );
+    let out = at(
+        &project,
+        &[
+            "step",
+            "budget-check",
+            "--plugins",
+            "plugins",
+            "--input",
+            "namespace=Example",
+            "--input",
+            "metric=errors",
+            "--input",
+            "budget=100",
+            "--sim",
+            "scenarios/burning.toml",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("errors is 250 a minute; the budget is 100"),
+        "{}",
+        out.stdout
+    );
+    let rb = project.join("runbook.md");
+    let text = std::fs::read_to_string(&rb).unwrap();
+    std::fs::write(&rb, text.replace("burning: escalated", "burnt: escalated")).unwrap();
+    let out = at(&project, &["check", "runbook.md"]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("routes outcome `burnt`, which plugin `budget-check` never returns"),
+        "{}",
+        out.stderr
+    );
+    project
+}
+
+#[test]
+fn a_rust_plugin_from_new_to_test() {
+    let project = journey("rust");
+    // Its own unit tests, natively, against the SDK's fake host.
+    let out = std::process::Command::new(env!("CARGO"))
+        .current_dir(project.join("plugins/budget-check"))
+        .args(["test", "--quiet"])
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("test result: ok. 2 passed"), "{stdout}");
+    let _ = std::fs::remove_dir_all(project.parent().unwrap());
+}
+
+#[test]
+fn a_python_plugin_from_new_to_test() {
+    let project = journey("python");
+    let world =
+        std::fs::read_to_string(project.join("plugins/budget-check/.wit/world.wit")).unwrap();
+    assert!(
+        world.contains("import runbook:host/metrics@0.2.0;"),
+        "{world}"
+    );
+    assert!(!world.contains("redis"), "only what is granted: {world}");
+    let _ = std::fs::remove_dir_all(project.parent().unwrap());
+}
+
+#[test]
+fn a_javascript_plugin_from_new_to_test() {
+    let project = journey("js");
+    let out = common::output(
+        common::runbook()
+            .current_dir(&project)
+            .args(["inspect", "plugins/budget-check"]),
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(!out.stdout.contains("wasi:http"), "{}", out.stdout);
+    let _ = std::fs::remove_dir_all(project.parent().unwrap());
+}
+
+/// The repository's own Python and JavaScript steps, built and run by
+/// RB-9001 through the real binary.
+#[test]
+fn the_python_and_javascript_examples_take_their_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("error-budget");
+    copy_dir(&root().join("examples/error-budget"), &dir);
+    for p in ["check-error-budget", "format-impact"] {
+        let plugin = dir.join("plugins").join(p);
+        let out = run(&["build", plugin.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+        eprintln!("{}", out.stdout.lines().next().unwrap());
+    }
+    let rb = dir.join("RB-9001-error-budget.md");
+    let out = run(&["test", rb.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("2 of 2 scenarios took their expected path"),
+        "{}",
+        out.stdout
+    );
+    let out = run(&[
+        "run",
+        rb.to_str().unwrap(),
+        "--sim",
+        dir.join("scenarios/burning.toml").to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let report = out.json();
+    assert_eq!(common::step(&report, "error-budget")["outcome"], "burning");
+    let note = common::step(&report, "impact-note");
+    assert!(
+        note["facts"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("[HIGH] auth-service: error budget burning"),
+        "{note:#}"
+    );
+    // The JavaScript step imports no capability at all, and no network.
+    let out = run(&[
+        "inspect",
+        dir.join("plugins/format-impact").to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !out.stdout.contains("runbook:host/metrics") && !out.stdout.contains("wasi:http"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A component that imports `wasi:http` is refused before it is compiled,
+/// with what to change.
+#[test]
+fn an_http_import_is_refused_with_the_flag_to_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("format-impact");
+    copy_dir(
+        &root().join("examples/error-budget/plugins/format-impact"),
+        &dir,
+    );
+    // Built with the HTTP features left on.
+    let tools = std::env::var("RUNBOOK_JS_TOOLS")
+        .expect("RUNBOOK_JS_TOOLS: run the tests with scripts/test");
+    let script = "import { componentize } from '@bytecodealliance/componentize-js';\nimport { writeFile } from 'node:fs/promises';\nconst e = process.env;\nconst { component } = await componentize({ sourcePath: e.SRC, witPath: e.WIT, worldName: 'format-impact' });\nawait writeFile(e.OUT, component);";
+    let wit = tmp.path().join("wit");
+    std::fs::create_dir_all(wit.join("deps/runbook-host")).unwrap();
+    for e in std::fs::read_dir(root().join("wit")).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "wit") {
+            std::fs::copy(
+                &p,
+                wit.join("deps/runbook-host").join(p.file_name().unwrap()),
+            )
+            .unwrap();
+        }
+    }
+    std::fs::write(
+        wit.join("world.wit"),
+        "package plugin:format-impact;\nworld format-impact {\n  import runbook:host/log@0.2.0;\n  use runbook:host/types@0.2.0.{pair, run-context, outcome, error};\n  export run: func(ctx: run-context, inputs: list<pair>) -> result<outcome, error>;\n}\n",
+    )
+    .unwrap();
+    let status = std::process::Command::new("node")
+        .current_dir(&tools)
+        .args(["--input-type=module", "-e", script])
+        .env("SRC", dir.join("step.js"))
+        .env("WIT", &wit)
+        .env("OUT", dir.join("format_impact.wasm"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let started = std::time::Instant::now();
+    let out = run(&["inspect", dir.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(
+        out.stdout.contains("NOT PROVIDED: no network"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stderr.contains("imports `wasi:http/"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("unless its `http` and `fetch-event` features are disabled"),
+        "{}",
+        out.stderr
+    );
+    eprintln!("refused in {:?}, nothing compiled", started.elapsed());
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap();
+        if name == ".wit" || p.extension().is_some_and(|x| x == "wasm") {
+            continue;
+        }
+        if p.is_dir() {
+            copy_dir(&p, &to.join(name));
+        } else {
+            std::fs::copy(&p, to.join(name)).unwrap();
+        }
+    }
 }

@@ -65,6 +65,13 @@ pub enum Command {
     Sign(SignArgs),
     /// Store plugins in an OCI registry and fetch them by digest.
     Plugin(PluginArgs),
+    /// Scaffold a step plugin outside this repository: source, manifest
+    /// (inputs, outcomes, grants), a runbook and scenarios that exercise
+    /// it, and tests.
+    New(NewArgs),
+    /// Build a plugin (`DIR`, default `.` or every `plugins/*`) with the
+    /// right toolchain and flags; the component goes beside its manifest.
+    Build(BuildArgs),
     /// Execute many runs of a runbook at once against a simulated scenario,
     /// in this one process, and report steps/s, runs/s, the cost of a step
     /// (p50/p99) and peak memory.
@@ -266,6 +273,10 @@ pub struct InspectArgs {
     /// Extra directories to find component files in.
     #[arg(long, value_name = "DIR")]
     pub components: Vec<PathBuf>,
+    /// Also compile the component (and cache it), proving it loads;
+    /// otherwise it is only read.
+    #[arg(long)]
+    pub compile: bool,
 }
 
 #[derive(Debug, Args)]
@@ -406,4 +417,22 @@ pub struct StepArgs {
     pub json: bool,
     #[command(flatten)]
     pub search: Search,
+}
+
+#[derive(Debug, Args)]
+pub struct NewArgs {
+    /// The plugin's name, e.g. `check-error-budget`.
+    pub name: String,
+    /// The language to write it in.
+    #[arg(long, value_enum)]
+    pub lang: crate::kit::Lang,
+    /// Where (default: `./NAME`).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The plugin's directory (with `plugin.toml`).
+    pub dir: Option<PathBuf>,
 }

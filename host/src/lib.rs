@@ -34,6 +34,8 @@
 //!   [`review`]: the capability diff between two locks; [`signing`]:
 //!   plugin signatures and the trust file; [`oci`]: plugins pushed to and
 //!   pulled from OCI registries.
+//! - [`kit`]: the plugin authoring kit (`new`, `build`: templates,
+//!   per-plugin worlds, the guest toolchains).
 //! - [`cli`], [`commands`], [`exit`]: the `runbook` binary.
 
 pub mod approval;
@@ -59,6 +61,7 @@ pub mod grants;
 pub mod ids;
 pub mod interface;
 pub mod journal;
+pub mod kit;
 pub mod lock;
 pub mod manifest;
 pub mod oci;

@@ -22,6 +22,8 @@ pub struct Plugin {
     source: Source,
     /// Import names, e.g. `runbook:host/ecs@0.2.0`, `wasi:cli/stdout@0.2.6`.
     pub imports: Vec<String>,
+    /// Bytes of memory it needs just to start (see [`Facts`]).
+    pub memory_at_start: u64,
     /// The contract version it was built against (`0.2.0`, `0.1.0`).
     pub api: &'static str,
 }
@@ -36,6 +38,8 @@ pub enum ImportKind {
     /// A WASI interface: linked, but with nothing behind it (no files,
     /// sockets, env or args).
     Wasi,
+    /// A WASI interface this host does not link at all (`wasi:http`).
+    UnsupportedWasi,
     /// A `runbook:host` version this host does not provide.
     WrongVersion(String),
     /// Anything else: nothing provides it.
@@ -60,6 +64,9 @@ pub fn classify(import: &str, grants: &Grants) -> ImportKind {
             None => ImportKind::Unknown,
         };
     }
+    if import.starts_with("wasi:http/") {
+        return ImportKind::UnsupportedWasi;
+    }
     if import.starts_with("wasi:") {
         return ImportKind::Wasi;
     }
@@ -70,6 +77,59 @@ pub fn classify(import: &str, grants: &Grants) -> ImportKind {
 enum Source {
     Directory,
     Builtin(&'static crate::builtin::Builtin),
+    /// Read for review only (`inspect`): never compiled.
+    Unloaded,
+}
+
+/// What a component says about itself, read without compiling it.
+pub struct Facts {
+    /// Import names, e.g. `runbook:host/ecs@0.2.0`.
+    pub imports: Vec<String>,
+    /// The largest memory any of its modules starts with, in bytes: less
+    /// than this under `limits.memory_mib` and it cannot even start.
+    pub memory_at_start: u64,
+}
+
+/// Reads `bytes` as a component: its top-level imports and the initial
+/// size of every memory its core modules define.
+pub fn read_facts(bytes: &[u8]) -> Result<Facts, String> {
+    use wasmparser::{Parser, Payload};
+    let mut imports = Vec::new();
+    let mut memory_at_start = 0u64;
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| format!("not a WebAssembly component: {e}"))? {
+            Payload::Version { encoding, .. }
+                if depth == 0 && encoding != wasmparser::Encoding::Component =>
+            {
+                return Err("a core module, not a component: build it for `wasm32-wasip2` (or run it through `wasm-tools component new`)".into());
+            }
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 0 => {
+                for import in reader {
+                    let import = import.map_err(|e| format!("reading its imports: {e}"))?;
+                    // Types the world `use`s are imported too; they are
+                    // not something the host provides.
+                    if !matches!(import.ty, wasmparser::ComponentTypeRef::Type(_)) {
+                        imports.push(import.name.name.to_string());
+                    }
+                }
+            }
+            Payload::MemorySection(reader) => {
+                for memory in reader {
+                    let m = memory.map_err(|e| format!("reading its memories: {e}"))?;
+                    let page = 1u64 << m.page_size_log2.unwrap_or(16);
+                    memory_at_start = memory_at_start.max(m.initial.saturating_mul(page));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Facts {
+        imports,
+        memory_at_start,
+    })
 }
 
 /// The contract version a component's `runbook:host` imports name: all
@@ -116,6 +176,34 @@ impl Plugin {
         component_dirs: &[PathBuf],
         trust: Option<&crate::signing::Trust>,
     ) -> Result<Self> {
+        let (mut plugin, bytes) = Self::read_bytes(manifest, component_dirs, trust)?;
+        let (component, origin) = runtime
+            .component(&bytes, &plugin.digest, &plugin.component_path)
+            .with_context(|| format!("loading plugin `{}`", plugin.name()))?;
+        plugin.imports = imports(runtime, &component);
+        plugin.compiled = (component, origin).into();
+        plugin.source = Source::Directory;
+        Ok(plugin)
+    }
+
+    /// Reads a plugin from a directory without compiling it: digest
+    /// checked against the manifest's pin and the signatures (with
+    /// `trust`), imports read off the bytes and checked against the
+    /// manifest's grant. `inspect` stops here; [`Plugin::load`] goes on.
+    pub fn read(
+        manifest: LoadedManifest,
+        component_dirs: &[PathBuf],
+        trust: Option<&crate::signing::Trust>,
+    ) -> Result<Self> {
+        Ok(Self::read_bytes(manifest, component_dirs, trust)?.0)
+    }
+
+    /// [`Plugin::read`], and the bytes that were checked.
+    fn read_bytes(
+        manifest: LoadedManifest,
+        component_dirs: &[PathBuf],
+        trust: Option<&crate::signing::Trust>,
+    ) -> Result<(Self, Vec<u8>)> {
         let component_path = manifest.component_path(component_dirs)?;
         let bytes =
             crate::files::read_bytes(&component_path, "component", crate::files::MAX_COMPONENT)?;
@@ -147,27 +235,37 @@ impl Plugin {
                 manifest: &manifest.path,
             })?;
         }
-        let (component, origin) = runtime
-            .component(&bytes, &digest, &component_path)
-            .with_context(|| format!("loading plugin `{name}`"))?;
-        let imports = imports(runtime, &component);
-        let api = api_of(&imports).map_err(|why| {
+        let facts = read_facts(&bytes).map_err(|why| {
+            hinted(
+                format!(
+                    "component `{}` of plugin `{name}`: {why}",
+                    component_path.display()
+                ),
+                "build the plugin with `runbook build`, which produces a component",
+            )
+        })?;
+        let api = api_of(&facts.imports).map_err(|why| {
             hinted(
                 format!("plugin `{name}` (`{}`): {why}", component_path.display()),
                 "rebuild it against the WIT in this repository's `wit/`",
             )
         })?;
-        Ok(Self {
+        let plugin = Self {
             manifest,
             api,
             builtin: false,
             component_path,
             digest,
             size: bytes.len(),
-            compiled: (component, origin).into(),
-            source: Source::Directory,
-            imports,
-        })
+            compiled: std::sync::OnceLock::new(),
+            source: Source::Unloaded,
+            imports: facts.imports,
+            memory_at_start: facts.memory_at_start,
+        };
+        // Before anything is compiled: an import nothing provides, or one
+        // the manifest does not grant, is refused now, with what to change.
+        plugin.check_imports(&plugin.manifest.manifest.grants, None)?;
+        Ok((plugin, bytes))
     }
 
     /// A plugin embedded in the binary.
@@ -176,7 +274,9 @@ impl Plugin {
         let component_path = b.location().join(&manifest.manifest.component);
         let _ = runtime;
         let imports: Vec<String> = b.imports.iter().map(|s| s.to_string()).collect();
+        let memory_at_start = read_facts(b.wasm).map_or(0, |f| f.memory_at_start);
         Ok(Self {
+            memory_at_start,
             api: api_of(&imports).map_err(anyhow::Error::msg)?,
             imports,
             manifest,
@@ -211,6 +311,12 @@ impl Plugin {
         let loaded = match &self.source {
             Source::Builtin(b) => runtime.builtin_component(b)?,
             Source::Directory => unreachable!("directory plugins are compiled when loaded"),
+            Source::Unloaded => {
+                return Err(anyhow::anyhow!(
+                    "plugin `{}` was read for review only, not compiled",
+                    self.name()
+                ));
+            }
         };
         Ok(self.compiled.get_or_init(|| loaded).0.clone())
     }
@@ -283,8 +389,41 @@ impl Plugin {
                         "steps may import only `runbook:host` interfaces and WASI",
                     ));
                 }
+                ImportKind::UnsupportedWasi => {
+                    return Err(hinted(
+                        format!(
+                            "plugin `{}`{at} imports `{import}`: steps have no network of their own, and this host does not link `wasi:http`",
+                            self.name()
+                        ),
+                        "reach services through capabilities only; a JavaScript plugin built with componentize-js imports `wasi:http` unless its `http` and `fetch-event` features are disabled (`runbook build` disables them)",
+                    ));
+                }
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Read off the bytes, the imports are what wasmtime lists after
+    /// compiling (the build script recorded those for each built-in).
+    #[test]
+    fn imports_read_without_compiling_match_wasmtime() {
+        for b in crate::builtin::all() {
+            let facts = read_facts(b.wasm).unwrap();
+            let recorded: Vec<String> = b.imports.iter().map(|s| s.to_string()).collect();
+            assert_eq!(facts.imports, recorded, "{}", b.name);
+            assert!(facts.memory_at_start >= 1 << 16, "{}", b.name);
+        }
+    }
+
+    #[test]
+    fn a_core_module_is_not_a_component() {
+        let err = read_facts(b"\0asm\x01\0\0\0").err().unwrap();
+        assert!(err.contains("a core module, not a component"), "{err}");
+        assert!(read_facts(b"nonsense").is_err());
     }
 }

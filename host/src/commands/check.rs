@@ -35,8 +35,24 @@ pub fn check(args: CheckArgs) -> Result<Exit> {
         plan.runbook.title,
         plan.steps.len()
     );
+    let mut warned = Vec::new();
     for s in &plan.steps {
         let limits = s.plugin.manifest.manifest.limits;
+        if s.plugin.memory_at_start > u64::from(limits.memory_mib) << 20
+            && !warned.contains(&s.plugin.name())
+        {
+            warned.push(s.plugin.name());
+            eprintln!(
+                "warning: plugin `{}` needs {} MiB of memory at start, but `limits.memory_mib` is {}: every step that runs it will end `limit-exceeded`",
+                s.plugin.name(),
+                s.plugin.memory_at_start.div_ceil(1 << 20),
+                limits.memory_mib
+            );
+            eprintln!(
+                "hint: raise `limits.memory_mib` in `{}`",
+                s.plugin.manifest_path().display()
+            );
+        }
         say!(
             out,
             "  {} → {} (sha256 {}…, {} MiB, {} ms)",

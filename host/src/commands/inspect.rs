@@ -26,7 +26,24 @@ pub fn inspect(args: InspectArgs) -> Result<Exit> {
                 args.plugin.clone()
             };
             let manifest = LoadedManifest::load(&path)?;
-            Plugin::load(&runtime, manifest, &component_dirs(&args.components), None)?
+            // Read, not compiled (a Python or JavaScript component takes
+            // seconds to compile), unless asked.
+            let dirs = component_dirs(&args.components);
+            let read = if args.compile {
+                Plugin::load(&runtime, manifest.clone(), &dirs, None)
+            } else {
+                Plugin::read(manifest.clone(), &dirs, None)
+            };
+            match read {
+                Ok(p) => p,
+                // Show what it imports and why that is refused.
+                Err(e) => {
+                    if let Some(shown) = unchecked(manifest, &dirs) {
+                        emit(&shown)?;
+                    }
+                    return Err(e);
+                }
+            }
         }
     };
     let m = &plugin.manifest.manifest;
@@ -54,6 +71,22 @@ pub fn inspect(args: InspectArgs) -> Result<Exit> {
         m.limits.memory_mib,
         m.limits.timeout_ms
     );
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    if plugin.memory_at_start > u64::from(m.limits.memory_mib) << 20 {
+        say!(
+            out,
+            "memory     NEEDS {} MiB AT START, but `limits.memory_mib` is {}: it cannot start; raise the limit",
+            mib(plugin.memory_at_start),
+            m.limits.memory_mib
+        );
+    } else {
+        say!(
+            out,
+            "memory     {} MiB at start, of {} MiB allowed",
+            mib(plugin.memory_at_start),
+            m.limits.memory_mib
+        );
+    }
     say!(out, "imports");
     let mut problems = 0;
     let mut used = Vec::new();
@@ -70,6 +103,10 @@ pub fn inspect(args: InspectArgs) -> Result<Exit> {
             }
             ImportKind::Always => "always available".into(),
             ImportKind::Wasi => "WASI, sandboxed: nothing behind it".into(),
+            ImportKind::UnsupportedWasi => {
+                problems += 1;
+                "NOT PROVIDED: no network; refused at load".into()
+            }
             ImportKind::WrongVersion(v) => {
                 problems += 1;
                 format!("WRONG VERSION `{v}`: refused at load")
@@ -147,4 +184,27 @@ fn describe_contract(out: &mut String, m: &crate::manifest::Manifest) {
             say!(out, "  {} {} `{}`", r.interface, r.access, r.name);
         }
     }
+}
+
+/// The imports of a component whose plugin was refused, for the reader:
+/// what it asks for, read without checking anything.
+fn unchecked(manifest: LoadedManifest, dirs: &[std::path::PathBuf]) -> Option<String> {
+    let path = manifest.component_path(dirs).ok()?;
+    let bytes = crate::files::read_bytes(&path, "component", crate::files::MAX_COMPONENT).ok()?;
+    let facts = crate::plugin::read_facts(&bytes).ok()?;
+    let mut out = String::new();
+    say!(out, "imports of `{}`", path.display());
+    for import in &facts.imports {
+        let verdict = match classify(import, &manifest.manifest.grants) {
+            ImportKind::Capability { granted: true, .. } => "granted",
+            ImportKind::Capability { granted: false, .. } => "NOT GRANTED",
+            ImportKind::Always => "always available",
+            ImportKind::Wasi => "WASI, sandboxed: nothing behind it",
+            ImportKind::UnsupportedWasi => "NOT PROVIDED: no network",
+            ImportKind::WrongVersion(_) => "WRONG VERSION",
+            ImportKind::Unknown => "UNKNOWN",
+        };
+        say!(out, "  {import:<40} {verdict}");
+    }
+    Some(out)
 }

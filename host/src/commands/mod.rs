@@ -6,6 +6,7 @@ mod bench;
 mod check;
 mod inspect;
 pub mod journal;
+mod kit;
 mod lock;
 mod oci;
 mod plugins;
@@ -43,6 +44,8 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
         Command::Bench(args) => bench(args).await,
         Command::Lock(args) => lock(args),
         Command::Plugin(args) => oci::plugin(args).await,
+        Command::New(args) => kit::new(args),
+        Command::Build(args) => kit::build(args),
         Command::Review(args) => review(args),
         Command::Keygen(args) => keygen(args),
         Command::Sign(args) => sign(args),
