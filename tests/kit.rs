@@ -432,7 +432,6 @@ fn an_http_import_is_refused_with_the_flag_to_change() {
         .status()
         .unwrap();
     assert!(status.success());
-    let started = std::time::Instant::now();
     let out = run(&["inspect", dir.to_str().unwrap()]);
     assert_eq!(out.code, 2, "{}", out.stdout);
     assert!(
@@ -440,6 +439,21 @@ fn an_http_import_is_refused_with_the_flag_to_change() {
         "{}",
         out.stdout
     );
+    // Run (and check) refuse it before compiling, saying what to change.
+    let started = std::time::Instant::now();
+    let out = run(&[
+        "step",
+        "format-impact",
+        "--plugins",
+        tmp.path().to_str().unwrap(),
+        "--input",
+        "service=auth",
+        "--input",
+        "headline=x",
+        "--sim",
+        "runbooks/scenarios/healthy.toml",
+    ]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
     assert!(out.stderr.contains("imports `wasi:http/"), "{}", out.stderr);
     assert!(
         out.stderr
@@ -464,4 +478,28 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
             std::fs::copy(&p, to.join(name)).unwrap();
         }
     }
+}
+
+/// `plugins/README.md`'s catalogue is what the manifests say.
+#[test]
+fn the_plugin_catalogue_in_the_readme_is_current() {
+    let out = run(&["plugins", "--markdown"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let path = root().join("plugins/README.md");
+    let readme = std::fs::read_to_string(&path).unwrap();
+    let (start, end) = ("<!-- catalogue: generated -->\n", "<!-- end catalogue -->");
+    let a = readme.find(start).expect("the catalogue markers") + start.len();
+    let b = readme.find(end).unwrap();
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(
+            &path,
+            format!("{}{}{}", &readme[..a], out.stdout, &readme[b..]),
+        )
+        .unwrap();
+        return;
+    }
+    assert!(
+        readme[a..b] == out.stdout,
+        "plugins/README.md's catalogue is stale: rerun with UPDATE_GOLDEN=1"
+    );
 }

@@ -180,7 +180,10 @@ fn an_ungranted_import_is_refused_before_any_step_runs() {
     assert_eq!(out.code, 2, "{}", out.stdout);
     assert!(out.stdout.is_empty(), "nothing may run: {}", out.stdout);
     assert!(
-        out.stderr.contains("plugin `ungranted-import` (step `only`) imports `runbook:host/ecs@0.2.0`, which its manifest"),
+        out.stderr.contains("step `only` of")
+            && out.stderr.contains(
+                "plugin `ungranted-import` imports `runbook:host/ecs@0.2.0`, which its manifest"
+            ),
         "{}",
         out.stderr
     );

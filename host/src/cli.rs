@@ -283,6 +283,11 @@ pub struct InspectArgs {
 pub struct PluginsArgs {
     /// List what this runbook would use (its `plugins/` directory too).
     pub runbook: Option<PathBuf>,
+    /// A Markdown catalogue instead, from the manifests: each plugin's
+    /// outcomes, inputs, the resources they name and its grant; then the
+    /// capabilities.
+    #[arg(long)]
+    pub markdown: bool,
     /// A directory of plugins, searched before the built-in ones
     /// (repeatable).
     #[arg(long, value_name = "DIR")]

@@ -365,7 +365,7 @@ impl Sources {
                         "a plugin's directory must carry its name",
                     ));
                 }
-                Plugin::load(runtime, loaded, &self.component_dirs, self.trust.as_deref())
+                Plugin::load_to_run(runtime, loaded, &self.component_dirs, self.trust.as_deref())
             }
         }
     }

@@ -98,7 +98,13 @@ pub fn read_facts(bytes: &[u8]) -> Result<Facts, String> {
     let mut memory_at_start = 0u64;
     let mut depth = 0usize;
     for payload in Parser::new(0).parse_all(bytes) {
-        match payload.map_err(|e| format!("not a WebAssembly component: {e}"))? {
+        let payload = payload.map_err(|e| {
+            // Its message, without the byte dump some errors append.
+            let m = e.message();
+            let m = m.split(" - expected=").next().unwrap_or(m);
+            format!("not a valid WebAssembly component: {m}")
+        })?;
+        match payload {
             Payload::Version { encoding, .. }
                 if depth == 0 && encoding != wasmparser::Encoding::Component =>
             {
@@ -176,7 +182,32 @@ impl Plugin {
         component_dirs: &[PathBuf],
         trust: Option<&crate::signing::Trust>,
     ) -> Result<Self> {
+        Self::load_inner(runtime, manifest, component_dirs, trust, false)
+    }
+
+    /// [`Plugin::load`] for a run: before anything is compiled, an import
+    /// nothing provides, or one the manifest does not grant, is refused,
+    /// with what to change.
+    pub fn load_to_run(
+        runtime: &Runtime,
+        manifest: LoadedManifest,
+        component_dirs: &[PathBuf],
+        trust: Option<&crate::signing::Trust>,
+    ) -> Result<Self> {
+        Self::load_inner(runtime, manifest, component_dirs, trust, true)
+    }
+
+    fn load_inner(
+        runtime: &Runtime,
+        manifest: LoadedManifest,
+        component_dirs: &[PathBuf],
+        trust: Option<&crate::signing::Trust>,
+        check_imports: bool,
+    ) -> Result<Self> {
         let (mut plugin, bytes) = Self::read_bytes(manifest, component_dirs, trust)?;
+        if check_imports {
+            plugin.check_imports(&plugin.manifest.manifest.grants, None)?;
+        }
         let (component, origin) = runtime
             .component(&bytes, &plugin.digest, &plugin.component_path)
             .with_context(|| format!("loading plugin `{}`", plugin.name()))?;
@@ -188,8 +219,8 @@ impl Plugin {
 
     /// Reads a plugin from a directory without compiling it: digest
     /// checked against the manifest's pin and the signatures (with
-    /// `trust`), imports read off the bytes and checked against the
-    /// manifest's grant. `inspect` stops here; [`Plugin::load`] goes on.
+    /// `trust`), imports read off the bytes. `inspect` stops here;
+    /// [`Plugin::load`] checks the imports against the grant and compiles.
     pub fn read(
         manifest: LoadedManifest,
         component_dirs: &[PathBuf],
@@ -241,7 +272,7 @@ impl Plugin {
                     "component `{}` of plugin `{name}`: {why}",
                     component_path.display()
                 ),
-                "build the plugin with `runbook build`, which produces a component",
+                "step plugins are components: build it with `runbook build` (or `cargo build --target wasm32-wasip2`); see plugins/README.md",
             )
         })?;
         let api = api_of(&facts.imports).map_err(|why| {
@@ -262,9 +293,6 @@ impl Plugin {
             imports: facts.imports,
             memory_at_start: facts.memory_at_start,
         };
-        // Before anything is compiled: an import nothing provides, or one
-        // the manifest does not grant, is refused now, with what to change.
-        plugin.check_imports(&plugin.manifest.manifest.grants, None)?;
         Ok((plugin, bytes))
     }
 

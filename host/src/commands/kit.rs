@@ -56,6 +56,7 @@ pub fn build(args: BuildArgs) -> Result<Exit> {
         // against the grant, memory at start.
         let plugin = Plugin::read(built.manifest, &[], None)?;
         let m = &plugin.manifest.manifest;
+        plugin.check_imports(&m.grants, None)?;
         say!(
             out,
             "built `{}` ({:?}, {:.1} MB, {:.1} s)",

@@ -13,6 +13,9 @@ pub fn plugins(args: PluginsArgs) -> Result<Exit> {
     let runtime = Runtime::new(default_cache_dir())?;
     let dirs = plugin_dirs(&args.plugins, args.runbook.as_deref());
     let components = component_dirs(&args.components);
+    if args.markdown {
+        return catalogue(&runtime, &dirs, &components);
+    }
     let mut seen = std::collections::BTreeSet::new();
     let mut problems = 0;
     say!(
@@ -24,8 +27,8 @@ pub fn plugins(args: PluginsArgs) -> Result<Exit> {
     );
     for dir in &dirs {
         for path in crate::manifest::list(dir)? {
-            let listed = LoadedManifest::load(&path)
-                .and_then(|m| Plugin::load(&runtime, m, &components, None));
+            let listed =
+                LoadedManifest::load(&path).and_then(|m| Plugin::read(m, &components, None));
             match listed {
                 Ok(p) => {
                     let shadowed = !seen.insert(p.name().to_string());
@@ -75,4 +78,113 @@ pub fn plugins(args: PluginsArgs) -> Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+/// The plugins as Markdown, from their manifests: what each does, its
+/// outcomes, inputs, the resources they name, and its grant.
+fn catalogue(
+    runtime: &Runtime,
+    dirs: &[std::path::PathBuf],
+    components: &[std::path::PathBuf],
+) -> Result<Exit> {
+    let mut plugins: Vec<Plugin> = Vec::new();
+    for dir in dirs {
+        for path in crate::manifest::list(dir)? {
+            plugins.push(Plugin::read(
+                LoadedManifest::load(&path)?,
+                components,
+                None,
+            )?);
+        }
+    }
+    for b in crate::builtin::all() {
+        if !plugins.iter().any(|p| p.name() == b.name) {
+            plugins.push(Plugin::builtin(runtime, b)?);
+        }
+    }
+    let mut out = String::new();
+    for p in &plugins {
+        let m = &p.manifest.manifest;
+        say!(
+            out,
+            "### `{}` {}
+",
+            m.name,
+            m.version
+        );
+        if let Some(d) = &m.description {
+            say!(
+                out, "{d}.
+"
+            );
+        }
+        let labels = m
+            .outcomes
+            .as_ref()
+            .map(|o| {
+                o.iter()
+                    .map(|l| format!("`{l}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_else(|| "not declared".into());
+        say!(out, "- outcomes: {labels}");
+        let grants = m.grants.describe();
+        say!(
+            out,
+            "- manifest grant: {}",
+            if grants.is_empty() {
+                "none".to_string()
+            } else {
+                grants.join("; ")
+            }
+        );
+        for r in &m.resources {
+            say!(
+                out,
+                "- its inputs name: {} `{}` for {}",
+                r.interface,
+                r.name,
+                r.access
+            );
+        }
+        if let Some(inputs) = &m.inputs {
+            say!(out, "\n| input | type | | |\n|---|---|---|---|");
+            for (name, spec) in inputs {
+                let need = match (&spec.default, spec.optional) {
+                    (Some(d), _) => format!("default `{d}`"),
+                    (None, true) => "optional".into(),
+                    (None, false) => "required".into(),
+                };
+                let kind = serde_json::to_value(spec.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                say!(
+                    out,
+                    "| `{name}` | {kind} | {need} | {} |",
+                    spec.description
+                        .as_deref()
+                        .unwrap_or("")
+                        .replace('|', "\\|")
+                );
+            }
+        }
+        say!(out, "");
+    }
+    say!(out, "### Capabilities\n");
+    say!(
+        out,
+        "| interface | resources are written | mutates |\n|---|---|---|"
+    );
+    for i in crate::interface::Interface::ALL {
+        say!(
+            out,
+            "| `{i}` | {} | {} |",
+            i.resource_form(),
+            if i.can_mutate() { "yes" } else { "no" }
+        );
+    }
+    emit(&out)?;
+    Ok(Exit::Ok)
 }
