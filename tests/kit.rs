@@ -277,6 +277,28 @@ fn journey(lang: &str) -> std::path::PathBuf {
         "{}",
         out.stdout
     );
+    // A plugin that cannot even start fails its scenarios, though its
+    // `limit-exceeded` goes where `burning` goes: the expectation names
+    // the outcome.
+    let manifest = project.join("plugins/budget-check/plugin.toml");
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    let starved = regex_free_replace(&good, "memory_mib = ", "memory_mib = 1 #");
+    std::fs::write(&manifest, starved).unwrap();
+    let out = at(&project, &["test", "runbook.md"]);
+    assert_eq!(out.code, 7, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("returned `limit-exceeded`, expected `burning`"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("0 of 2 scenarios took their expected path"),
+        "{}",
+        out.stdout
+    );
+    std::fs::write(&manifest, good).unwrap();
     let rb = project.join("runbook.md");
     let text = std::fs::read_to_string(&rb).unwrap();
     std::fs::write(&rb, text.replace("burning: escalated", "burnt: escalated")).unwrap();
@@ -502,4 +524,45 @@ fn the_plugin_catalogue_in_the_readme_is_current() {
         readme[a..b] == out.stdout,
         "plugins/README.md's catalogue is stale: rerun with UPDATE_GOLDEN=1"
     );
+}
+
+/// `a` with the first `from` replaced by `to`.
+fn regex_free_replace(a: &str, from: &str, to: &str) -> String {
+    assert!(a.contains(from), "{a}");
+    a.replacen(from, to, 1)
+}
+
+#[test]
+fn an_expectation_can_name_outcomes_and_an_error_is_never_expected_silently() {
+    let (_dir, rb, scenario) =
+        expecting(r#"["check-latency:healthy", "announce-resolved:posted"]"#);
+    let out = run(&["run", &rb, "--sim", &scenario]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let (_dir, rb, _) = expecting(r#"["check-latency:degraded", "announce-resolved"]"#);
+    let out = run(&["test", &rb]);
+    assert_eq!(out.code, 7, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("step `check-latency` returned `healthy`, expected `degraded`"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("check-latency → `healthy`"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn a_scenario_that_does_not_load_fails_runbook_test() {
+    let (dir, rb, _) = expecting(r#"["check-latency", "announce-resolved"]"#);
+    std::fs::write(
+        dir.path().join("scenarios/broken.toml"),
+        "description = 1\n",
+    )
+    .unwrap();
+    let out = run(&["test", &rb]);
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("broken.toml"), "{}", out.stderr);
 }

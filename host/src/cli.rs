@@ -40,8 +40,10 @@ pub enum Command {
     /// did, 7 one did not (with where it went instead), 2 invalid input.
     Test(TestArgs),
     /// Run one plugin alone against a simulated scenario, with the inputs
-    /// given, under its manifest's grant, and print what it did. Exit
-    /// status 0 when it returned one of its declared outcomes.
+    /// given, under its manifest's grant, and print what it did. Plugins
+    /// come from `--plugins` (there is no runbook to look beside), then the
+    /// built-in ones. Exit status 0 when it returned one of its declared
+    /// outcomes.
     Step(StepArgs),
     /// Show a plugin's imports, grants, limits and digest side by side.
     Inspect(InspectArgs),

@@ -118,10 +118,7 @@ pub fn new(name: &Name, lang: Lang, dir: &Path) -> Result<Vec<String>> {
         ("runbook.md".into(), fill(RUNBOOK)),
         ("scenarios/within-budget.toml".into(), fill(WITHIN_BUDGET)),
         ("scenarios/burning.toml".into(), fill(BURNING)),
-        (
-            ".gitignore".into(),
-            "target/\nnode_modules/\n*.wasm\n.wit/\n".into(),
-        ),
+        (".gitignore".into(), gitignore(lang).into()),
     ];
     match lang {
         Lang::Rust => {
@@ -149,6 +146,18 @@ pub fn new(name: &Name, lang: Lang, dir: &Path) -> Result<Vec<String>> {
         fs_err::write(&path, text)?;
     }
     Ok(files.into_iter().map(|(f, _)| f).collect())
+}
+
+/// Rust builds are reproducible: the component is rebuilt from the
+/// reviewed source. componentize-py and componentize-js builds are not
+/// (every build has another digest), so there the component itself is
+/// what is reviewed, locked and signed: commit it.
+fn gitignore(lang: Lang) -> &'static str {
+    match lang {
+        Lang::Rust => "target/\n*.wasm\n",
+        Lang::Python => ".wit/\n.venv/\n__pycache__/\n",
+        Lang::Js => ".wit/\nnode_modules/\n",
+    }
 }
 
 fn readme(name: &Name, lang: Lang) -> String {
@@ -227,6 +236,8 @@ pub fn build(dir: &Path) -> Result<Built> {
                 .arg(dir)
                 .arg("-o")
                 .arg(&out);
+            // Its own backtraces are noise next to a Python error.
+            cmd.env("RUST_BACKTRACE", "0");
             run_tool(
                 cmd,
                 "componentize-py",
@@ -336,7 +347,9 @@ fn world(dir: &Path, manifest: &LoadedManifest) -> Result<PathBuf> {
         .interfaces()
         .map(|i| format!("    import runbook:host/{}@{v};\n", i.wit_name()))
         .collect();
+    // Always available, whatever is granted.
     imports.push(format!("    import runbook:host/log@{v};\n"));
+    imports.push(format!("    import runbook:host/history@{v};\n"));
     fs_err::write(
         wit.join("world.wit"),
         format!(

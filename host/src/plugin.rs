@@ -248,7 +248,7 @@ impl Plugin {
                         component_path.display(),
                         manifest.path.display()
                     ),
-                    "the component changed since it was reviewed: rebuild the reviewed source, or review this one and update `sha256` (`runbook inspect` prints it)",
+                    "the component changed since it was reviewed: rebuild the reviewed source (Rust; Python and JavaScript builds differ every time, so restore the reviewed component), or review this one and update `sha256` (`runbook inspect` prints it)",
                 ));
             }
             _ => {}

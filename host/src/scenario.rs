@@ -13,7 +13,8 @@ use std::path::Path;
 const HINT: &str = "see runbooks/README.md for the scenario format";
 
 /// The path this scenario should take through the runbook, checked by
-/// `runbook test`, the tests, and shown by `run`.
+/// `runbook test` and `run`: step ids in order, each optionally with the
+/// outcome it must return (`check-budget:burning`), and the final status.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Expect {
@@ -34,28 +35,52 @@ pub struct Expectation {
 }
 
 impl Expect {
+    /// The step ids of the expected path (`step` or `step:outcome`).
+    pub fn steps(&self) -> impl Iterator<Item = &str> {
+        self.path
+            .iter()
+            .map(|e| e.split_once(':').map_or(e.as_str(), |(s, _)| s))
+    }
+
+    /// Compares a run with the expectation: the path (and, where an entry
+    /// says `step:outcome`, the outcome), the status; and a step that ended
+    /// `error` or `limit-exceeded` fails it unless the path names that
+    /// outcome, so a broken plugin cannot pass by taking the error route.
     pub fn check(&self, report: &crate::report::Report) -> Expectation {
+        use crate::runbook::{LABEL_ERROR, LABEL_LIMIT};
         let status = serde_json::to_value(report.status)
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
         let got = report.path();
+        let want: Vec<&str> = self.steps().collect();
         let mut differences = Vec::new();
-        if got != self.path {
-            let at = got
-                .iter()
-                .zip(&self.path)
-                .take_while(|(a, b)| **a == b.as_str())
-                .count();
+        if got != want {
+            let at = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
             let end = "the end";
             differences.push(format!(
                 "step {} was `{}`, expected `{}` (expected path {}, got {})",
                 at + 1,
                 got.get(at).copied().unwrap_or(end),
-                self.path.get(at).map(String::as_str).unwrap_or(end),
-                self.path.join(" → "),
+                want.get(at).copied().unwrap_or(end),
+                want.join(" → "),
                 got.join(" → ")
             ));
+        }
+        for (entry, step) in self.path.iter().zip(&report.steps) {
+            let named = entry.split_once(':').map(|(_, o)| o);
+            match named {
+                Some(o) if o != step.outcome => differences.push(format!(
+                    "step `{}` returned `{}`, expected `{o}`: {}",
+                    step.id, step.outcome, step.summary
+                )),
+                None if step.outcome == LABEL_ERROR || step.outcome == LABEL_LIMIT => differences
+                    .push(format!(
+                        "step `{}` ended `{}`: {} (write `{}:{}` in the path if that is expected)",
+                        step.id, step.outcome, step.summary, step.id, step.outcome
+                    )),
+                _ => {}
+            }
         }
         if status != self.status {
             differences.push(format!("status was `{status}`, expected `{}`", self.status));

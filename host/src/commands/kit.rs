@@ -25,8 +25,12 @@ pub fn new(args: NewArgs) -> Result<Exit> {
     let mut out = String::new();
     say!(
         out,
-        "wrote a {:?} step plugin `{name}` in `{}`:",
-        args.lang,
+        "wrote a {} step plugin `{name}` in `{}`:",
+        match args.lang {
+            kit::Lang::Rust => "Rust",
+            kit::Lang::Python => "Python",
+            kit::Lang::Js => "JavaScript",
+        },
         dir.display()
     );
     for f in files.iter().filter(|f| !f.starts_with("vendor/")) {
@@ -59,9 +63,13 @@ pub fn build(args: BuildArgs) -> Result<Exit> {
         plugin.check_imports(&m.grants, None)?;
         say!(
             out,
-            "built `{}` ({:?}, {:.1} MB, {:.1} s)",
+            "built `{}` ({}, {:.1} MB, {:.1} s)",
             built.component.display(),
-            built.lang,
+            match built.lang {
+                kit::Lang::Rust => "Rust",
+                kit::Lang::Python => "Python",
+                kit::Lang::Js => "JavaScript",
+            },
             plugin.size as f64 / 1e6,
             built.seconds
         );

@@ -457,10 +457,9 @@ fn finish(p: &Prepared, report: &Report, json: bool, dry_run: bool) -> Result<Ex
     // (`runbook test` holds it).
     let expect = p.backend.expect().filter(|_| !dry_run);
     let foreign = expect.and_then(|e| {
-        e.path
-            .iter()
+        e.steps()
             .find(|id| p.plan.runbook.step(id).is_none())
-            .cloned()
+            .map(str::to_string)
     });
     let expectation = expect
         .filter(|_| foreign.is_none())

@@ -61,8 +61,11 @@ pub async fn test(args: TestArgs) -> Result<Exit> {
                 say!(out, "        {d}");
             }
             for s in &report.steps {
-                if s.outcome == crate::runbook::LABEL_ERROR {
-                    say!(out, "        step `{}` error: {}", s.id, s.summary);
+                say!(out, "        {} → `{}`: {}", s.id, s.outcome, s.summary);
+                // A trap's own words are in the guest's stderr.
+                let tail: Vec<&str> = s.stderr.lines().rev().take(3).collect();
+                for line in tail.into_iter().rev() {
+                    say!(out, "          stderr: {line}");
                 }
             }
         }
@@ -104,20 +107,28 @@ fn beside(runbook: &Path) -> Result<Vec<PathBuf>> {
     let dir = runbook.parent().unwrap_or(Path::new(".")).join("scenarios");
     let mut found = Vec::new();
     if dir.is_dir() {
-        for e in fs_err::read_dir(&dir)?.flatten() {
-            let p = e.path();
-            if p.extension().is_some_and(|x| x == "toml")
-                && Scenario::load(&p).is_ok_and(|s| s.expect.is_some())
-            {
+        let mut all: Vec<PathBuf> = fs_err::read_dir(&dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        all.sort();
+        for p in all {
+            // One that does not load is an error, never a scenario left out.
+            if Scenario::load(&p)?.expect.is_some() {
                 found.push(p);
+            } else {
+                eprintln!(
+                    "note: scenario `{}` has no `[expect]`; not tested",
+                    p.display()
+                );
             }
         }
     }
-    found.sort();
     if found.is_empty() {
         return Err(hinted(
             format!("no scenario with an `[expect]` in `{}`", dir.display()),
-            "name scenarios after the runbook, or add one with `[expect]` there (see runbooks/README.md)",
+            "add a scenario with an `[expect]` there (`status`, and `path` as step ids, each optionally `step:outcome`), or name scenarios with `--sim`",
         ));
     }
     Ok(found)
