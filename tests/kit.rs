@@ -338,6 +338,19 @@ fn a_rust_plugin_from_new_to_test() {
 #[test]
 fn a_python_plugin_from_new_to_test() {
     let project = journey("python");
+    // Its own unit tests, natively in CPython, against the fake host in
+    // `test_app.py` (the bindings come from `build`).
+    let out = std::process::Command::new("python3")
+        .current_dir(project.join("plugins/budget-check"))
+        .args(["-m", "unittest", "-v"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("Ran 3 tests") && stderr.contains("OK"),
+        "{stderr}"
+    );
     let world =
         std::fs::read_to_string(project.join("plugins/budget-check/.wit/world.wit")).unwrap();
     assert!(
@@ -351,6 +364,22 @@ fn a_python_plugin_from_new_to_test() {
 #[test]
 fn a_javascript_plugin_from_new_to_test() {
     let project = journey("js");
+    // Its own unit tests, natively in Node, against the fake host.
+    let out = std::process::Command::new("node")
+        .current_dir(project.join("plugins/budget-check"))
+        .args(["--import", "./fake-host.mjs", "--test"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("# pass 3") && stdout.contains("# fail 0"),
+        "{stdout}"
+    );
     let out = common::output(
         common::runbook()
             .current_dir(&project)

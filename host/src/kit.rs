@@ -72,6 +72,9 @@ const RUST_LIB: &str = include_str!("../templates/rust/lib.rs");
 const PYTHON_APP: &str = include_str!("../templates/python/app.py");
 const JS_STEP: &str = include_str!("../templates/js/step.js");
 const JS_PACKAGE: &str = include_str!("../templates/js/package.json");
+const PYTHON_TEST: &str = include_str!("../templates/python/test_app.py");
+const JS_FAKE_HOST: &str = include_str!("../templates/js/fake-host.mjs");
+const JS_TEST: &str = include_str!("../templates/js/step.test.mjs");
 
 /// A plugin name that is also a WIT identifier: words start with a letter.
 fn world_name(name: &Name) -> Result<&str> {
@@ -131,9 +134,14 @@ pub fn new(name: &Name, lang: Lang, dir: &Path) -> Result<Vec<String>> {
                 files.push((format!("vendor/runbook-sdk/wit/{f}"), (*text).into()));
             }
         }
-        Lang::Python => files.push((format!("{plugin}/app.py"), fill(PYTHON_APP))),
+        Lang::Python => {
+            files.push((format!("{plugin}/app.py"), fill(PYTHON_APP)));
+            files.push((format!("{plugin}/test_app.py"), fill(PYTHON_TEST)));
+        }
         Lang::Js => {
             files.push((format!("{plugin}/step.js"), fill(JS_STEP)));
+            files.push((format!("{plugin}/fake-host.mjs"), fill(JS_FAKE_HOST)));
+            files.push((format!("{plugin}/step.test.mjs"), fill(JS_TEST)));
             files.push(("package.json".into(), fill(JS_PACKAGE)));
         }
     }
@@ -155,7 +163,7 @@ pub fn new(name: &Name, lang: Lang, dir: &Path) -> Result<Vec<String>> {
 fn gitignore(lang: Lang) -> &'static str {
     match lang {
         Lang::Rust => "target/\n*.wasm\n",
-        Lang::Python => ".wit/\n.venv/\n__pycache__/\n",
+        Lang::Python => ".wit/\n.bindings/\n.venv/\n__pycache__/\n",
         Lang::Js => ".wit/\nnode_modules/\n",
     }
 }
@@ -170,11 +178,15 @@ fn readme(name: &Name, lang: Lang) -> String {
             format!(
                 "python3 -m venv .venv && .venv/bin/pip install componentize-py=={COMPONENTIZE_PY}\nexport PATH=\"$PWD/.venv/bin:$PATH\""
             ),
-            String::new(),
+            format!(
+                "(cd plugins/{name} && python3 -m unittest)  # natively, against a fake host (after `build`)\n"
+            ),
         ),
         Lang::Js => (
             "npm install    # componentize-js, from package.json".to_string(),
-            String::new(),
+            format!(
+                "(cd plugins/{name} && node --import ./fake-host.mjs --test)  # natively, against a fake host\n"
+            ),
         ),
     };
     format!(
@@ -238,13 +250,18 @@ pub fn build(dir: &Path) -> Result<Built> {
                 .arg(&out);
             // Its own backtraces are noise next to a Python error.
             cmd.env("RUST_BACKTRACE", "0");
-            run_tool(
-                cmd,
-                "componentize-py",
-                &format!(
-                    "install it: `pip install componentize-py=={COMPONENTIZE_PY}` (in a virtual environment whose `bin` is on PATH), or set `RUNBOOK_COMPONENTIZE_PY`"
-                ),
-            )?;
+            let install = format!(
+                "install it: `pip install componentize-py=={COMPONENTIZE_PY}` (in a virtual environment whose `bin` is on PATH), or set `RUNBOOK_COMPONENTIZE_PY`"
+            );
+            run_tool(cmd, "componentize-py", &install)?;
+            // The same bindings as plain Python, for the native tests.
+            let mut cmd = Command::new(&program);
+            cmd.env("RUST_BACKTRACE", "0")
+                .arg("-d")
+                .arg(&wit)
+                .args(["-w", manifest.manifest.name.as_str(), "bindings"])
+                .arg(dir.join(".bindings"));
+            run_tool(cmd, "componentize-py", &install)?;
         }
         Lang::Js => {
             let wit = world(dir, &manifest)?;

@@ -116,10 +116,30 @@ impl FakeHost {
     }
 
     /// Metric `namespace`/`name` has these values, oldest first, one per
-    /// period (any statistic, any dimensions).
+    /// period, whatever statistic and dimensions a query asks for.
     pub fn metric(mut self, namespace: &str, name: &str, values: &[f64]) -> Self {
         self.metrics
             .insert(format!("{namespace}/{name}"), values.to_vec());
+        self
+    }
+
+    /// Like [`FakeHost::metric`], but only for a query with exactly this
+    /// statistic and these dimensions, as the host's simulation matches
+    /// them: any other query of the metric finds no data.
+    pub fn metric_exactly(
+        mut self,
+        namespace: &str,
+        name: &str,
+        statistic: &str,
+        dimensions: &[(&str, &str)],
+        values: &[f64],
+    ) -> Self {
+        let mut dims: Vec<String> = dimensions.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        dims.sort();
+        self.metrics.insert(
+            format!("{namespace}/{name}|{statistic}|{}", dims.join(",")),
+            values.to_vec(),
+        );
         self
     }
 
@@ -209,6 +229,11 @@ impl FakeHost {
     /// Every call to `interface` (`metrics`, `redis`, `feature-flags`,
     /// `ecs`, `notify`) is denied, as a grant that does not cover it would.
     pub fn deny(mut self, interface: &str) -> Self {
+        const KNOWN: [&str; 5] = ["metrics", "redis", "feature-flags", "ecs", "notify"];
+        assert!(
+            KNOWN.contains(&interface),
+            "`deny({interface:?})`: the interfaces are {KNOWN:?} (their WIT names)"
+        );
         self.denied.push(interface.into());
         self
     }
@@ -241,19 +266,66 @@ impl FakeHost {
         Ok(())
     }
 
+    /// As the host answers: the query checked as the host checks it, one
+    /// datapoint per period of the window, aligned to the period, newest
+    /// last; an unknown metric has no data.
     pub(crate) fn metrics_query(&mut self, q: &MetricQuery) -> Result<Vec<Datapoint>, Error> {
         let key = format!("{}/{}", q.namespace, q.name);
         self.call("metrics", "query", &key)?;
-        let period = u64::from(q.period_seconds.max(1)) * 1000;
-        let window = (q.window_seconds / q.period_seconds.max(1)) as usize;
-        let values = self.metrics.get(&key).cloned().unwrap_or_default();
-        let recent = &values[values.len().saturating_sub(window)..];
+        if q.name.is_empty() || q.namespace.is_empty() || q.name.contains('/') {
+            return Err(Error::Invalid(format!(
+                "metric `{}` in namespace `{}`: names must be non-empty and free of `/`",
+                q.name, q.namespace
+            )));
+        }
+        let statistic_ok = matches!(
+            q.statistic.as_str(),
+            "average" | "sum" | "minimum" | "maximum" | "sample-count"
+        ) || q
+            .statistic
+            .strip_prefix('p')
+            .and_then(|p| p.parse::<f64>().ok())
+            .is_some_and(|p| p > 0.0 && p <= 100.0);
+        if !statistic_ok {
+            return Err(Error::Invalid(format!(
+                "unknown statistic `{}`",
+                q.statistic
+            )));
+        }
+        if q.period_seconds == 0 || q.window_seconds < q.period_seconds {
+            return Err(Error::Invalid(format!(
+                "window {}s must be at least one period ({}s), and the period above 0",
+                q.window_seconds, q.period_seconds
+            )));
+        }
+        let points = (q.window_seconds / q.period_seconds) as usize;
+        if points > 1440 {
+            return Err(Error::Invalid(
+                "a query may return at most 1440 datapoints".into(),
+            ));
+        }
+        let mut dims: Vec<String> = q
+            .dimensions
+            .iter()
+            .map(|d| format!("{}={}", d.name, d.value))
+            .collect();
+        dims.sort();
+        let exact = format!("{key}|{}|{}", q.statistic, dims.join(","));
+        let values = self
+            .metrics
+            .get(&exact)
+            .or_else(|| self.metrics.get(&key))
+            .cloned()
+            .unwrap_or_default();
+        let recent = &values[values.len().saturating_sub(points)..];
+        let period = u64::from(q.period_seconds) * 1000;
+        let end = self.now_ms - self.now_ms % period;
         let n = recent.len() as u64;
         Ok(recent
             .iter()
             .enumerate()
             .map(|(i, v)| Datapoint {
-                timestamp_ms: self.now_ms.saturating_sub((n - i as u64) * period),
+                timestamp_ms: end.saturating_sub((n - i as u64) * period),
                 value: *v,
             })
             .collect())

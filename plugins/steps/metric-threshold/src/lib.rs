@@ -99,3 +99,45 @@ mod tests {
         assert_eq!(ran.result.unwrap_err().kind(), "invalid");
     }
 }
+
+#[cfg(test)]
+mod host_checks {
+    use super::MetricThreshold;
+    use runbook_sdk::testing::FakeHost;
+
+    /// The fake host refuses what the real one refuses.
+    #[test]
+    fn a_window_shorter_than_a_period_is_invalid_as_on_the_host() {
+        let ran = FakeHost::new()
+            .metric("A", "m", &[1.0])
+            .run::<MetricThreshold>(&[
+                ("namespace", "A"),
+                ("metric", "m"),
+                ("threshold", "5"),
+                ("period_seconds", "60"),
+                ("window_seconds", "30"),
+            ]);
+        assert_eq!(ran.result.unwrap_err().kind(), "invalid");
+    }
+
+    /// A series for one statistic and dimensions is not another's data.
+    #[test]
+    fn other_dimensions_find_no_data() {
+        let host =
+            FakeHost::new().metric_exactly("A", "m", "p99", &[("Service", "auth")], &[900.0]);
+        let ran = host.clone().run::<MetricThreshold>(&[
+            ("namespace", "A"),
+            ("metric", "m"),
+            ("threshold", "500"),
+            ("dimensions", "Service=auth"),
+        ]);
+        assert_eq!(ran.outcome().label, "degraded");
+        let ran = host.run::<MetricThreshold>(&[
+            ("namespace", "A"),
+            ("metric", "m"),
+            ("threshold", "500"),
+            ("dimensions", "Service=billing"),
+        ]);
+        assert_eq!(ran.outcome().label, "no-data");
+    }
+}
