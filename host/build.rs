@@ -87,17 +87,7 @@ fn build_plugins(plugins: &Path, target_dir: &Path) -> Result<(), String> {
             "--target-dir",
         ])
         .arg(target_dir);
-    // The outer build's flags and wrappers (clippy, coverage) are for the
-    // host, not for the guests.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "CARGO_PRIMARY_PACKAGE",
-    ] {
+    for var in toolchain::OUTER_CARGO_VARS {
         cmd.env_remove(var);
     }
     let out = cmd

@@ -4,6 +4,7 @@
 //! it cannot. Tried with stand-in `rustc` and `rustup` programs.
 
 #[path = "../host/build/toolchain.rs"]
+#[allow(dead_code, reason = "the build script's other half is not tested here")]
 mod toolchain;
 
 use std::os::unix::fs::PermissionsExt;

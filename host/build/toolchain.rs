@@ -3,13 +3,26 @@
 //! (`rust-toolchain.toml` only adds targets when rustup installs the
 //! toolchain itself). The build script calls [`ensure_target`] first.
 //!
-//! Included by `build.rs` and by `tests/toolchain.rs` with `#[path]`: it
-//! may use nothing but `std`.
+//! Included by `build.rs`, `src/kit.rs` and `tests/toolchain.rs` with
+//! `#[path]`: it may use nothing but `std`.
 
 use std::path::Path;
 use std::process::Command;
 
 pub const TARGET: &str = "wasm32-wasip2";
+
+/// An outer cargo's flags and wrappers (clippy, coverage, a test run) are
+/// for the host, not for the guests: removed from a guest build's
+/// environment.
+pub const OUTER_CARGO_VARS: &[&str] = &[
+    "CARGO_ENCODED_RUSTFLAGS",
+    "RUSTFLAGS",
+    "RUSTC_WRAPPER",
+    "RUSTC_WORKSPACE_WRAPPER",
+    "CARGO_BUILD_TARGET",
+    "CARGO_TARGET_DIR",
+    "CARGO_PRIMARY_PACKAGE",
+];
 
 /// What [`ensure_target`] found or did.
 #[derive(Debug, PartialEq, Eq)]

@@ -80,6 +80,25 @@ pub struct InputSpec {
     pub optional: bool,
 }
 
+impl InputSpec {
+    /// `required`, `optional` or ``default `…` ``, for listings.
+    pub fn need(&self) -> String {
+        match (&self.default, self.optional) {
+            (Some(d), _) => format!("default `{d}`"),
+            (None, true) => "optional".into(),
+            (None, false) => "required".into(),
+        }
+    }
+
+    /// The type as the manifest writes it (`string`, `dimensions`, …).
+    pub fn kind_name(&self) -> String {
+        serde_json::to_value(self.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
 /// A resource the plugin reaches, named by its inputs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -422,15 +422,7 @@ fn build_rust(dir: &Path, out: &Path) -> Result<()> {
             "--target-dir",
         ])
         .arg(&target_dir);
-    // An outer cargo's settings (tests run under one) are not the guest's.
-    for var in [
-        "CARGO_ENCODED_RUSTFLAGS",
-        "RUSTFLAGS",
-        "RUSTC_WRAPPER",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-    ] {
+    for var in toolchain::OUTER_CARGO_VARS {
         cmd.env_remove(var);
     }
     run_tool(cmd, "cargo", "install Rust with rustup (https://rustup.rs)")?;

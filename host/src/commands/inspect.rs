@@ -157,15 +157,7 @@ fn describe_contract(out: &mut String, m: &crate::manifest::Manifest) {
         Some(inputs) => {
             say!(out, "inputs");
             for (name, spec) in inputs {
-                let need = match (&spec.default, spec.optional) {
-                    (Some(d), _) => format!("default `{d}`"),
-                    (None, true) => "optional".to_string(),
-                    (None, false) => "required".to_string(),
-                };
-                let kind = serde_json::to_value(spec.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                let (need, kind) = (spec.need(), spec.kind_name());
                 say!(
                     out,
                     "  {name:<24} {kind:<11} {need:<18} {}",

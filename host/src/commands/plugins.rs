@@ -151,15 +151,7 @@ fn catalogue(
         if let Some(inputs) = &m.inputs {
             say!(out, "\n| input | type | | |\n|---|---|---|---|");
             for (name, spec) in inputs {
-                let need = match (&spec.default, spec.optional) {
-                    (Some(d), _) => format!("default `{d}`"),
-                    (None, true) => "optional".into(),
-                    (None, false) => "required".into(),
-                };
-                let kind = serde_json::to_value(spec.kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
+                let (need, kind) = (spec.need(), spec.kind_name());
                 say!(
                     out,
                     "| `{name}` | {kind} | {need} | {} |",
