@@ -391,14 +391,10 @@ pub async fn pull(
         .filter(|(t, _)| t.starts_with(crate::signing::DIR))
         .count();
     if let Some(trust) = trust {
+        // Errors name the artifact, not the staging directory.
         trust.verify(&crate::signing::Subject {
-            name: &name,
-            version: &staged.manifest.version,
-            component_sha256: &component_sha256,
-            manifest_sha256: &staged.text_sha256,
-            mutates: staged.mutates(),
-            dir: staging.path(),
             manifest: &shown,
+            ..crate::signing::Subject::of(&staged, &component_sha256)
         })?;
     }
     let dest = install(store, &name, &digest, staging)?;

@@ -256,15 +256,7 @@ impl Plugin {
         // Before the bytes are compiled: an unsigned or altered component
         // is never even parsed.
         if let Some(trust) = trust {
-            trust.verify(&crate::signing::Subject {
-                name: name.as_str(),
-                version: &manifest.manifest.version,
-                component_sha256: &digest,
-                manifest_sha256: &manifest.text_sha256,
-                mutates: manifest.mutates(),
-                dir: manifest.dir(),
-                manifest: &manifest.path,
-            })?;
+            trust.verify(&crate::signing::Subject::of(&manifest, &digest))?;
         }
         let facts = read_facts(&bytes).map_err(|why| {
             hinted(
@@ -319,16 +311,7 @@ impl Plugin {
 
     /// What a signature of this plugin covers.
     pub fn signed_subject(&self) -> crate::signing::Subject<'_> {
-        let m = &self.manifest;
-        crate::signing::Subject {
-            name: m.manifest.name.as_str(),
-            version: &m.manifest.version,
-            component_sha256: &self.digest,
-            manifest_sha256: &m.text_sha256,
-            mutates: m.mutates(),
-            dir: m.dir(),
-            manifest: &m.path,
-        }
+        crate::signing::Subject::of(&self.manifest, &self.digest)
     }
 
     /// The compiled component, loaded now if it was not yet.

@@ -137,14 +137,14 @@ impl Trust {
         })
     }
 
-    /// The trust file to use: `flag`, else `trust.toml` beside the
-    /// runbook if there is one.
-    pub fn find(flag: Option<&Path>, runbook: Option<&Path>) -> Result<Option<Self>> {
+    /// The trust file to use: `flag`, else `trust.toml` in `dir` (the
+    /// runbooks' directory) if there is one.
+    pub fn find(flag: Option<&Path>, dir: Option<&Path>) -> Result<Option<Self>> {
         if let Some(f) = flag {
             return Self::load(f).map(Some);
         }
-        let Some(rb) = runbook else { return Ok(None) };
-        let beside = rb.parent().unwrap_or(Path::new(".")).join("trust.toml");
+        let Some(dir) = dir else { return Ok(None) };
+        let beside = dir.join("trust.toml");
         if beside.is_file() {
             return Self::load(&beside).map(Some);
         }
@@ -243,7 +243,21 @@ pub struct Subject<'a> {
     pub manifest: &'a Path,
 }
 
-impl Subject<'_> {
+impl<'a> Subject<'a> {
+    /// What a signature of the plugin `manifest` describes covers, for
+    /// a component whose sha256 is `component_sha256`.
+    pub fn of(manifest: &'a crate::manifest::LoadedManifest, component_sha256: &'a str) -> Self {
+        Subject {
+            name: manifest.manifest.name.as_str(),
+            version: &manifest.manifest.version,
+            component_sha256,
+            manifest_sha256: &manifest.text_sha256,
+            mutates: manifest.mutates(),
+            dir: manifest.dir(),
+            manifest: &manifest.path,
+        }
+    }
+
     /// The signed bytes: one line per field, so nothing can be moved
     /// between fields.
     pub fn statement(&self) -> String {

@@ -148,8 +148,7 @@ pub(super) fn current(
 ) -> Result<LockFile> {
     let mut lock = if group.whole { LockFile::empty() } else { base };
     // The trust file that runs of these runbooks would use.
-    let beside = group.dir.join("runbook.md");
-    lock.trust = crate::signing::Trust::find(s.trust.as_deref(), Some(&beside))?
+    lock.trust = crate::signing::Trust::find(s.trust.as_deref(), Some(&group.dir))?
         .as_ref()
         .map(lock::LockedTrust::of);
     for rb in &group.runbooks {

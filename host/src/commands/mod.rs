@@ -91,7 +91,11 @@ fn search(s: &Search, runbook: Option<&Path>) -> Result<plan::Sources> {
         plugin_dirs: plugin_dirs(&s.plugins, runbook),
         component_dirs: component_dirs(&s.components),
         locked: false,
-        trust: crate::signing::Trust::find(s.trust.as_deref(), runbook)?.map(std::sync::Arc::new),
+        trust: crate::signing::Trust::find(
+            s.trust.as_deref(),
+            runbook.map(|r| r.parent().unwrap_or(Path::new("."))),
+        )?
+        .map(std::sync::Arc::new),
     })
 }
 

@@ -159,8 +159,11 @@ pub async fn step(args: StepArgs) -> Result<Exit> {
     let runtime = Arc::new(Runtime::new(default_cache_dir())?);
     // The manifest's grant as the step's own, and every declared outcome
     // ends the run: the step is all there is.
-    let plugin = search.load(&runtime, &name)?;
-    let manifest = &plugin.manifest.manifest;
+    let loaded = match search.locate(&name)? {
+        crate::plan::Located::Builtin(b) => b.manifest()?,
+        crate::plan::Located::Manifest(path) => crate::manifest::LoadedManifest::load(&path)?,
+    };
+    let manifest = &loaded.manifest;
     let mut on: BTreeMap<String, String> = manifest
         .outcomes
         .iter()
