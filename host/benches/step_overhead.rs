@@ -195,6 +195,7 @@ fn main() {
                 leases: true,
                 since_ms: runbook_host::time::now_ms(),
                 own_changes: Vec::new().into(),
+                environment: None,
             });
             let report = rt.block_on(execute(&plan, &runtime, &c));
             assert_eq!(report.steps.len(), 6);

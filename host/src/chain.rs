@@ -91,7 +91,7 @@ impl ChainLog {
 }
 
 /// The line for `fields` after `head`, newline included, and its head.
-fn seal(head: Option<&Head>, fields: Value) -> (String, Head) {
+pub(crate) fn seal(head: Option<&Head>, fields: Value) -> (String, Head) {
     let seq = head.map_or(1, |h| h.seq + 1);
     let prev = head.map_or(GENESIS.to_string(), |h| h.hash.clone());
     let mut object = Map::new();

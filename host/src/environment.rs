@@ -42,6 +42,16 @@ macro_rules! define_environment {
                 Ok(())
             }
 
+            /// What resource `name` of `interface` is here (for leases),
+            /// when its capability says: prefixed by the AWS account's
+            /// endpoint and region.
+            pub fn identity(&self, interface: Interface, name: &str) -> Option<String> {
+                let id = match interface {
+                    $(Interface::$variant => <crate::capability::$module::Cap as Capability>::live_identity(&self.$section, name),)*
+                }?;
+                Some(format!("{}@{}", id, self.aws.identity()))
+            }
+
             /// Whether the environment provides resource `name` of `interface`.
             pub fn provides(&self, interface: Interface, name: &str) -> Result<(), Missing> {
                 match interface {

@@ -138,18 +138,61 @@ pub trait Store: Send + Sync {
     ) -> Result<Box<dyn Lease>, Box<Held>>;
 }
 
+/// Where one run's journal lines go: a chained file ([`ChainLog`]) or a
+/// JetStream subject ([`crate::fleet`]).
+pub trait JournalLog: Send + Sync {
+    /// Appends one record (an object) as the next chained line; returns
+    /// its `seq`. An error means the line was not written.
+    fn append(&self, fields: Value) -> Result<u64>;
+    /// Where the lines are, for people.
+    fn location(&self) -> String;
+}
+
+impl JournalLog for ChainLog {
+    fn append(&self, fields: Value) -> Result<u64> {
+        Ok(ChainLog::append(self, fields)?.1.seq)
+    }
+
+    fn location(&self) -> String {
+        self.path().display().to_string()
+    }
+}
+
 /// One run's journal, open for appending, held by this process.
 pub struct Journal {
-    log: ChainLog,
+    log: Box<dyn JournalLog>,
     pub run_id: String,
-    /// Held while this process executes the run.
-    _running: File,
+    /// Held while this process executes the run (a file lock, a lease).
+    _running: Box<dyn Send + Sync>,
 }
 
 impl Journal {
+    pub fn new(log: Box<dyn JournalLog>, run_id: &str, running: Box<dyn Send + Sync>) -> Self {
+        Self {
+            log,
+            run_id: run_id.to_string(),
+            _running: running,
+        }
+    }
+
     /// Appends one record; errors are loud (stderr) but do not stop an
     /// incident response already under way.
-    pub fn record(&self, event: &str, mut fields: Value) -> u64 {
+    pub fn record(&self, event: &str, fields: Value) -> u64 {
+        match self.try_record(event, fields) {
+            Ok(seq) => seq,
+            Err(e) => {
+                eprintln!(
+                    "warning: could not write the journal `{}`: {e:#}",
+                    self.log.location()
+                );
+                0
+            }
+        }
+    }
+
+    /// Appends one record, or says why it could not: what must be in the
+    /// journal before it happens (a change's intent) waits on this.
+    pub fn try_record(&self, event: &str, mut fields: Value) -> Result<u64> {
         if let Value::Object(map) = &mut fields {
             map.insert("event".into(), event.into());
             map.insert("run_id".into(), self.run_id.clone().into());
@@ -158,20 +201,44 @@ impl Journal {
                 crate::time::rfc3339_millis(crate::time::now_ms()).into(),
             );
         }
-        match self.log.append(fields) {
-            Ok((_, head)) => head.seq,
-            Err(e) => {
-                eprintln!(
-                    "warning: could not write the journal `{}`: {e:#}",
-                    self.log.path().display()
-                );
-                0
-            }
-        }
+        self.log.append(fields)
     }
 
-    pub fn path(&self) -> &Path {
-        self.log.path()
+    /// Where the journal is, for people.
+    pub fn location(&self) -> String {
+        self.log.location()
+    }
+}
+
+/// Why a run of `incident` may not start: `earlier` has not finished
+/// (`running`: a process executes it right now).
+pub fn incident_taken(
+    incident: &str,
+    earlier: &str,
+    by: Option<Holder>,
+    running: bool,
+) -> anyhow::Error {
+    let who = by
+        .as_ref()
+        .map(Holder::describe)
+        .unwrap_or_else(|| format!("run `{earlier}`"));
+    if running {
+        anyhow::Error::new(Held {
+            what: format!("incident `{incident}`"),
+            by,
+        })
+        .context(format!(
+            "incident `{incident}` is being handled by {who}, which is still running"
+        ))
+    } else {
+        hinted(
+            format!(
+                "incident `{incident}` has an unfinished run: {who} did not finish (it crashed, was stopped, or waits for an approval)"
+            ),
+            format!(
+                "continue it with `runbook resume {earlier}` (see what it did with `runbook show {earlier}`); or start over with `--new`"
+            ),
+        )
     }
 }
 
@@ -260,7 +327,7 @@ fn slug(s: &str) -> String {
     format!("{clean}-{}", &crate::engine::sha256_hex(s.as_bytes())[..12])
 }
 
-fn is_run_id(s: &str) -> bool {
+pub fn is_run_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
@@ -360,50 +427,30 @@ impl Store for LocalStore {
             let by = self
                 .started_by(&earlier)
                 .or_else(|| self.index_holder(incident, &earlier));
-            let who = by
-                .as_ref()
-                .map(Holder::describe)
-                .unwrap_or_else(|| format!("run `{earlier}`"));
-            return Err(if self.is_running(&earlier) {
-                anyhow::Error::new(Held {
-                    what: format!("incident `{incident}`"),
-                    by,
-                })
-                .context(format!(
-                    "incident `{incident}` is being handled by {who}, which is still running"
-                ))
-            } else {
-                hinted(
-                    format!(
-                        "incident `{incident}` has an unfinished run: {who} did not finish (it crashed, was stopped, or waits for an approval)"
-                    ),
-                    format!(
-                        "continue it with `runbook resume {earlier}` (see what it did with `runbook show {earlier}`); or start over with `--new`"
-                    ),
-                )
-            });
+            return Err(incident_taken(
+                incident,
+                &earlier,
+                by,
+                self.is_running(&earlier),
+            ));
         }
         let path = self.run_path(run_id)?;
         let running = self
             .take_running(run_id)?
             .ok_or_else(|| anyhow::anyhow!("run `{run_id}` is already running"))?;
         let log = ChainLog::open(&path, self.fsync)?;
-        ChainLog::open(
-            &self
-                .root
-                .join("incidents")
-                .join(format!("{}.jsonl", slug(incident))),
-            self.fsync,
-        )?
-        .append(
+        ChainLog::append(
+            &ChainLog::open(
+                &self
+                    .root
+                    .join("incidents")
+                    .join(format!("{}.jsonl", slug(incident))),
+                self.fsync,
+            )?,
             json!({ "event": "run", "incident": incident, "run_id": run_id, "holder": holder }),
         )?;
         drop(guard);
-        Ok(Journal {
-            log,
-            run_id: run_id.to_string(),
-            _running: running,
-        })
+        Ok(Journal::new(Box::new(log), run_id, Box::new(running)))
     }
 
     fn reopen_run(&self, run_id: &str) -> Result<Journal> {
@@ -422,11 +469,11 @@ impl Store for LocalStore {
             })
             .context(format!("run `{run_id}` is running in another process")));
         };
-        Ok(Journal {
-            log: ChainLog::open(&path, self.fsync)?,
-            run_id: run_id.to_string(),
-            _running: running,
-        })
+        Ok(Journal::new(
+            Box::new(ChainLog::open(&path, self.fsync)?),
+            run_id,
+            Box::new(running),
+        ))
     }
 
     fn read_run(&self, run_id: &str) -> Result<Vec<Value>> {
@@ -580,9 +627,14 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
     tmp.persist(path).map(|_| ()).map_err(|e| e.error)
 }
 
-/// The `run-end` record, if the run finished.
+/// The `run-end` record, if the run finished (and was not resumed after
+/// it stopped for an approval).
 pub fn finished(lines: &[Value]) -> Option<&Value> {
-    lines.iter().rev().find(|l| l["event"] == "run-end")
+    lines
+        .iter()
+        .rev()
+        .find(|l| l["event"] == "run-end" || l["event"] == "resume")
+        .filter(|l| l["event"] == "run-end")
 }
 
 /// The incident a run belongs to by default: the runbook, where it runs,
@@ -666,6 +718,17 @@ impl Replay {
                     }
                 }
                 Some("step-end") => replay.ended.push(l["report"].clone()),
+                // A run that stopped for an approval goes on with the step
+                // that waited: it runs again, now approved.
+                Some("run-end")
+                    if l["status"] == "awaiting-approval"
+                        && replay
+                            .ended
+                            .last()
+                            .is_some_and(|r| !r["awaiting_approval"].is_null()) =>
+                {
+                    replay.ended.pop();
+                }
                 _ => {}
             }
         }

@@ -36,6 +36,8 @@
 //!   pulled from OCI registries.
 //! - [`kit`]: the plugin authoring kit (`new`, `build`: templates,
 //!   per-plugin worlds, the guest toolchains).
+//! - [`fleet`]: runs over NATS JetStream: `submit`, workers, shared
+//!   journals and leases, approvals without a terminal.
 //! - [`cli`], [`commands`], [`exit`]: the `runbook` binary.
 
 pub mod approval;
@@ -56,6 +58,7 @@ pub mod environment;
 pub mod error;
 pub mod exit;
 pub mod files;
+pub mod fleet;
 pub mod fuzzing;
 pub mod grants;
 pub mod ids;

@@ -25,6 +25,9 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
     // prompts, file locks) goes to tokio's blocking pool. Many runs at once
     // (`bench`) use every core.
     let rt = match &cli.command {
+        Command::Worker(_) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
         Command::Bench(args) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.threads {

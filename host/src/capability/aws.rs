@@ -65,6 +65,15 @@ impl Default for AwsConfig {
 }
 
 impl AwsConfig {
+    /// Where resources live, as far as names go: the region (one cluster
+    /// name is one cluster in a region of an account; names that collide
+    /// across accounts only make runs wait for each other).
+    pub fn identity(&self) -> String {
+        self.region
+            .clone()
+            .unwrap_or_else(|| "default-region".into())
+    }
+
     /// Timeouts within range, endpoints for known services.
     pub fn validate(&self) -> Result<(), String> {
         for (name, v) in [

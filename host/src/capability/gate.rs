@@ -164,6 +164,9 @@ pub struct Durable {
     /// Changes the incident's runs applied before this run (or this
     /// resumed run) started: what a step must not mistake for the cause.
     pub own_changes: Arc<[crate::journal::OwnChange]>,
+    /// The live environment, which says what a resource name is (leases
+    /// are on that); none in simulations.
+    pub environment: Option<Arc<crate::environment::Environment>>,
 }
 
 impl StepState {
@@ -475,7 +478,11 @@ impl StepState {
         let mut token = None;
         // Paging and messaging change no system: no lease to wait for.
         if durable.leases && counted {
-            let what = format!("{}:{}", call.interface, call.resource);
+            let what = durable
+                .environment
+                .as_ref()
+                .and_then(|env| env.identity(call.interface, &call.resource))
+                .unwrap_or_else(|| format!("{}:{}", call.interface, call.resource));
             let (store, holder) = (durable.store.clone(), durable.holder.clone());
             let wait = self
                 .deadline()
@@ -510,7 +517,8 @@ impl StepState {
                 }
             }
         }
-        let seq = durable.journal.record(
+        // Nothing is changed that the journal does not have first.
+        let written = durable.journal.try_record(
             "intent",
             serde_json::json!({
                 "step": self.caller.step,
@@ -525,7 +533,18 @@ impl StepState {
                 "fencing_token": token,
             }),
         );
-        Ok(Some(seq))
+        match written {
+            Ok(seq) => Ok(Some(seq)),
+            Err(e) => {
+                if let Some(b) = &budget {
+                    b.give_back();
+                }
+                Err(Error::Unavailable(format!(
+                    "the change's intent could not be written to the journal `{}`, so nothing was changed: {e:#}",
+                    durable.journal.location()
+                )))
+            }
+        }
     }
 
     /// The result of a change, journaled against its intent.

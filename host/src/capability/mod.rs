@@ -93,6 +93,14 @@ pub trait Capability: 'static {
         Ok(())
     }
 
+    /// What resource `name` is in this environment, beyond its name (an ECS
+    /// cluster and service): leases are taken on it, so runs whose
+    /// environments map one name to different things do not wait for each
+    /// other, and runs that reach one thing by two names do.
+    fn live_identity(_config: &Self::LiveConfig, _name: &str) -> Option<String> {
+        None
+    }
+
     /// Whether its live backend needs AWS settings and credentials.
     fn live_uses_aws(_config: &Self::LiveConfig) -> bool {
         false

@@ -37,6 +37,11 @@ pub fn report_of(store: &dyn Store, run_id: &str) -> Result<Option<Report>> {
                     o.3.push(l.clone());
                 }
             }
+            // Resumed after it stopped for an approval: the step that
+            // waited runs again.
+            Some("resume") if steps.last().is_some_and(|s| s.awaiting_approval.is_some()) => {
+                steps.pop();
+            }
             Some("step-end") => {
                 open = None;
                 if let Ok(r) = serde_json::from_value::<StepReport>(l["report"].clone()) {

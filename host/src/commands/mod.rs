@@ -4,6 +4,7 @@
 
 mod bench;
 mod check;
+mod fleet;
 mod inspect;
 pub mod journal;
 mod kit;
@@ -51,6 +52,9 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
         Command::Sign(args) => sign(args),
         Command::Resume(args) => resume(args).await,
         Command::Show(args) => show(args),
+        Command::Submit(args) => fleet::submit(args),
+        Command::Worker(args) => fleet::worker(args).await,
+        Command::Approve(args) => fleet::approve(args),
         Command::Runs(args) => runs(args),
         Command::VerifyLog(args) => verify_log(args),
     }

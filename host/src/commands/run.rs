@@ -70,6 +70,14 @@ impl Backend {
         }
     }
 
+    /// The live environment (leases name what it maps resources to).
+    fn environment(&self) -> Option<Arc<Environment>> {
+        match self {
+            Backend::Live { env, .. } => Some(Arc::new(env.clone())),
+            Backend::Sim { .. } => None,
+        }
+    }
+
     pub fn is_simulation(&self) -> bool {
         matches!(self, Backend::Sim { .. })
     }
@@ -113,8 +121,17 @@ fn parse_incident_start(t: &str) -> Result<u64> {
     })
 }
 
-/// The journal store `--state-dir` (or the default) names.
-pub fn store_for(state: &StateArgs) -> Result<Arc<LocalStore>> {
+/// The journal store `--nats` or `--state-dir` (or the default) names.
+pub fn store_for(state: &StateArgs) -> Result<Arc<dyn Store>> {
+    if let Some(url) = state
+        .nats
+        .clone()
+        .or_else(|| std::env::var("RUNBOOK_NATS_URL").ok())
+        .filter(|u| !u.trim().is_empty() && state.state_dir.is_none())
+    {
+        let fleet = crate::fleet::nats::Fleet::connect(&url, None)?;
+        return Ok(crate::fleet::store::JetStreamStore::new(fleet));
+    }
     let dir = state
         .state_dir
         .clone()
@@ -125,7 +142,27 @@ pub fn store_for(state: &StateArgs) -> Result<Arc<LocalStore>> {
                 "pass `--state-dir DIR`",
             )
         })?;
-    LocalStore::open(&dir)
+    Ok(LocalStore::open(&dir)?)
+}
+
+/// Where a run keeps its journal and whom it talks to: the CLI's (the
+/// store its flags name, the terminal) or a worker's.
+pub struct RunContext {
+    pub store: Arc<dyn Store>,
+    /// One engine for many runs (a worker); else one per run.
+    pub runtime: Option<Arc<Runtime>>,
+    /// Print nothing and ask nobody (a worker logs instead).
+    pub quiet: bool,
+}
+
+impl RunContext {
+    fn cli(state: &StateArgs) -> Result<Self> {
+        Ok(Self {
+            store: store_for(state)?,
+            runtime: None,
+            quiet: false,
+        })
+    }
 }
 
 fn absolute(p: &Path) -> PathBuf {
@@ -159,6 +196,7 @@ struct Prepared {
     plan: Arc<Plan>,
     backend: Backend,
     audit: Option<Arc<AuditLog>>,
+    quiet: bool,
 }
 
 fn prepare(
@@ -168,9 +206,13 @@ fn prepare(
     cache: Option<PathBuf>,
     audit_log: Option<&Path>,
     run_id: &str,
+    ctx: &RunContext,
 ) -> Result<Prepared> {
     let runbook = Runbook::load(runbook_path)?;
-    let runtime = Runtime::new(cache)?;
+    let runtime = match &ctx.runtime {
+        Some(r) => r.clone(),
+        None => Runtime::new(cache)?,
+    };
     let audit = audit_log.map(AuditLog::open).transpose()?.map(Arc::new);
     let loaded =
         Plan::load(&runtime, runbook, sources).and_then(|plan| backend.check(&plan).map(|()| plan));
@@ -197,10 +239,17 @@ fn prepare(
         plan,
         backend,
         audit,
+        quiet: ctx.quiet,
     })
 }
 
 pub async fn run(args: RunArgs) -> Result<Exit> {
+    let ctx = RunContext::cli(&args.state)?;
+    run_in(args, &ctx).await
+}
+
+/// A run, its journal in `ctx`'s store.
+pub async fn run_in(args: RunArgs, ctx: &RunContext) -> Result<Exit> {
     let runbook = Runbook::load(&args.runbook)?;
     for step in &args.approve {
         if runbook.step(step).is_none() {
@@ -230,8 +279,9 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         cache,
         args.audit_log.as_deref(),
         &run_id,
+        ctx,
     )?;
-    let store = store_for(&args.state)?;
+    let store = ctx.store.clone();
     let incident = match (&args.incident, &p.backend) {
         (Some(i), _) => i.clone(),
         // A simulation is an incident of its own: rehearsals never block.
@@ -256,7 +306,9 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         } else {
             report.render()
         });
-        emit(&out)?;
+        if !ctx.quiet {
+            emit(&out)?;
+        }
         return Ok(report.status.exit());
     }
     let holder = Holder::me(&run_id);
@@ -280,6 +332,7 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
     };
     let own_changes = crate::journal::own_changes(&*store, &incident).into();
     let durable = Durable {
+        environment: p.backend.environment(),
         journal,
         store,
         replay: Arc::new(Replay::default()),
@@ -300,7 +353,7 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
             service: p.plan.runbook.service.clone(),
             incident: incident.clone(),
             audit_log: args.audit_log.as_ref().map(|a| a.display().to_string()),
-            journal: Some(durable.journal.path().display().to_string()),
+            journal: Some(durable.journal.location()),
         };
         (file, context)
     });
@@ -418,7 +471,7 @@ async fn execute_printing(
     durable: Durable,
     json: bool,
 ) -> Result<Report> {
-    if !json {
+    if !json && !p.quiet {
         emit(&crate::report::header(
             &p.plan.runbook.runbook_id,
             &p.plan.runbook.title,
@@ -427,7 +480,7 @@ async fn execute_printing(
         ))?;
     }
     let used = durable.replay.applied;
-    let on_step: Option<OnStep> = (!json).then(|| {
+    let on_step: Option<OnStep> = (!json && !p.quiet).then(|| {
         Box::new(|s: &StepReport| {
             let _ = emit(&crate::report::render_step(s));
         }) as OnStep
@@ -441,7 +494,7 @@ async fn execute_printing(
         approver: Arc::new(Approver::new(
             policy,
             p.backend.is_simulation(),
-            Approver::terminal(),
+            !p.quiet && Approver::terminal(),
         )),
         durable: Some(durable),
         budget: Budget::new(p.plan.runbook.max_mutations, used),
@@ -489,7 +542,9 @@ fn finish(p: &Prepared, report: &Report, json: bool, dry_run: bool) -> Result<Ex
             );
         }
     }
-    emit(&out)?;
+    if !p.quiet {
+        emit(&out)?;
+    }
     if expectation.is_some_and(|e| !e.met) {
         return Ok(Exit::Unexpected);
     }
@@ -504,7 +559,13 @@ fn finish(p: &Prepared, report: &Report, json: bool, dry_run: bool) -> Result<Ex
 }
 
 pub async fn resume(args: ResumeArgs) -> Result<Exit> {
-    let store = store_for(&args.state)?;
+    let ctx = RunContext::cli(&args.state)?;
+    resume_in(args, &ctx).await
+}
+
+/// Continues a run, its journal in `ctx`'s store.
+pub async fn resume_in(args: ResumeArgs, ctx: &RunContext) -> Result<Exit> {
+    let store = ctx.store.clone();
     let lines = store.read_run(&args.run_id)?;
     let start = lines
         .iter()
@@ -519,12 +580,15 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
             )
         })?
         .clone();
-    if let Some(report) = crate::commands::journal::report_of(&*store, &args.run_id)?
-        .filter(|r| r.status != crate::report::Status::Unfinished)
-    {
+    if let Some(report) = crate::commands::journal::report_of(&*store, &args.run_id)?.filter(|r| {
+        // A run that stopped for an approval goes on from that step.
+        !matches!(r.status, Status::Unfinished | Status::AwaitingApproval)
+    }) {
         let mut out = format!("run {} already finished; its report:\n", args.run_id);
         out.push_str(&report.render());
-        emit(&out)?;
+        if !ctx.quiet {
+            emit(&out)?;
+        }
         return Ok(report.status.exit());
     }
     let journal = match store.reopen_run(&args.run_id) {
@@ -565,6 +629,7 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
         default_cache_dir(),
         args.audit_log.as_deref(),
         &args.run_id,
+        ctx,
     )?;
     // What runs now must be what ran then.
     let changed = |what: &str, now: &str, then: &Value| {
@@ -607,6 +672,7 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
     let incident = start["incident"].as_str().unwrap_or_default().to_string();
     let own_changes = crate::journal::own_changes(&*store, &incident).into();
     let durable = Durable {
+        environment: p.backend.environment(),
         own_changes,
         journal,
         store,

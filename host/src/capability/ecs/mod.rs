@@ -97,6 +97,12 @@ impl Capability for Cap {
         ))
     }
 
+    fn live_identity(config: &Self::LiveConfig, name: &str) -> Option<String> {
+        config
+            .get(name)
+            .map(|t| format!("ecs-service:{}/{}", t.cluster, t.service))
+    }
+
     fn live_uses_aws(config: &Self::LiveConfig) -> bool {
         !config.is_empty()
     }

@@ -1,0 +1,82 @@
+//! `runbook submit`, `runbook worker`, `runbook approve`: the fleet's
+//! commands (see [`crate::fleet`]).
+
+use super::{emit, say};
+use crate::cli::{ApproveArgs, SubmitArgs, WorkerArgs};
+use crate::exit::Exit;
+use crate::fleet::nats::{Fleet, url_of};
+use crate::fleet::request::{Request, RunRequest, publish};
+use crate::fleet::store::JetStreamStore;
+use crate::fleet::worker::{Settings, work};
+use anyhow::Result;
+use std::time::Duration;
+
+pub fn submit(args: SubmitArgs) -> Result<Exit> {
+    let mut request = RunRequest::new(
+        &args.runbook,
+        args.sim.as_deref(),
+        args.env.as_deref(),
+        args.incident.clone(),
+    )?;
+    request.incident_start = args.incident_start.clone();
+    request.yes = args.yes;
+    request.approve = args.approve.clone();
+    request.approval_timeout_s = args.approval_timeout;
+    let fleet = Fleet::connect(&url_of(args.nats.nats.as_deref())?, args.nats.replicas)?;
+    let key = format!("incident:{}", request.incident);
+    let incident = request.incident.clone();
+    let published = publish(&fleet, &Request::Run(request), &key)?;
+    let mut out = String::new();
+    if published.duplicate {
+        say!(
+            out,
+            "incident `{incident}` was already submitted: this request is the same one (no second run)"
+        );
+    } else {
+        say!(
+            out,
+            "submitted incident `{incident}` (request {}); `runbook runs --nats URL` shows its run once a worker has it",
+            published.sequence
+        );
+    }
+    emit(&out)?;
+    Ok(Exit::Ok)
+}
+
+pub async fn worker(args: WorkerArgs) -> Result<Exit> {
+    init_tracing();
+    let url = url_of(args.nats.nats.as_deref())?;
+    let replicas = args.nats.replicas;
+    let fleet = tokio::task::spawn_blocking(move || Fleet::connect(&url, replicas)).await??;
+    let settings = Settings {
+        concurrency: args.concurrency.max(1),
+        ack_wait: Duration::from_secs(args.ack_wait.max(3)),
+        max_deliver: 10,
+        grace: Duration::from_secs(args.grace),
+        approval_timeout: Duration::from_secs(args.approval_timeout),
+        cache_dir: args.cache_dir.or_else(crate::engine::default_cache_dir),
+    };
+    work(fleet, settings, args.health).await
+}
+
+pub fn approve(args: ApproveArgs) -> Result<Exit> {
+    let fleet = Fleet::connect(&url_of(args.nats.nats.as_deref())?, args.nats.replicas)?;
+    let store = JetStreamStore::new(fleet);
+    crate::fleet::parked::approve(&store, &args.run_id, &args.step)?;
+    emit(&format!(
+        "approved step `{}` of run {}: a worker continues it (`runbook show {} --nats URL`)\n",
+        args.step, args.run_id, args.run_id
+    ))?;
+    Ok(Exit::Ok)
+}
+
+/// Worker logs: `RUST_LOG` (default `info`) to stderr.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}

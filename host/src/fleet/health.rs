@@ -1,0 +1,47 @@
+//! A worker's health and counters over HTTP: `GET /healthz` (200 while
+//! connected to NATS, else 503) and `GET /metrics` (Prometheus text).
+
+use super::nats::Fleet;
+use super::worker::Counters;
+use anyhow::{Context, Result};
+use axum::http::StatusCode;
+use axum::routing::get;
+use std::sync::Arc;
+
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    fleet: Arc<Fleet>,
+    counters: Arc<Counters>,
+) -> Result<()> {
+    let app = axum::Router::new()
+        .route(
+            "/healthz",
+            get(move || {
+                let fleet = fleet.clone();
+                async move {
+                    if fleet.connected() {
+                        (StatusCode::OK, "ok\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not connected to NATS\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let counters = counters.clone();
+                async move { counters.render() }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on `{addr}` for `--health`"))?;
+    tracing::info!(%addr, "health and counters at /healthz and /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!("the health endpoint stopped: {e}");
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,258 @@
+//! Runs parked for an approval: a worker that reaches a change nobody
+//! approved ends the run there (its journal says where) and parks it;
+//! `runbook approve RUN_ID STEP` from any machine records the approval
+//! and queues the run to continue; a parked run nobody approves in time
+//! escalates.
+
+use super::nats::{EVENT_PREFIX, Fleet, TIMEOUT};
+use super::request::{Request, publish};
+use super::store::JetStreamStore;
+use crate::error::hinted;
+use crate::journal::Store;
+use anyhow::{Result, anyhow};
+use serde_json::{Value, json};
+
+fn parked_key(run_id: &str) -> String {
+    format!("parked.{run_id}")
+}
+
+fn approval_prefix(run_id: &str) -> String {
+    format!("approval.{run_id}.")
+}
+
+/// The step a run stopped at for an approval, and the change it wanted,
+/// from its journal; `None` unless its last end is `awaiting-approval`.
+pub fn waiting_step(lines: &[Value]) -> Option<(String, String)> {
+    let end = crate::journal::finished(lines)?;
+    if end["status"] != "awaiting-approval" {
+        return None;
+    }
+    let report = lines
+        .iter()
+        .rev()
+        .find(|l| l["event"] == "step-end")
+        .map(|l| &l["report"])?;
+    Some((
+        report["id"].as_str()?.to_string(),
+        report["awaiting_approval"].as_str()?.to_string(),
+    ))
+}
+
+/// Parks `run_id` (stopped at `step` for `change`) until an approval or
+/// `timeout_s`; tells `runbook.events.parked`.
+pub fn park(
+    store: &JetStreamStore,
+    run_id: &str,
+    incident: &str,
+    step: &str,
+    change: &str,
+    timeout_s: u64,
+) -> Result<()> {
+    let now = crate::time::now_ms();
+    let value = json!({
+        "run_id": run_id,
+        "incident": incident,
+        "step": step,
+        "change": change,
+        "since_ms": now,
+        "deadline_ms": now + timeout_s * 1000,
+    });
+    put(store.fleet(), &parked_key(run_id), &value)?;
+    event(store.fleet(), "parked", &value);
+    tracing::warn!(
+        run_id,
+        incident,
+        step,
+        "parked: waiting up to {timeout_s} s for `runbook approve {run_id} {step}` ({change})"
+    );
+    Ok(())
+}
+
+/// The steps approved for `run_id` so far.
+pub fn approvals(fleet: &Fleet, run_id: &str) -> Result<Vec<String>> {
+    let (kv, prefix) = (fleet.state.clone(), approval_prefix(run_id));
+    fleet.wait("reading approvals", async move {
+        use futures_util::StreamExt;
+        let mut keys = kv
+            .keys()
+            .await
+            .map_err(|e| anyhow!("reading approvals: {e}"))?;
+        let mut steps = Vec::new();
+        while let Some(k) = tokio::time::timeout(TIMEOUT, keys.next())
+            .await
+            .map_err(|_| anyhow!("reading approvals: timed out"))?
+        {
+            let Ok(k) = k else { continue };
+            if !k.starts_with(&prefix) {
+                continue;
+            }
+            if let Ok(Some(v)) = kv.get(&k).await
+                && let Some(step) = serde_json::from_slice::<Value>(&v)
+                    .ok()
+                    .and_then(|v| v["step"].as_str().map(str::to_string))
+            {
+                steps.push(step);
+            }
+        }
+        Ok(steps)
+    })
+}
+
+/// `runbook approve`: records who approved `step` of `run_id` and queues
+/// the run to continue. Refused unless the run is parked at that step.
+pub fn approve(store: &JetStreamStore, run_id: &str, step: &str) -> Result<u64> {
+    let lines = store.read_run(run_id)?;
+    if lines.is_empty() {
+        return Err(hinted(
+            format!("no run `{run_id}` in NATS `{}`", store.fleet().url),
+            "`runbook runs --nats URL` lists the runs there",
+        ));
+    }
+    match waiting_step(&lines) {
+        Some((waiting, _)) if waiting == step => {}
+        Some((waiting, change)) => {
+            return Err(hinted(
+                format!("run `{run_id}` waits for step `{waiting}` ({change}), not `{step}`"),
+                format!("`runbook approve {run_id} {waiting}`"),
+            ));
+        }
+        None => {
+            let status = crate::journal::finished(&lines)
+                .map(|e| e["status"].as_str().unwrap_or("?").to_string())
+                .unwrap_or_else(|| "unfinished".into());
+            return Err(hinted(
+                format!("run `{run_id}` is not waiting for an approval (it is {status})"),
+                format!("`runbook show {run_id} --nats URL` says where it stands"),
+            ));
+        }
+    }
+    let by = crate::approval::who();
+    let key = format!(
+        "{}{}",
+        approval_prefix(run_id),
+        &crate::engine::sha256_hex(step.as_bytes())[..16]
+    );
+    put(
+        store.fleet(),
+        &key,
+        &json!({ "step": step, "by": by, "at_ms": crate::time::now_ms(), "host": crate::journal::hostname() }),
+    )?;
+    let request = Request::Resume {
+        run_id: run_id.to_string(),
+        step: step.to_string(),
+        by,
+    };
+    let published = publish(store.fleet(), &request, &format!("approve:{run_id}:{step}"))?;
+    Ok(published.sequence)
+}
+
+/// Parked runs whose time is up, claimed by this process (each by one
+/// process only), and escalated: `run-end` `escalated` in the journal,
+/// `runbook.events.escalated`. Returns the runs escalated.
+pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<String>> {
+    let kv = store.fleet().state.clone();
+    let overdue: Vec<(String, Value, u64)> =
+        store.fleet().wait("reading parked runs", async move {
+            use futures_util::StreamExt;
+            let mut keys = kv
+                .keys()
+                .await
+                .map_err(|e| anyhow!("reading parked runs: {e}"))?;
+            let mut out = Vec::new();
+            let now = crate::time::now_ms();
+            while let Some(k) = tokio::time::timeout(TIMEOUT, keys.next())
+                .await
+                .map_err(|_| anyhow!("reading parked runs: timed out"))?
+            {
+                let Ok(k) = k else { continue };
+                if !k.starts_with("parked.") {
+                    continue;
+                }
+                if let Ok(Some(e)) = kv.entry(&k).await
+                    && e.operation == async_nats::jetstream::kv::Operation::Put
+                    && let Ok(v) = serde_json::from_slice::<Value>(&e.value)
+                    && v["deadline_ms"].as_u64().is_some_and(|d| d <= now)
+                {
+                    out.push((k, v, e.revision));
+                }
+            }
+            Ok(out)
+        })?;
+    let mut done = Vec::new();
+    for (key, value, revision) in overdue {
+        let run_id = value["run_id"].as_str().unwrap_or_default().to_string();
+        // Claim it: the first process to delete the entry escalates.
+        let (kv, k) = (store.fleet().state.clone(), key.clone());
+        let claimed = store.fleet().wait("claiming a parked run", async move {
+            Ok(kv.delete_expect_revision(&k, Some(revision)).await.is_ok())
+        })?;
+        if !claimed {
+            continue;
+        }
+        // Being continued right now: its approval came in time.
+        let Ok(journal) = store.reopen_run(&run_id) else {
+            continue;
+        };
+        let lines = store.read_run(&run_id)?;
+        // Approved and continued meanwhile: nothing to escalate.
+        if waiting_step(&lines).is_none() {
+            continue;
+        }
+        let waited =
+            crate::time::now_ms().saturating_sub(value["since_ms"].as_u64().unwrap_or(0)) / 1000;
+        let reason = format!(
+            "nobody approved step `{}` ({}) within {waited} s: escalated",
+            value["step"].as_str().unwrap_or_default(),
+            value["change"].as_str().unwrap_or_default()
+        );
+        let end = json!({ "status": "escalated", "reason": reason });
+        journal
+            .try_record("run-end", end)
+            .map_err(|e| anyhow!("escalating run `{run_id}`: {e:#}"))?;
+        drop(journal);
+        let mut told = value.clone();
+        told["reason"] = reason.clone().into();
+        event(store.fleet(), "escalated", &told);
+        tracing::error!(run_id, "{reason}");
+        done.push(run_id);
+    }
+    Ok(done)
+}
+
+/// Forgets that `run_id` is parked (it continued).
+pub fn unpark(fleet: &Fleet, run_id: &str) {
+    let (kv, key) = (fleet.state.clone(), parked_key(run_id));
+    let _ = fleet.wait("unparking a run", async move {
+        kv.delete(&key).await.map_err(|e| anyhow!("{e}"))
+    });
+}
+
+fn put(fleet: &Fleet, key: &str, value: &Value) -> Result<()> {
+    let (kv, key, bytes) = (
+        fleet.state.clone(),
+        key.to_string(),
+        bytes::Bytes::from(value.to_string()),
+    );
+    fleet.wait("writing the fleet's state", async move {
+        kv.put(&key, bytes)
+            .await
+            .map(|_| ())
+            .map_err(|e| anyhow!("writing `{key}`: {e}"))
+    })
+}
+
+/// Publishes `value` on `runbook.events.KIND` (best effort: people are
+/// also told by the log).
+pub fn event(fleet: &Fleet, kind: &str, value: &Value) {
+    let (client, subject, bytes) = (
+        fleet.client.clone(),
+        format!("{EVENT_PREFIX}{kind}"),
+        bytes::Bytes::from(value.to_string()),
+    );
+    let _ = fleet.wait("publishing an event", async move {
+        client
+            .publish(subject, bytes)
+            .await
+            .map_err(|e| anyhow!("{e}"))
+    });
+}

@@ -1,0 +1,581 @@
+//! Journals and leases in JetStream: the [`Store`] every CLI and worker
+//! of a fleet shares, so they exclude each other across machines.
+//!
+//! - A run's journal is the subject `runbook.journal.RUN_ID` of the
+//!   `RUNBOOK_JOURNAL` stream, one chained line ([`crate::chain`]) per
+//!   message. Each append says which message it follows
+//!   (`Nats-Expected-Last-Subject-Sequence`): a process that lost the run
+//!   to another (it stalled past its hold, a worker took over) cannot add
+//!   a line, so it cannot journal an intent, so it changes nothing.
+//! - Everything else is in the `RUNBOOK_STATE` bucket, changed only by
+//!   revision-checked updates: `incident.H` (the incident's runs),
+//!   `run.ID` (who started it, when), `running.ID` and `lease.H` (held by
+//!   a live process: it renews the entry every few seconds; an entry not
+//!   renewed in time is free, so a process killed with -9 frees what it
+//!   held), `parked.ID` and `approval.ID.H` (approvals without a terminal).
+//!
+//! Holds assume the machines' clocks agree within a few seconds (NTP).
+
+use super::nats::{Fleet, JOURNAL_PREFIX, TIMEOUT};
+use crate::chain::Head;
+use crate::error::hinted;
+use crate::journal::{
+    Held, Holder, Journal, JournalLog, Lease, Previous, Store, finished, incident_taken,
+};
+use anyhow::{Context, Result, anyhow};
+use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A hold not renewed for this long is free.
+const HOLD_FOR: Duration = Duration::from_secs(15);
+/// How often a holder renews.
+const RENEW_EVERY: Duration = Duration::from_secs(4);
+/// Most lines read back from one run's journal.
+const MAX_LINES: usize = 100_000;
+
+pub struct JetStreamStore {
+    fleet: Arc<Fleet>,
+}
+
+impl JetStreamStore {
+    pub fn new(fleet: Arc<Fleet>) -> Arc<Self> {
+        Arc::new(Self { fleet })
+    }
+
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    fn kv(&self) -> kv::Store {
+        self.fleet.state.clone()
+    }
+
+    fn entry(&self, key: &str) -> Result<Option<(Value, u64)>> {
+        let (kv, key) = (self.kv(), key.to_string());
+        self.fleet.wait("reading the fleet's state", async move {
+            let e = kv
+                .entry(&key)
+                .await
+                .with_context(|| format!("reading `{key}` from the fleet's state"))?;
+            Ok(e.filter(|e| e.operation == kv::Operation::Put).map(|e| {
+                (
+                    serde_json::from_slice(&e.value).unwrap_or(Value::Null),
+                    e.revision,
+                )
+            }))
+        })
+    }
+
+    /// Writes `value` at `key` if it is still at `revision` (`None`: absent);
+    /// `Ok(None)` when someone else changed it first.
+    fn put_if(&self, key: &str, value: &Value, revision: Option<u64>) -> Result<Option<u64>> {
+        put_if(&self.fleet, key, value, revision)
+    }
+
+    /// The run's journal lines as written (to check their chain), and the
+    /// stream sequence of the last one.
+    pub fn raw_lines(&self, run_id: &str) -> Result<(Vec<String>, u64)> {
+        check_run_id(run_id)?;
+        let stream = self.fleet.journal.clone();
+        let subject = format!("{JOURNAL_PREFIX}{run_id}");
+        self.fleet.wait("reading a run's journal", async move {
+            let mut out = Vec::new();
+            let mut next = 1;
+            let mut last = 0;
+            let until = Instant::now() + TIMEOUT * 2;
+            loop {
+                if out.len() >= MAX_LINES || Instant::now() > until {
+                    return Err(anyhow!(
+                        "reading `{subject}`: more than {MAX_LINES} lines or {} s",
+                        (TIMEOUT * 2).as_secs()
+                    ));
+                }
+                match stream
+                    .direct_get_next_for_subject(&subject, Some(next))
+                    .await
+                {
+                    Ok(m) => {
+                        out.push(String::from_utf8_lossy(&m.payload).into_owned());
+                        last = m.sequence;
+                        next = m.sequence + 1;
+                    }
+                    Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => break,
+                    Err(e) => return Err(anyhow!("reading `{subject}`: {e}")),
+                }
+            }
+            Ok((out, last))
+        })
+    }
+
+    /// The run's journal lines, and the stream sequence of the last one.
+    fn lines(&self, run_id: &str) -> Result<(Vec<Value>, u64)> {
+        let (raw, last) = self.raw_lines(run_id)?;
+        let lines = raw
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+            .collect();
+        Ok((lines, last))
+    }
+
+    fn started_by(&self, run_id: &str) -> Option<Holder> {
+        let (v, _) = self.entry(&format!("run.{run_id}")).ok()??;
+        serde_json::from_value(v["holder"].clone()).ok()
+    }
+
+    /// Takes `running.RUN_ID` for `holder`: `Err(Held)` while a live
+    /// process holds it.
+    fn take_running(&self, run_id: &str, holder: &Holder) -> Result<Hold> {
+        let key = format!("running.{run_id}");
+        let mut value = serde_json::to_value(holder)?;
+        for _ in 0..5 {
+            let current = self.entry(&key)?;
+            if let Some((v, _)) = &current
+                && live(v)
+            {
+                return Err(anyhow::Error::new(Held {
+                    what: format!("run `{run_id}`"),
+                    by: serde_json::from_value(v.clone()).ok(),
+                })
+                .context(format!("run `{run_id}` is running in another process")));
+            }
+            value["expires_ms"] = expiry().into();
+            if let Some(revision) = self.put_if(&key, &value, current.map(|c| c.1))? {
+                return Ok(Hold::start(&self.fleet, key, value, revision, true));
+            }
+        }
+        Err(anyhow!("run `{run_id}`: its hold kept changing; try again"))
+    }
+
+    fn journal(&self, run_id: &str, hold: Hold, lines: &[Value], last: u64) -> Journal {
+        let head = lines.last().and_then(|l| {
+            Some(Head {
+                seq: l["seq"].as_u64()?,
+                hash: l["hash"].as_str()?.to_string(),
+            })
+        });
+        let log = StreamLog {
+            fleet: self.fleet.clone(),
+            subject: format!("{JOURNAL_PREFIX}{run_id}"),
+            at: Mutex::new((head, last)),
+            lost: hold.lost.clone(),
+        };
+        Journal::new(Box::new(log), run_id, Box::new(hold))
+    }
+}
+
+fn check_run_id(run_id: &str) -> Result<()> {
+    if crate::journal::is_run_id(run_id) {
+        Ok(())
+    } else {
+        Err(hinted(
+            format!("`{run_id}` is not a run id"),
+            "run ids are letters, digits and `-`; `runbook runs` lists them",
+        ))
+    }
+}
+
+/// A name usable as a key: the text's digest.
+fn key_of(prefix: &str, text: &str) -> String {
+    format!(
+        "{prefix}.{}",
+        &crate::engine::sha256_hex(text.as_bytes())[..32]
+    )
+}
+
+fn expiry() -> u64 {
+    crate::time::now_ms() + HOLD_FOR.as_millis() as u64
+}
+
+/// Held by a live process: renewed lately and not let go.
+fn live(v: &Value) -> bool {
+    v["released_ms"].is_null() && v["expires_ms"].as_u64().unwrap_or(0) > crate::time::now_ms()
+}
+
+fn put_if(fleet: &Fleet, key: &str, value: &Value, revision: Option<u64>) -> Result<Option<u64>> {
+    let (kv, key, bytes) = (
+        fleet.state.clone(),
+        key.to_string(),
+        bytes::Bytes::from(value.to_string()),
+    );
+    fleet.wait("writing the fleet's state", async move {
+        match revision {
+            None => match kv.create(&key, bytes).await {
+                Ok(r) => Ok(Some(r)),
+                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+                Err(e) => Err(anyhow!("writing `{key}` to the fleet's state: {e}")),
+            },
+            Some(rev) => match kv.update(&key, bytes, rev).await {
+                Ok(r) => Ok(Some(r)),
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+                Err(e) => Err(anyhow!("writing `{key}` to the fleet's state: {e}")),
+            },
+        }
+    })
+}
+
+/// A key this process holds and renews until dropped.
+struct Hold {
+    fleet: Arc<Fleet>,
+    key: String,
+    value: Arc<Mutex<(Value, u64)>>,
+    /// Set when a renewal found the key changed: someone else has it now.
+    lost: Arc<AtomicBool>,
+    renew: tokio::task::JoinHandle<()>,
+    /// Let go by deleting the key (a run), else by marking it released (a
+    /// lease: the next holder learns who held it and when it let go).
+    delete: bool,
+}
+
+impl Hold {
+    fn start(fleet: &Arc<Fleet>, key: String, value: Value, revision: u64, delete: bool) -> Self {
+        let shared = Arc::new(Mutex::new((value, revision)));
+        let lost = Arc::new(AtomicBool::new(false));
+        let renew = fleet.spawn({
+            let (fleet, key, shared, lost) =
+                (fleet.clone(), key.clone(), shared.clone(), lost.clone());
+            async move {
+                loop {
+                    tokio::time::sleep(RENEW_EVERY).await;
+                    let (mut value, revision) =
+                        shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    value["expires_ms"] = expiry().into();
+                    let bytes = bytes::Bytes::from(value.to_string());
+                    match tokio::time::timeout(TIMEOUT, fleet.state.update(&key, bytes, revision))
+                        .await
+                    {
+                        Ok(Ok(r)) => *shared.lock().unwrap_or_else(|e| e.into_inner()) = (value, r),
+                        Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                            tracing::warn!(key, "lost a hold: another process took it");
+                            lost.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        // NATS unreachable for a moment: try again; the
+                        // hold lapses if it stays away.
+                        _ => {}
+                    }
+                }
+            }
+        });
+        Self {
+            fleet: fleet.clone(),
+            key,
+            value: shared,
+            lost,
+            renew,
+            delete,
+        }
+    }
+
+    fn revision(&self) -> u64 {
+        self.value.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.renew.abort();
+        if self.lost.load(Ordering::SeqCst) {
+            return;
+        }
+        let (mut value, revision) = self.value.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let (kv, key, delete) = (self.fleet.state.clone(), self.key.clone(), self.delete);
+        let done = self.fleet.wait("letting go of a hold", async move {
+            if delete {
+                kv.delete_expect_revision(&key, Some(revision))
+                    .await
+                    .map_err(|e| anyhow!("{e}"))
+            } else {
+                value["released_ms"] = crate::time::now_ms().into();
+                kv.update(&key, bytes::Bytes::from(value.to_string()), revision)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| anyhow!("{e}"))
+            }
+        });
+        if let Err(e) = done {
+            // It lapses on its own within `HOLD_FOR`.
+            tracing::warn!(key = self.key, "could not let go of a hold: {e:#}");
+        }
+    }
+}
+
+/// A run's journal lines on its subject.
+struct StreamLog {
+    fleet: Arc<Fleet>,
+    subject: String,
+    /// The chain's head and the stream sequence of its last line.
+    at: Mutex<(Option<Head>, u64)>,
+    lost: Arc<AtomicBool>,
+}
+
+impl JournalLog for StreamLog {
+    fn append(&self, fields: Value) -> Result<u64> {
+        let mut at = self.at.lock().unwrap_or_else(|e| e.into_inner());
+        if self.lost.load(Ordering::SeqCst) {
+            return Err(anyhow!(
+                "this process no longer holds the run (another process took it over)"
+            ));
+        }
+        let (line, head) = crate::chain::seal(at.0.as_ref(), fields);
+        let (js, subject, after) = (self.fleet.js.clone(), self.subject.clone(), at.1);
+        // The same id on a retry: a line that did arrive is not added twice.
+        let id = format!("{}:{}", self.subject, head.seq);
+        let payload = bytes::Bytes::from(line.trim_end().to_string());
+        let sequence = self.fleet.wait("appending to a run's journal", async move {
+            let mut last = None;
+            // A stream just made, or whose leader moved, answers nothing
+            // for a few seconds: try again, about 12 s in all.
+            for attempt in 0..8u64 {
+                if attempt > 0 {
+                    tokio::time::sleep(Duration::from_millis(250 * attempt)).await;
+                }
+                let publish = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(payload.clone())
+                    .message_id(&id)
+                    .expected_last_subject_sequence(after);
+                let sent = async {
+                    js.send_publish(subject.clone(), publish).await?.await
+                };
+                match tokio::time::timeout(TIMEOUT, sent).await {
+                    Ok(Ok(ack)) => return Ok(ack.sequence),
+                    Ok(Err(e))
+                        if e.kind()
+                            == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence =>
+                    {
+                        return Err(anyhow!(
+                            "another process wrote to this run's journal (`{subject}`): it holds the run now"
+                        ));
+                    }
+                    Ok(Err(e)) => last = Some(e.to_string()),
+                    Err(_) => last = Some("timed out".into()),
+                }
+            }
+            Err(anyhow!(
+                "appending to `{subject}`: {}",
+                last.unwrap_or_default()
+            ))
+        });
+        match sequence {
+            Ok(s) => {
+                *at = (Some(head.clone()), s);
+                Ok(head.seq)
+            }
+            Err(e) => {
+                if e.to_string().contains("holds the run now") {
+                    self.lost.store(true, Ordering::SeqCst);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn location(&self) -> String {
+        format!("nats `{}`: `{}`", self.fleet.url, self.subject)
+    }
+}
+
+struct StateLease {
+    token: u64,
+    previous: Option<Previous>,
+    _hold: Hold,
+}
+
+impl Lease for StateLease {
+    fn fencing_token(&self) -> u64 {
+        self.token
+    }
+
+    fn previous(&self) -> Option<Previous> {
+        self.previous.clone()
+    }
+}
+
+impl Store for JetStreamStore {
+    fn start_run(&self, incident: &str, holder: &Holder) -> Result<Journal> {
+        let run_id = holder.run_id.as_str();
+        check_run_id(run_id)?;
+        let hold = self.take_running(run_id, holder)?;
+        let key = key_of("incident", incident);
+        // Read, decide, write if unchanged; again if another process wrote
+        // in between (it is then among the runs read).
+        for _ in 0..20 {
+            let current = self.entry(&key)?;
+            let runs: Vec<String> = current
+                .as_ref()
+                .and_then(|(v, _)| serde_json::from_value(v["runs"].clone()).ok())
+                .unwrap_or_default();
+            for earlier in &runs {
+                let lines = self.lines(earlier).map(|l| l.0).unwrap_or_default();
+                if finished(&lines).is_some() {
+                    continue;
+                }
+                let started = lines.iter().any(|l| l["event"] == "run-start");
+                let running = self.is_running(earlier);
+                if !started && !running {
+                    continue;
+                }
+                return Err(incident_taken(
+                    incident,
+                    earlier,
+                    self.started_by(earlier),
+                    running,
+                ));
+            }
+            let mut next = runs.clone();
+            next.push(run_id.to_string());
+            let value = json!({ "incident": incident, "runs": next });
+            if self.put_if(&key, &value, current.map(|c| c.1))?.is_some() {
+                let run = json!({
+                    "incident": incident,
+                    "holder": holder,
+                    "started_ms": crate::time::now_ms(),
+                });
+                self.put_if(&format!("run.{run_id}"), &run, None)?;
+                return Ok(self.journal(run_id, hold, &[], 0));
+            }
+        }
+        Err(anyhow!(
+            "incident `{incident}`: its list of runs kept changing; try again"
+        ))
+    }
+
+    fn reopen_run(&self, run_id: &str) -> Result<Journal> {
+        check_run_id(run_id)?;
+        if self.entry(&format!("run.{run_id}"))?.is_none() {
+            return Err(hinted(
+                format!("no run `{run_id}` in NATS `{}`", self.fleet.url),
+                "`runbook runs --nats URL` lists the runs there",
+            ));
+        }
+        let holder = Holder::me(run_id);
+        let hold = self.take_running(run_id, &holder)?;
+        let (lines, last) = self.lines(run_id)?;
+        Ok(self.journal(run_id, hold, &lines, last))
+    }
+
+    fn read_run(&self, run_id: &str) -> Result<Vec<Value>> {
+        Ok(self.lines(run_id)?.0)
+    }
+
+    fn journal_location(&self, run_id: &str) -> Option<String> {
+        Some(format!(
+            "nats `{}`: `{JOURNAL_PREFIX}{run_id}`",
+            self.fleet.url
+        ))
+    }
+
+    fn is_running(&self, run_id: &str) -> bool {
+        matches!(self.entry(&format!("running.{run_id}")), Ok(Some((v, _))) if live(&v))
+    }
+
+    fn incident_runs(&self, incident: &str) -> Result<Vec<String>> {
+        Ok(self
+            .entry(&key_of("incident", incident))?
+            .and_then(|(v, _)| serde_json::from_value(v["runs"].clone()).ok())
+            .unwrap_or_default())
+    }
+
+    fn recent_runs(&self, limit: usize) -> Result<Vec<String>> {
+        let kv = self.kv();
+        let mut runs: Vec<(u64, String)> = self.fleet.wait("listing runs", async move {
+            use futures_util::StreamExt;
+            let mut keys = kv.keys().await.map_err(|e| anyhow!("listing runs: {e}"))?;
+            let mut out = Vec::new();
+            while let Some(k) = tokio::time::timeout(TIMEOUT, keys.next())
+                .await
+                .map_err(|_| anyhow!("listing runs: timed out"))?
+            {
+                let Ok(k) = k else { continue };
+                let Some(id) = k.strip_prefix("run.") else {
+                    continue;
+                };
+                let started = match kv.get(&k).await {
+                    Ok(Some(v)) => serde_json::from_slice::<Value>(&v)
+                        .ok()
+                        .and_then(|v| v["started_ms"].as_u64())
+                        .unwrap_or(0),
+                    _ => 0,
+                };
+                out.push((started, id.to_string()));
+            }
+            Ok(out)
+        })?;
+        runs.sort();
+        runs.reverse();
+        Ok(runs.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    fn lease(
+        &self,
+        resource: &str,
+        holder: &Holder,
+        wait: Duration,
+    ) -> Result<Box<dyn Lease>, Box<Held>> {
+        let key = key_of("lease", resource);
+        let held = |by| {
+            Box::new(Held {
+                what: format!("`{resource}`"),
+                by,
+            })
+        };
+        let until = Instant::now() + wait;
+        let mut told = false;
+        // Bounded by `wait`, and by a count should the clock stall.
+        for _ in 0..100_000 {
+            let current = self.entry(&key).map_err(|_| held(None))?;
+            let before = current.as_ref().map(|c| c.0.clone());
+            match &before {
+                Some(v) if live(v) && v["run_id"] != holder.run_id.as_str() => {
+                    let by = serde_json::from_value(v.clone()).ok();
+                    if Instant::now() >= until {
+                        return Err(held(by));
+                    }
+                    if !told {
+                        eprintln!("waiting up to {} s for {}", wait.as_secs(), held(by));
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                _ => {}
+            }
+            let token = before
+                .as_ref()
+                .and_then(|v| v["fencing_token"].as_u64())
+                .unwrap_or(0)
+                + 1;
+            let previous = before.as_ref().and_then(|v| {
+                Some(Previous {
+                    holder: serde_json::from_value(v.clone()).ok()?,
+                    released_ms: v["released_ms"]
+                        .as_u64()
+                        .or_else(|| v["leased_ms"].as_u64())?,
+                })
+            });
+            let mut record = serde_json::to_value(holder).unwrap_or_default();
+            record["fencing_token"] = token.into();
+            record["resource"] = resource.into();
+            record["leased_ms"] = crate::time::now_ms().into();
+            record["expires_ms"] = expiry().into();
+            match self.put_if(&key, &record, current.map(|c| c.1)) {
+                Ok(Some(revision)) => {
+                    let hold = Hold::start(&self.fleet, key, record, revision, false);
+                    debug_assert!(hold.revision() == revision);
+                    return Ok(Box::new(StateLease {
+                        token,
+                        previous,
+                        _hold: hold,
+                    }));
+                }
+                // Someone else took it in between: look again.
+                Ok(None) => continue,
+                Err(_) => return Err(held(None)),
+            }
+        }
+        Err(held(None))
+    }
+}
