@@ -557,23 +557,7 @@ impl Store for LocalStore {
         let before: Option<Value> = std::fs::read_to_string(&info)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok());
-        let token = before
-            .as_ref()
-            .and_then(|v| v["fencing_token"].as_u64())
-            .unwrap_or(0)
-            + 1;
-        let previous = before.and_then(|v| {
-            Some(Previous {
-                holder: serde_json::from_value(v.clone()).ok()?,
-                released_ms: v["released_ms"]
-                    .as_u64()
-                    .or_else(|| v["leased_ms"].as_u64())?,
-            })
-        });
-        let mut record = serde_json::to_value(holder).unwrap_or_default();
-        record["fencing_token"] = token.into();
-        record["resource"] = resource.into();
-        record["leased_ms"] = crate::time::now_ms().into();
+        let (token, previous, record) = next_lease(before.as_ref(), holder, resource);
         let _ = write_atomic(&info, &record.to_string());
         Ok(Box::new(FileLease {
             _file: file,
@@ -610,6 +594,33 @@ impl Drop for FileLease {
         self.record["released_ms"] = crate::time::now_ms().into();
         let _ = write_atomic(&self.info, &self.record.to_string());
     }
+}
+
+/// The lease on `resource` that `holder` takes after `before` (the last
+/// holder's record, if any): its fencing token, who held it before and
+/// when they let go, and the record to keep.
+pub fn next_lease(
+    before: Option<&Value>,
+    holder: &Holder,
+    resource: &str,
+) -> (u64, Option<Previous>, Value) {
+    let token = before
+        .and_then(|v| v["fencing_token"].as_u64())
+        .unwrap_or(0)
+        + 1;
+    let previous = before.and_then(|v| {
+        Some(Previous {
+            holder: serde_json::from_value(v.clone()).ok()?,
+            released_ms: v["released_ms"]
+                .as_u64()
+                .or_else(|| v["leased_ms"].as_u64())?,
+        })
+    });
+    let mut record = serde_json::to_value(holder).unwrap_or_default();
+    record["fencing_token"] = token.into();
+    record["resource"] = resource.into();
+    record["leased_ms"] = crate::time::now_ms().into();
+    (token, previous, record)
 }
 
 fn read_holder(path: &Path) -> Option<Holder> {

@@ -148,6 +148,37 @@ impl Fleet {
         self.handle().spawn(fut)
     }
 
+    /// The bucket's entries whose keys start with `prefix`: key, value,
+    /// revision. Every listing of the fleet's state goes through here.
+    pub fn entries(
+        &self,
+        what: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, serde_json::Value, u64)>> {
+        let (kv, prefix, told) = (self.state.clone(), prefix.to_string(), what.to_string());
+        self.wait(what, async move {
+            use futures_util::StreamExt;
+            let mut keys = kv.keys().await.map_err(|e| anyhow!("{told}: {e}"))?;
+            let mut out = Vec::new();
+            while let Some(k) = tokio::time::timeout(TIMEOUT, keys.next())
+                .await
+                .map_err(|_| anyhow!("{told}: timed out"))?
+            {
+                let Ok(k) = k else { continue };
+                if !k.starts_with(&prefix) {
+                    continue;
+                }
+                if let Ok(Some(e)) = kv.entry(&k).await
+                    && e.operation == kv::Operation::Put
+                    && let Ok(v) = serde_json::from_slice(&e.value)
+                {
+                    out.push((k, v, e.revision));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     fn handle(&self) -> &tokio::runtime::Handle {
         self.rt
             .as_ref()

@@ -4,7 +4,7 @@
 //! and queues the run to continue; a parked run nobody approves in time
 //! escalates.
 
-use super::nats::{EVENT_PREFIX, Fleet, TIMEOUT};
+use super::nats::{EVENT_PREFIX, Fleet};
 use super::request::{Request, publish};
 use super::store::JetStreamStore;
 use crate::error::hinted;
@@ -70,32 +70,11 @@ pub fn park(
 
 /// The steps approved for `run_id` so far.
 pub fn approvals(fleet: &Fleet, run_id: &str) -> Result<Vec<String>> {
-    let (kv, prefix) = (fleet.state.clone(), approval_prefix(run_id));
-    fleet.wait("reading approvals", async move {
-        use futures_util::StreamExt;
-        let mut keys = kv
-            .keys()
-            .await
-            .map_err(|e| anyhow!("reading approvals: {e}"))?;
-        let mut steps = Vec::new();
-        while let Some(k) = tokio::time::timeout(TIMEOUT, keys.next())
-            .await
-            .map_err(|_| anyhow!("reading approvals: timed out"))?
-        {
-            let Ok(k) = k else { continue };
-            if !k.starts_with(&prefix) {
-                continue;
-            }
-            if let Ok(Some(v)) = kv.get(&k).await
-                && let Some(step) = serde_json::from_slice::<Value>(&v)
-                    .ok()
-                    .and_then(|v| v["step"].as_str().map(str::to_string))
-            {
-                steps.push(step);
-            }
-        }
-        Ok(steps)
-    })
+    Ok(fleet
+        .entries("reading approvals", &approval_prefix(run_id))?
+        .into_iter()
+        .filter_map(|(_, v, _)| v["step"].as_str().map(str::to_string))
+        .collect())
 }
 
 /// `runbook approve`: records who approved `step` of `run_id` and queues
@@ -150,34 +129,13 @@ pub fn approve(store: &JetStreamStore, run_id: &str, step: &str) -> Result<u64> 
 /// process only), and escalated: `run-end` `escalated` in the journal,
 /// `runbook.events.escalated`. Returns the runs escalated.
 pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<String>> {
-    let kv = store.fleet().state.clone();
-    let overdue: Vec<(String, Value, u64)> =
-        store.fleet().wait("reading parked runs", async move {
-            use futures_util::StreamExt;
-            let mut keys = kv
-                .keys()
-                .await
-                .map_err(|e| anyhow!("reading parked runs: {e}"))?;
-            let mut out = Vec::new();
-            let now = crate::time::now_ms();
-            while let Some(k) = tokio::time::timeout(TIMEOUT, keys.next())
-                .await
-                .map_err(|_| anyhow!("reading parked runs: timed out"))?
-            {
-                let Ok(k) = k else { continue };
-                if !k.starts_with("parked.") {
-                    continue;
-                }
-                if let Ok(Some(e)) = kv.entry(&k).await
-                    && e.operation == async_nats::jetstream::kv::Operation::Put
-                    && let Ok(v) = serde_json::from_slice::<Value>(&e.value)
-                    && v["deadline_ms"].as_u64().is_some_and(|d| d <= now)
-                {
-                    out.push((k, v, e.revision));
-                }
-            }
-            Ok(out)
-        })?;
+    let now = crate::time::now_ms();
+    let overdue: Vec<(String, Value, u64)> = store
+        .fleet()
+        .entries("reading parked runs", "parked.")?
+        .into_iter()
+        .filter(|(_, v, _)| v["deadline_ms"].as_u64().is_some_and(|d| d <= now))
+        .collect();
     let mut done = Vec::new();
     for (key, value, revision) in overdue {
         let run_id = value["run_id"].as_str().unwrap_or_default().to_string();

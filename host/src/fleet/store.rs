@@ -269,10 +269,6 @@ impl Hold {
             delete,
         }
     }
-
-    fn revision(&self) -> u64 {
-        self.value.lock().unwrap_or_else(|e| e.into_inner()).1
-    }
 }
 
 impl Drop for Hold {
@@ -480,30 +476,15 @@ impl Store for JetStreamStore {
     }
 
     fn recent_runs(&self, limit: usize) -> Result<Vec<String>> {
-        let kv = self.kv();
-        let mut runs: Vec<(u64, String)> = self.fleet.wait("listing runs", async move {
-            use futures_util::StreamExt;
-            let mut keys = kv.keys().await.map_err(|e| anyhow!("listing runs: {e}"))?;
-            let mut out = Vec::new();
-            while let Some(k) = tokio::time::timeout(TIMEOUT, keys.next())
-                .await
-                .map_err(|_| anyhow!("listing runs: timed out"))?
-            {
-                let Ok(k) = k else { continue };
-                let Some(id) = k.strip_prefix("run.") else {
-                    continue;
-                };
-                let started = match kv.get(&k).await {
-                    Ok(Some(v)) => serde_json::from_slice::<Value>(&v)
-                        .ok()
-                        .and_then(|v| v["started_ms"].as_u64())
-                        .unwrap_or(0),
-                    _ => 0,
-                };
-                out.push((started, id.to_string()));
-            }
-            Ok(out)
-        })?;
+        let mut runs: Vec<(u64, String)> = self
+            .fleet
+            .entries("listing runs", "run.")?
+            .into_iter()
+            .map(|(key, value, _)| {
+                let id = key.trim_start_matches("run.").to_string();
+                (value["started_ms"].as_u64().unwrap_or(0), id)
+            })
+            .collect();
         runs.sort();
         runs.reverse();
         Ok(runs.into_iter().take(limit).map(|(_, id)| id).collect())
@@ -543,28 +524,12 @@ impl Store for JetStreamStore {
                 }
                 _ => {}
             }
-            let token = before
-                .as_ref()
-                .and_then(|v| v["fencing_token"].as_u64())
-                .unwrap_or(0)
-                + 1;
-            let previous = before.as_ref().and_then(|v| {
-                Some(Previous {
-                    holder: serde_json::from_value(v.clone()).ok()?,
-                    released_ms: v["released_ms"]
-                        .as_u64()
-                        .or_else(|| v["leased_ms"].as_u64())?,
-                })
-            });
-            let mut record = serde_json::to_value(holder).unwrap_or_default();
-            record["fencing_token"] = token.into();
-            record["resource"] = resource.into();
-            record["leased_ms"] = crate::time::now_ms().into();
+            let (token, previous, mut record) =
+                crate::journal::next_lease(before.as_ref(), holder, resource);
             record["expires_ms"] = expiry().into();
             match self.put_if(&key, &record, current.map(|c| c.1)) {
                 Ok(Some(revision)) => {
                     let hold = Hold::start(&self.fleet, key, record, revision, false);
-                    debug_assert!(hold.revision() == revision);
                     return Ok(Box::new(StateLease {
                         token,
                         previous,
