@@ -121,3 +121,15 @@ fn malformed_trust_files() {
             .collect(),
     );
 }
+
+/// Triggers files (`runbook serve --triggers FILE --check`): refused at
+/// start, before any alarm arrives.
+#[test]
+fn malformed_triggers_files() {
+    assert_all(
+        cases("triggers", "toml")
+            .iter()
+            .map(|c| golden(c, &["serve", "--triggers", c, "--check"]))
+            .collect(),
+    );
+}

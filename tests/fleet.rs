@@ -6,18 +6,17 @@
 
 mod common;
 
+use common::fleet::{Nats, Worker, aws, wait_until};
 use common::live::*;
 use common::{RB0031, output, runbook};
-use runbook_host::fleet::nats::Fleet;
 use runbook_host::fleet::store::JetStreamStore;
 use runbook_host::journal::Store;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One test at a time: each starts its own servers and workers, and a
 /// two-core machine running two of them would measure the machine.
@@ -29,174 +28,6 @@ fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 const FILE_FLAGS: &str = "[flags]\nstore = \"file\"\npath = \"flags.json\"";
 const SIM: &str = "runbooks/scenarios/session-store-outage.toml";
-
-/// `nats-server -js` processes; a cluster when more than one.
-struct Nats {
-    nodes: Vec<Option<Child>>,
-    ports: Vec<u16>,
-    _dir: tempfile::TempDir,
-}
-
-impl Nats {
-    fn start(n: usize) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
-        let nodes = (0..n)
-            .map(|i| {
-                let mut cmd = Command::new("nats-server");
-                cmd.args(["-js", "-a", "127.0.0.1", "-p", &ports[i].to_string()])
-                    .args(["-n", &format!("n{i}")])
-                    .arg("-sd")
-                    .arg(dir.path().join(format!("n{i}")));
-                if n > 1 {
-                    let others: Vec<String> = (0..n)
-                        .filter(|j| *j != i)
-                        .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
-                        .collect();
-                    cmd.args(["--cluster_name", "runbook-test"])
-                        .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
-                        .args(["--routes", &others.join(",")]);
-                }
-                Some(
-                    cmd.stdin(Stdio::null())
-                        .stdout(Stdio::null())
-                        .stderr(Stdio::null())
-                        .spawn()
-                        .expect("`nats-server` must be installed (`apt-get install nats-server`)"),
-                )
-            })
-            .collect();
-        let nats = Self {
-            nodes,
-            ports,
-            _dir: dir,
-        };
-        // Ready when the streams can be made with a copy on every node.
-        let until = Instant::now() + Duration::from_secs(60);
-        loop {
-            let out = output(runbook().args([
-                "approve",
-                "no-such-run",
-                "step",
-                "--nats",
-                &nats.url(),
-                "--replicas",
-                &n.to_string(),
-            ]));
-            if out.stderr.contains("no run `no-such-run`") {
-                break;
-            }
-            assert!(
-                Instant::now() < until,
-                "the NATS cluster did not come up within 60 s: {}",
-                out.stderr
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        nats
-    }
-
-    fn url(&self) -> String {
-        self.ports
-            .iter()
-            .map(|p| format!("nats://127.0.0.1:{p}"))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.nodes[i].take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn store(&self) -> Arc<JetStreamStore> {
-        JetStreamStore::new(Fleet::connect(&self.url(), None).unwrap())
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.kill(i);
-        }
-    }
-}
-
-fn aws(cmd: &mut Command) -> &mut Command {
-    cmd.env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env_remove("AWS_PROFILE")
-        .env("RUNBOOK_TEST_PD_KEY", "test-routing-key")
-        .env("RUNBOOK_TEST_SLACK_URL", format!("{}/slack", notify_hook()))
-}
-
-/// A `runbook worker` process with its health endpoint.
-struct Worker {
-    child: Child,
-    health: u16,
-    log: std::path::PathBuf,
-}
-
-impl Worker {
-    fn start(nats: &Nats, dir: &Path, name: &str) -> Self {
-        let health = free_port();
-        let log = dir.join(format!("{name}.log"));
-        let child = aws(runbook().args([
-            "worker",
-            "--nats",
-            &nats.url(),
-            "--concurrency",
-            "3",
-            "--ack-wait",
-            "6",
-            "--grace",
-            "10",
-            "--health",
-            &format!("127.0.0.1:{health}"),
-        ]))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-        let w = Self { child, health, log };
-        wait_for("a worker's health endpoint", || w.get("/healthz").is_some());
-        w
-    }
-
-    fn get(&self, path: &str) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.health)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        let ok = text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200");
-        ok.then_some(text)
-    }
-
-    fn counter(&self, name: &str) -> u64 {
-        let text = self.get("/metrics").unwrap_or_default();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("runbook_worker_{name} ")))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
 
 fn soon() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(60))
@@ -229,16 +60,15 @@ fn incident_state(store: &JetStreamStore, incident: &str) -> (usize, usize, Opti
     let mut applied = 0;
     let mut ended = None;
     for run in &runs {
-        let lines = store.read_run(run).unwrap();
+        // One read: the run may still be writing.
+        let raw = store.raw_lines(run).unwrap().0;
+        let lines: Vec<serde_json::Value> = raw
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("j.jsonl");
-        let text: String = store
-            .raw_lines(run)
-            .unwrap()
-            .0
-            .iter()
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let text: String = raw.iter().map(|l| format!("{l}\n")).collect();
         std::fs::write(&file, text).unwrap();
         assert_eq!(
             runbook_host::chain::verify(&file).unwrap(),
@@ -344,21 +174,6 @@ impl HoldingProxy {
     }
 }
 
-/// Waits (bounded) for `done`, failing with `what` and the workers' logs.
-fn wait_until(what: &str, secs: u64, logs: &[&Worker], mut done: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        if Instant::now() > until {
-            let logs: String = logs
-                .iter()
-                .map(|w| std::fs::read_to_string(&w.log).unwrap_or_default())
-                .collect();
-            panic!("{what}: not within {secs} s; worker logs:\n{logs}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 /// A batch of live RB-0031 runs across distinct services on three workers
 /// and a three-node cluster. The worker rolling back the first service is
 /// killed with -9 while its `UpdateService` is on the wire (which then
@@ -366,7 +181,6 @@ fn wait_until(what: &str, secs: u64, logs: &[&Worker], mut done: impl FnMut() ->
 /// ends, each with exactly one rollback, the killed run finished by
 /// another worker from its journal, and no second `UpdateService`.
 #[test]
-#[ignore = "issue 13 stays open on it: passed 8 of 9 runs, but one batch under scripts/test did not finish within 240 s (undiagnosed); run with `scripts/test --test fleet -- --ignored`"]
 fn a_killed_worker_and_a_lost_server_lose_nothing_and_repeat_nothing() {
     let _serial = one_at_a_time();
     let moto = Moto::start();

@@ -39,6 +39,12 @@ pub enum Command {
     /// Approve the change a parked fleet run waits for, and queue the run
     /// to continue (from any machine that reaches the NATS).
     Approve(ApproveArgs),
+    /// Take CloudWatch alarms delivered by SNS over HTTP (`POST /sns`) and
+    /// submit the runs a triggers file maps them to. Messages are checked
+    /// as AWS documents (signature version 2, certificate from an SNS host
+    /// of AWS), subscriptions confirmed, and only the file's `topics` are
+    /// accepted. 503 asks SNS to deliver again (NATS away).
+    Serve(ServeArgs),
     /// List recent runs and how they ended.
     Runs(RunsArgs),
     /// Check a journal or audit log's chain and name the first line that
@@ -530,6 +536,24 @@ pub struct WorkerArgs {
     /// else `~/.cache/runbook`).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The triggers file: which alarm (name and state, or SNS topic)
+    /// starts which runbook, against which environment, under which
+    /// incident key.
+    #[arg(long, value_name = "FILE")]
+    pub triggers: PathBuf,
+    /// Where to take deliveries (`POST /sns`; also `/healthz`, `/metrics`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8088")]
+    pub listen: std::net::SocketAddr,
+    /// Check the triggers file (and every runbook and environment it
+    /// names), print what it maps, and exit without serving.
+    #[arg(long)]
+    pub check: bool,
     #[command(flatten)]
     pub nats: NatsArgs,
 }

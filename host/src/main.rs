@@ -25,7 +25,7 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
     // prompts, file locks) goes to tokio's blocking pool. Many runs at once
     // (`bench`) use every core.
     let rt = match &cli.command {
-        Command::Worker(_) => tokio::runtime::Builder::new_multi_thread()
+        Command::Worker(_) | Command::Serve(_) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?,
         Command::Bench(args) => {

@@ -2,7 +2,7 @@
 //! commands (see [`crate::fleet`]).
 
 use super::{emit, say};
-use crate::cli::{ApproveArgs, SubmitArgs, WorkerArgs};
+use crate::cli::{ApproveArgs, ServeArgs, SubmitArgs, WorkerArgs};
 use crate::exit::Exit;
 use crate::fleet::nats::{Fleet, url_of};
 use crate::fleet::request::{Request, RunRequest, publish};
@@ -67,6 +67,62 @@ pub fn approve(args: ApproveArgs) -> Result<Exit> {
         "approved step `{}` of run {}: a worker continues it (`runbook show {} --nats URL`)\n",
         args.step, args.run_id, args.run_id
     ))?;
+    Ok(Exit::Ok)
+}
+
+pub async fn serve(args: ServeArgs) -> Result<Exit> {
+    let path = args.triggers.clone();
+    let triggers =
+        tokio::task::spawn_blocking(move || crate::fleet::triggers::Triggers::load(&path))
+            .await??;
+    if args.check {
+        let mut out = String::new();
+        say!(
+            out,
+            "triggers file `{}`: {} trigger(s), from {} topic(s)",
+            triggers.path.display(),
+            triggers.triggers.len(),
+            triggers.topics.len()
+        );
+        for t in &triggers.triggers {
+            let what = match (&t.alarm, &t.topic) {
+                (Some(a), _) => {
+                    format!("alarm `{a}` in `{}`", t.state.as_deref().unwrap_or("ALARM"))
+                }
+                (None, Some(topic)) => format!("any message on `{topic}`"),
+                (None, None) => "nothing".into(),
+            };
+            let backend = t
+                .env
+                .as_ref()
+                .or(t.sim.as_ref())
+                .map(|p| p.display().to_string());
+            say!(
+                out,
+                "  {}: {what} -> `{}` against `{}`, incident `{}`",
+                t.name,
+                t.runbook.display(),
+                backend.unwrap_or_default(),
+                t.incident
+                    .as_deref()
+                    .unwrap_or(crate::fleet::triggers::DEFAULT_INCIDENT)
+            );
+        }
+        emit(&out)?;
+        return Ok(Exit::Ok);
+    }
+    init_tracing();
+    let verifier = crate::fleet::sns::Verifier::from_env()?;
+    let url = url_of(args.nats.nats.as_deref())?;
+    let replicas = args.nats.replicas;
+    let fleet = tokio::task::spawn_blocking(move || Fleet::connect(&url, replicas)).await??;
+    let intake = std::sync::Arc::new(crate::fleet::intake::Intake {
+        triggers,
+        verifier,
+        fleet,
+        counters: Default::default(),
+    });
+    crate::fleet::intake::serve(intake, args.listen).await?;
     Ok(Exit::Ok)
 }
 

@@ -10,10 +10,16 @@
 //!   ended, so a dead worker's run continues elsewhere from its journal.
 //! - [`parked`]: runs waiting for an approval, `approve`, escalation.
 //! - [`health`]: a worker's `/healthz` and `/metrics`.
+//! - [`triggers`]: the triggers file (which alarm starts which runbook).
+//! - [`sns`]: SNS deliveries, their signatures checked as AWS documents.
+//! - [`intake`]: `runbook serve`, alarms in, run requests out.
 
 pub mod health;
+pub mod intake;
 pub mod nats;
 pub mod parked;
 pub mod request;
+pub mod sns;
 pub mod store;
+pub mod triggers;
 pub mod worker;

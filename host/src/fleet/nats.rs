@@ -148,34 +148,60 @@ impl Fleet {
         self.handle().spawn(fut)
     }
 
-    /// The bucket's entries whose keys start with `prefix`: key, value,
-    /// revision. Every listing of the fleet's state goes through here.
-    pub fn entries(
+    /// The JSON value at `key` (`Null` when absent) and its revision.
+    /// Every listing of the fleet's state is such a value, an index kept
+    /// by [`Fleet::change`], never a scan of the bucket's keys: listing
+    /// keys needs a consumer, and on a 2.9 cluster that lost a node such
+    /// consumers can stall for minutes, while a read of one key is
+    /// answered by any replica.
+    pub fn read(&self, what: &str, key: &str) -> Result<(serde_json::Value, Option<u64>)> {
+        let (kv, key, told) = (self.state.clone(), key.to_string(), what.to_string());
+        self.wait(what, async move { read_key(&kv, &key, &told).await })
+    }
+
+    /// Changes the JSON value at `key` with `change` (given `Null` when
+    /// absent; it returns `false` to leave the value as it is), written
+    /// only if nobody wrote in between, else read and changed again (at
+    /// most 50 times). Returns whether this call wrote it.
+    pub fn change(
         &self,
         what: &str,
-        prefix: &str,
-    ) -> Result<Vec<(String, serde_json::Value, u64)>> {
-        let (kv, prefix, told) = (self.state.clone(), prefix.to_string(), what.to_string());
+        key: &str,
+        change: impl FnMut(&mut serde_json::Value) -> bool + Send + 'static,
+    ) -> Result<bool> {
+        let (kv, key, told) = (self.state.clone(), key.to_string(), what.to_string());
+        let mut change = change;
         self.wait(what, async move {
-            use futures_util::StreamExt;
-            let mut keys = kv.keys().await.map_err(|e| anyhow!("{told}: {e}"))?;
-            let mut out = Vec::new();
-            while let Some(k) = tokio::time::timeout(TIMEOUT, keys.next())
-                .await
-                .map_err(|_| anyhow!("{told}: timed out"))?
-            {
-                let Ok(k) = k else { continue };
-                if !k.starts_with(&prefix) {
-                    continue;
+            for attempt in 0..50u64 {
+                if attempt > 0 {
+                    // Others are writing too: spread the retries out.
+                    let jitter = crate::time::now_ms() % 20;
+                    tokio::time::sleep(Duration::from_millis(5 * attempt.min(10) + jitter)).await;
                 }
-                if let Ok(Some(e)) = kv.entry(&k).await
-                    && e.operation == kv::Operation::Put
-                    && let Ok(v) = serde_json::from_slice(&e.value)
-                {
-                    out.push((k, v, e.revision));
+                let (mut value, revision) = read_key(&kv, &key, &told).await?;
+                if !change(&mut value) {
+                    return Ok(false);
+                }
+                let bytes = bytes::Bytes::from(value.to_string());
+                let written = match revision {
+                    None => match kv.create(&key, bytes).await {
+                        Ok(_) => true,
+                        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
+                        Err(e) => return Err(anyhow!("{told}: writing `{key}`: {e}")),
+                    },
+                    Some(rev) => match kv.update(&key, bytes, rev).await {
+                        Ok(_) => true,
+                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
+                        Err(e) => return Err(anyhow!("{told}: writing `{key}`: {e}")),
+                    },
+                };
+                if written {
+                    return Ok(true);
                 }
             }
-            Ok(out)
+            Err(anyhow!(
+                "{told}: `{key}` kept changing under 50 tries; try again"
+            ))
         })
     }
 
@@ -189,6 +215,26 @@ impl Fleet {
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
+}
+
+async fn read_key(
+    kv: &kv::Store,
+    key: &str,
+    what: &str,
+) -> Result<(serde_json::Value, Option<u64>)> {
+    let entry = tokio::time::timeout(TIMEOUT, kv.entry(key))
+        .await
+        .map_err(|_| anyhow!("{what}: reading `{key}` timed out"))?
+        .map_err(|e| anyhow!("{what}: reading `{key}`: {e}"))?;
+    Ok(match entry {
+        Some(e) if e.operation == kv::Operation::Put => (
+            serde_json::from_slice(&e.value).unwrap_or(serde_json::Value::Null),
+            Some(e.revision),
+        ),
+        // Deleted: the tombstone's revision is what a writer must name.
+        Some(e) => (serde_json::Value::Null, Some(e.revision)),
+        None => (serde_json::Value::Null, None),
+    })
 }
 
 fn wait_on<T: Send + 'static>(

@@ -12,12 +12,12 @@ use crate::journal::Store;
 use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
 
-fn parked_key(run_id: &str) -> String {
-    format!("parked.{run_id}")
-}
+/// The parked runs: one value, run id to where it waits.
+const PARKED: &str = "parked";
 
-fn approval_prefix(run_id: &str) -> String {
-    format!("approval.{run_id}.")
+/// The steps approved for a run.
+fn approvals_key(run_id: &str) -> String {
+    format!("approvals.{run_id}")
 }
 
 /// The step a run stopped at for an approval, and the change it wanted,
@@ -57,7 +57,14 @@ pub fn park(
         "since_ms": now,
         "deadline_ms": now + timeout_s * 1000,
     });
-    put(store.fleet(), &parked_key(run_id), &value)?;
+    let (id, entry) = (run_id.to_string(), value.clone());
+    store.fleet().change("parking a run", PARKED, move |all| {
+        if !all.is_object() {
+            *all = json!({});
+        }
+        all[&id] = entry.clone();
+        true
+    })?;
     event(store.fleet(), "parked", &value);
     tracing::warn!(
         run_id,
@@ -70,10 +77,12 @@ pub fn park(
 
 /// The steps approved for `run_id` so far.
 pub fn approvals(fleet: &Fleet, run_id: &str) -> Result<Vec<String>> {
-    Ok(fleet
-        .entries("reading approvals", &approval_prefix(run_id))?
+    let (value, _) = fleet.read("reading approvals", &approvals_key(run_id))?;
+    Ok(value["steps"]
+        .as_array()
         .into_iter()
-        .filter_map(|(_, v, _)| v["step"].as_str().map(str::to_string))
+        .flatten()
+        .filter_map(|s| s["step"].as_str().map(str::to_string))
         .collect())
 }
 
@@ -106,16 +115,18 @@ pub fn approve(store: &JetStreamStore, run_id: &str, step: &str) -> Result<u64> 
         }
     }
     let by = crate::approval::who();
-    let key = format!(
-        "{}{}",
-        approval_prefix(run_id),
-        &crate::engine::sha256_hex(step.as_bytes())[..16]
-    );
-    put(
-        store.fleet(),
-        &key,
-        &json!({ "step": step, "by": by, "at_ms": crate::time::now_ms(), "host": crate::journal::hostname() }),
-    )?;
+    let approval = json!({ "step": step, "by": by, "at_ms": crate::time::now_ms(), "host": crate::journal::hostname() });
+    store
+        .fleet()
+        .change("recording an approval", &approvals_key(run_id), move |v| {
+            if !v["steps"].is_array() {
+                *v = json!({ "steps": [] });
+            }
+            if let Some(steps) = v["steps"].as_array_mut() {
+                steps.push(approval.clone());
+            }
+            true
+        })?;
     let request = Request::Resume {
         run_id: run_id.to_string(),
         step: step.to_string(),
@@ -130,20 +141,24 @@ pub fn approve(store: &JetStreamStore, run_id: &str, step: &str) -> Result<u64> 
 /// `runbook.events.escalated`. Returns the runs escalated.
 pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<String>> {
     let now = crate::time::now_ms();
-    let overdue: Vec<(String, Value, u64)> = store
-        .fleet()
-        .entries("reading parked runs", "parked.")?
+    let (parked, _) = store.fleet().read("reading parked runs", PARKED)?;
+    let overdue: Vec<(String, Value)> = parked
+        .as_object()
         .into_iter()
-        .filter(|(_, v, _)| v["deadline_ms"].as_u64().is_some_and(|d| d <= now))
+        .flatten()
+        .filter(|(_, v)| v["deadline_ms"].as_u64().is_some_and(|d| d <= now))
+        .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let mut done = Vec::new();
-    for (key, value, revision) in overdue {
-        let run_id = value["run_id"].as_str().unwrap_or_default().to_string();
-        // Claim it: the first process to delete the entry escalates.
-        let (kv, k) = (store.fleet().state.clone(), key.clone());
-        let claimed = store.fleet().wait("claiming a parked run", async move {
-            Ok(kv.delete_expect_revision(&k, Some(revision)).await.is_ok())
-        })?;
+    // At most a few each sweep: the next sweep takes the rest.
+    for (run_id, value) in overdue.into_iter().take(20) {
+        // Claim it: the one process whose write takes it out escalates.
+        let id = run_id.clone();
+        let claimed = store
+            .fleet()
+            .change("claiming a parked run", PARKED, move |all| {
+                all.as_object_mut().and_then(|m| m.remove(&id)).is_some()
+            })?;
         if !claimed {
             continue;
         }
@@ -179,24 +194,10 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<String>> {
 
 /// Forgets that `run_id` is parked (it continued).
 pub fn unpark(fleet: &Fleet, run_id: &str) {
-    let (kv, key) = (fleet.state.clone(), parked_key(run_id));
-    let _ = fleet.wait("unparking a run", async move {
-        kv.delete(&key).await.map_err(|e| anyhow!("{e}"))
+    let id = run_id.to_string();
+    let _ = fleet.change("unparking a run", PARKED, move |all| {
+        all.as_object_mut().and_then(|m| m.remove(&id)).is_some()
     });
-}
-
-fn put(fleet: &Fleet, key: &str, value: &Value) -> Result<()> {
-    let (kv, key, bytes) = (
-        fleet.state.clone(),
-        key.to_string(),
-        bytes::Bytes::from(value.to_string()),
-    );
-    fleet.wait("writing the fleet's state", async move {
-        kv.put(&key, bytes)
-            .await
-            .map(|_| ())
-            .map_err(|e| anyhow!("writing `{key}`: {e}"))
-    })
 }
 
 /// Publishes `value` on `runbook.events.KIND` (best effort: people are

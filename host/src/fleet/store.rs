@@ -12,7 +12,11 @@
 //!   `run.ID` (who started it, when), `running.ID` and `lease.H` (held by
 //!   a live process: it renews the entry every few seconds; an entry not
 //!   renewed in time is free, so a process killed with -9 frees what it
-//!   held), `parked.ID` and `approval.ID.H` (approvals without a terminal).
+//!   held), `runs` (the list `runbook runs` shows), `parked` and
+//!   `approvals.ID` (approvals without a terminal). Lists are single
+//!   values changed by revision-checked updates, not scans of keys: a
+//!   scan needs a consumer, which a 2.9 cluster that lost a node may
+//!   leave stalled for minutes.
 //!
 //! Holds assume the machines' clocks agree within a few seconds (NTP).
 
@@ -32,8 +36,14 @@ use std::time::{Duration, Instant};
 
 /// A hold not renewed for this long is free.
 const HOLD_FOR: Duration = Duration::from_secs(15);
+/// How long a lease is asked for while NATS does not answer.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 /// How often a holder renews.
 const RENEW_EVERY: Duration = Duration::from_secs(4);
+/// The runs `runbook runs` can list: `[started_ms, run id]`, newest last.
+const RUNS: &str = "runs";
+/// The most runs that list keeps (older runs stay readable by id).
+const MAX_LISTED: usize = 1000;
 /// Most lines read back from one run's journal.
 const MAX_LINES: usize = 100_000;
 
@@ -431,6 +441,18 @@ impl Store for JetStreamStore {
                     "started_ms": crate::time::now_ms(),
                 });
                 self.put_if(&format!("run.{run_id}"), &run, None)?;
+                let (id, at) = (run_id.to_string(), run["started_ms"].clone());
+                self.fleet.change("listing a run", RUNS, move |all| {
+                    if !all.is_array() {
+                        *all = json!([]);
+                    }
+                    if let Some(list) = all.as_array_mut() {
+                        list.push(json!([at.clone(), id.clone()]));
+                        let over = list.len().saturating_sub(MAX_LISTED);
+                        list.drain(..over);
+                    }
+                    true
+                })?;
                 return Ok(self.journal(run_id, hold, &[], 0));
             }
         }
@@ -476,14 +498,12 @@ impl Store for JetStreamStore {
     }
 
     fn recent_runs(&self, limit: usize) -> Result<Vec<String>> {
-        let mut runs: Vec<(u64, String)> = self
-            .fleet
-            .entries("listing runs", "run.")?
+        let (all, _) = self.fleet.read("listing runs", RUNS)?;
+        let mut runs: Vec<(u64, String)> = all
+            .as_array()
             .into_iter()
-            .map(|(key, value, _)| {
-                let id = key.trim_start_matches("run.").to_string();
-                (value["started_ms"].as_u64().unwrap_or(0), id)
-            })
+            .flatten()
+            .filter_map(|r| Some((r[0].as_u64()?, r[1].as_str()?.to_string())))
             .collect();
         runs.sort();
         runs.reverse();
@@ -504,10 +524,27 @@ impl Store for JetStreamStore {
             })
         };
         let until = Instant::now() + wait;
+        // NATS not answering (a node lost, a leader being elected) is not
+        // "held": keep asking for a while, then say what it is.
+        let unreachable_until = Instant::now() + wait.max(UNREACHABLE_FOR);
+        let unreachable = |e: anyhow::Error| {
+            Box::new(Held {
+                what: format!("`{resource}` (its lease could not be read or written: {e:#})"),
+                by: None,
+            })
+        };
         let mut told = false;
         // Bounded by `wait`, and by a count should the clock stall.
         for _ in 0..100_000 {
-            let current = self.entry(&key).map_err(|_| held(None))?;
+            let current = match self.entry(&key) {
+                Ok(c) => c,
+                Err(e) if Instant::now() < unreachable_until => {
+                    tracing::warn!(resource, "reading a lease: {e:#}; trying again");
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                Err(e) => return Err(unreachable(e)),
+            };
             let before = current.as_ref().map(|c| c.0.clone());
             match &before {
                 Some(v) if live(v) && v["run_id"] != holder.run_id.as_str() => {
@@ -538,7 +575,11 @@ impl Store for JetStreamStore {
                 }
                 // Someone else took it in between: look again.
                 Ok(None) => continue,
-                Err(_) => return Err(held(None)),
+                Err(e) if Instant::now() < unreachable_until => {
+                    tracing::warn!(resource, "writing a lease: {e:#}; trying again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(unreachable(e)),
             }
         }
         Err(held(None))

@@ -29,6 +29,8 @@ use std::time::Duration;
 
 /// The durable consumer every worker shares.
 pub const CONSUMER: &str = "runbook-workers";
+/// Deliveries of a request that failed before it is given up (terminated).
+const REFUSE_AFTER: i64 = 4;
 
 /// How a worker is set up (`runbook worker`'s flags).
 #[derive(Debug, Clone)]
@@ -340,9 +342,16 @@ impl Worker {
                 msg.ack_with(AckKind::Nak(Some(Duration::from_secs(3))))
                     .await
             }
+            // NATS away for a moment, files not yet deployed here: worth
+            // a few more deliveries (to any worker) before giving up.
+            Outcome::Refused(e) if delivered < REFUSE_AFTER => {
+                tracing::warn!(delivered, "request failed, to be delivered again: {e:#}");
+                msg.ack_with(AckKind::Nak(Some(Duration::from_secs(5))))
+                    .await
+            }
             Outcome::Refused(e) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::error!("request refused: {e:#}");
+                tracing::error!(delivered, "request refused: {e:#}");
                 msg.ack_with(AckKind::Term).await
             }
         };
@@ -539,6 +548,16 @@ impl Worker {
                 }
                 self.counters.parked.fetch_add(1, Ordering::Relaxed);
                 Outcome::Done
+            }
+            // It stopped without its end in the journal (NATS went away
+            // mid-run): it continues from there on the next delivery.
+            exit if last.is_some() && finished(&lines).is_none() => {
+                tracing::warn!(
+                    incident,
+                    ?exit,
+                    "the run stopped without its end journaled: to be continued"
+                );
+                Outcome::Later
             }
             exit => {
                 tracing::info!(

@@ -1,0 +1,226 @@
+//! `runbook serve`: CloudWatch alarms, delivered by SNS over HTTP, become
+//! run requests. `POST /sns` takes an SNS delivery; `GET /healthz` and
+//! `GET /metrics` are as a worker's.
+//!
+//! What a delivery gets back decides whether SNS tries again: 200 for
+//! what was handled (submitted, a duplicate, or matching no trigger),
+//! 403 for what is not from SNS or not for us (SNS's own messages always
+//! verify, so nothing real is lost), 503 for what cannot be handled now
+//! (NATS away, the certificate did not come): SNS delivers it again.
+
+use super::nats::Fleet;
+use super::request::{Request, publish};
+use super::sns::{Envelope, Refusal, Verifier};
+use super::triggers::{Alarm, Triggers};
+use anyhow::{Context, Result};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// SNS messages are at most 256 KiB; the envelope adds a little.
+const MAX_BODY: usize = 512 * 1024;
+
+#[derive(Default)]
+pub struct Counters {
+    pub received: AtomicU64,
+    pub confirmed: AtomicU64,
+    pub submitted: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub unmatched: AtomicU64,
+    pub refused: AtomicU64,
+    pub unavailable: AtomicU64,
+}
+
+impl Counters {
+    fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, v) in [
+            ("received", "SNS deliveries received", &self.received),
+            ("confirmed", "subscriptions confirmed", &self.confirmed),
+            ("submitted", "runs submitted", &self.submitted),
+            (
+                "duplicates",
+                "alarms whose incident was already submitted",
+                &self.duplicates,
+            ),
+            (
+                "unmatched",
+                "notifications no trigger matched",
+                &self.unmatched,
+            ),
+            (
+                "refused",
+                "deliveries refused (signature, topic, form)",
+                &self.refused,
+            ),
+            (
+                "unavailable",
+                "deliveries answered 503 for SNS to retry",
+                &self.unavailable,
+            ),
+        ] {
+            out.push_str(&format!(
+                "# HELP runbook_intake_{name}_total {help}\n# TYPE runbook_intake_{name}_total counter\nrunbook_intake_{name}_total {}\n",
+                v.load(Ordering::Relaxed)
+            ));
+        }
+        out
+    }
+}
+
+pub struct Intake {
+    pub triggers: Triggers,
+    pub verifier: Verifier,
+    pub fleet: Arc<Fleet>,
+    pub counters: Counters,
+}
+
+/// Serves until SIGTERM or Ctrl-C.
+pub async fn serve(intake: Arc<Intake>, addr: std::net::SocketAddr) -> Result<()> {
+    let app = axum::Router::new()
+        .route("/sns", post(deliver))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(intake.clone());
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on `{addr}` (`--listen`)"))?;
+    tracing::info!(
+        %addr,
+        triggers = intake.triggers.triggers.len(),
+        topics = intake.triggers.topics.len(),
+        "taking SNS deliveries at POST /sns"
+    );
+    if let Some(e) = intake.verifier.endpoint() {
+        tracing::warn!(
+            endpoint = %e,
+            "certificates and confirmations are fetched from the AWS_ENDPOINT_URL override, not from AWS"
+        );
+    }
+    let stop = async {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping: no more deliveries");
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+        .context("serving SNS deliveries")
+}
+
+async fn healthz(State(intake): State<Arc<Intake>>) -> (StatusCode, &'static str) {
+    if intake.fleet.connected() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not connected to NATS\n")
+    }
+}
+
+async fn metrics(State(intake): State<Arc<Intake>>) -> String {
+    intake.counters.render()
+}
+
+async fn deliver(State(intake): State<Arc<Intake>>, body: Bytes) -> (StatusCode, String) {
+    let c = &intake.counters;
+    c.received.fetch_add(1, Ordering::Relaxed);
+    match handle(&intake, &body).await {
+        Ok(said) => (StatusCode::OK, format!("{said}\n")),
+        Err(Refusal::Bad(why)) => {
+            c.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!("refused an SNS delivery: {why}");
+            (StatusCode::FORBIDDEN, format!("refused: {why}\n"))
+        }
+        Err(Refusal::Unavailable(why)) => {
+            c.unavailable.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("could not take an SNS delivery now (SNS will retry): {why}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("try again: {why}\n"),
+            )
+        }
+    }
+}
+
+async fn handle(intake: &Arc<Intake>, body: &[u8]) -> Result<String, Refusal> {
+    let m = Envelope::parse(body)?;
+    // Before any fetch: a message for a topic we do not take costs nothing.
+    if !intake.triggers.accepts_topic(&m.topic_arn) {
+        return Err(Refusal::Bad(format!(
+            "topic `{}` is not among the triggers file's `topics`",
+            m.topic_arn
+        )));
+    }
+    intake.verifier.verify(&m).await?;
+    let c = &intake.counters;
+    match m.kind.as_str() {
+        "SubscriptionConfirmation" => {
+            intake.verifier.confirm(&m).await?;
+            c.confirmed.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(topic = m.topic_arn, "subscription confirmed");
+            Ok(format!("subscribed to `{}`", m.topic_arn))
+        }
+        "UnsubscribeConfirmation" => {
+            tracing::warn!(
+                topic = m.topic_arn,
+                "unsubscribed from the topic: its alarms no longer reach this intake"
+            );
+            Ok("noted".into())
+        }
+        _ => {
+            let alarm = Alarm::from_message(&m.topic_arn, &m.message_id, &m.message);
+            let Some(index) = intake.triggers.find(&alarm) else {
+                c.unmatched.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    topic = m.topic_arn,
+                    alarm = alarm.name.as_deref().unwrap_or("-"),
+                    state = alarm.state.as_deref().unwrap_or("-"),
+                    "no trigger matches"
+                );
+                return Ok("no trigger matches".into());
+            };
+            let name = intake.triggers.triggers[index].name.clone();
+            let (intake2, alarm2) = (intake.clone(), alarm.clone());
+            // Files read, a runbook parsed, NATS waited on: not on the
+            // server's threads.
+            let (incident, published) = tokio::task::spawn_blocking(move || {
+                let trigger = &intake2.triggers.triggers[index];
+                let request = trigger.request("sns", &alarm2).map_err(|e| {
+                    Refusal::Unavailable(format!("trigger `{}`: {e:#}", trigger.name))
+                })?;
+                let incident = request.incident.clone();
+                let key = format!("incident:{incident}");
+                publish(&intake2.fleet, &Request::Run(request), &key)
+                    .map(|p| (incident, p))
+                    .map_err(|e| Refusal::Unavailable(format!("submitting: {e:#}")))
+            })
+            .await
+            .map_err(|e| Refusal::Unavailable(format!("submitting: {e}")))??;
+            let trigger = name;
+            if published.duplicate {
+                c.duplicates.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(incident, trigger, "already submitted");
+                Ok(format!("incident `{incident}` was already submitted"))
+            } else {
+                c.submitted.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(
+                    incident,
+                    trigger,
+                    sequence = published.sequence,
+                    "submitted"
+                );
+                Ok(format!("submitted incident `{incident}`"))
+            }
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The fleet's servers and processes for tests: `nats-server` with
+//! JetStream (one node or a cluster) and `runbook worker` processes.
+
+use super::live::{free_port, notify_hook, wait_for};
+use super::{output, runbook};
+use runbook_host::fleet::nats::Fleet;
+use runbook_host::fleet::store::JetStreamStore;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// `nats-server -js` processes; a cluster when more than one.
+pub struct Nats {
+    nodes: Vec<Option<Child>>,
+    ports: Vec<u16>,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start(n: usize) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let nodes = (0..n)
+            .map(|i| {
+                let mut cmd = Command::new("nats-server");
+                cmd.args(["-js", "-a", "127.0.0.1", "-p", &ports[i].to_string()])
+                    .args(["-n", &format!("n{i}")])
+                    .arg("-sd")
+                    .arg(dir.path().join(format!("n{i}")));
+                if n > 1 {
+                    let others: Vec<String> = (0..n)
+                        .filter(|j| *j != i)
+                        .map(|j| format!("nats://127.0.0.1:{}", routes[j]))
+                        .collect();
+                    cmd.args(["--cluster_name", "runbook-test"])
+                        .args(["--cluster", &format!("nats://127.0.0.1:{}", routes[i])])
+                        .args(["--routes", &others.join(",")]);
+                }
+                Some(
+                    cmd.stdin(Stdio::null())
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .spawn()
+                        .expect("`nats-server` must be installed (`apt-get install nats-server`)"),
+                )
+            })
+            .collect();
+        let nats = Self {
+            nodes,
+            ports,
+            _dir: dir,
+        };
+        // Ready when the streams can be made with a copy on every node.
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = output(runbook().args([
+                "approve",
+                "no-such-run",
+                "step",
+                "--nats",
+                &nats.url(),
+                "--replicas",
+                &n.to_string(),
+            ]));
+            if out.stderr.contains("no run `no-such-run`") {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "the NATS cluster did not come up within 60 s: {}",
+                out.stderr
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        self.ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn store(&self) -> Arc<JetStreamStore> {
+        JetStreamStore::new(Fleet::connect(&self.url(), None).unwrap())
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+    }
+}
+
+pub fn aws(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env("RUNBOOK_TEST_PD_KEY", "test-routing-key")
+        .env("RUNBOOK_TEST_SLACK_URL", format!("{}/slack", notify_hook()))
+}
+
+/// A `runbook worker` process with its health endpoint.
+pub struct Worker {
+    pub child: Child,
+    pub health: u16,
+    pub log: std::path::PathBuf,
+}
+
+impl Worker {
+    pub fn start(nats: &Nats, dir: &Path, name: &str) -> Self {
+        let health = free_port();
+        let log = dir.join(format!("{name}.log"));
+        let child = aws(runbook().args([
+            "worker",
+            "--nats",
+            &nats.url(),
+            "--concurrency",
+            "3",
+            "--ack-wait",
+            "6",
+            "--grace",
+            "10",
+            "--health",
+            &format!("127.0.0.1:{health}"),
+        ]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+        let w = Self { child, health, log };
+        wait_for("a worker's health endpoint", || w.get("/healthz").is_some());
+        w
+    }
+
+    pub fn get(&self, path: &str) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.health)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let ok = text.starts_with("HTTP/1.0 200") || text.starts_with("HTTP/1.1 200");
+        ok.then_some(text)
+    }
+
+    pub fn counter(&self, name: &str) -> u64 {
+        let text = self.get("/metrics").unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("runbook_worker_{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Waits (bounded) for `done`, failing with `what` and the workers' logs.
+pub fn wait_until(what: &str, secs: u64, logs: &[&Worker], mut done: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        if Instant::now() > until {
+            let logs: String = logs
+                .iter()
+                .map(|w| std::fs::read_to_string(&w.log).unwrap_or_default())
+                .collect();
+            panic!("{what}: not within {secs} s; worker logs:\n{logs}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

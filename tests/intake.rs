@@ -1,0 +1,512 @@
+//! Alarm intake (`runbook serve`) against real servers on 127.0.0.1:
+//! moto's SNS delivers CloudWatch alarm notifications, signed with its own
+//! key, over HTTP to `runbook serve`, which checks them, submits runs to a
+//! `nats-server` JetStream, and a `runbook worker` runs them. A second test
+//! plays SNS with a certificate of its own (made by `openssl`), to confirm
+//! a subscription and to try altered, misdirected and old-style messages.
+
+mod common;
+
+use base64::Engine;
+use common::fleet::{Nats, Worker, aws, wait_until};
+use common::live::{Moto, free_port, wait_for};
+use common::{RB0031, root, runbook};
+use runbook_host::journal::Store;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const SIM: &str = "runbooks/scenarios/bad-deploy.toml";
+
+/// A `runbook serve` process.
+struct Serve {
+    child: Child,
+    port: u16,
+    log: std::path::PathBuf,
+}
+
+impl Serve {
+    fn start(nats: &Nats, triggers: &Path, sns_endpoint: &str, dir: &Path) -> Self {
+        let port = free_port();
+        let log = dir.join("serve.log");
+        let child = aws(runbook().args([
+            "serve",
+            "--triggers",
+            triggers.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--nats",
+            &nats.url(),
+        ]))
+        .env("AWS_ENDPOINT_URL_SNS", sns_endpoint)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+        let s = Self { child, port, log };
+        wait_for("`runbook serve` to listen", || {
+            http(s.port, "GET", "/healthz", "").is_some_and(|(c, _)| c == 200)
+        });
+        s
+    }
+
+    fn post(&self, body: &str) -> (u16, String) {
+        http(self.port, "POST", "/sns", body).expect("`runbook serve` answers")
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        let (_, text) = http(self.port, "GET", "/metrics", "").unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("runbook_intake_{name}_total ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.0 request to 127.0.0.1: status and body.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|b| b.1).unwrap_or("");
+    Some((code, body.to_string()))
+}
+
+fn sns(moto: &Moto) -> aws_sdk_sns::Client {
+    let conf = aws_sdk_sns::Config::builder()
+        .behavior_version(aws_sdk_sns::config::BehaviorVersion::latest())
+        .region(aws_sdk_sns::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_sns::config::Credentials::new(
+            "test", "test", None, None, "tests",
+        ))
+        .endpoint_url(&moto.url)
+        .build();
+    aws_sdk_sns::Client::from_conf(conf)
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// CloudWatch's notification of `alarm` entering `state` at `at`.
+fn alarm_message(alarm: &str, state: &str, at: &str) -> String {
+    serde_json::json!({
+        "AlarmName": alarm,
+        "AlarmDescription": "auth-service 5xx rate",
+        "AWSAccountId": "123456789012",
+        "NewStateValue": state,
+        "NewStateReason": "Threshold Crossed: 1 datapoint [12.0] was greater than the threshold (5.0).",
+        "StateChangeTime": at,
+        "Region": "US East (N. Virginia)",
+        "AlarmArn": format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:{alarm}"),
+        "OldStateValue": "OK",
+    })
+    .to_string()
+}
+
+fn triggers_file(dir: &Path, topics: &[&str], alarm: &str) -> std::path::PathBuf {
+    let path = dir.join("triggers.toml");
+    let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
+    std::fs::write(
+        &path,
+        format!(
+            "topics = [{}]\n\n[[trigger]]\nname = \"auth-5xx\"\nalarm = \"{alarm}\"\nrunbook = {:?}\nsim = {:?}\nyes = true\n",
+            topics.join(", "),
+            root().join(RB0031).to_str().unwrap(),
+            root().join(SIM).to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// moto's SNS delivers the alarm five times (five publishes of one state
+/// change), a recovery, another alarm, and a message on a topic the
+/// triggers file does not list: one run, which a worker completes; the
+/// alarm's next transition is a second run.
+#[test]
+fn alarms_from_moto_sns_become_one_run_per_transition() {
+    let moto = Moto::start();
+    let nats = Nats::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(&nats, dir.path(), "w0");
+    let client = sns(&moto);
+    let rt = rt();
+    let tag = common::now_nanos() % 1_000_000_000;
+    let (topic, other) = rt.block_on(async {
+        let t = client
+            .create_topic()
+            .name(format!("alarms-{tag}"))
+            .send()
+            .await
+            .unwrap();
+        let o = client
+            .create_topic()
+            .name(format!("other-{tag}"))
+            .send()
+            .await
+            .unwrap();
+        (t.topic_arn.unwrap(), o.topic_arn.unwrap())
+    });
+    let alarm = format!("auth-5xx-{tag}");
+    let triggers = triggers_file(dir.path(), &[&topic], &alarm);
+    let serve = Serve::start(&nats, &triggers, &moto.url, dir.path());
+    let endpoint = format!("http://127.0.0.1:{}/sns", serve.port);
+    // No `Subject`: moto (5.1) leaves it out of the text it signs, where
+    // AWS signs it (the other test signs one with a subject).
+    let publish = |topic: &str, message: String| {
+        rt.block_on(async {
+            client
+                .publish()
+                .topic_arn(topic)
+                .message(message)
+                .send()
+                .await
+                .unwrap();
+        })
+    };
+    rt.block_on(async {
+        for t in [&topic, &other] {
+            client
+                .subscribe()
+                .topic_arn(t)
+                .protocol("http")
+                .endpoint(&endpoint)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let first = "2026-11-27T15:04:05.000+0000";
+    for _ in 0..5 {
+        publish(&topic, alarm_message(&alarm, "ALARM", first));
+    }
+    publish(&topic, alarm_message(&alarm, "OK", first));
+    publish(&topic, alarm_message("billing-latency", "ALARM", first));
+    publish(&other, alarm_message(&alarm, "ALARM", first));
+    // moto delivers while it publishes; the counters say what came.
+    wait_for("eight deliveries", || serve.counter("received") >= 8);
+    let counts = [
+        "received",
+        "submitted",
+        "duplicates",
+        "unmatched",
+        "refused",
+        "unavailable",
+    ]
+    .map(|c| serve.counter(c));
+    assert_eq!(counts, [8, 1, 4, 2, 1, 0], "{}", serve.log());
+    let store = nats.store();
+    let incident = format!("us-east-1:{alarm}:{first}");
+    wait_until("the alarm's run to end", 120, &[&worker], || {
+        store
+            .incident_runs(&incident)
+            .unwrap_or_default()
+            .first()
+            .and_then(|r| runbook_host::journal::finished(&store.read_run(r).ok()?).cloned())
+            .is_some()
+    });
+    let runs = store.incident_runs(&incident).unwrap();
+    assert_eq!(runs.len(), 1, "one run for five deliveries");
+    let lines = store.read_run(&runs[0]).unwrap();
+    let end = runbook_host::journal::finished(&lines).unwrap();
+    assert_eq!(end["status"], "resolved", "{lines:?}");
+    let start = lines.iter().find(|l| l["event"] == "run-start").unwrap();
+    assert_eq!(start["incident"], incident.as_str());
+    // The next transition is another incident.
+    let second = "2026-11-27T16:10:00.000+0000";
+    publish(&topic, alarm_message(&alarm, "ALARM", second));
+    wait_for("the second transition", || serve.counter("submitted") == 2);
+    let incident = format!("us-east-1:{alarm}:{second}");
+    wait_until("the second run to end", 120, &[&worker], || {
+        store
+            .incident_runs(&incident)
+            .unwrap_or_default()
+            .first()
+            .and_then(|r| runbook_host::journal::finished(&store.read_run(r).ok()?).cloned())
+            .is_some()
+    });
+    assert!(
+        serve
+            .log()
+            .contains("is not among the triggers file's `topics`")
+    );
+}
+
+/// What the fake SNS host saw: request lines.
+type Seen = Arc<Mutex<Vec<String>>>;
+
+/// Plays the SNS host for a certificate and subscription confirmations:
+/// serves `cert` at `/SimpleNotificationService-test.pem`, answers 500 at
+/// `/SimpleNotificationService-broken.pem`, and 200 to a confirmation.
+fn fake_sns_host(cert: Vec<u8>) -> (u16, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(200) {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut first = String::new();
+            let _ = reader.read_line(&mut first);
+            let mut auth = false;
+            for _ in 0..100 {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                auth |= h
+                    .to_ascii_lowercase()
+                    .starts_with("authorization: aws4-hmac-sha256");
+            }
+            let target = first.split(' ').nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(format!("{target} signed={auth}"));
+            let (status, body) = if target == "/SimpleNotificationService-test.pem" {
+                ("200 OK", cert.clone())
+            } else if target.starts_with("/?Action=ConfirmSubscription") {
+                ("200 OK", b"<ConfirmSubscriptionResponse/>".to_vec())
+            } else if target == "/SimpleNotificationService-broken.pem" {
+                ("500 Internal Server Error", Vec::new())
+            } else {
+                ("404 Not Found", Vec::new())
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(&body);
+        }
+    });
+    (port, seen)
+}
+
+/// Signs `fields` (SNS's string to sign, written out here from AWS's
+/// documentation) with `key` via `openssl dgst -sha256 -sign`.
+fn sign(key: &Path, fields: &[(&str, &str)]) -> String {
+    let text: String = fields.iter().map(|(k, v)| format!("{k}\n{v}\n")).collect();
+    let mut child = Command::new("openssl")
+        .args(["dgst", "-sha256", "-sign"])
+        .arg(key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("`openssl` must be installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    base64::engine::general_purpose::STANDARD.encode(out.stdout)
+}
+
+/// SNS played with a certificate of the test's own: a signed subscription
+/// confirmation is confirmed at its `SubscribeURL` (signed SigV4, for a
+/// local SNS); a signed alarm is submitted; an altered message, a
+/// certificate URL off AWS's SNS hosts, signature version 1, an unlisted
+/// topic and a confirmation URL elsewhere are refused (403) without
+/// fetching anything they name; a certificate that does not come is 503,
+/// for SNS to deliver again.
+#[test]
+fn sns_messages_are_checked_as_aws_documents() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, cert) = (dir.path().join("key.pem"), dir.path().join("cert.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=sns.amazonaws.com", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("`openssl` must be installed");
+    assert!(made.success());
+    let (port, seen) = fake_sns_host(std::fs::read(&cert).unwrap());
+    let nats = Nats::start(1);
+    let topic = "arn:aws:sns:us-east-1:123456789012:auth-alarms";
+    let alarm = "auth-5xx";
+    let triggers = triggers_file(dir.path(), &[topic], alarm);
+    let serve = Serve::start(
+        &nats,
+        &triggers,
+        &format!("http://127.0.0.1:{port}"),
+        dir.path(),
+    );
+    let cert_url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem";
+    let subscribe_url = format!(
+        "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={topic}&Token=tok-123"
+    );
+    let confirmation_to =
+        |message: &str, signed_message: &str, url: &str, version: &str, subscribe_url: &str| {
+            let signature = sign(
+                &key,
+                &[
+                    ("Message", signed_message),
+                    ("MessageId", "c-1"),
+                    ("SubscribeURL", subscribe_url),
+                    ("Timestamp", "2026-11-27T15:00:00.000Z"),
+                    ("Token", "tok-123"),
+                    ("TopicArn", topic),
+                    ("Type", "SubscriptionConfirmation"),
+                ],
+            );
+            serde_json::json!({
+                "Type": "SubscriptionConfirmation",
+                "MessageId": "c-1",
+                "Token": "tok-123",
+                "TopicArn": topic,
+                "Message": message,
+                "SubscribeURL": subscribe_url,
+                "Timestamp": "2026-11-27T15:00:00.000Z",
+                "SignatureVersion": version,
+                "Signature": signature,
+                "SigningCertURL": url,
+            })
+            .to_string()
+        };
+    let confirmation = |message: &str, signed_message: &str, url: &str, version: &str| {
+        confirmation_to(message, signed_message, url, version, &subscribe_url)
+    };
+    let hello = "You have chosen to subscribe to the topic.";
+    let (code, said) = serve.post(&confirmation(hello, hello, cert_url, "2"));
+    assert_eq!(code, 200, "{said}\n{}", serve.log());
+    let confirmed = |seen: &Seen| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|l| {
+                l.starts_with("/?Action=ConfirmSubscription") && l.contains("Token=tok-123")
+            })
+            .count()
+    };
+    assert_eq!(confirmed(&seen), 1, "{:?}", seen.lock().unwrap());
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .all(|l| l.ends_with("signed=true")),
+        "requests to a local SNS are signed"
+    );
+    let fetched = seen.lock().unwrap().len();
+
+    // Altered after signing.
+    let (code, said) = serve.post(&confirmation(
+        "Subscribe me elsewhere.",
+        hello,
+        cert_url,
+        "2",
+    ));
+    assert_eq!(code, 403);
+    assert!(said.contains("does not match"), "{said}");
+    // Signed properly, but the certificate would come from off AWS's hosts.
+    for url in [
+        "https://evil.example/SimpleNotificationService-test.pem",
+        "http://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem",
+        "https://sns.us-east-1.amazonaws.com.evil.example/SimpleNotificationService-test.pem",
+    ] {
+        let (code, said) = serve.post(&confirmation(hello, hello, url, "2"));
+        assert_eq!(code, 403, "{url}");
+        assert!(
+            said.contains("not on an SNS host") || said.contains("not HTTPS"),
+            "{said}"
+        );
+    }
+    let (code, said) = serve.post(&confirmation(hello, hello, cert_url, "1"));
+    assert_eq!(code, 403);
+    assert!(said.contains("`SignatureVersion` to `2`"), "{said}");
+    // Signed, but confirming at a URL off AWS's SNS hosts, or another topic.
+    for elsewhere in [
+        format!("https://evil.example/?Action=ConfirmSubscription&TopicArn={topic}&Token=tok-123"),
+        "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=arn:aws:sns:us-east-1:1:x&Token=tok-123".to_string(),
+    ] {
+        let (code, said) = serve.post(&confirmation_to(hello, hello, cert_url, "2", &elsewhere));
+        assert_eq!(code, 403, "{elsewhere}");
+        assert!(said.contains("SubscribeURL"), "{said}");
+    }
+    // Nothing more confirmed, and nothing fetched but the cached certificate.
+    assert_eq!(confirmed(&seen), 1);
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        fetched,
+        "{:?}",
+        seen.lock().unwrap()
+    );
+
+    let notification = |topic: &str, message: &str, url: &str| {
+        let fields = [
+            ("Message", message),
+            ("MessageId", "n-1"),
+            ("Subject", "ALARM: auth-5xx"),
+            ("Timestamp", "2026-11-27T15:04:06.000Z"),
+            ("TopicArn", topic),
+            ("Type", "Notification"),
+        ];
+        serde_json::json!({
+            "Type": "Notification",
+            "MessageId": "n-1",
+            "TopicArn": topic,
+            "Subject": "ALARM: auth-5xx",
+            "Message": message,
+            "Timestamp": "2026-11-27T15:04:06.000Z",
+            "SignatureVersion": "2",
+            "Signature": sign(&key, &fields),
+            "SigningCertURL": url,
+            "MessageAttributes": {},
+        })
+        .to_string()
+    };
+    let fired = alarm_message(alarm, "ALARM", "2026-11-27T15:04:05.000+0000");
+    let (code, said) = serve.post(&notification(topic, &fired, cert_url));
+    assert_eq!(code, 200, "{said}");
+    assert!(
+        said.contains("submitted incident `us-east-1:auth-5xx:2026-11-27T15:04:05.000+0000`"),
+        "{said}"
+    );
+    // A topic the triggers file does not list: refused before any fetch.
+    let elsewhere = "arn:aws:sns:us-east-1:123456789012:someone-elses";
+    let (code, said) = serve.post(&notification(elsewhere, &fired, cert_url));
+    assert_eq!(code, 403);
+    assert!(said.contains("not among"), "{said}");
+    // The certificate does not come: SNS is asked to deliver again.
+    let broken = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-broken.pem";
+    let (code, said) = serve.post(&notification(topic, &fired, broken));
+    assert_eq!(code, 503, "{said}");
+    assert_eq!(serve.counter("submitted"), 1);
+    assert_eq!(serve.counter("unavailable"), 1);
+    // Not JSON at all.
+    assert_eq!(serve.post("Action=Publish&Message=hi").0, 403);
+}
