@@ -435,6 +435,13 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
     let store = nats.store();
     let url = nats.url();
     let tag = common::now_nanos();
+    // Approvers are paged at a hook of this test's own.
+    let approvers = Hook::start(202);
+    let paging = format!(
+        "[notify]\napprovals = \"approvers\"\n\n[notify.targets.approvers]\nkind = \"pagerduty\"\nrouting_key_env = \"RUNBOOK_TEST_PD_KEY\"\nurl = \"{}/v2/enqueue\"\n\n{}",
+        approvers.uri(),
+        notify_section()
+    );
     let (cluster, service, family) = ecs_service(&moto);
     let live = Live::new(
         &bad_deploy_metrics(),
@@ -443,6 +450,7 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
         (&cluster, &service),
         FILE_FLAGS,
     );
+    live.set_notify(&paging);
     let approved = format!("approve-{tag}");
     assert_eq!(submit(&nats, &live.env(), &approved, &[]).code, 0);
     let mut approved_steps = Vec::new();
@@ -483,6 +491,30 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
         service_task_definition(&moto, &cluster, &service),
         format!("{family}:2")
     );
+    // The approvers were paged when it parked, and the page resolved when
+    // it went on.
+    let run = store.incident_runs(&approved).unwrap()[0].clone();
+    let key = format!("runbook-approval-{run}");
+    let pages = |action: &str, key: &str| {
+        approvers
+            .bodies("/v2/enqueue")
+            .into_iter()
+            .filter(|b| b["dedup_key"] == key && b["event_action"] == action)
+            .collect::<Vec<_>>()
+    };
+    wait_until("the approvers' page to resolve", 30, &[&worker], || {
+        !pages("resolve", &key).is_empty()
+    });
+    let triggered = pages("trigger", &key);
+    assert!(
+        triggered
+            .iter()
+            .any(|b| b["payload"]["severity"] == "warning"
+                && b["payload"]["summary"]
+                    .as_str()
+                    .is_some_and(|s| s.contains(&format!("runbook approve {run} rollback")))),
+        "{triggered:?}"
+    );
     // Never approved: escalates after 2 s, nothing changed.
     let (cluster, service, family) = ecs_service(&moto);
     let live = Live::new(
@@ -492,6 +524,7 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
         (&cluster, &service),
         FILE_FLAGS,
     );
+    live.set_notify(&paging);
     let ignored = format!("ignored-{tag}");
     assert_eq!(
         submit(&nats, &live.env(), &ignored, &["--approval-timeout", "2"]).code,
@@ -513,6 +546,18 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
         show.stdout
     );
     assert!(worker.counter("escalated_total") >= 1);
+    // Paged when it parked, again (critical) when it escalated.
+    let key = format!("runbook-approval-{run}");
+    wait_until("the escalation page", 30, &[&worker], || {
+        pages("trigger", &key)
+            .iter()
+            .any(|b| b["payload"]["severity"] == "critical")
+    });
+    assert!(
+        pages("trigger", &key)
+            .iter()
+            .any(|b| b["payload"]["severity"] == "warning")
+    );
 }
 
 /// A stream made by something else, in a way that would lose or repeat

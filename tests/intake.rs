@@ -510,3 +510,21 @@ fn sns_messages_are_checked_as_aws_documents() {
     // Not JSON at all.
     assert_eq!(serve.post("Action=Publish&Message=hi").0, 403);
 }
+
+/// The example triggers file checks, and says what it maps.
+#[test]
+fn the_example_triggers_file_checks() {
+    let out = common::run(&[
+        "serve",
+        "--triggers",
+        "runbooks/triggers.example.toml",
+        "--check",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("auth-5xx: alarm `auth-service-5xx-rate` in `ALARM`"),
+        "{}",
+        out.stdout
+    );
+}

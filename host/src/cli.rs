@@ -268,6 +268,11 @@ pub struct RunsArgs {
     /// How many, newest first.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
+    /// One JSON object per run and line (run, started, runbook, status,
+    /// incident, holder, and `applied`: "STEP RESOURCE" of each change it
+    /// made), for tools.
+    #[arg(long)]
+    pub json: bool,
     #[command(flatten)]
     pub state: StateArgs,
 }

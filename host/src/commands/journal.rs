@@ -160,15 +160,17 @@ pub fn show(args: ShowArgs) -> Result<Exit> {
 pub fn runs(args: RunsArgs) -> Result<Exit> {
     let store = super::run::store_for(&args.state)?;
     let mut out = String::new();
-    say!(
-        out,
-        "{:<14} {:<21} {:<10} {:<18} {:<20} incident",
-        "run",
-        "started",
-        "runbook",
-        "status",
-        "by"
-    );
+    if !args.json {
+        say!(
+            out,
+            "{:<14} {:<21} {:<10} {:<18} {:<20} incident",
+            "run",
+            "started",
+            "runbook",
+            "status",
+            "by"
+        );
+    }
     for id in store.recent_runs(args.limit)? {
         let lines = store.read_run(&id).unwrap_or_default();
         let start = lines.iter().find(|l| l["event"] == "run-start");
@@ -178,6 +180,23 @@ pub fn runs(args: RunsArgs) -> Result<Exit> {
             None if store.is_running(&id) => "running".into(),
             None => "unfinished".into(),
         };
+        if args.json {
+            let row = serde_json::json!({
+                "run_id": id,
+                "started": start.map(|s| s["time"].clone()),
+                "runbook": start.map(|s| s["runbook"]["id"].clone()),
+                "status": status,
+                "incident": start.map(|s| s["incident"].clone()),
+                "holder": start.map(|s| s["holder"].clone()),
+                "applied": lines
+                    .iter()
+                    .filter(|l| l["event"] == "applied")
+                    .map(|l| format!("{} {}", text(&l["step"]), text(&l["resource"])))
+                    .collect::<Vec<_>>(),
+            });
+            say!(out, "{row}");
+            continue;
+        }
         say!(
             out,
             "{:<14} {:<21} {:<10} {:<18} {:<20} {}",

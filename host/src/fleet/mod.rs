@@ -9,6 +9,7 @@
 //! - [`worker`]: pulls requests and runs them; acknowledges when a run has
 //!   ended, so a dead worker's run continues elsewhere from its journal.
 //! - [`parked`]: runs waiting for an approval, `approve`, escalation.
+//! - [`page`]: paging people about parked runs (the notify capability).
 //! - [`health`]: a worker's `/healthz` and `/metrics`.
 //! - [`triggers`]: the triggers file (which alarm starts which runbook).
 //! - [`sns`]: SNS deliveries, their signatures checked as AWS documents.
@@ -17,6 +18,7 @@
 pub mod health;
 pub mod intake;
 pub mod nats;
+pub mod page;
 pub mod parked;
 pub mod request;
 pub mod sns;

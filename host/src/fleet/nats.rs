@@ -310,14 +310,34 @@ fn state_config(replicas: usize) -> stream::Config {
 /// configuration breaks what the fleet relies on.
 async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<stream::Stream> {
     let name = want.name.clone();
-    let mut found = match js.get_stream(&name).await {
-        Ok(s) => s,
-        Err(_) => {
-            return js
-                .create_stream(want)
-                .await
-                .map_err(|e| jetstream_error(&format!("creating the stream `{name}`"), e));
+    // "Not found" makes it; anything else (a cluster electing a leader
+    // after losing a node) is asked again, and never answered by
+    // creating a stream that exists.
+    let mut last = String::new();
+    let mut found = None;
+    for attempt in 0..5u64 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
         }
+        match js.get_stream(&name).await {
+            Ok(s) => {
+                found = Some(s);
+                break;
+            }
+            Err(e) if e.to_string().contains("not found") => {
+                return js
+                    .create_stream(want)
+                    .await
+                    .map_err(|e| jetstream_error(&format!("creating the stream `{name}`"), e));
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    let Some(mut found) = found else {
+        return Err(jetstream_error(
+            &format!("reading the stream `{name}`"),
+            last,
+        ));
     };
     let info = found
         .info()

@@ -39,15 +39,17 @@ pub fn waiting_step(lines: &[Value]) -> Option<(String, String)> {
 }
 
 /// Parks `run_id` (stopped at `step` for `change`) until an approval or
-/// `timeout_s`; tells `runbook.events.parked`.
+/// `timeout_s`; tells `runbook.events.parked`. `page`: who is paged about
+/// it ([`super::page::planned`]), on record before the page goes out.
+/// Returns the parked entry.
 pub fn park(
     store: &JetStreamStore,
     run_id: &str,
     incident: &str,
-    step: &str,
-    change: &str,
+    (step, change): (&str, &str),
     timeout_s: u64,
-) -> Result<()> {
+    page: Option<Value>,
+) -> Result<Value> {
     let now = crate::time::now_ms();
     let value = json!({
         "run_id": run_id,
@@ -56,6 +58,7 @@ pub fn park(
         "change": change,
         "since_ms": now,
         "deadline_ms": now + timeout_s * 1000,
+        "page": page,
     });
     let (id, entry) = (run_id.to_string(), value.clone());
     store.fleet().change("parking a run", PARKED, move |all| {
@@ -72,7 +75,7 @@ pub fn park(
         step,
         "parked: waiting up to {timeout_s} s for `runbook approve {run_id} {step}` ({change})"
     );
-    Ok(())
+    Ok(value)
 }
 
 /// The steps approved for `run_id` so far.
@@ -138,8 +141,9 @@ pub fn approve(store: &JetStreamStore, run_id: &str, step: &str) -> Result<u64> 
 
 /// Parked runs whose time is up, claimed by this process (each by one
 /// process only), and escalated: `run-end` `escalated` in the journal,
-/// `runbook.events.escalated`. Returns the runs escalated.
-pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<String>> {
+/// `runbook.events.escalated`. Returns the parked entries of the runs
+/// escalated.
+pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
     let now = crate::time::now_ms();
     let (parked, _) = store.fleet().read("reading parked runs", PARKED)?;
     let overdue: Vec<(String, Value)> = parked
@@ -187,17 +191,27 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<String>> {
         told["reason"] = reason.clone().into();
         event(store.fleet(), "escalated", &told);
         tracing::error!(run_id, "{reason}");
-        done.push(run_id);
+        done.push(value);
     }
     Ok(done)
 }
 
-/// Forgets that `run_id` is parked (it continued).
-pub fn unpark(fleet: &Fleet, run_id: &str) {
+/// Forgets that `run_id` is parked (it continued); returns its parked
+/// entry, if this call took it out.
+pub fn unpark(fleet: &Fleet, run_id: &str) -> Option<Value> {
     let id = run_id.to_string();
-    let _ = fleet.change("unparking a run", PARKED, move |all| {
-        all.as_object_mut().and_then(|m| m.remove(&id)).is_some()
+    let removed = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let out = removed.clone();
+    let changed = fleet.change("unparking a run", PARKED, move |all| {
+        let taken = all.as_object_mut().and_then(|m| m.remove(&id));
+        let found = taken.is_some();
+        *out.lock().unwrap_or_else(|e| e.into_inner()) = taken;
+        found
     });
+    match changed {
+        Ok(true) => removed.lock().unwrap_or_else(|e| e.into_inner()).take(),
+        _ => None,
+    }
 }
 
 /// Publishes `value` on `runbook.events.KIND` (best effort: people are

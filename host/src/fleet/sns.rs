@@ -146,10 +146,14 @@ pub struct Verifier {
     http: reqwest::Client,
     /// Where AWS URLs are fetched instead (a local SNS), and the
     /// credentials requests there are signed with.
-    endpoint: Option<(url::Url, Option<(String, String, Option<String>)>)>,
+    endpoint: Option<(url::Url, Option<Credentials>)>,
     /// Certificates by URL (DER), at most `MAX_CERTS`.
     certs: Mutex<HashMap<String, Vec<u8>>>,
 }
+
+/// Access key id, secret, session token: what a request to a local SNS
+/// is signed with.
+type Credentials = (String, String, Option<String>);
 
 const MAX_CERTS: usize = 32;
 const MAX_CERT_BYTES: usize = 64 * 1024;

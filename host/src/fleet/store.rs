@@ -12,7 +12,7 @@
 //!   `run.ID` (who started it, when), `running.ID` and `lease.H` (held by
 //!   a live process: it renews the entry every few seconds; an entry not
 //!   renewed in time is free, so a process killed with -9 frees what it
-//!   held), `runs` (the list `runbook runs` shows), `parked` and
+//!   held), `runs.0`..`runs.f` (the list `runbook runs` shows), `parked` and
 //!   `approvals.ID` (approvals without a terminal). Lists are single
 //!   values changed by revision-checked updates, not scans of keys: a
 //!   scan needs a consumer, which a 2.9 cluster that lost a node may
@@ -40,10 +40,16 @@ const HOLD_FOR: Duration = Duration::from_secs(15);
 const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 /// How often a holder renews.
 const RENEW_EVERY: Duration = Duration::from_secs(4);
-/// The runs `runbook runs` can list: `[started_ms, run id]`, newest last.
-const RUNS: &str = "runs";
-/// The most runs that list keeps (older runs stay readable by id).
-const MAX_LISTED: usize = 1000;
+/// The runs `runbook runs` can list: `[started_ms, run id]`, newest last,
+/// in `RUN_SHARDS` values by the run id's digest (`runs.0` .. `runs.f`), so
+/// workers starting runs at once rarely write the same one.
+const RUN_SHARDS: usize = 16;
+/// The most runs each shard keeps (older runs stay readable by id).
+const MAX_LISTED: usize = 500;
+
+fn runs_key(shard: usize) -> String {
+    format!("runs.{shard:x}")
+}
 /// Most lines read back from one run's journal.
 const MAX_LINES: usize = 100_000;
 
@@ -158,6 +164,30 @@ impl JetStreamStore {
             }
         }
         Err(anyhow!("run `{run_id}`: its hold kept changing; try again"))
+    }
+
+    /// Adds the run to the listing. A run not listed is still itself (found
+    /// by id and by incident): a failure here is logged, not the run's.
+    fn list_run(&self, run_id: &str, started_ms: &Value) {
+        let shard = usize::from_str_radix(&crate::engine::sha256_hex(run_id.as_bytes())[..1], 16)
+            .unwrap_or(0);
+        let (id, at) = (run_id.to_string(), started_ms.clone());
+        let listed = self
+            .fleet
+            .change("listing a run", &runs_key(shard), move |all| {
+                if !all.is_array() {
+                    *all = json!([]);
+                }
+                if let Some(list) = all.as_array_mut() {
+                    list.push(json!([at.clone(), id.clone()]));
+                    let over = list.len().saturating_sub(MAX_LISTED);
+                    list.drain(..over);
+                }
+                true
+            });
+        if let Err(e) = listed {
+            tracing::warn!(run_id, "`runbook runs` will not list this run: {e:#}");
+        }
     }
 
     fn journal(&self, run_id: &str, hold: Hold, lines: &[Value], last: u64) -> Journal {
@@ -441,18 +471,7 @@ impl Store for JetStreamStore {
                     "started_ms": crate::time::now_ms(),
                 });
                 self.put_if(&format!("run.{run_id}"), &run, None)?;
-                let (id, at) = (run_id.to_string(), run["started_ms"].clone());
-                self.fleet.change("listing a run", RUNS, move |all| {
-                    if !all.is_array() {
-                        *all = json!([]);
-                    }
-                    if let Some(list) = all.as_array_mut() {
-                        list.push(json!([at.clone(), id.clone()]));
-                        let over = list.len().saturating_sub(MAX_LISTED);
-                        list.drain(..over);
-                    }
-                    true
-                })?;
+                self.list_run(run_id, &run["started_ms"]);
                 return Ok(self.journal(run_id, hold, &[], 0));
             }
         }
@@ -498,13 +517,16 @@ impl Store for JetStreamStore {
     }
 
     fn recent_runs(&self, limit: usize) -> Result<Vec<String>> {
-        let (all, _) = self.fleet.read("listing runs", RUNS)?;
-        let mut runs: Vec<(u64, String)> = all
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|r| Some((r[0].as_u64()?, r[1].as_str()?.to_string())))
-            .collect();
+        let mut runs: Vec<(u64, String)> = Vec::new();
+        for shard in 0..RUN_SHARDS {
+            let (all, _) = self.fleet.read("listing runs", &runs_key(shard))?;
+            runs.extend(
+                all.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| Some((r[0].as_u64()?, r[1].as_str()?.to_string()))),
+            );
+        }
         runs.sort();
         runs.reverse();
         Ok(runs.into_iter().take(limit).map(|(_, id)| id).collect())

@@ -13,9 +13,9 @@
 //! continue elsewhere from their journals).
 
 use super::nats::{Fleet, REQUESTS, TIMEOUT, jetstream_error};
-use super::parked;
 use super::request::{Request, RunRequest};
 use super::store::JetStreamStore;
+use super::{page, parked};
 use crate::commands::run::{RunContext, resume_in, run_in};
 use crate::engine::Runtime;
 use crate::exit::Exit;
@@ -159,13 +159,18 @@ pub async fn work(
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut sweep = tokio::time::interval(Duration::from_secs(2));
     let mut sweeping: Option<tokio::task::JoinHandle<()>> = None;
+    // Requests come from a task of their own: a pull cancelled halfway
+    // (as a `select!` branch would be) loses the messages it had taken
+    // until their ack wait runs out.
+    let (taken_tx, mut taken) = tokio::sync::mpsc::channel(settings.concurrency);
+    let (fetch_stop, fetch_stopped) = tokio::sync::watch::channel(false);
+    let fetcher = tokio::spawn(pull(consumer, slots.clone(), taken_tx, fetch_stopped));
     tracing::info!(
         nats = fleet.url,
         concurrency = settings.concurrency,
         "worker started"
     );
     loop {
-        let free = slots.available_permits();
         tokio::select! {
             _ = terminate.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
@@ -174,27 +179,39 @@ pub async fn work(
                 // flowing while it reads.
                 if sweeping.as_ref().is_none_or(|h: &tokio::task::JoinHandle<()>| h.is_finished()) {
                     let (w, counters) = (worker.clone(), counters.clone());
+                    let here = tokio::runtime::Handle::current();
                     sweeping = Some(tokio::task::spawn_blocking(move || {
                         match parked::escalate_overdue(&w.store) {
-                            Ok(runs) => { counters.escalated.fetch_add(runs.len() as u64, Ordering::Relaxed); }
+                            Ok(runs) => {
+                                counters.escalated.fetch_add(runs.len() as u64, Ordering::Relaxed);
+                                for run in runs.into_iter().filter(|r| !r["page"].is_null()) {
+                                    here.spawn(async move {
+                                        page::send_logged(&run["page"], &run, page::Event::Escalated).await;
+                                    });
+                                }
+                            }
                             Err(e) => tracing::debug!("escalating parked runs: {e:#}"),
                         }
                     }));
                 }
             }
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
-            fetched = fetch(&consumer, free), if free > 0 => {
-                for msg in fetched {
-                    let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                    let (w, stop) = (worker.clone(), stop_rx.clone());
-                    tasks.spawn(async move {
-                        w.handle(msg, stop).await;
-                        drop(permit);
-                    });
-                }
+            Some((msg, permit)) = taken.recv() => {
+                let (w, stop) = (worker.clone(), stop_rx.clone());
+                tasks.spawn(async move {
+                    w.handle(msg, stop).await;
+                    drop(permit);
+                });
             }
         }
     }
+    // No more requests: those taken but not started go back at once.
+    let _ = fetch_stop.send(true);
+    taken.close();
+    while let Some((msg, _)) = taken.recv().await {
+        let _ = msg.ack_with(AckKind::Nak(None)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), fetcher).await;
     tracing::info!(
         in_flight = tasks.len(),
         "stopping: no more requests; letting runs in hand finish for up to {} s",
@@ -256,33 +273,60 @@ async fn consumer(
     }
 }
 
-/// Up to `n` requests, waiting at most 2 s for any.
-async fn fetch(
-    c: &async_nats::jetstream::consumer::PullConsumer,
-    n: usize,
-) -> Vec<async_nats::jetstream::Message> {
+type Taken = (
+    async_nats::jetstream::Message,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+/// Pulls requests while there are free slots, each with the slot it will
+/// run in, and hands them over as they come. Stops when told, or when
+/// nobody takes them any more (those are handed back).
+async fn pull(
+    consumer: async_nats::jetstream::consumer::PullConsumer,
+    slots: Arc<tokio::sync::Semaphore>,
+    taken: tokio::sync::mpsc::Sender<Taken>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
     use futures_util::StreamExt;
-    let batch = c
-        .fetch()
-        .max_messages(n)
-        .expires(Duration::from_secs(2))
-        .messages()
-        .await;
-    let Ok(mut batch) = batch else {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), batch.next()).await {
-        match m {
-            Ok(m) => out.push(m),
-            Err(e) => {
-                tracing::debug!("fetching: {e}");
+    while !*stop.borrow() {
+        let Ok(first) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        // Up to one request per free slot, each as soon as it is there;
+        // the pull ends when all came or after 2 s.
+        let batch = consumer
+            .batch()
+            .max_messages(permits.len())
+            .expires(Duration::from_secs(2))
+            .messages()
+            .await;
+        let Ok(mut batch) = batch else {
+            drop(permits);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), batch.next()).await {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!("pulling requests: {e}");
+                    break;
+                }
+            };
+            let Some(permit) = permits.pop() else {
+                let _ = m.ack_with(AckKind::Nak(None)).await;
                 break;
+            };
+            if let Err(back) = taken.send((m, permit)).await {
+                let _ = back.0.0.ack_with(AckKind::Nak(None)).await;
+                return;
             }
         }
     }
-    out
 }
 
 impl Worker {
@@ -465,7 +509,7 @@ impl Worker {
         };
         tracing::info!(incident = r.incident, runbook = %r.runbook.display(), "starting a run");
         let exit = run_in(args, &self.ctx).await;
-        self.after(&r.incident, exit, r.approval_timeout_s)
+        self.after(&r.incident, exit, r.approval_timeout_s, r.env.as_deref())
     }
 
     async fn continue_run(&self, run_id: &str, incident: &str, r: Option<&RunRequest>) -> Outcome {
@@ -499,16 +543,45 @@ impl Worker {
             Ok(_) => return unreachable_command(),
             Err(e) => return Outcome::Refused(e),
         };
-        {
+        let was_parked = {
             let (fleet, id) = (self.fleet.clone(), run_id.to_string());
-            let _ = tokio::task::spawn_blocking(move || parked::unpark(&fleet, &id)).await;
+            tokio::task::spawn_blocking(move || parked::unpark(&fleet, &id))
+                .await
+                .ok()
+                .flatten()
+        };
+        let paged = was_parked
+            .as_ref()
+            .map(|p| p["page"].clone())
+            .filter(|p| !p.is_null());
+        if let (Some(plan), Some(entry)) = (paged.clone(), was_parked) {
+            tokio::spawn(async move {
+                page::send_logged(&plan, &entry, page::Event::Continued).await;
+            });
         }
+        let env = r.and_then(|r| r.env.clone()).or_else(|| {
+            paged
+                .as_ref()
+                .and_then(|p| p["env"].as_str().map(std::path::PathBuf::from))
+        });
         let exit = resume_in(args, &self.ctx).await;
-        self.after(incident, exit, r.and_then(|r| r.approval_timeout_s))
+        self.after(
+            incident,
+            exit,
+            r.and_then(|r| r.approval_timeout_s),
+            env.as_deref(),
+        )
     }
 
     /// Acknowledge, retry or park, from how the run went.
-    fn after(&self, incident: &str, exit: Result<Exit>, timeout_s: Option<u64>) -> Outcome {
+    /// `env`: the run's environment file (who is paged when it parks).
+    fn after(
+        &self,
+        incident: &str,
+        exit: Result<Exit>,
+        timeout_s: Option<u64>,
+        env: Option<&std::path::Path>,
+    ) -> Outcome {
         let exit = match exit {
             Ok(e) => e,
             Err(e) => {
@@ -540,11 +613,26 @@ impl Worker {
                     return Outcome::Done;
                 };
                 let timeout = timeout_s.unwrap_or(self.settings.approval_timeout.as_secs());
-                if let Err(e) =
-                    parked::park(&self.store, &run_id, incident, &step, &change, timeout)
-                {
-                    tracing::error!(run_id, "parking: {e:#}");
-                    return Outcome::Later;
+                let plan = page::planned(env, &run_id);
+                match parked::park(
+                    &self.store,
+                    &run_id,
+                    incident,
+                    (&step, &change),
+                    timeout,
+                    plan.clone(),
+                ) {
+                    Ok(entry) => {
+                        if let Some(plan) = plan {
+                            tokio::spawn(async move {
+                                page::send_logged(&plan, &entry, page::Event::Parked).await;
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(run_id, "parking: {e:#}");
+                        return Outcome::Later;
+                    }
                 }
                 self.counters.parked.fetch_add(1, Ordering::Relaxed);
                 Outcome::Done

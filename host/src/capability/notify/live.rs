@@ -45,6 +45,10 @@ pub struct NotifyConfig {
     pub targets: BTreeMap<String, Endpoint>,
     #[serde(default)]
     pub channels: BTreeMap<String, Endpoint>,
+    /// The target paged when a fleet run parks waiting for an approval
+    /// (and when it escalates); one of `targets`.
+    #[serde(default)]
+    pub approvals: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -61,6 +65,7 @@ impl Default for NotifyConfig {
             max_attempts: default_attempts(),
             targets: BTreeMap::new(),
             channels: BTreeMap::new(),
+            approvals: None,
         }
     }
 }
@@ -94,6 +99,13 @@ impl NotifyConfig {
             return Err(format!(
                 "`notify.max_attempts` must be between 1 and 10, not {}",
                 self.max_attempts
+            ));
+        }
+        if let Some(alias) = &self.approvals
+            && !self.targets.contains_key(alias)
+        {
+            return Err(format!(
+                "`notify.approvals` names `{alias}`, which is not among `[notify.targets]`: add `[notify.targets.{alias}]` or name one of them"
             ));
         }
         for (section, map) in [("targets", &self.targets), ("channels", &self.channels)] {
