@@ -494,7 +494,7 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
     // The approvers were paged when it parked, and the page resolved when
     // it went on.
     let run = store.incident_runs(&approved).unwrap()[0].clone();
-    let key = format!("runbook-approval-{run}");
+    let key = format!("runbook-approval-{run}-rollback");
     let pages = |action: &str, key: &str| {
         approvers
             .bodies("/v2/enqueue")
@@ -505,6 +505,15 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
     wait_until("the approvers' page to resolve", 30, &[&worker], || {
         !pages("resolve", &key).is_empty()
     });
+    let last = approvers
+        .bodies("/v2/enqueue")
+        .into_iter()
+        .rfind(|b| b["dedup_key"] == key.as_str());
+    assert_eq!(
+        last.map(|b| b["event_action"].clone()),
+        Some("resolve".into()),
+        "the page for the approved step is resolved last"
+    );
     let triggered = pages("trigger", &key);
     assert!(
         triggered
@@ -547,7 +556,7 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
     );
     assert!(worker.counter("escalated_total") >= 1);
     // Paged when it parked, again (critical) when it escalated.
-    let key = format!("runbook-approval-{run}");
+    let key = format!("runbook-approval-{run}-rollback");
     wait_until("the escalation page", 30, &[&worker], || {
         pages("trigger", &key)
             .iter()

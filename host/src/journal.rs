@@ -99,13 +99,21 @@ pub struct Previous {
 pub struct Held {
     pub what: String,
     pub by: Option<Holder>,
+    /// Set when whether it is held could not be found out (the store did
+    /// not answer): why.
+    pub unknown: Option<String>,
 }
 
 impl std::fmt::Display for Held {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.by {
-            Some(h) => write!(f, "{} is held by {}", self.what, h.describe()),
-            None => write!(f, "{} is held by another run", self.what),
+        match (&self.unknown, &self.by) {
+            (Some(why), _) => write!(
+                f,
+                "{} could not be leased: {why} (is the journal store reachable?)",
+                self.what
+            ),
+            (None, Some(h)) => write!(f, "{} is held by {}", self.what, h.describe()),
+            (None, None) => write!(f, "{} is held by another run", self.what),
         }
     }
 }
@@ -226,6 +234,7 @@ pub fn incident_taken(
         anyhow::Error::new(Held {
             what: format!("incident `{incident}`"),
             by,
+            unknown: None,
         })
         .context(format!(
             "incident `{incident}` is being handled by {who}, which is still running"
@@ -466,6 +475,7 @@ impl Store for LocalStore {
             return Err(anyhow::Error::new(Held {
                 what: format!("run `{run_id}`"),
                 by,
+                unknown: None,
             })
             .context(format!("run `{run_id}` is running in another process")));
         };
@@ -529,6 +539,7 @@ impl Store for LocalStore {
             Box::new(Held {
                 what: format!("`{resource}`"),
                 by,
+                unknown: None,
             })
         };
         let file = Self::lock_file(&base.with_extension("lock")).map_err(|_| held(None))?;

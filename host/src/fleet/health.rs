@@ -1,5 +1,6 @@
 //! A worker's health and counters over HTTP: `GET /healthz` (200 while
-//! connected to NATS, else 503) and `GET /metrics` (Prometheus text).
+//! connected to NATS, else 503) and `GET /metrics` (Prometheus text);
+//! `runbook serve` renders its counters the same way.
 
 use super::nats::Fleet;
 use super::worker::Counters;
@@ -44,4 +45,26 @@ pub async fn serve(
         }
     });
     Ok(())
+}
+
+/// One Prometheus metric: `PREFIX_NAME_total` (a counter) or `PREFIX_NAME`
+/// (a gauge), with its help text.
+pub fn metric(
+    out: &mut String,
+    prefix: &str,
+    name: &str,
+    help: &str,
+    value: &std::sync::atomic::AtomicU64,
+    counter: bool,
+) {
+    let (kind, suffix) = if counter {
+        ("counter", "_total")
+    } else {
+        ("gauge", "")
+    };
+    let full = format!("{prefix}_{name}{suffix}");
+    out.push_str(&format!(
+        "# HELP {full} {help}\n# TYPE {full} {kind}\n{full} {}\n",
+        value.load(std::sync::atomic::Ordering::Relaxed)
+    ));
 }

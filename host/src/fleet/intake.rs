@@ -62,10 +62,7 @@ impl Counters {
                 &self.unavailable,
             ),
         ] {
-            out.push_str(&format!(
-                "# HELP runbook_intake_{name}_total {help}\n# TYPE runbook_intake_{name}_total counter\nrunbook_intake_{name}_total {}\n",
-                v.load(Ordering::Relaxed)
-            ));
+            super::health::metric(&mut out, "runbook_intake", name, help, v, true);
         }
         out
     }
@@ -138,12 +135,13 @@ async fn deliver(State(intake): State<Arc<Intake>>, body: Bytes) -> (StatusCode,
         Ok(said) => (StatusCode::OK, format!("{said}\n")),
         Err(Refusal::Bad(why)) => {
             c.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("refused an SNS delivery: {why}");
+            // Debug-quoted: it may carry text from an unsigned body.
+            tracing::warn!(reason = ?why, "refused an SNS delivery");
             (StatusCode::FORBIDDEN, format!("refused: {why}\n"))
         }
         Err(Refusal::Unavailable(why)) => {
             c.unavailable.fetch_add(1, Ordering::Relaxed);
-            tracing::error!("could not take an SNS delivery now (SNS will retry): {why}");
+            tracing::error!(reason = ?why, "could not take an SNS delivery now (SNS will retry)");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("try again: {why}\n"),

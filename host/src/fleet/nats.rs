@@ -315,22 +315,30 @@ async fn ensure_stream(js: &jetstream::Context, want: stream::Config) -> Result<
     // creating a stream that exists.
     let mut last = String::new();
     let mut found = None;
-    for attempt in 0..5u64 {
+    // Three tries within `connect`'s own bound.
+    for attempt in 0..3u64 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500 * attempt)).await;
         }
-        match js.get_stream(&name).await {
-            Ok(s) => {
+        match tokio::time::timeout(Duration::from_secs(5), js.get_stream(&name)).await {
+            Ok(Ok(s)) => {
                 found = Some(s);
                 break;
             }
-            Err(e) if e.to_string().contains("not found") => {
+            Ok(Err(e))
+                if matches!(
+                    e.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(j)
+                        if j.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
                 return js
                     .create_stream(want)
                     .await
                     .map_err(|e| jetstream_error(&format!("creating the stream `{name}`"), e));
             }
-            Err(e) => last = e.to_string(),
+            Ok(Err(e)) => last = e.to_string(),
+            Err(_) => last = "no answer within 5 s".into(),
         }
     }
     let Some(mut found) = found else {

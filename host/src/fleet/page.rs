@@ -29,14 +29,22 @@ pub enum Event {
 }
 
 /// The page a parked run gets, if its environment names a target: the
-/// target and dedup key, to record in the parked entry before sending.
-pub fn planned(env: Option<&Path>, run_id: &str) -> Option<Value> {
-    let env = Environment::load(env?).ok()?;
+/// target and dedup key (one per run and step: a page resolved when the
+/// run goes on is not the one it may get at its next step), to record in
+/// the parked entry before sending.
+pub fn planned(env: Option<&Path>, run_id: &str, step: &str) -> Option<Value> {
+    let env = match Environment::load(env?) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(run_id, "nobody is paged about this parked run: {e:#}");
+            return None;
+        }
+    };
     let target = env.notify.approvals.clone()?;
     Some(json!({
         "env": env.path,
         "target": target,
-        "dedup_key": format!("runbook-approval-{run_id}"),
+        "dedup_key": format!("runbook-approval-{run_id}-{step}"),
     }))
 }
 

@@ -166,11 +166,42 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         if !claimed {
             continue;
         }
-        // Being continued right now: its approval came in time.
-        let Ok(journal) = store.reopen_run(&run_id) else {
-            continue;
+        // Being continued right now: its approval came in time. Anything
+        // else that stops this (NATS away) puts it back for a later sweep.
+        let put_back = |why: &anyhow::Error| {
+            tracing::warn!(run_id, "escalating later: {why:#}");
+            let (id, entry) = (run_id.clone(), value.clone());
+            let _ = store
+                .fleet()
+                .change("putting back a parked run", PARKED, move |all| {
+                    if !all.is_object() {
+                        *all = json!({});
+                    }
+                    all[&id] = entry.clone();
+                    true
+                });
         };
-        let lines = store.read_run(&run_id)?;
+        let journal = match store.reopen_run(&run_id) {
+            Ok(j) => j,
+            Err(e)
+                if e.chain()
+                    .any(|c| c.downcast_ref::<crate::journal::Held>().is_some()) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                put_back(&e);
+                continue;
+            }
+        };
+        let lines = match store.read_run(&run_id) {
+            Ok(l) => l,
+            Err(e) => {
+                drop(journal);
+                put_back(&e);
+                continue;
+            }
+        };
         // Approved and continued meanwhile: nothing to escalate.
         if waiting_step(&lines).is_none() {
             continue;
@@ -183,9 +214,11 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
             value["change"].as_str().unwrap_or_default()
         );
         let end = json!({ "status": "escalated", "reason": reason });
-        journal
-            .try_record("run-end", end)
-            .map_err(|e| anyhow!("escalating run `{run_id}`: {e:#}"))?;
+        if let Err(e) = journal.try_record("run-end", end) {
+            drop(journal);
+            put_back(&anyhow!("escalating run `{run_id}`: {e:#}"));
+            continue;
+        }
         drop(journal);
         let mut told = value.clone();
         told["reason"] = reason.clone().into();

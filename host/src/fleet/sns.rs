@@ -3,7 +3,8 @@
 //!
 //! - the signing certificate's URL must be HTTPS on an SNS host of AWS
 //!   (`sns.REGION.amazonaws.com`), so it is fetched over TLS from AWS and
-//!   from nowhere a sender chooses;
+//!   from nowhere a sender chooses (the path must be SNS's certificate
+//!   path, `/SimpleNotificationService-ID.pem`, with no query);
 //! - the signature (`SignatureVersion` 2: RSA PKCS #1 v1.5 with SHA-256)
 //!   must verify over the fields the message type signs, in their order;
 //!   version 1 (SHA-1) is refused: set the topic's `SignatureVersion` to 2;
@@ -14,7 +15,9 @@
 //! `AWS_ENDPOINT_URL`) names where such URLs are fetched instead, as the
 //! AWS SDKs do; those requests are signed with SigV4 from
 //! `AWS_ACCESS_KEY_ID`/`AWS_SECRET_ACCESS_KEY`, which is how such emulators
-//! tell which service a request is for. The host check still applies.
+//! tell which service a request is for. The host and path checks still
+//! apply, and only a certificate path or a verified message's
+//! confirmation URL is ever fetched.
 
 use anyhow::{Result, anyhow};
 use base64::Engine;
@@ -141,6 +144,21 @@ pub fn aws_sns_url(url: &str, what: &str) -> Result<(url::Url, String), Refusal>
     Ok((parsed.clone(), region.to_string()))
 }
 
+/// The path SNS serves its signing certificates at, and nothing more: a
+/// query or another path would have this process fetch (and, with an
+/// endpoint override, sign) a request the sender chose.
+fn is_certificate_path(url: &url::Url) -> bool {
+    url.query().is_none()
+        && url.fragment().is_none()
+        && url
+            .path()
+            .strip_prefix("/SimpleNotificationService-")
+            .and_then(|p| p.strip_suffix(".pem"))
+            .is_some_and(|id| {
+                !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric())
+            })
+}
+
 /// Checks messages' signatures and confirms subscriptions.
 pub struct Verifier {
     http: reqwest::Client,
@@ -203,9 +221,9 @@ impl Verifier {
             )));
         }
         let (url, region) = aws_sns_url(&m.signing_cert_url, "SigningCertURL")?;
-        if !url.path().ends_with(".pem") {
+        if !is_certificate_path(&url) {
             return Err(Refusal::Bad(format!(
-                "`SigningCertURL` `{}` does not name a `.pem` certificate",
+                "`SigningCertURL` `{}` does not name an SNS certificate (`/SimpleNotificationService-ID.pem`, no query)",
                 m.signing_cert_url
             )));
         }
@@ -264,8 +282,10 @@ impl Verifier {
             .map_err(|_| Refusal::Bad(format!("`{url}` is not a PEM certificate")))?
             .to_vec();
         let mut certs = self.certs.lock().unwrap_or_else(|e| e.into_inner());
-        if certs.len() >= MAX_CERTS {
-            certs.clear();
+        if certs.len() >= MAX_CERTS
+            && let Some(old) = certs.keys().next().cloned()
+        {
+            certs.remove(&old);
         }
         certs.insert(key, der.clone());
         Ok(der)
@@ -295,16 +315,25 @@ impl Verifier {
                 }
             }
             match request.send().await {
-                Ok(r) if r.status().is_success() => {
-                    let body = r.bytes().await.map_err(|e| {
+                Ok(mut r) if r.status().is_success() => {
+                    let mut body = Vec::new();
+                    while let Some(chunk) = r.chunk().await.map_err(|e| {
                         Refusal::Unavailable(format!("reading `{url}`: {}", e.without_url()))
-                    })?;
-                    if body.len() > MAX_CERT_BYTES {
-                        return Err(Refusal::Bad(format!("`{url}` is larger than 64 KiB")));
+                    })? {
+                        body.extend_from_slice(&chunk);
+                        if body.len() > MAX_CERT_BYTES {
+                            return Err(Refusal::Bad(format!("`{url}` is larger than 64 KiB")));
+                        }
                     }
-                    return Ok(body.to_vec());
+                    return Ok(body);
                 }
-                Ok(r) if r.status().is_server_error() => last = format!("answered {}", r.status()),
+                Ok(r)
+                    if r.status().is_server_error()
+                        || r.status().as_u16() == 429
+                        || r.status().as_u16() == 408 =>
+                {
+                    last = format!("answered {}", r.status())
+                }
                 Ok(r) => {
                     return Err(Refusal::Bad(format!("`{url}` answered {}", r.status())));
                 }
@@ -393,6 +422,24 @@ mod tests {
         no_token.token = None;
         assert!(matches!(no_token.string_to_sign(), Err(Refusal::Bad(_))));
         assert!(envelope("Other").string_to_sign().is_err());
+    }
+
+    #[test]
+    fn only_sns_certificate_paths_are_fetched() {
+        let path = |u: &str| is_certificate_path(&url::Url::parse(u).unwrap());
+        assert!(path(
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-a64fc5e374ef4bd9.pem"
+        ));
+        for bad in [
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-1.pem?Action=Publish&Message=x",
+            "https://sns.us-east-1.amazonaws.com/?Action=Publish&x=.pem",
+            "https://sns.us-east-1.amazonaws.com/other.pem",
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-.pem",
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-a/b.pem",
+            "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-1.pem#x",
+        ] {
+            assert!(!path(bad), "{bad}");
+        }
     }
 
     #[test]

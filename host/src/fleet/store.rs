@@ -155,6 +155,7 @@ impl JetStreamStore {
                 return Err(anyhow::Error::new(Held {
                     what: format!("run `{run_id}`"),
                     by: serde_json::from_value(v.clone()).ok(),
+                    unknown: None,
                 })
                 .context(format!("run `{run_id}` is running in another process")));
             }
@@ -543,6 +544,7 @@ impl Store for JetStreamStore {
             Box::new(Held {
                 what: format!("`{resource}`"),
                 by,
+                unknown: None,
             })
         };
         let until = Instant::now() + wait;
@@ -551,8 +553,9 @@ impl Store for JetStreamStore {
         let unreachable_until = Instant::now() + wait.max(UNREACHABLE_FOR);
         let unreachable = |e: anyhow::Error| {
             Box::new(Held {
-                what: format!("`{resource}` (its lease could not be read or written: {e:#})"),
+                what: format!("`{resource}`"),
                 by: None,
+                unknown: Some(format!("{e:#}")),
             })
         };
         let mut told = false;

@@ -36,6 +36,9 @@ const HINT: &str = "see `runbook serve --help`; `runbook serve --triggers FILE -
 /// often SNS delivers it (its `StateChangeTime` stays the same).
 pub const DEFAULT_INCIDENT: &str = "{region}:{alarm}:{state_change_time}";
 
+/// What tells one alarm from the next: a key must name one.
+const TIME_OR_MESSAGE: &[&str] = &["{state_change_time}", "{state_change_hour}", "{message_id}"];
+
 /// What an incident key template may name.
 const PLACEHOLDERS: &[&str] = &[
     "alarm",
@@ -213,7 +216,7 @@ impl Triggers {
             }
             let template = t.incident.as_deref().unwrap_or(DEFAULT_INCIDENT);
             check_template(template).map_err(|why| format!("{at}: `incident`: {why}"))?;
-            if t.alarm.is_none() && !template.contains("{message_id}") && t.incident.is_none() {
+            if t.alarm.is_none() && t.incident.is_none() {
                 return Err(format!(
                     "{at} matches a topic, not an alarm: give it an `incident` key (e.g. `{{topic}}:{{message_id}}`)"
                 ));
@@ -261,9 +264,16 @@ fn check_template(template: &str) -> Result<(), String> {
         named = true;
         rest = &rest[open + close + 1..];
     }
-    if !named {
+    // An incident that has had its run takes no other: a key that stays
+    // the same from one alarm to the next would swallow every later one.
+    if !named || !TIME_OR_MESSAGE.iter().any(|p| template.contains(p)) {
         return Err(format!(
-            "`{template}` names nothing from the alarm: every alarm would be the same incident, forever"
+            "`{template}` names no time or message: every later alarm would be the same incident, which has had its run, and start nothing; include {}",
+            TIME_OR_MESSAGE
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     Ok(())
@@ -296,8 +306,13 @@ impl Trigger {
                 "account" => a.account.clone(),
                 "topic" => Some(a.topic.clone()),
                 "message_id" => Some(a.message_id.clone()),
-                "state_change_time" => a.state_change_time.clone(),
-                "state_change_hour" => hour.clone(),
+                // Without one, each message is its own incident rather
+                // than every later alarm being this one.
+                "state_change_time" => a
+                    .state_change_time
+                    .clone()
+                    .or_else(|| Some(a.message_id.clone())),
+                "state_change_hour" => hour.clone().or_else(|| Some(a.message_id.clone())),
                 "trigger" => Some(self.name.clone()),
                 _ => None,
             }
@@ -418,8 +433,11 @@ mod tests {
         assert!(check_template(DEFAULT_INCIDENT).is_ok());
         let e = check_template("{alarm}-{colour}").unwrap_err();
         assert!(e.contains("`{colour}` is not known"), "{e}");
-        let e = check_template("always-the-same").unwrap_err();
-        assert!(e.contains("forever"), "{e}");
+        for same in ["always-the-same", "{alarm}", "{region}:{alarm}:{trigger}"] {
+            let e = check_template(same).unwrap_err();
+            assert!(e.contains("every later alarm"), "{same}: {e}");
+        }
+        assert!(check_template("{topic}:{message_id}").is_ok());
         assert!(check_template("{alarm").unwrap_err().contains("without"));
     }
 }

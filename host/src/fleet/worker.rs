@@ -96,16 +96,14 @@ impl Counters {
                 &self.handed_back,
             ),
         ] {
-            let kind = if name == "in_flight" {
-                "gauge"
-            } else {
-                "counter"
-            };
-            let suffix = if kind == "counter" { "_total" } else { "" };
-            out.push_str(&format!(
-                "# HELP runbook_worker_{name}{suffix} {help}\n# TYPE runbook_worker_{name}{suffix} {kind}\nrunbook_worker_{name}{suffix} {}\n",
-                v.load(Ordering::Relaxed)
-            ));
+            super::health::metric(
+                &mut out,
+                "runbook_worker",
+                name,
+                help,
+                v,
+                name != "in_flight",
+            );
         }
         out
     }
@@ -211,7 +209,14 @@ pub async fn work(
     while let Some((msg, _)) = taken.recv().await {
         let _ = msg.ack_with(AckKind::Nak(None)).await;
     }
-    let _ = tokio::time::timeout(Duration::from_secs(5), fetcher).await;
+    // Its pull ends within 2 s (what it took then goes back at once).
+    let abort = fetcher.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), fetcher)
+        .await
+        .is_err()
+    {
+        abort.abort();
+    }
     tracing::info!(
         in_flight = tasks.len(),
         "stopping: no more requests; letting runs in hand finish for up to {} s",
@@ -285,12 +290,16 @@ async fn pull(
     consumer: async_nats::jetstream::consumer::PullConsumer,
     slots: Arc<tokio::sync::Semaphore>,
     taken: tokio::sync::mpsc::Sender<Taken>,
-    stop: tokio::sync::watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     use futures_util::StreamExt;
-    while !*stop.borrow() {
-        let Ok(first) = slots.clone().acquire_owned().await else {
-            return;
+    loop {
+        let first = tokio::select! {
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            _ = stopped(&mut stop) => return,
         };
         let mut permits = vec![first];
         while let Ok(p) = slots.clone().try_acquire_owned() {
@@ -309,22 +318,29 @@ async fn pull(
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         };
-        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), batch.next()).await {
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!("pulling requests: {e}");
-                    break;
-                }
-            };
+        let mut handing_back = false;
+        // At most one message per permit, then the pull's end.
+        for _ in 0..=permits.len() {
+            let next = tokio::time::timeout(Duration::from_secs(5), batch.next()).await;
+            let Ok(Some(Ok(m))) = next else { break };
+            if handing_back || *stop.borrow() {
+                handing_back = true;
+                let _ = m.ack_with(AckKind::Nak(None)).await;
+                continue;
+            }
             let Some(permit) = permits.pop() else {
                 let _ = m.ack_with(AckKind::Nak(None)).await;
-                break;
+                continue;
             };
             if let Err(back) = taken.send((m, permit)).await {
+                // Nobody takes requests any more: this one and the rest of
+                // the pull go back now, not after their ack wait.
                 let _ = back.0.0.ack_with(AckKind::Nak(None)).await;
-                return;
+                handing_back = true;
             }
+        }
+        if handing_back {
+            return;
         }
     }
 }
@@ -509,7 +525,10 @@ impl Worker {
         };
         tracing::info!(incident = r.incident, runbook = %r.runbook.display(), "starting a run");
         let exit = run_in(args, &self.ctx).await;
-        self.after(&r.incident, exit, r.approval_timeout_s, r.env.as_deref())
+        // Reads and writes NATS and files: off the runtime's own threads.
+        tokio::task::block_in_place(|| {
+            self.after(&r.incident, exit, r.approval_timeout_s, r.env.as_deref())
+        })
     }
 
     async fn continue_run(&self, run_id: &str, incident: &str, r: Option<&RunRequest>) -> Outcome {
@@ -565,12 +584,14 @@ impl Worker {
                 .and_then(|p| p["env"].as_str().map(std::path::PathBuf::from))
         });
         let exit = resume_in(args, &self.ctx).await;
-        self.after(
-            incident,
-            exit,
-            r.and_then(|r| r.approval_timeout_s),
-            env.as_deref(),
-        )
+        tokio::task::block_in_place(|| {
+            self.after(
+                incident,
+                exit,
+                r.and_then(|r| r.approval_timeout_s),
+                env.as_deref(),
+            )
+        })
     }
 
     /// Acknowledge, retry or park, from how the run went.
@@ -613,7 +634,7 @@ impl Worker {
                     return Outcome::Done;
                 };
                 let timeout = timeout_s.unwrap_or(self.settings.approval_timeout.as_secs());
-                let plan = page::planned(env, &run_id);
+                let plan = page::planned(env, &run_id, &step);
                 match parked::park(
                     &self.store,
                     &run_id,
