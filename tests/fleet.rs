@@ -9,6 +9,7 @@ mod common;
 use common::fleet::{Nats, Worker, aws, wait_until};
 use common::live::*;
 use common::{RB0031, output, runbook};
+use runbook_host::fleet::nats::Fleet;
 use runbook_host::fleet::store::JetStreamStore;
 use runbook_host::journal::Store;
 use std::io::{Read, Write};
@@ -600,4 +601,47 @@ fn an_incompatible_stream_is_refused() {
         out.stderr
     );
     assert!(out.stderr.contains("hint: "), "{}", out.stderr);
+}
+
+/// nats-server 2.9 (Debian's) checks a clustered stream's expected last
+/// subject sequence before it agrees on the write, not as part of it:
+/// updates racing with the same expected revision may all be stored
+/// (nats-server#4320). Twelve processes' worth of connections race for a
+/// lease that exists (released) on a three-node cluster, twenty times:
+/// each time exactly one gets it, and while it holds it nobody else does.
+#[test]
+fn racing_for_a_lease_on_a_cluster_one_wins() {
+    let _serial = one_at_a_time();
+    let nats = Nats::start(3);
+    let url = nats.url();
+    let racers = 12;
+    let stores: Vec<Arc<JetStreamStore>> = (0..racers)
+        .map(|_| JetStreamStore::new(Fleet::connect(&url, None).unwrap()))
+        .collect();
+    for round in 0..20 {
+        let resource = format!("ecs-service:race/{}-{round}", common::now_nanos());
+        // The lease exists and is free: taking it is an update.
+        drop(stores[0].lease(&resource, &runbook_host::journal::Holder::me("setup"), Duration::ZERO));
+        let barrier = Arc::new(std::sync::Barrier::new(racers));
+        let won: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = stores
+                .iter()
+                .enumerate()
+                .map(|(i, store)| {
+                    let (barrier, resource) = (barrier.clone(), resource.clone());
+                    s.spawn(move || {
+                        let me = runbook_host::journal::Holder::me(&format!("racer-{i}"));
+                        barrier.wait();
+                        let lease = store.lease(&resource, &me, Duration::ZERO);
+                        // Held for a moment, so late racers meet it held.
+                        std::thread::sleep(Duration::from_millis(300));
+                        lease.is_ok()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let winners = won.iter().filter(|w| **w).count();
+        assert_eq!(winners, 1, "round {round}: {winners} racers hold the lease at once");
+    }
 }

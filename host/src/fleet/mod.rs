@@ -4,6 +4,7 @@
 //!
 //! - [`nats`]: the connection, the streams and bucket, and the check that
 //!   refuses one configured against the fleet's guarantees.
+//! - [`exclusive`]: revision-checked writes that hold on a 2.9 cluster.
 //! - [`store`]: journals and leases in JetStream, a [`crate::journal::Store`].
 //! - [`request`]: a run request, as `submit` publishes it.
 //! - [`worker`]: pulls requests and runs them; acknowledges when a run has
@@ -15,6 +16,7 @@
 //! - [`sns`]: SNS deliveries, their signatures checked as AWS documents.
 //! - [`intake`]: `runbook serve`, alarms in, run requests out.
 
+pub mod exclusive;
 pub mod health;
 pub mod intake;
 pub mod nats;

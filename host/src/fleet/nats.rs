@@ -183,18 +183,15 @@ impl Fleet {
                     return Ok(false);
                 }
                 let bytes = bytes::Bytes::from(value.to_string());
-                let written = match revision {
-                    None => match kv.create(&key, bytes).await {
-                        Ok(_) => true,
-                        Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => false,
-                        Err(e) => return Err(anyhow!("{told}: writing `{key}`: {e}")),
-                    },
-                    Some(rev) => match kv.update(&key, bytes, rev).await {
-                        Ok(_) => true,
-                        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => false,
-                        Err(e) => return Err(anyhow!("{told}: writing `{key}`: {e}")),
-                    },
-                };
+                let written = super::exclusive::write_if(
+                    &kv,
+                    &key,
+                    super::exclusive::Write::Put(bytes),
+                    revision,
+                )
+                .await
+                .map_err(|e| anyhow!("{told}: {e:#}"))?
+                .is_some();
                 if written {
                     return Ok(true);
                 }
@@ -231,9 +228,8 @@ async fn read_key(
             serde_json::from_slice(&e.value).unwrap_or(serde_json::Value::Null),
             Some(e.revision),
         ),
-        // Deleted: the tombstone's revision is what a writer must name.
-        Some(e) => (serde_json::Value::Null, Some(e.revision)),
-        None => (serde_json::Value::Null, None),
+        // Deleted or absent alike.
+        _ => (serde_json::Value::Null, None),
     })
 }
 

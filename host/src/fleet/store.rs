@@ -26,8 +26,9 @@ use crate::error::hinted;
 use crate::journal::{
     Held, Holder, Journal, JournalLog, Lease, Previous, Store, finished, incident_taken,
 };
-use anyhow::{Context, Result, anyhow};
-use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use anyhow::{Result, anyhow};
+use super::exclusive::{Write, write_if};
+use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,19 +71,39 @@ impl JetStreamStore {
         self.fleet.state.clone()
     }
 
+    /// `key`'s value and revision as the stream's leader has them: what
+    /// decides whether a run may start, or who holds what, reads this, since
+    /// a replica may lag (direct gets are answered by any).
     fn entry(&self, key: &str) -> Result<Option<(Value, u64)>> {
         let (kv, key) = (self.kv(), key.to_string());
         self.fleet.wait("reading the fleet's state", async move {
-            let e = kv
-                .entry(&key)
+            let subject = format!("$KV.{}.{key}", kv.name);
+            match tokio::time::timeout(TIMEOUT, kv.stream.get_last_raw_message_by_subject(&subject))
                 .await
-                .with_context(|| format!("reading `{key}` from the fleet's state"))?;
-            Ok(e.filter(|e| e.operation == kv::Operation::Put).map(|e| {
-                (
-                    serde_json::from_slice(&e.value).unwrap_or(Value::Null),
-                    e.revision,
-                )
-            }))
+            {
+                Ok(Ok(m)) => {
+                    let deleted = m
+                        .headers
+                        .get("KV-Operation")
+                        .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+                    Ok((!deleted).then(|| {
+                        (
+                            serde_json::from_slice(&m.payload).unwrap_or(Value::Null),
+                            m.sequence,
+                        )
+                    }))
+                }
+                Ok(Err(e))
+                    if matches!(
+                        e.kind(),
+                        async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+                    ) =>
+                {
+                    Ok(None)
+                }
+                Ok(Err(e)) => Err(anyhow!("reading `{key}` from the fleet's state: {e}")),
+                Err(_) => Err(anyhow!("reading `{key}` from the fleet's state: timed out")),
+            }
         })
     }
 
@@ -243,18 +264,9 @@ fn put_if(fleet: &Fleet, key: &str, value: &Value, revision: Option<u64>) -> Res
         bytes::Bytes::from(value.to_string()),
     );
     fleet.wait("writing the fleet's state", async move {
-        match revision {
-            None => match kv.create(&key, bytes).await {
-                Ok(r) => Ok(Some(r)),
-                Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
-                Err(e) => Err(anyhow!("writing `{key}` to the fleet's state: {e}")),
-            },
-            Some(rev) => match kv.update(&key, bytes, rev).await {
-                Ok(r) => Ok(Some(r)),
-                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
-                Err(e) => Err(anyhow!("writing `{key}` to the fleet's state: {e}")),
-            },
-        }
+        write_if(&kv, &key, Write::Put(bytes), revision)
+            .await
+            .map_err(|e| anyhow!("writing `{key}` to the fleet's state: {e:#}"))
     })
 }
 
@@ -285,11 +297,12 @@ impl Hold {
                         shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
                     value["expires_ms"] = expiry().into();
                     let bytes = bytes::Bytes::from(value.to_string());
-                    match tokio::time::timeout(TIMEOUT, fleet.state.update(&key, bytes, revision))
-                        .await
-                    {
-                        Ok(Ok(r)) => *shared.lock().unwrap_or_else(|e| e.into_inner()) = (value, r),
-                        Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                    let renewed = write_if(&fleet.state, &key, Write::Put(bytes), Some(revision));
+                    match tokio::time::timeout(TIMEOUT, renewed).await {
+                        Ok(Ok(Some(r))) => {
+                            *shared.lock().unwrap_or_else(|e| e.into_inner()) = (value, r)
+                        }
+                        Ok(Ok(None)) => {
                             tracing::warn!(key, "lost a hold: another process took it");
                             lost.store(true, Ordering::SeqCst);
                             return;
@@ -321,17 +334,13 @@ impl Drop for Hold {
         let (mut value, revision) = self.value.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (kv, key, delete) = (self.fleet.state.clone(), self.key.clone(), self.delete);
         let done = self.fleet.wait("letting go of a hold", async move {
-            if delete {
-                kv.delete_expect_revision(&key, Some(revision))
-                    .await
-                    .map_err(|e| anyhow!("{e}"))
+            let write = if delete {
+                Write::Delete
             } else {
                 value["released_ms"] = crate::time::now_ms().into();
-                kv.update(&key, bytes::Bytes::from(value.to_string()), revision)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| anyhow!("{e}"))
-            }
+                Write::Put(bytes::Bytes::from(value.to_string()))
+            };
+            write_if(&kv, &key, write, Some(revision)).await.map(|_| ())
         });
         if let Err(e) = done {
             // It lapses on its own within `HOLD_FOR`.
@@ -452,7 +461,15 @@ impl Store for JetStreamStore {
                 }
                 let started = lines.iter().any(|l| l["event"] == "run-start");
                 let running = self.is_running(earlier);
-                if !started && !running {
+                // Listed moments ago: its `run-start` may not have reached
+                // the replica read, so it counts as started.
+                let young = self
+                    .entry(&format!("run.{earlier}"))?
+                    .and_then(|(v, _)| v["started_ms"].as_u64())
+                    .is_some_and(|t| {
+                        crate::time::now_ms().saturating_sub(t) < HOLD_FOR.as_millis() as u64
+                    });
+                if !started && !running && !young {
                     continue;
                 }
                 return Err(incident_taken(
@@ -507,7 +524,12 @@ impl Store for JetStreamStore {
     }
 
     fn is_running(&self, run_id: &str) -> bool {
-        matches!(self.entry(&format!("running.{run_id}")), Ok(Some((v, _))) if live(&v))
+        // Unknown (NATS away) counts as running: nothing starts beside it.
+        match self.entry(&format!("running.{run_id}")) {
+            Ok(Some((v, _))) => live(&v),
+            Ok(None) => false,
+            Err(_) => true,
+        }
     }
 
     fn incident_runs(&self, incident: &str) -> Result<Vec<String>> {
