@@ -161,8 +161,9 @@ impl Fleet {
 
     /// Changes the JSON value at `key` with `change` (given `Null` when
     /// absent; it returns `false` to leave the value as it is), written
-    /// only if nobody wrote in between, else read and changed again (at
-    /// most 50 times). Returns whether this call wrote it.
+    /// only if nobody wrote in between, else read and changed again; NATS
+    /// not answering (a node lost, a leader being elected) is asked again,
+    /// for up to 25 s in all. Returns whether this call wrote it.
     pub fn change(
         &self,
         what: &str,
@@ -170,36 +171,26 @@ impl Fleet {
         change: impl FnMut(&mut serde_json::Value) -> bool + Send + 'static,
     ) -> Result<bool> {
         let (kv, key, told) = (self.state.clone(), key.to_string(), what.to_string());
-        let mut change = change;
-        self.wait(what, async move {
-            for attempt in 0..50u64 {
-                if attempt > 0 {
-                    // Others are writing too: spread the retries out.
-                    let jitter = crate::time::now_ms() % 20;
-                    tokio::time::sleep(Duration::from_millis(5 * attempt.min(10) + jitter)).await;
-                }
-                let (mut value, revision) = read_key(&kv, &key, &told).await?;
-                if !change(&mut value) {
-                    return Ok(false);
-                }
-                let bytes = bytes::Bytes::from(value.to_string());
-                let written = super::exclusive::write_if(
-                    &kv,
-                    &key,
-                    super::exclusive::Write::Put(bytes),
-                    revision,
-                )
-                .await
-                .map_err(|e| anyhow!("{told}: {e:#}"))?
-                .is_some();
-                if written {
-                    return Ok(true);
-                }
+        let until = std::time::Instant::now() + Duration::from_secs(25);
+        self.wait(what, async move { change_until(&kv, &key, &told, change, until).await })
+    }
+
+    /// [`Fleet::change`] in the background, for up to `for_s` seconds: for
+    /// what may lag (a listing), not for what must be there before going on.
+    pub fn change_later(
+        &self,
+        what: &str,
+        key: &str,
+        change: impl FnMut(&mut serde_json::Value) -> bool + Send + 'static,
+        for_s: u64,
+    ) {
+        let (kv, key, told) = (self.state.clone(), key.to_string(), what.to_string());
+        let until = std::time::Instant::now() + Duration::from_secs(for_s);
+        self.spawn(async move {
+            if let Err(e) = change_until(&kv, &key, &told, change, until).await {
+                tracing::warn!("{e:#}");
             }
-            Err(anyhow!(
-                "{told}: `{key}` kept changing under 50 tries; try again"
-            ))
-        })
+        });
     }
 
     fn handle(&self) -> &tokio::runtime::Handle {
@@ -214,23 +205,81 @@ impl Fleet {
     }
 }
 
+async fn change_until(
+    kv: &kv::Store,
+    key: &str,
+    told: &str,
+    mut change: impl FnMut(&mut serde_json::Value) -> bool,
+    until: std::time::Instant,
+) -> Result<bool> {
+    let mut last = String::new();
+    for attempt in 0..1000u64 {
+        if attempt > 0 {
+            if std::time::Instant::now() > until {
+                break;
+            }
+            // Others are writing too, or NATS is away: spread retries out.
+            let jitter = crate::time::now_ms() % 20;
+            tokio::time::sleep(Duration::from_millis(5 * attempt.min(50) + jitter)).await;
+        }
+        let (mut value, revision) = match read_key(kv, key, told).await {
+            Ok(r) => r,
+            Err(e) => {
+                last = format!("{e:#}");
+                continue;
+            }
+        };
+        if !change(&mut value) {
+            return Ok(false);
+        }
+        let bytes = bytes::Bytes::from(value.to_string());
+        match super::exclusive::write_if(kv, key, super::exclusive::Write::Put(bytes), revision)
+            .await
+        {
+            Ok(Some(_)) => return Ok(true),
+            Ok(None) => last = format!("`{key}` kept changing"),
+            Err(e) => last = format!("{e:#}"),
+        }
+    }
+    Err(anyhow!("{told}: {last}"))
+}
+
+/// `key`'s JSON value and revision, from the stream's leader (a replica
+/// may lag behind what was just written).
 async fn read_key(
     kv: &kv::Store,
     key: &str,
     what: &str,
 ) -> Result<(serde_json::Value, Option<u64>)> {
-    let entry = tokio::time::timeout(TIMEOUT, kv.entry(key))
+    let subject = format!("$KV.{}.{key}", kv.name);
+    let got = tokio::time::timeout(TIMEOUT, kv.stream.get_last_raw_message_by_subject(&subject))
         .await
-        .map_err(|_| anyhow!("{what}: reading `{key}` timed out"))?
-        .map_err(|e| anyhow!("{what}: reading `{key}`: {e}"))?;
-    Ok(match entry {
-        Some(e) if e.operation == kv::Operation::Put => (
-            serde_json::from_slice(&e.value).unwrap_or(serde_json::Value::Null),
-            Some(e.revision),
-        ),
-        // Deleted or absent alike.
-        _ => (serde_json::Value::Null, None),
-    })
+        .map_err(|_| anyhow!("{what}: reading `{key}` timed out"))?;
+    match got {
+        Ok(m) => {
+            let deleted = m
+                .headers
+                .get("KV-Operation")
+                .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+            Ok(if deleted {
+                (serde_json::Value::Null, None)
+            } else {
+                (
+                    serde_json::from_slice(&m.payload).unwrap_or(serde_json::Value::Null),
+                    Some(m.sequence),
+                )
+            })
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
+            ) =>
+        {
+            Ok((serde_json::Value::Null, None))
+        }
+        Err(e) => Err(anyhow!("{what}: reading `{key}`: {e}")),
+    }
 }
 
 fn wait_on<T: Send + 'static>(

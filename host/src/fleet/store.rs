@@ -194,21 +194,29 @@ impl JetStreamStore {
         let shard = usize::from_str_radix(&crate::engine::sha256_hex(run_id.as_bytes())[..1], 16)
             .unwrap_or(0);
         let (id, at) = (run_id.to_string(), started_ms.clone());
-        let listed = self
+        let add = move |all: &mut Value| {
+            if !all.is_array() {
+                *all = json!([]);
+            }
+            if let Some(list) = all.as_array_mut() {
+                // A write retried after an unclear answer may have landed.
+                if list.iter().any(|r| r[1] == id.as_str()) {
+                    return false;
+                }
+                list.push(json!([at.clone(), id.clone()]));
+                let over = list.len().saturating_sub(MAX_LISTED);
+                list.drain(..over);
+            }
+            true
+        };
+        if let Err(e) = self
             .fleet
-            .change("listing a run", &runs_key(shard), move |all| {
-                if !all.is_array() {
-                    *all = json!([]);
-                }
-                if let Some(list) = all.as_array_mut() {
-                    list.push(json!([at.clone(), id.clone()]));
-                    let over = list.len().saturating_sub(MAX_LISTED);
-                    list.drain(..over);
-                }
-                true
-            });
-        if let Err(e) = listed {
-            tracing::warn!(run_id, "`runbook runs` will not list this run: {e:#}");
+            .change("listing a run", &runs_key(shard), add.clone())
+        {
+            // NATS away for longer: keep at it in the background a while.
+            tracing::warn!(run_id, "listing the run later: {e:#}");
+            self.fleet
+                .change_later("listing a run", &runs_key(shard), add, 300);
         }
     }
 
