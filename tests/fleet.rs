@@ -621,7 +621,11 @@ fn racing_for_a_lease_on_a_cluster_one_wins() {
     for round in 0..20 {
         let resource = format!("ecs-service:race/{}-{round}", common::now_nanos());
         // The lease exists and is free: taking it is an update.
-        drop(stores[0].lease(&resource, &runbook_host::journal::Holder::me("setup"), Duration::ZERO));
+        drop(stores[0].lease(
+            &resource,
+            &runbook_host::journal::Holder::me("setup"),
+            Duration::ZERO,
+        ));
         let barrier = Arc::new(std::sync::Barrier::new(racers));
         let won: Vec<bool> = std::thread::scope(|s| {
             let handles: Vec<_> = stores
@@ -642,6 +646,9 @@ fn racing_for_a_lease_on_a_cluster_one_wins() {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         let winners = won.iter().filter(|w| **w).count();
-        assert_eq!(winners, 1, "round {round}: {winners} racers hold the lease at once");
+        assert_eq!(
+            winners, 1,
+            "round {round}: {winners} racers hold the lease at once"
+        );
     }
 }

@@ -64,8 +64,7 @@ pub async fn write_if(
                 }
             }
             Write::Delete => {
-                match tokio::time::timeout(STEP, kv.delete_expect_revision(key, Some(last))).await
-                {
+                match tokio::time::timeout(STEP, kv.delete_expect_revision(key, Some(last))).await {
                     Ok(Ok(())) => Some(0),
                     Ok(Err(e)) => return Err(anyhow!("deleting `{key}`: {e}")),
                     Err(_) => return Err(anyhow!("deleting `{key}`: no answer in time")),
@@ -94,7 +93,9 @@ async fn leader_revision(kv: &kv::Store, key: &str) -> Result<(Option<u64>, u64)
         }
         Ok(Err(e)) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok((None, 0)),
         Ok(Err(e)) => Err(anyhow!("reading `{key}` from the stream leader: {e}")),
-        Err(_) => Err(anyhow!("reading `{key}` from the stream leader: no answer in time")),
+        Err(_) => Err(anyhow!(
+            "reading `{key}` from the stream leader: no answer in time"
+        )),
     }
 }
 
@@ -179,7 +180,10 @@ async fn take_lock(kv: &kv::Store, key: &str) -> Result<u64> {
             Ok(Ok(_)) => {
                 let _ = tokio::time::timeout(
                     STEP,
-                    kv.put(&hint_key, bytes::Bytes::from(json!({ "g": next }).to_string())),
+                    kv.put(
+                        &hint_key,
+                        bytes::Bytes::from(json!({ "g": next }).to_string()),
+                    ),
                 )
                 .await;
                 return Ok(next);

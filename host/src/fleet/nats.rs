@@ -172,7 +172,9 @@ impl Fleet {
     ) -> Result<bool> {
         let (kv, key, told) = (self.state.clone(), key.to_string(), what.to_string());
         let until = std::time::Instant::now() + Duration::from_secs(25);
-        self.wait(what, async move { change_until(&kv, &key, &told, change, until).await })
+        self.wait(what, async move {
+            change_until(&kv, &key, &told, change, until).await
+        })
     }
 
     /// [`Fleet::change`] in the background, for up to `for_s` seconds: for

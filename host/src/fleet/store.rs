@@ -20,6 +20,7 @@
 //!
 //! Holds assume the machines' clocks agree within a few seconds (NTP).
 
+use super::exclusive::{Write, write_if};
 use super::nats::{Fleet, JOURNAL_PREFIX, TIMEOUT};
 use crate::chain::Head;
 use crate::error::hinted;
@@ -27,7 +28,6 @@ use crate::journal::{
     Held, Holder, Journal, JournalLog, Lease, Previous, Store, finished, incident_taken,
 };
 use anyhow::{Result, anyhow};
-use super::exclusive::{Write, write_if};
 use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use serde_json::{Value, json};
@@ -56,11 +56,28 @@ const MAX_LINES: usize = 100_000;
 
 pub struct JetStreamStore {
     fleet: Arc<Fleet>,
+    /// One run per incident, ever (workers): a request for an incident
+    /// whose run has ended starts nothing. A CLI may run an incident again.
+    once_per_incident: bool,
 }
 
 impl JetStreamStore {
     pub fn new(fleet: Arc<Fleet>) -> Arc<Self> {
-        Arc::new(Self { fleet })
+        Arc::new(Self {
+            fleet,
+            once_per_incident: false,
+        })
+    }
+
+    /// The store a worker runs requests with: an incident that has had
+    /// its run starts no other, decided in the same revision-checked
+    /// write that lists a run, so two workers that both saw no run cannot
+    /// both start one.
+    pub fn once_per_incident(fleet: Arc<Fleet>) -> Arc<Self> {
+        Arc::new(Self {
+            fleet,
+            once_per_incident: true,
+        })
     }
 
     pub fn fleet(&self) -> &Arc<Fleet> {
@@ -465,6 +482,16 @@ impl Store for JetStreamStore {
             for earlier in &runs {
                 let lines = self.lines(earlier).map(|l| l.0).unwrap_or_default();
                 if finished(&lines).is_some() {
+                    if self.once_per_incident {
+                        return Err(anyhow::Error::new(Held {
+                            what: format!("incident `{incident}`"),
+                            by: self.started_by(earlier),
+                            unknown: None,
+                        })
+                        .context(format!(
+                            "incident `{incident}` was handled already, by run `{earlier}`"
+                        )));
+                    }
                     continue;
                 }
                 let started = lines.iter().any(|l| l["event"] == "run-start");

@@ -133,7 +133,7 @@ pub async fn work(
     settings: Settings,
     health: Option<std::net::SocketAddr>,
 ) -> Result<Exit> {
-    let store = JetStreamStore::new(fleet.clone());
+    let store = JetStreamStore::once_per_incident(fleet.clone());
     let runtime = Runtime::with_instances(settings.cache_dir.clone(), settings.concurrency as u32)?;
     let counters = Arc::new(Counters::default());
     let consumer = consumer(&fleet, &settings).await?;
