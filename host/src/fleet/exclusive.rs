@@ -50,8 +50,8 @@ pub async fn write_if(
 ) -> Result<Option<u64>> {
     let generation = take_lock(kv, key).await?;
     let written = async {
-        let (live, last) = leader_revision(kv, key).await?;
-        if live != expected {
+        let (value, last) = leader_get(kv, key, STEP).await?;
+        if value.map(|v| v.1) != expected {
             return Ok(None);
         }
         let done = match write {
@@ -78,18 +78,30 @@ pub async fn write_if(
     written
 }
 
-/// The key's live revision (`None` if absent or deleted) and the
-/// revision of its last message of any kind (0 if none), from the
-/// stream's leader: a replica may not have the latest yet.
-async fn leader_revision(kv: &kv::Store, key: &str) -> Result<(Option<u64>, u64)> {
+/// `key`'s last message as the stream's leader has it (a replica may not
+/// have the latest yet): its JSON value and revision when it is a value,
+/// `None` when absent or deleted; and the revision of the last message of
+/// any kind (0 if none). Every read that decides something reads this,
+/// waiting at most `wait`.
+pub async fn leader_get(
+    kv: &kv::Store,
+    key: &str,
+    wait: Duration,
+) -> Result<(Option<(Value, u64)>, u64)> {
     let subject = format!("$KV.{}.{key}", kv.name);
-    match tokio::time::timeout(STEP, kv.stream.get_last_raw_message_by_subject(&subject)).await {
+    match tokio::time::timeout(wait, kv.stream.get_last_raw_message_by_subject(&subject)).await {
         Ok(Ok(m)) => {
             let deleted = m
                 .headers
                 .get("KV-Operation")
                 .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-            Ok(((!deleted).then_some(m.sequence), m.sequence))
+            let value = (!deleted).then(|| {
+                (
+                    serde_json::from_slice(&m.payload).unwrap_or(Value::Null),
+                    m.sequence,
+                )
+            });
+            Ok((value, m.sequence))
         }
         Ok(Err(e)) if matches!(e.kind(), LastRawMessageErrorKind::NoMessageFound) => Ok((None, 0)),
         Ok(Err(e)) => Err(anyhow!("reading `{key}` from the stream leader: {e}")),

@@ -253,35 +253,13 @@ async fn read_key(
     key: &str,
     what: &str,
 ) -> Result<(serde_json::Value, Option<u64>)> {
-    let subject = format!("$KV.{}.{key}", kv.name);
-    let got = tokio::time::timeout(TIMEOUT, kv.stream.get_last_raw_message_by_subject(&subject))
+    let (value, _) = super::exclusive::leader_get(kv, key, TIMEOUT)
         .await
-        .map_err(|_| anyhow!("{what}: reading `{key}` timed out"))?;
-    match got {
-        Ok(m) => {
-            let deleted = m
-                .headers
-                .get("KV-Operation")
-                .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-            Ok(if deleted {
-                (serde_json::Value::Null, None)
-            } else {
-                (
-                    serde_json::from_slice(&m.payload).unwrap_or(serde_json::Value::Null),
-                    Some(m.sequence),
-                )
-            })
-        }
-        Err(e)
-            if matches!(
-                e.kind(),
-                async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-            ) =>
-        {
-            Ok((serde_json::Value::Null, None))
-        }
-        Err(e) => Err(anyhow!("{what}: reading `{key}`: {e}")),
-    }
+        .map_err(|e| anyhow!("{what}: {e:#}"))?;
+    Ok(match value {
+        Some((v, revision)) => (v, Some(revision)),
+        None => (serde_json::Value::Null, None),
+    })
 }
 
 fn wait_on<T: Send + 'static>(

@@ -20,7 +20,7 @@
 //!
 //! Holds assume the machines' clocks agree within a few seconds (NTP).
 
-use super::exclusive::{Write, write_if};
+use super::exclusive::{Write, leader_get, write_if};
 use super::nats::{Fleet, JOURNAL_PREFIX, TIMEOUT};
 use crate::chain::Head;
 use crate::error::hinted;
@@ -94,33 +94,10 @@ impl JetStreamStore {
     fn entry(&self, key: &str) -> Result<Option<(Value, u64)>> {
         let (kv, key) = (self.kv(), key.to_string());
         self.fleet.wait("reading the fleet's state", async move {
-            let subject = format!("$KV.{}.{key}", kv.name);
-            match tokio::time::timeout(TIMEOUT, kv.stream.get_last_raw_message_by_subject(&subject))
+            leader_get(&kv, &key, TIMEOUT)
                 .await
-            {
-                Ok(Ok(m)) => {
-                    let deleted = m
-                        .headers
-                        .get("KV-Operation")
-                        .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-                    Ok((!deleted).then(|| {
-                        (
-                            serde_json::from_slice(&m.payload).unwrap_or(Value::Null),
-                            m.sequence,
-                        )
-                    }))
-                }
-                Ok(Err(e))
-                    if matches!(
-                        e.kind(),
-                        async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound
-                    ) =>
-                {
-                    Ok(None)
-                }
-                Ok(Err(e)) => Err(anyhow!("reading `{key}` from the fleet's state: {e}")),
-                Err(_) => Err(anyhow!("reading `{key}` from the fleet's state: timed out")),
-            }
+                .map(|(value, _)| value)
+                .map_err(|e| anyhow!("reading the fleet's state: {e:#}"))
         })
     }
 
