@@ -570,27 +570,28 @@ impl Store for LocalStore {
             .and_then(|t| serde_json::from_str(&t).ok());
         let (token, previous, record) = next_lease(before.as_ref(), holder, resource);
         let _ = write_atomic(&info, &record.to_string());
-        Ok(Box::new(FileLease {
-            _file: file,
+        Ok(Box::new(Granted {
             token,
             previous,
-            info,
-            record,
+            guard: FileGuard {
+                _file: file,
+                info,
+                record,
+            },
         }))
     }
 }
 
-struct FileLease {
-    // Dropped after `drop` below wrote the release: the lock is held
-    // until then.
-    _file: File,
-    token: u64,
-    previous: Option<Previous>,
-    info: PathBuf,
-    record: Value,
+/// A lease as every store hands it out: its fencing token and who held
+/// the resource before, held while `guard` lives (a file lock, a hold
+/// renewed in NATS) and let go when it is dropped.
+pub struct Granted<G> {
+    pub token: u64,
+    pub previous: Option<Previous>,
+    pub guard: G,
 }
 
-impl Lease for FileLease {
+impl<G: Send + Sync> Lease for Granted<G> {
     fn fencing_token(&self) -> u64 {
         self.token
     }
@@ -600,7 +601,16 @@ impl Lease for FileLease {
     }
 }
 
-impl Drop for FileLease {
+/// A local lease's lock file, and the record it writes when let go.
+struct FileGuard {
+    // Dropped after `drop` below wrote the release: the lock is held
+    // until then.
+    _file: File,
+    info: PathBuf,
+    record: Value,
+}
+
+impl Drop for FileGuard {
     fn drop(&mut self) {
         self.record["released_ms"] = crate::time::now_ms().into();
         let _ = write_atomic(&self.info, &self.record.to_string());

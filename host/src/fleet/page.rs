@@ -71,24 +71,24 @@ pub async fn send(plan: &Value, parked: &Value, event: Event) -> Result<String> 
     let (run, step, change) = (text("run_id"), text("step"), text("change"));
     let deadline = Instant::now() + Duration::from_secs(60);
     use crate::bindings::runbook::host::notify::Severity;
-    let sent = match event {
-        Event::Parked => {
-            let summary = format!(
+    let page = match event {
+        Event::Parked => Some((
+            format!(
                 "runbook run {run} waits for approval of step `{step}` ({change}): `runbook approve {run} {step}`"
-            );
-            notify
-                .page(target, &summary, Severity::Warning, key, deadline)
-                .await
-        }
-        Event::Escalated => {
-            let summary = format!(
+            ),
+            Severity::Warning,
+        )),
+        Event::Escalated => Some((
+            format!(
                 "runbook run {run} escalated: nobody approved step `{step}` ({change}) in time"
-            );
-            notify
-                .page(target, &summary, Severity::Critical, key, deadline)
-                .await
-        }
-        Event::Continued => notify.resolve(target, key, deadline).await,
+            ),
+            Severity::Critical,
+        )),
+        Event::Continued => None,
+    };
+    let sent = match page {
+        Some((summary, severity)) => notify.page(target, &summary, severity, key, deadline).await,
+        None => notify.resolve(target, key, deadline).await,
     };
     sent.map(|s| s.status)
         .map_err(|e| anyhow::anyhow!("paging `{target}`: {e:?}"))

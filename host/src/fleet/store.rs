@@ -20,15 +20,14 @@
 //!
 //! Holds assume the machines' clocks agree within a few seconds (NTP).
 
-use super::exclusive::{Write, leader_get, write_if};
+use super::exclusive::{Write, write_if};
 use super::nats::{Fleet, JOURNAL_PREFIX, TIMEOUT};
 use crate::chain::Head;
 use crate::error::hinted;
 use crate::journal::{
-    Held, Holder, Journal, JournalLog, Lease, Previous, Store, finished, incident_taken,
+    Granted, Held, Holder, Journal, JournalLog, Lease, Store, finished, incident_taken,
 };
 use anyhow::{Result, anyhow};
-use async_nats::jetstream::kv;
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -84,27 +83,12 @@ impl JetStreamStore {
         &self.fleet
     }
 
-    fn kv(&self) -> kv::Store {
-        self.fleet.state.clone()
-    }
-
     /// `key`'s value and revision as the stream's leader has them: what
     /// decides whether a run may start, or who holds what, reads this, since
     /// a replica may lag (direct gets are answered by any).
     fn entry(&self, key: &str) -> Result<Option<(Value, u64)>> {
-        let (kv, key) = (self.kv(), key.to_string());
-        self.fleet.wait("reading the fleet's state", async move {
-            leader_get(&kv, &key, TIMEOUT)
-                .await
-                .map(|(value, _)| value)
-                .map_err(|e| anyhow!("reading the fleet's state: {e:#}"))
-        })
-    }
-
-    /// Writes `value` at `key` if it is still at `revision` (`None`: absent);
-    /// `Ok(None)` when someone else changed it first.
-    fn put_if(&self, key: &str, value: &Value, revision: Option<u64>) -> Result<Option<u64>> {
-        put_if(&self.fleet, key, value, revision)
+        let (value, revision) = self.fleet.read("reading the fleet's state", key)?;
+        Ok(revision.map(|r| (value, r)))
     }
 
     /// The run's journal lines as written (to check their chain), and the
@@ -175,7 +159,7 @@ impl JetStreamStore {
                 .context(format!("run `{run_id}` is running in another process")));
             }
             value["expires_ms"] = expiry().into();
-            if let Some(revision) = self.put_if(&key, &value, current.map(|c| c.1))? {
+            if let Some(revision) = put_if(&self.fleet, &key, &value, current.map(|c| c.1))? {
                 return Ok(Hold::start(&self.fleet, key, value, revision, true));
             }
         }
@@ -426,22 +410,6 @@ impl JournalLog for StreamLog {
     }
 }
 
-struct StateLease {
-    token: u64,
-    previous: Option<Previous>,
-    _hold: Hold,
-}
-
-impl Lease for StateLease {
-    fn fencing_token(&self) -> u64 {
-        self.token
-    }
-
-    fn previous(&self) -> Option<Previous> {
-        self.previous.clone()
-    }
-}
-
 impl Store for JetStreamStore {
     fn start_run(&self, incident: &str, holder: &Holder) -> Result<Journal> {
         let run_id = holder.run_id.as_str();
@@ -494,13 +462,13 @@ impl Store for JetStreamStore {
             let mut next = runs.clone();
             next.push(run_id.to_string());
             let value = json!({ "incident": incident, "runs": next });
-            if self.put_if(&key, &value, current.map(|c| c.1))?.is_some() {
+            if put_if(&self.fleet, &key, &value, current.map(|c| c.1))?.is_some() {
                 let run = json!({
                     "incident": incident,
                     "holder": holder,
                     "started_ms": crate::time::now_ms(),
                 });
-                self.put_if(&format!("run.{run_id}"), &run, None)?;
+                put_if(&self.fleet, &format!("run.{run_id}"), &run, None)?;
                 self.list_run(run_id, &run["started_ms"]);
                 return Ok(self.journal(run_id, hold, &[], 0));
             }
@@ -623,13 +591,13 @@ impl Store for JetStreamStore {
             let (token, previous, mut record) =
                 crate::journal::next_lease(before.as_ref(), holder, resource);
             record["expires_ms"] = expiry().into();
-            match self.put_if(&key, &record, current.map(|c| c.1)) {
+            match put_if(&self.fleet, &key, &record, current.map(|c| c.1)) {
                 Ok(Some(revision)) => {
                     let hold = Hold::start(&self.fleet, key, record, revision, false);
-                    return Ok(Box::new(StateLease {
+                    return Ok(Box::new(Granted {
                         token,
                         previous,
-                        _hold: hold,
+                        guard: hold,
                     }));
                 }
                 // Someone else took it in between: look again.

@@ -128,7 +128,7 @@ impl Triggers {
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let mut t: Triggers =
             crate::error::parse_toml(&text, path, "triggers file", HINT, |t: &mut Triggers| {
-                t.check(&base)
+                t.check()
             })?;
         t.path = path.to_path_buf();
         for trigger in &mut t.triggers {
@@ -162,7 +162,7 @@ impl Triggers {
         Ok(t)
     }
 
-    fn check(&self, _base: &Path) -> Result<(), String> {
+    fn check(&self) -> Result<(), String> {
         if self.topics.is_empty() {
             return Err(
                 "`topics` is empty: name the SNS topic ARNs whose notifications may start runs"
@@ -243,14 +243,36 @@ fn is_topic_arn(s: &str) -> bool {
         && parts[1..].iter().all(|p| !p.is_empty())
 }
 
-fn check_template(template: &str) -> Result<(), String> {
+/// A piece of an incident key template.
+enum Piece<'t> {
+    Text(&'t str),
+    Field(&'t str),
+}
+
+/// Gives `each` the pieces of `template` in order; a `{` without its `}`
+/// is an error.
+fn walk<'t>(
+    template: &'t str,
+    mut each: impl FnMut(Piece<'t>) -> Result<(), String>,
+) -> Result<(), String> {
     let mut rest = template;
-    let mut named = false;
     while let Some(open) = rest.find('{') {
         let Some(close) = rest[open..].find('}') else {
             return Err(format!("`{template}` has a `{{` without its `}}`"));
         };
-        let name = &rest[open + 1..open + close];
+        each(Piece::Text(&rest[..open]))?;
+        each(Piece::Field(&rest[open + 1..open + close]))?;
+        rest = &rest[open + close + 1..];
+    }
+    each(Piece::Text(rest))
+}
+
+fn check_template(template: &str) -> Result<(), String> {
+    let mut named = false;
+    walk(template, |piece| {
+        let Piece::Field(name) = piece else {
+            return Ok(());
+        };
         if !PLACEHOLDERS.contains(&name) {
             return Err(format!(
                 "`{{{name}}}` is not known; use {}",
@@ -262,8 +284,8 @@ fn check_template(template: &str) -> Result<(), String> {
             ));
         }
         named = true;
-        rest = &rest[open + close + 1..];
-    }
+        Ok(())
+    })?;
     // An incident that has had its run takes no other: a key that stays
     // the same from one alarm to the next would swallow every later one.
     if !named || !TIME_OR_MESSAGE.iter().any(|p| template.contains(p)) {
@@ -319,16 +341,14 @@ impl Trigger {
             .unwrap_or_else(|| "-".into())
         };
         let mut out = String::new();
-        let mut rest = template;
-        while let Some(open) = rest.find('{') {
-            let Some(close) = rest[open..].find('}') else {
-                break;
-            };
-            out.push_str(&rest[..open]);
-            out.push_str(&value(&rest[open + 1..open + close]));
-            rest = &rest[open + close + 1..];
-        }
-        out.push_str(rest);
+        // Checked at load: the walk does not fail here.
+        let _ = walk(template, |piece| {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(name) => out.push_str(&value(name)),
+            }
+            Ok(())
+        });
         out
     }
 
