@@ -1,7 +1,9 @@
 //! Bad input, as golden files: each malformed runbook, manifest, scenario,
 //! environment and trust file under `tests/fixtures/bad/` sits beside the
-//! `.err` file holding exactly what the CLI must print (exit status 2, nothing run), with the checkout's
-//! absolute path written as `<root>`.
+//! `.err` file holding exactly what the CLI must print (exit status 2,
+//! nothing run), with the checkout's absolute path written as `<root>` and
+//! the registry's lists of interfaces and sections as `<interfaces>` and
+//! `<sections>`.
 //!
 //! Regenerate after a deliberate wording change with
 //! `UPDATE_GOLDEN=1 cargo test --test bad_input`, then review the diff.
@@ -31,8 +33,9 @@ fn cases(kind: &str, ext: &str) -> Vec<String> {
 
 fn golden(case: &str, args: &[&str]) -> Option<String> {
     let mut out = run(args);
-    // Golden files hold paths relative to the checkout, wherever it is.
-    out.stderr = out.stderr.replace(root().to_str().unwrap(), "<root>");
+    // Golden files hold paths relative to the checkout, wherever it is,
+    // and the registry's lists by name, whatever capabilities there are.
+    out.stderr = registry_lists(out.stderr.replace(root().to_str().unwrap(), "<root>"));
     let err_file = root().join(Path::new(case).with_extension("err"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&err_file, &out.stderr).unwrap();
@@ -53,6 +56,22 @@ fn golden(case: &str, args: &[&str]) -> Option<String> {
         ));
     }
     (!problems.is_empty()).then(|| format!("{case}: {}", problems.join("; ")))
+}
+
+/// `text` with the registry's interface names and scenario and
+/// environment sections, as messages list them, written `<interfaces>`
+/// and `<sections>`: adding a capability changes no golden file.
+fn registry_lists(text: String) -> String {
+    use runbook_core::interface::Interface;
+    let list = |name: fn(Interface) -> &'static str| {
+        Interface::ALL
+            .iter()
+            .map(|i| format!("`{}`", name(*i)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    text.replace(&list(Interface::wit_name), "<interfaces>")
+        .replace(&list(Interface::section), "<sections>")
 }
 
 fn assert_all(failures: Vec<Option<String>>) {

@@ -9,9 +9,9 @@ mod common;
 use common::fleet::{Nats, Worker, aws, wait_until};
 use common::live::*;
 use common::{RB0031, output, runbook};
-use runbook_host::fleet::nats::Fleet;
-use runbook_host::fleet::store::JetStreamStore;
-use runbook_host::journal::Store;
+use runbook_fleet::nats::Fleet;
+use runbook_fleet::store::JetStreamStore;
+use runbook_journal::store::Store;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
@@ -72,7 +72,7 @@ fn incident_state(store: &JetStreamStore, incident: &str) -> (usize, usize, Opti
         let text: String = raw.iter().map(|l| format!("{l}\n")).collect();
         std::fs::write(&file, text).unwrap();
         assert_eq!(
-            runbook_host::chain::verify(&file).unwrap(),
+            runbook_journal::chain::verify(&file).unwrap(),
             Ok(lines.len()),
             "run {run}'s journal chain"
         );
@@ -87,7 +87,7 @@ fn incident_state(store: &JetStreamStore, incident: &str) -> (usize, usize, Opti
                 applied += 1;
             }
         }
-        if let Some(end) = runbook_host::journal::finished(&lines) {
+        if let Some(end) = runbook_journal::replay::finished(&lines) {
             ended = end["status"].as_str().map(str::to_string);
         }
     }
@@ -402,16 +402,16 @@ fn a_duplicate_alarm_is_one_run() {
         incident_state(&store, &incident).2.is_some()
     });
     // Past the window: another message for the same incident.
-    let request = runbook_host::fleet::request::RunRequest::new(
+    let request = runbook_fleet::request::RunRequest::new(
         &common::root().join(RB0031),
         Some(&common::root().join(SIM)),
         None,
         Some(incident.clone()),
     )
     .unwrap();
-    runbook_host::fleet::request::publish(
+    runbook_fleet::request::publish(
         store.fleet(),
-        &runbook_host::fleet::request::Request::Run(request),
+        &runbook_fleet::request::Request::Run(request),
         "another-key",
     )
     .unwrap();
@@ -461,7 +461,7 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
         });
         let run = store.incident_runs(&approved).unwrap()[0].clone();
         let lines = store.read_run(&run).unwrap();
-        let Some((step, _)) = runbook_host::fleet::parked::waiting_step(&lines) else {
+        let Some((step, _)) = runbook_fleet::parked::waiting_step(&lines) else {
             break;
         };
         let out = output(runbook().args(["approve", &run, &step, "--nats", &url]));
@@ -472,7 +472,7 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
         approved_steps.push(step);
         wait_until("the approved run to go on", 90, &[&worker], || {
             let lines = store.read_run(&run).unwrap();
-            runbook_host::fleet::parked::waiting_step(&lines)
+            runbook_fleet::parked::waiting_step(&lines)
                 .is_none_or(|(s, _)| !approved_steps.contains(&s))
         });
     }
@@ -623,7 +623,7 @@ fn racing_for_a_lease_on_a_cluster_one_wins() {
         // The lease exists and is free: taking it is an update.
         drop(stores[0].lease(
             &resource,
-            &runbook_host::journal::Holder::me("setup"),
+            &runbook_journal::holder::Holder::me("setup"),
             Duration::ZERO,
         ));
         let barrier = Arc::new(std::sync::Barrier::new(racers));
@@ -634,7 +634,7 @@ fn racing_for_a_lease_on_a_cluster_one_wins() {
                 .map(|(i, store)| {
                     let (barrier, resource) = (barrier.clone(), resource.clone());
                     s.spawn(move || {
-                        let me = runbook_host::journal::Holder::me(&format!("racer-{i}"));
+                        let me = runbook_journal::holder::Holder::me(&format!("racer-{i}"));
                         barrier.wait();
                         let lease = store.lease(&resource, &me, Duration::ZERO);
                         // Held for a moment, so late racers meet it held.

@@ -1,4 +1,4 @@
-//! The parsers' fuzz targets (`runbook_host::fuzzing`) on the stable
+//! The parsers' fuzz targets (`runbook_engine::fuzzing`) on the stable
 //! toolchain: every seed in `fuzz/corpus/`, every input that once crashed
 //! in `fuzz/regressions/`, and thousands of deterministic mutations of the
 //! seeds. A panic fails the test; the full libFuzzer campaign is `cargo
@@ -71,7 +71,7 @@ fn files(dir: &Path) -> Vec<Vec<u8>> {
 fn every_parser_survives_its_corpus_regressions_and_mutations() {
     let fuzz = common::root().join("fuzz");
     let mut rng = Rng(0x5eed_2026_1127);
-    for (name, target) in runbook_host::fuzzing::TARGETS {
+    for (name, target) in runbook_engine::fuzzing::TARGETS {
         let seeds = files(&fuzz.join("corpus").join(name));
         assert!(!seeds.is_empty(), "no seeds for `{name}`");
         for input in files(&fuzz.join("regressions").join(name))

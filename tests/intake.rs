@@ -11,7 +11,7 @@ use base64::Engine;
 use common::fleet::{Nats, Worker, aws, wait_until};
 use common::live::{Moto, free_port, wait_for};
 use common::{RB0031, root, runbook};
-use runbook_host::journal::Store;
+use runbook_journal::store::Store;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -228,7 +228,7 @@ fn alarms_from_moto_sns_become_one_run_per_transition() {
             .incident_runs(incident)
             .unwrap_or_default()
             .first()
-            .and_then(|r| runbook_host::journal::finished(&store.read_run(r).ok()?).cloned())
+            .and_then(|r| runbook_journal::replay::finished(&store.read_run(r).ok()?).cloned())
             .is_some()
     };
     let incident = format!("us-east-1:{alarm}:{first}");
@@ -238,7 +238,7 @@ fn alarms_from_moto_sns_become_one_run_per_transition() {
     let runs = store.incident_runs(&incident).unwrap();
     assert_eq!(runs.len(), 1, "one run for five deliveries");
     let lines = store.read_run(&runs[0]).unwrap();
-    let end = runbook_host::journal::finished(&lines).unwrap();
+    let end = runbook_journal::replay::finished(&lines).unwrap();
     assert_eq!(end["status"], "resolved", "{lines:?}");
     let start = lines.iter().find(|l| l["event"] == "run-start").unwrap();
     assert_eq!(start["incident"], incident.as_str());
@@ -255,6 +255,77 @@ fn alarms_from_moto_sns_become_one_run_per_transition() {
             .log()
             .contains("is not among the triggers file's `topics`")
     );
+}
+
+/// An alarm whose incident key starts with `-` (the default template
+/// starts with the region, which this notification lacks without its
+/// `AlarmArn`, and the triggers file writes `-` for a missing field) runs
+/// like any other. The worker once passed
+/// the key to a command line of its own, where `-…` read as a flag: the
+/// alarm was refused at every delivery and never ran.
+#[test]
+fn an_alarm_whose_incident_key_starts_with_a_dash_runs() {
+    let moto = Moto::start();
+    let nats = Nats::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(&nats, dir.path(), "w0");
+    let client = sns(&moto);
+    let rt = rt();
+    let tag = common::now_nanos() % 1_000_000_000;
+    let topic = rt.block_on(async {
+        let t = client
+            .create_topic()
+            .name(format!("dash-{tag}"))
+            .send()
+            .await
+            .unwrap();
+        t.topic_arn.unwrap()
+    });
+    let alarm = format!("auth-5xx-{tag}");
+    let triggers = triggers_file(dir.path(), &[&topic], &alarm);
+    let serve = Serve::start(&nats, &triggers, &moto.url, dir.path());
+    let endpoint = format!("http://127.0.0.1:{}/sns", serve.port);
+    let at = "2026-11-27T15:04:05.000+0000";
+    let mut message: serde_json::Value =
+        serde_json::from_str(&alarm_message(&alarm, "ALARM", at)).unwrap();
+    message.as_object_mut().unwrap().remove("AlarmArn");
+    rt.block_on(async {
+        client
+            .subscribe()
+            .topic_arn(&topic)
+            .protocol("http")
+            .endpoint(&endpoint)
+            .send()
+            .await
+            .unwrap();
+        client
+            .publish()
+            .topic_arn(&topic)
+            .message(message.to_string())
+            .send()
+            .await
+            .unwrap();
+    });
+    wait_for("the delivery", || serve.counter("submitted") == 1);
+    let incident = format!("-:{alarm}:{at}");
+    let store = nats.store();
+    wait_until("the run to end", 120, &[&worker], || {
+        store
+            .incident_runs(&incident)
+            .unwrap_or_default()
+            .first()
+            .and_then(|r| runbook_journal::replay::finished(&store.read_run(r).ok()?).cloned())
+            .is_some()
+    });
+    let runs = store.incident_runs(&incident).unwrap();
+    assert_eq!(runs.len(), 1);
+    let lines = store.read_run(&runs[0]).unwrap();
+    let end = runbook_journal::replay::finished(&lines).unwrap();
+    assert_eq!(end["status"], "resolved", "{lines:?}");
+    let start = lines.iter().find(|l| l["event"] == "run-start").unwrap();
+    assert_eq!(start["incident"], incident.as_str());
+    let log = std::fs::read_to_string(&worker.log).unwrap();
+    assert!(!log.contains("request refused"), "{log}");
 }
 
 /// What the fake SNS host saw: request lines.

@@ -166,56 +166,94 @@ fn one_step_runs_alone_with_its_inputs() {
     );
 }
 
-/// The SDK carries the WIT it is built from, so that it packages on its
-/// own; it must be the repository's.
+/// The SDK builds from the repository's WIT itself (a symlink, not a
+/// copy that could drift), and the kit vendors exactly those files.
 #[test]
 fn the_sdk_embeds_the_repository_wit() {
-    let mut names = Vec::new();
-    for e in std::fs::read_dir(root().join("wit")).unwrap() {
-        let p = e.unwrap().path();
-        if p.extension().is_some_and(|x| x == "wit") {
-            let name = p.file_name().unwrap().to_owned();
-            let copy = root().join("plugins/sdk/wit").join(&name);
-            assert_eq!(
-                std::fs::read(&p).unwrap(),
-                std::fs::read(&copy).unwrap_or_default(),
-                "plugins/sdk/wit/{} differs from wit/; copy it over",
-                name.to_string_lossy()
-            );
-            names.push(name);
-        }
-    }
-    let copies = std::fs::read_dir(root().join("plugins/sdk/wit"))
+    let sdk = std::fs::canonicalize(root().join("plugins/sdk/wit")).unwrap();
+    assert_eq!(sdk, std::fs::canonicalize(root().join("wit")).unwrap());
+    let mut names: Vec<String> = std::fs::read_dir(root().join("wit"))
         .unwrap()
-        .count();
-    assert_eq!(copies, names.len(), "plugins/sdk/wit has files wit/ lacks");
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "wit"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let scratch = tempfile::tempdir().unwrap();
+    let out = common::output(common::runbook().current_dir(scratch.path()).args([
+        "new",
+        "wit-check",
+        "--lang",
+        "rust",
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let vendored = scratch.path().join("wit-check/vendor/runbook-sdk/wit");
+    let mut got: Vec<String> = std::fs::read_dir(&vendored)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    got.sort();
+    assert_eq!(got, names, "the vendored SDK's WIT");
+    for n in &names {
+        assert_eq!(
+            std::fs::read(vendored.join(n)).unwrap(),
+            std::fs::read(root().join("wit").join(n)).unwrap(),
+            "vendored {n}"
+        );
+    }
 }
 
 /// The plugins' own unit tests, natively, with the SDK's fake host
-/// answering their capability calls (no component, no host).
+/// answering their capability calls (no component, no host): every test
+/// each plugin crate declares runs and passes.
 #[test]
 fn plugins_test_natively_against_the_fake_host() {
-    let out = std::process::Command::new(env!("CARGO"))
+    // One stream, so each test binary's result follows its name.
+    let out = std::process::Command::new("sh")
         .current_dir(root().join("plugins"))
-        .args(["test", "--workspace", "--quiet", "--target-dir"])
+        .args([
+            "-c",
+            "exec \"$0\" test --workspace --target-dir \"$1\" 2>&1",
+        ])
+        .arg(env!("CARGO"))
         .arg(root().join("target/plugins-native"))
         .env_remove("CARGO_TARGET_DIR")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let passed: usize = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("test result: ok. "))
-        .filter_map(|l| l.split(' ').next()?.parse::<usize>().ok())
-        .sum();
-    assert!(passed >= 6, "only {passed} plugin tests ran:\n{stdout}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // Each crate's binary and how many passed, in the order they ran.
+    let mut passed: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut current = None;
+    for line in text.lines() {
+        if let Some(at) = line.find("/deps/") {
+            current = line[at + 6..].split('-').next().map(str::to_string);
+        } else if let (Some(c), Some(rest)) = (&current, line.strip_prefix("test result: ok. ")) {
+            let n: usize = rest.split(' ').next().unwrap().parse().unwrap();
+            *passed.entry(c.clone()).or_default() += n;
+        }
+    }
+    let mut checked = 0;
+    for kind in ["steps", "testing"] {
+        for e in std::fs::read_dir(root().join("plugins").join(kind)).unwrap() {
+            let dir = e.unwrap().path();
+            let src = std::fs::read_to_string(dir.join("src/lib.rs")).unwrap_or_default();
+            let declared = src.matches("#[test]").count();
+            if declared == 0 {
+                continue;
+            }
+            let name = dir.file_name().unwrap().to_string_lossy().replace('-', "_");
+            let ran = passed.get(&name).copied().unwrap_or(0);
+            assert!(
+                ran >= declared,
+                "plugin `{name}` declares {declared} tests, {ran} passed:\n{text}"
+            );
+            checked += declared;
+        }
+    }
+    assert!(checked >= 8, "only {checked} plugin tests found:\n{text}");
 }
 
 /// What a new platform team does, in a scratch directory outside the

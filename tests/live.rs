@@ -511,11 +511,12 @@ mod faults {
     //! step gets the right error, bounded by its timeouts.
 
     use super::*;
-    use runbook_host::bindings::Error;
-    use runbook_host::capability::ecs::EcsBackend;
-    use runbook_host::capability::ecs::live::EcsTarget;
-    use runbook_host::capability::redis::RedisBackend;
-    use runbook_host::capability::redis::live::{Redis, RedisTarget};
+    use runbook_capabilities::bindings::Error;
+    use runbook_capabilities::ecs::EcsBackend;
+    use runbook_capabilities::ecs::live::EcsTarget;
+    use runbook_capabilities::redis::RedisBackend;
+    use runbook_capabilities::redis::live::Redis;
+    use runbook_capabilities::redis::live::RedisTarget;
 
     fn target(url: String) -> RedisTarget {
         RedisTarget {
@@ -746,17 +747,17 @@ mod faults {
     #[tokio::test]
     async fn an_aws_endpoint_that_never_answers_times_out() {
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
-        let env: runbook_host::environment::Environment = toml::from_str(&format!(
+        let env: runbook_capabilities::environment::Environment = toml::from_str(&format!(
             "[aws]\nregion = \"us-east-1\"\nendpoint_url = \"http://{}\"\nattempt_timeout_ms = 300\noperation_timeout_ms = 800\nmax_attempts = 2\n",
             silent.local_addr().unwrap()
         ))
         .unwrap();
         // Our timeouts and retries, with test credentials instead of the chain.
-        let aws = runbook_host::capability::aws::load(&env.aws).await.unwrap();
+        let aws = runbook_capabilities::aws::load(&env.aws).await.unwrap();
         let conf = aws_sdk_ecs::config::Builder::from(&aws.sdk)
             .credentials_provider(creds())
             .build();
-        let ecs = runbook_host::capability::ecs::live::Ecs::new(
+        let ecs = runbook_capabilities::ecs::live::Ecs::new(
             aws_sdk_ecs::Client::from_conf(conf),
             Duration::from_secs(30),
             [(
@@ -842,12 +843,12 @@ mod durable {
         let mut applied = 0;
         for j in journals(state) {
             assert_eq!(
-                runbook_host::chain::verify(&j).unwrap(),
-                Ok(runbook_host::chain::read(&j).unwrap().len()),
+                runbook_journal::chain::verify(&j).unwrap(),
+                Ok(runbook_journal::chain::read(&j).unwrap().len()),
                 "{}",
                 j.display()
             );
-            let lines = runbook_host::chain::read(&j).unwrap();
+            let lines = runbook_journal::chain::read(&j).unwrap();
             for (i, l) in lines.iter().enumerate() {
                 if l["event"] == "applied" && l["resource"] == "production/auth-service" {
                     let intent = l["intent"].as_u64().expect("applied names its intent");
@@ -869,7 +870,7 @@ mod durable {
     /// starts the run again if it never got going.
     fn finish(state: &Path, env: &str, incident_start: &str) {
         let has = |j: &PathBuf, event: &str| {
-            runbook_host::chain::read(j)
+            runbook_journal::chain::read(j)
                 .unwrap()
                 .iter()
                 .any(|l| l["event"] == event)

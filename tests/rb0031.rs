@@ -316,9 +316,10 @@ fn inspect_shows_imports_grants_limits_and_digest() {
         .find_map(|l| l.strip_prefix("sha256     "))
         .unwrap();
     let digest = digest.split_whitespace().next().unwrap();
-    let bytes =
-        std::fs::read(std::path::Path::new(env!("RUNBOOK_BUILT_PLUGINS")).join("set_flag.wasm"))
-            .unwrap();
+    let bytes = std::fs::read(
+        std::path::Path::new(runbook_engine::builtin::BUILT_PLUGINS).join("set_flag.wasm"),
+    )
+    .unwrap();
     // Computed independently of the host's own digest code.
     use sha2::Digest;
     let expected: String = sha2::Sha256::digest(&bytes)

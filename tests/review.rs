@@ -885,7 +885,7 @@ fn plugins_round_trip_through_a_registry_by_digest_verified() {
     // nothing installed.
     let component = format!(
         "sha256:{}",
-        runbook_host::engine::sha256_hex(&std::fs::read(pulled.join("set_flag.wasm")).unwrap())
+        runbook_core::hash::sha256_hex(&std::fs::read(pulled.join("set_flag.wasm")).unwrap())
     );
     let blob = registry.blob(&component);
     let mut bytes = std::fs::read(&blob).unwrap();

@@ -5,10 +5,10 @@
 mod common;
 
 use common::{RB0031, audit_lines, root, run, step};
-use runbook_host::engine::Runtime;
-use runbook_host::grants::Grants;
-use runbook_host::manifest::LoadedManifest;
-use runbook_host::plugin::Plugin;
+use runbook_core::grants::Grants;
+use runbook_core::manifest::LoadedManifest;
+use runbook_engine::plugin::Plugin;
+use runbook_engine::runtime::Runtime;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
@@ -211,10 +211,10 @@ fn the_linker_lacks_ungranted_interfaces() {
     let runtime = Runtime::new(None).unwrap();
     let manifest =
         LoadedManifest::load(&root().join("plugins/testing/ungranted-import/plugin.toml")).unwrap();
-    let dirs = vec![PathBuf::from(env!("RUNBOOK_BUILT_PLUGINS"))];
+    let dirs = vec![PathBuf::from(runbook_engine::builtin::BUILT_PLUGINS)];
     let plugin = Plugin::load(&runtime, manifest, &dirs, None).unwrap();
     let grants: Grants = toml::from_str("metrics = { read = [\"*\"] }").unwrap();
-    let err = runbook_host::plan::instance_pre(&runtime, &plugin, &grants)
+    let err = runbook_engine::plan::instance_pre(&runtime, &plugin, &grants)
         .err()
         .expect("linking must fail");
     let text = format!("{err:#}");
@@ -224,7 +224,7 @@ fn the_linker_lacks_ungranted_interfaces() {
         "{text}"
     );
     let grants: Grants = toml::from_str("ecs = { read = [\"*\"] }").unwrap();
-    assert!(runbook_host::plan::instance_pre(&runtime, &plugin, &grants).is_ok());
+    assert!(runbook_engine::plan::instance_pre(&runtime, &plugin, &grants).is_ok());
 }
 
 #[test]
@@ -251,7 +251,7 @@ fn a_step_cannot_widen_its_plugins_grant() {
 /// Copies the plugins RB-0031 uses into `dir`, components beside their
 /// manifests, with `sha256` pinned.
 fn pinned_plugins(dir: &Path) {
-    let built = Path::new(env!("RUNBOOK_BUILT_PLUGINS"));
+    let built = Path::new(runbook_engine::builtin::BUILT_PLUGINS);
     for entry in std::fs::read_dir(root().join("plugins/steps")).unwrap() {
         let src = entry.unwrap().path();
         let name = src.file_name().unwrap().to_string_lossy().into_owned();
@@ -261,7 +261,7 @@ fn pinned_plugins(dir: &Path) {
         let bytes = std::fs::read(built.join(&wasm)).unwrap();
         std::fs::write(dst.join(&wasm), &bytes).unwrap();
         let mut manifest = std::fs::read_to_string(src.join("plugin.toml")).unwrap();
-        let digest = runbook_host::engine::sha256_hex(&bytes);
+        let digest = runbook_core::hash::sha256_hex(&bytes);
         let component_line = format!("component = \"{wasm}\"\n");
         assert!(manifest.contains(&component_line), "{name}: {manifest}");
         manifest = manifest.replace(
@@ -346,11 +346,14 @@ fn with_deadline(dir: &Path, src: &str, name: &str, timeout_ms: u64) {
 /// spinner's 5 s deadline.
 #[test]
 fn a_busy_step_does_not_starve_other_runs() {
-    use runbook_host::approval::{Approver, Policy};
-    use runbook_host::plan::{Plan, Sources};
-    use runbook_host::run::{RunConfig, execute};
-    use runbook_host::runbook::Runbook;
-    use runbook_host::scenario::Scenario;
+    use runbook_capabilities::approval::Approver;
+    use runbook_capabilities::scenario::Scenario;
+    use runbook_core::approval::Policy;
+    use runbook_core::runbook::Runbook;
+    use runbook_engine::plan::Plan;
+    use runbook_engine::run::execute;
+    use runbook_engine::run_config::RunConfig;
+    use runbook_engine::sources::Sources;
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -452,7 +455,7 @@ fn a_busy_step_does_not_starve_other_runs() {
 }
 
 fn sha256_of(path: &Path) -> String {
-    runbook_host::engine::sha256_hex(&std::fs::read(path).unwrap())
+    runbook_core::hash::sha256_hex(&std::fs::read(path).unwrap())
 }
 
 /// The cache entry of the plugin built as `wasm`, under `cache`.
@@ -544,14 +547,18 @@ fn a_cache_directory_others_can_write_is_not_used() {
 /// the report keeps the call, marked interrupted (it may have taken effect).
 #[test]
 fn a_mutation_cut_off_by_the_deadline_is_recorded_as_interrupted() {
-    use runbook_host::approval::{Approver, Policy};
-    use runbook_host::audit::AuditLog;
-    use runbook_host::bindings::Error;
-    use runbook_host::capability::Backends;
-    use runbook_host::capability::feature_flags::{Cap, FlagsBackend};
-    use runbook_host::plan::{Plan, Sources};
-    use runbook_host::run::{RunConfig, execute};
-    use runbook_host::runbook::Runbook;
+    use runbook_capabilities::approval::Approver;
+    use runbook_capabilities::backends::Backends;
+    use runbook_capabilities::bindings::Error;
+    use runbook_capabilities::feature_flags::Cap;
+    use runbook_capabilities::feature_flags::FlagsBackend;
+    use runbook_core::approval::Policy;
+    use runbook_core::runbook::Runbook;
+    use runbook_engine::plan::Plan;
+    use runbook_engine::run::execute;
+    use runbook_engine::run_config::RunConfig;
+    use runbook_engine::sources::Sources;
+    use runbook_journal::audit::AuditLog;
     use std::sync::Arc;
     use std::time::Instant;
 
@@ -585,7 +592,7 @@ fn a_mutation_cut_off_by_the_deadline_is_recorded_as_interrupted() {
     let runtime = Runtime::new(None).unwrap();
     let plan = Plan::load(&runtime, Runbook::load(&rb).unwrap(), &sources).unwrap();
     let log = dir.path().join("audit.jsonl");
-    let clock = runbook_host::capability::sim::World::new(0, None);
+    let clock = runbook_capabilities::sim::World::new(0, None);
     let mut cfg = RunConfig::simple(
         "cut",
         "test",

@@ -3,13 +3,9 @@
 //! targets to a toolchain installed before), and says what to install when
 //! it cannot. Tried with stand-in `rustc` and `rustup` programs.
 
-#[path = "../host/build/toolchain.rs"]
-#[allow(dead_code, reason = "the build script's other half is not tested here")]
-mod toolchain;
-
+use runbook_kit::toolchain::{Target, ensure_target};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use toolchain::{Target, ensure_target};
 
 /// The tests here write programs and run them: one at a time, or a fork
 /// in one test can hold another's freshly written script open for writing

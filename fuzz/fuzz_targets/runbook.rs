@@ -1,3 +1,3 @@
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| runbook_host::fuzzing::runbook(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| runbook_engine::fuzzing::runbook(data));

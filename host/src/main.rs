@@ -1,19 +1,20 @@
-use clap::Parser;
+use runbook_core::exit::Exit;
 use runbook_host::cli::{Cli, Command};
-use runbook_host::exit::Exit;
+use runbook_host::color::{self, ERROR, HINT};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = runbook_host::cli::parse();
+    color::init(cli.color);
     match run(cli) {
         Ok(exit) => exit.into(),
         Err(err) => {
-            eprintln!("error: {err}");
+            anstream::eprintln!("{} {err}", color::paint(ERROR, "error:"));
             for cause in err.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+                anstream::eprintln!("  caused by: {cause}");
             }
-            if let Some(hint) = runbook_host::error::hint_of(&err) {
-                eprintln!("hint: {hint}");
+            if let Some(hint) = runbook_core::error::hint_of(&err) {
+                anstream::eprintln!("{} {hint}", color::paint(HINT, "hint:"));
             }
             Exit::Invalid.into()
         }

@@ -3,8 +3,8 @@
 
 use super::live::{free_port, notify_hook, wait_for};
 use super::{output, runbook};
-use runbook_host::fleet::nats::Fleet;
-use runbook_host::fleet::store::JetStreamStore;
+use runbook_fleet::nats::Fleet;
+use runbook_fleet::store::JetStreamStore;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;

@@ -21,7 +21,7 @@ pub fn root() -> PathBuf {
 
 /// Where the build put the plugin components (the testing ones too).
 pub fn built_plugins() -> PathBuf {
-    PathBuf::from(env!("RUNBOOK_BUILT_PLUGINS"))
+    PathBuf::from(runbook_engine::builtin::BUILT_PLUGINS)
 }
 
 /// The binary, run from the repository root with its own compiled-component

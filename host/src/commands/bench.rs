@@ -1,30 +1,34 @@
 //! `runbook bench`: many runs in one process, measured.
 
 use super::{emit, say, sources};
-use crate::bench::{Bench, many, peak_rss_kib};
 use crate::cli::BenchArgs;
-use crate::engine::{Runtime, default_cache_dir};
-use crate::exit::Exit;
-use crate::plan::Plan;
-use crate::runbook::Runbook;
-use crate::scenario::Scenario;
 use anyhow::Result;
+use runbook_core::exit::Exit;
+use runbook_engine::Engine;
+use runbook_engine::bench::{Bench, many, peak_rss_kib};
+use runbook_engine::runtime::{Runtime, default_cache_dir};
 use std::sync::Arc;
 
 pub async fn bench(args: BenchArgs) -> Result<Exit> {
-    let runbook = Runbook::load(&args.runbook)?;
-    let scenario = Scenario::load(&args.sim)?;
-    let runtime = Runtime::with_instances(default_cache_dir(), args.instances)?;
-    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook)?)?;
-    scenario.check_plan(&plan, &args.sim)?;
+    let engine = Engine::new(
+        Runtime::with_instances(default_cache_dir(), args.instances)?,
+        None,
+    );
+    let prepared = engine.prepare(
+        &args.runbook,
+        &args.sim,
+        &sources(&args.sources, &args.runbook)?,
+    )?;
+    let progress = crate::progress::bar(args.runs as u64, "runs");
     let b = many(
-        Arc::new(plan),
-        runtime,
-        Arc::new(scenario),
+        &engine,
+        Arc::new(prepared),
         args.runs,
         args.concurrency,
+        || progress.inc(1),
     )
     .await?;
+    progress.finish();
     let rss_mib = peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     let p = |v: &[u64], q| Bench::percentile(v, q);
     let mut out = String::new();

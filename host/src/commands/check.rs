@@ -2,12 +2,12 @@
 
 use super::{emit, say, sources};
 use crate::cli::CheckArgs;
-use crate::engine::{Runtime, default_cache_dir};
-use crate::environment::Environment;
-use crate::exit::Exit;
-use crate::plan::Plan;
-use crate::runbook::Runbook;
 use anyhow::Result;
+use runbook_core::exit::Exit;
+use runbook_core::runbook::Runbook;
+use runbook_engine::BackendChoice;
+use runbook_engine::backend::Backend;
+use runbook_engine::runtime::{Runtime, default_cache_dir};
 
 pub fn check(args: CheckArgs) -> Result<Exit> {
     let mut out = String::new();
@@ -23,10 +23,16 @@ pub fn check(args: CheckArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
     let runtime = Runtime::new(default_cache_dir())?;
-    let plan = Plan::load(&runtime, runbook, &sources(&args.sources, &args.runbook)?)?;
+    let loading = crate::progress::spinner("loading and linking the plugins");
+    let plan = runbook_engine::start::load_plan(
+        &runtime,
+        runbook,
+        &sources(&args.sources, &args.runbook)?,
+    )?;
     plan.link_all(&runtime)?;
+    loading.finish_and_clear();
     if let Some(env) = &args.env {
-        Environment::load(env)?.check_plan(&plan)?;
+        Backend::load(&BackendChoice::Live(env.clone()), None)?.check(&plan)?;
     }
     say!(
         out,

@@ -1,14 +1,14 @@
 //! `runbook submit`, `runbook worker`, `runbook approve`: the fleet's
-//! commands (see [`crate::fleet`]).
+//! commands (see [`runbook_fleet`]).
 
 use super::{emit, say};
 use crate::cli::{ApproveArgs, ServeArgs, SubmitArgs, WorkerArgs};
-use crate::exit::Exit;
-use crate::fleet::nats::{Fleet, url_of};
-use crate::fleet::request::{Request, RunRequest, publish};
-use crate::fleet::store::JetStreamStore;
-use crate::fleet::worker::{Settings, work};
 use anyhow::Result;
+use runbook_core::exit::Exit;
+use runbook_fleet::nats::{Fleet, url_of};
+use runbook_fleet::request::{Request, RunRequest, publish};
+use runbook_fleet::store::JetStreamStore;
+use runbook_fleet::worker::{Settings, work};
 use std::time::Duration;
 
 pub fn submit(args: SubmitArgs) -> Result<Exit> {
@@ -54,7 +54,9 @@ pub async fn worker(args: WorkerArgs) -> Result<Exit> {
         max_deliver: 10,
         grace: Duration::from_secs(args.grace),
         approval_timeout: Duration::from_secs(args.approval_timeout),
-        cache_dir: args.cache_dir.or_else(crate::engine::default_cache_dir),
+        cache_dir: args
+            .cache_dir
+            .or_else(runbook_engine::runtime::default_cache_dir),
     };
     work(fleet, settings, args.health).await
 }
@@ -62,7 +64,7 @@ pub async fn worker(args: WorkerArgs) -> Result<Exit> {
 pub fn approve(args: ApproveArgs) -> Result<Exit> {
     let fleet = Fleet::connect(&url_of(args.nats.nats.as_deref())?, args.nats.replicas)?;
     let store = JetStreamStore::new(fleet);
-    crate::fleet::parked::approve(&store, &args.run_id, &args.step)?;
+    runbook_fleet::parked::approve(&store, &args.run_id, &args.step)?;
     emit(&format!(
         "approved step `{}` of run {}: a worker continues it (`runbook show {} --nats URL`)\n",
         args.step, args.run_id, args.run_id
@@ -73,7 +75,7 @@ pub fn approve(args: ApproveArgs) -> Result<Exit> {
 pub async fn serve(args: ServeArgs) -> Result<Exit> {
     let path = args.triggers.clone();
     let triggers =
-        tokio::task::spawn_blocking(move || crate::fleet::triggers::Triggers::load(&path))
+        tokio::task::spawn_blocking(move || runbook_fleet::triggers::Triggers::load(&path))
             .await??;
     if args.check {
         let mut out = String::new();
@@ -105,24 +107,24 @@ pub async fn serve(args: ServeArgs) -> Result<Exit> {
                 backend.unwrap_or_default(),
                 t.incident
                     .as_deref()
-                    .unwrap_or(crate::fleet::triggers::DEFAULT_INCIDENT)
+                    .unwrap_or(runbook_fleet::triggers::DEFAULT_INCIDENT)
             );
         }
         emit(&out)?;
         return Ok(Exit::Ok);
     }
     init_tracing();
-    let verifier = crate::fleet::sns::Verifier::from_env()?;
+    let verifier = runbook_fleet::sns::Verifier::from_env()?;
     let url = url_of(args.nats.nats.as_deref())?;
     let replicas = args.nats.replicas;
     let fleet = tokio::task::spawn_blocking(move || Fleet::connect(&url, replicas)).await??;
-    let intake = std::sync::Arc::new(crate::fleet::intake::Intake {
+    let intake = std::sync::Arc::new(runbook_fleet::intake::Intake {
         triggers,
         verifier,
         fleet,
         counters: Default::default(),
     });
-    crate::fleet::intake::serve(intake, args.listen).await?;
+    runbook_fleet::intake::serve(intake, args.listen).await?;
     Ok(Exit::Ok)
 }
 
@@ -133,6 +135,6 @@ fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(crate::color::on_stderr())
         .try_init();
 }

@@ -1,13 +1,14 @@
 //! `runbook inspect`: a plugin's imports, grants, limits and digest side
 //! by side, for review.
 
-use super::{component_dirs, emit, say};
+use super::{emit, say};
 use crate::cli::InspectArgs;
-use crate::engine::{Runtime, default_cache_dir};
-use crate::exit::Exit;
-use crate::manifest::{FILE_NAME, LoadedManifest};
-use crate::plugin::{ImportKind, Plugin, classify};
 use anyhow::Result;
+use runbook_core::exit::Exit;
+use runbook_core::manifest::{FILE_NAME, LoadedManifest};
+use runbook_engine::plugin::{ImportKind, Plugin, classify};
+use runbook_engine::runtime::{Runtime, default_cache_dir};
+use runbook_engine::sources::component_dirs;
 
 pub fn inspect(args: InspectArgs) -> Result<Exit> {
     let mut out = String::new();
@@ -16,7 +17,7 @@ pub fn inspect(args: InspectArgs) -> Result<Exit> {
         .plugin
         .to_str()
         .filter(|_| !args.plugin.exists())
-        .and_then(crate::builtin::find);
+        .and_then(runbook_engine::builtin::find);
     let plugin = match builtin {
         Some(b) => Plugin::builtin(&runtime, b)?,
         None => {
@@ -30,7 +31,10 @@ pub fn inspect(args: InspectArgs) -> Result<Exit> {
             // seconds to compile), unless asked.
             let dirs = component_dirs(&args.components);
             let read = if args.compile {
-                Plugin::load(&runtime, manifest.clone(), &dirs, None)
+                let compiling = crate::progress::spinner("compiling the component");
+                let loaded = Plugin::load(&runtime, manifest.clone(), &dirs, None);
+                compiling.finish_and_clear();
+                loaded
             } else {
                 Plugin::read(manifest.clone(), &dirs, None)
             };
@@ -141,7 +145,7 @@ pub fn inspect(args: InspectArgs) -> Result<Exit> {
 
 /// The manifest's declared outcomes, inputs and the resources they name:
 /// what a runbook step can give the plugin, and what its grant must cover.
-fn describe_contract(out: &mut String, m: &crate::manifest::Manifest) {
+fn describe_contract(out: &mut String, m: &runbook_core::manifest::Manifest) {
     match &m.outcomes {
         Some(o) => {
             let labels: Vec<String> = o.iter().map(|l| format!("`{l}`")).collect();
@@ -182,8 +186,10 @@ fn describe_contract(out: &mut String, m: &crate::manifest::Manifest) {
 /// what it asks for, read without checking anything.
 fn unchecked(manifest: LoadedManifest, dirs: &[std::path::PathBuf]) -> Option<String> {
     let path = manifest.component_path(dirs).ok()?;
-    let bytes = crate::files::read_bytes(&path, "component", crate::files::MAX_COMPONENT).ok()?;
-    let facts = crate::plugin::read_facts(&bytes).ok()?;
+    let bytes =
+        runbook_core::files::read_bytes(&path, "component", runbook_core::files::MAX_COMPONENT)
+            .ok()?;
+    let facts = runbook_engine::plugin::read_facts(&bytes).ok()?;
     let mut out = String::new();
     say!(out, "imports of `{}`", path.display());
     for import in &facts.imports {

@@ -2,12 +2,12 @@
 
 use super::{emit, say};
 use crate::cli::{BuildArgs, NewArgs};
-use crate::error::hinted;
-use crate::exit::Exit;
-use crate::ids::Name;
-use crate::kit;
-use crate::plugin::{ImportKind, Plugin, classify};
 use anyhow::Result;
+use runbook_core::error::hinted;
+use runbook_core::exit::Exit;
+use runbook_core::ids::Name;
+use runbook_engine::plugin::{ImportKind, Plugin, classify};
+use runbook_kit;
 use std::path::PathBuf;
 
 pub fn new(args: NewArgs) -> Result<Exit> {
@@ -21,15 +21,15 @@ pub fn new(args: NewArgs) -> Result<Exit> {
         .dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(name.as_str()));
-    let files = kit::new(&name, args.lang, &dir)?;
+    let files = runbook_kit::new(&name, args.lang, &dir)?;
     let mut out = String::new();
     say!(
         out,
         "wrote a {} step plugin `{name}` in `{}`:",
         match args.lang {
-            kit::Lang::Rust => "Rust",
-            kit::Lang::Python => "Python",
-            kit::Lang::Js => "JavaScript",
+            runbook_kit::Lang::Rust => "Rust",
+            runbook_kit::Lang::Python => "Python",
+            runbook_kit::Lang::Js => "JavaScript",
         },
         dir.display()
     );
@@ -55,7 +55,7 @@ pub fn build(args: BuildArgs) -> Result<Exit> {
     };
     let mut out = String::new();
     for dir in dirs {
-        let built = kit::build(&dir)?;
+        let built = runbook_kit::build(&dir)?;
         // Read back as a run would, without compiling: digest, imports
         // against the grant, memory at start.
         let plugin = Plugin::read(built.manifest, &[], None)?;
@@ -66,9 +66,9 @@ pub fn build(args: BuildArgs) -> Result<Exit> {
             "built `{}` ({}, {:.1} MB, {:.1} s)",
             built.component.display(),
             match built.lang {
-                kit::Lang::Rust => "Rust",
-                kit::Lang::Python => "Python",
-                kit::Lang::Js => "JavaScript",
+                runbook_kit::Lang::Rust => "Rust",
+                runbook_kit::Lang::Python => "Python",
+                runbook_kit::Lang::Js => "JavaScript",
             },
             plugin.size as f64 / 1e6,
             built.seconds
@@ -113,13 +113,13 @@ pub fn build(args: BuildArgs) -> Result<Exit> {
 /// `.` when it is a plugin, else every `plugins/*` that is.
 fn default_dirs() -> Result<Vec<PathBuf>> {
     let here = PathBuf::from(".");
-    if here.join(crate::manifest::FILE_NAME).is_file() {
+    if here.join(runbook_core::manifest::FILE_NAME).is_file() {
         return Ok(vec![here]);
     }
     let mut found = Vec::new();
     if let Ok(entries) = fs_err::read_dir("plugins") {
         for e in entries.flatten() {
-            if e.path().join(crate::manifest::FILE_NAME).is_file() {
+            if e.path().join(runbook_core::manifest::FILE_NAME).is_file() {
                 found.push(e.path());
             }
         }

@@ -2,13 +2,13 @@
 
 use super::{emit, say, search};
 use crate::cli::{LockArgs, Search};
-use crate::engine::{Runtime, default_cache_dir};
-use crate::error::hinted;
-use crate::exit::Exit;
-use crate::lock::{self, LockFile};
-use crate::plan::Plan;
-use crate::runbook::Runbook;
 use anyhow::{Context, Result};
+use runbook_core::error::hinted;
+use runbook_core::exit::Exit;
+use runbook_core::lock::{self, LockFile};
+use runbook_core::runbook::Runbook;
+use runbook_engine::plan::Plan;
+use runbook_engine::runtime::{Runtime, default_cache_dir};
 use std::path::{Path, PathBuf};
 
 pub fn lock(args: LockArgs) -> Result<Exit> {
@@ -20,7 +20,7 @@ pub fn lock(args: LockArgs) -> Result<Exit> {
         let before = lock.clone();
         lock = current(&runtime, &group, &args.search, lock)?;
         if args.check {
-            let changes = crate::review::diff(&before, &lock);
+            let changes = runbook_core::review::diff(&before, &lock);
             let path = group.dir.join(lock::FILE_NAME);
             if changes.is_empty() && path.is_file() {
                 say!(out, "`{}` is up to date", path.display());
@@ -43,7 +43,7 @@ pub fn lock(args: LockArgs) -> Result<Exit> {
             continue;
         }
         let path = lock.save(&group.dir)?;
-        let changes = crate::review::diff(&before, &lock);
+        let changes = runbook_core::review::diff(&before, &lock);
         say!(
             out,
             "wrote `{}`: {} runbook{}, {} plugin{}; {} change{} since it was last written",
@@ -104,7 +104,7 @@ pub(super) fn groups(paths: &[PathBuf]) -> Result<Vec<Group>> {
             // runbook silently left out of the lock.
             let mut executable = Vec::new();
             for f in runbooks {
-                let text = crate::files::read_text(&f, "runbook")?;
+                let text = runbook_core::files::read_text(&f, "runbook")?;
                 if !text.trim_start_matches('\u{feff}').starts_with("---") {
                     continue;
                 }
@@ -148,7 +148,7 @@ pub(super) fn current(
 ) -> Result<LockFile> {
     let mut lock = if group.whole { LockFile::empty() } else { base };
     // The trust file that runs of these runbooks would use.
-    lock.trust = crate::signing::Trust::find(s.trust.as_deref(), Some(&group.dir))?
+    lock.trust = runbook_core::signing::Trust::find(s.trust.as_deref(), Some(&group.dir))?
         .as_ref()
         .map(lock::LockedTrust::of);
     for rb in &group.runbooks {
@@ -170,5 +170,5 @@ fn of(
     sources.trust = None;
     let plan = Plan::load(runtime, runbook, &sources)
         .with_context(|| format!("reading what `{}` runs", path.display()))?;
-    Ok(lock::of_plan(&plan))
+    Ok(runbook_engine::lock::of_plan(&plan))
 }

@@ -6,16 +6,19 @@ mod bench;
 mod check;
 mod fleet;
 mod inspect;
-pub mod journal;
+mod journal;
 mod kit;
 mod lock;
 mod oci;
 mod plugins;
 mod review;
-pub mod run;
+mod run;
+mod shell;
 mod sign;
 mod test;
 
+use crate::cli::{Command, Search, Sources};
+use anyhow::Result;
 pub use bench::bench;
 pub use check::check;
 pub use inspect::inspect;
@@ -24,14 +27,10 @@ pub use lock::lock;
 pub use plugins::plugins;
 pub use review::review;
 pub use run::{resume, run};
+use runbook_core::exit::Exit;
 pub use sign::{keygen, sign};
+use std::path::Path;
 pub use test::{step, test};
-
-use crate::cli::{Command, Search, Sources};
-use crate::exit::Exit;
-use crate::plan;
-use anyhow::Result;
-use std::path::{Path, PathBuf};
 
 /// Runs one subcommand.
 pub async fn dispatch(command: Command) -> Result<Exit> {
@@ -58,6 +57,8 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
         Command::Serve(args) => fleet::serve(args).await,
         Command::Runs(args) => runs(args),
         Command::VerifyLog(args) => verify_log(args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     }
 }
 
@@ -70,10 +71,11 @@ macro_rules! say {
 }
 pub(crate) use say;
 
-/// Prints a command's output; a reader that went away (`| head`) is fine.
+/// Prints a command's output (its styles only where `--color` and the
+/// terminal allow); a reader that went away (`| head`) is fine.
 fn emit(text: &str) -> Result<()> {
     use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = anstream::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
@@ -83,40 +85,16 @@ fn emit(text: &str) -> Result<()> {
     }
 }
 
-fn sources(s: &Sources, runbook: &Path) -> Result<plan::Sources> {
+/// Where `runbook`'s plugins are found (`--plugins`, `--components`,
+/// `--trust`, `--locked`).
+fn sources(s: &Sources, runbook: &Path) -> Result<runbook_engine::sources::Sources> {
     let mut out = search(&s.search, Some(runbook))?;
     out.locked = s.locked;
     Ok(out)
 }
 
-/// Where `runbook`'s plugins are found, and the trust file for them.
-/// Without a runbook: `--plugins`, then the built-in plugins.
-fn search(s: &Search, runbook: Option<&Path>) -> Result<plan::Sources> {
-    Ok(plan::Sources {
-        plugin_dirs: plugin_dirs(&s.plugins, runbook),
-        component_dirs: component_dirs(&s.components),
-        locked: false,
-        trust: crate::signing::Trust::find(
-            s.trust.as_deref(),
-            runbook.map(|r| r.parent().unwrap_or(Path::new("."))),
-        )?
-        .map(std::sync::Arc::new),
-    })
-}
-
-/// `--plugins`, else `plugins/` beside the runbook.
-fn plugin_dirs(flags: &[PathBuf], runbook: Option<&Path>) -> Vec<PathBuf> {
-    match (flags, runbook) {
-        ([], Some(runbook)) => plan::default_plugin_dirs(runbook),
-        _ => flags.to_vec(),
-    }
-}
-
-/// `--components`, then `RUNBOOK_COMPONENTS`.
-fn component_dirs(flags: &[PathBuf]) -> Vec<PathBuf> {
-    let mut dirs = flags.to_vec();
-    if let Some(env) = std::env::var_os("RUNBOOK_COMPONENTS") {
-        dirs.extend(std::env::split_paths(&env));
-    }
-    dirs
+/// Where plugins are found, and the trust file for them. Without a
+/// runbook: `--plugins`, then the built-in plugins.
+fn search(s: &Search, runbook: Option<&Path>) -> Result<runbook_engine::sources::Sources> {
+    runbook_engine::sources::Sources::find(&s.to_engine(), runbook)
 }

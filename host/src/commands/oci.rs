@@ -1,12 +1,13 @@
 //! `runbook plugin push` and `runbook plugin pull`.
 
-use super::{component_dirs, emit, say};
+use super::{emit, say};
 use crate::cli::{PluginAction, PluginArgs};
-use crate::engine::{Runtime, default_cache_dir};
-use crate::exit::Exit;
-use crate::manifest::{self, LoadedManifest};
-use crate::plugin::Plugin;
 use anyhow::Result;
+use runbook_core::exit::Exit;
+use runbook_core::manifest::{self, LoadedManifest};
+use runbook_engine::plugin::Plugin;
+use runbook_engine::runtime::{Runtime, default_cache_dir};
+use runbook_engine::sources::component_dirs;
 
 pub async fn plugin(args: PluginArgs) -> Result<Exit> {
     let mut out = String::new();
@@ -31,7 +32,11 @@ pub async fn plugin(args: PluginArgs) -> Result<Exit> {
                 .map(|(n, _)| n.to_string())
                 .collect();
             let started = std::time::Instant::now();
-            let pushed = crate::oci::push(&plugin, exports, &a.reference, a.plain_http).await?;
+            let pushing = crate::progress::spinner(format!("pushing to {}", a.reference));
+            let pushed =
+                runbook_engine::oci::push(&plugin, exports, &a.reference, a.plain_http).await;
+            pushing.finish_and_clear();
+            let pushed = pushed?;
             say!(
                 out,
                 "pushed plugin `{}` {} ({} bytes, component sha256 {}) in {} ms",
@@ -51,16 +56,19 @@ pub async fn plugin(args: PluginArgs) -> Result<Exit> {
         PluginAction::Pull(a) => {
             let store = match a.store {
                 Some(s) => s,
-                None => crate::oci::default_store()?,
+                None => runbook_engine::oci::default_store()?,
             };
             let trust = a
                 .trust
                 .as_deref()
-                .map(crate::signing::Trust::load)
+                .map(runbook_core::signing::Trust::load)
                 .transpose()?;
             let started = std::time::Instant::now();
+            let pulling = crate::progress::spinner(format!("pulling {}", a.reference));
             let pulled =
-                crate::oci::pull(&a.reference, &store, a.plain_http, trust.as_ref()).await?;
+                runbook_engine::oci::pull(&a.reference, &store, a.plain_http, trust.as_ref()).await;
+            pulling.finish_and_clear();
+            let pulled = pulled?;
             say!(
                 out,
                 "pulled plugin `{}` {} ({} bytes, component sha256 {}, {} signature{}{}) in {} ms into `{}`",

@@ -1,12 +1,13 @@
 //! `runbook plugins`: what a run can use, from where, with digests.
 
-use super::{component_dirs, emit, plugin_dirs, say};
+use super::{emit, say};
 use crate::cli::PluginsArgs;
-use crate::engine::{Runtime, default_cache_dir};
-use crate::exit::Exit;
-use crate::manifest::LoadedManifest;
-use crate::plugin::Plugin;
 use anyhow::Result;
+use runbook_core::exit::Exit;
+use runbook_core::manifest::LoadedManifest;
+use runbook_engine::plugin::Plugin;
+use runbook_engine::runtime::{Runtime, default_cache_dir};
+use runbook_engine::sources::{component_dirs, plugin_dirs};
 
 pub fn plugins(args: PluginsArgs) -> Result<Exit> {
     let mut out = String::new();
@@ -26,7 +27,7 @@ pub fn plugins(args: PluginsArgs) -> Result<Exit> {
         "sha256"
     );
     for dir in &dirs {
-        for path in crate::manifest::list(dir)? {
+        for path in runbook_core::manifest::list(dir)? {
             let listed =
                 LoadedManifest::load(&path).and_then(|m| Plugin::read(m, &components, None));
             match listed {
@@ -60,7 +61,7 @@ pub fn plugins(args: PluginsArgs) -> Result<Exit> {
             }
         }
     }
-    for b in crate::builtin::all() {
+    for b in runbook_engine::builtin::all() {
         let m = b.manifest()?;
         let shadowed = !seen.insert(b.name.to_string());
         say!(
@@ -89,7 +90,7 @@ fn catalogue(
 ) -> Result<Exit> {
     let mut plugins: Vec<Plugin> = Vec::new();
     for dir in dirs {
-        for path in crate::manifest::list(dir)? {
+        for path in runbook_core::manifest::list(dir)? {
             plugins.push(Plugin::read(
                 LoadedManifest::load(&path)?,
                 components,
@@ -97,7 +98,7 @@ fn catalogue(
             )?);
         }
     }
-    for b in crate::builtin::all() {
+    for b in runbook_engine::builtin::all() {
         if !plugins.iter().any(|p| p.name() == b.name) {
             plugins.push(Plugin::builtin(runtime, b)?);
         }
@@ -169,7 +170,7 @@ fn catalogue(
         out,
         "| interface | resources are written | mutates |\n|---|---|---|"
     );
-    for i in crate::interface::Interface::ALL {
+    for i in runbook_core::interface::Interface::ALL {
         say!(
             out,
             "| `{i}` | {} | {} |",

@@ -4,12 +4,12 @@
 use super::emit;
 use super::lock::{current, groups};
 use crate::cli::ReviewArgs;
-use crate::engine::{Runtime, default_cache_dir};
-use crate::error::hinted;
-use crate::exit::Exit;
-use crate::lock::{FILE_NAME, LockFile};
-use crate::review::{Change, Kind, diff, markdown};
 use anyhow::{Context, Result};
+use runbook_core::error::hinted;
+use runbook_core::exit::Exit;
+use runbook_core::lock::{FILE_NAME, LockFile};
+use runbook_core::review::{Change, Kind, diff, markdown};
+use runbook_engine::runtime::{Runtime, default_cache_dir};
 use std::path::Path;
 use std::process::Command;
 

@@ -2,13 +2,13 @@
 
 use super::{emit, say};
 use crate::cli::{KeygenArgs, SignArgs};
-use crate::engine::{Runtime, default_cache_dir};
-use crate::error::hinted;
-use crate::exit::Exit;
-use crate::manifest::{self, LoadedManifest};
-use crate::plugin::Plugin;
-use crate::signing;
 use anyhow::{Context, Result};
+use runbook_core::error::hinted;
+use runbook_core::exit::Exit;
+use runbook_core::manifest::{self, LoadedManifest};
+use runbook_core::signing;
+use runbook_engine::plugin::Plugin;
+use runbook_engine::runtime::{Runtime, default_cache_dir};
 
 pub fn keygen(args: KeygenArgs) -> Result<Exit> {
     let secret_path = args.name.with_extension("key");
@@ -70,7 +70,7 @@ pub fn sign(args: SignArgs) -> Result<Exit> {
     let plugin = Plugin::load(
         &runtime,
         loaded,
-        &super::component_dirs(&args.components),
+        &runbook_engine::sources::component_dirs(&args.components),
         None,
     )?;
     let subject = plugin.signed_subject();

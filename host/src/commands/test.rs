@@ -2,18 +2,17 @@
 //! the scenario's `[expect]`; and `runbook step`: one plugin run alone.
 
 use super::{emit, say, sources};
-use crate::approval::{Approver, Policy};
-use crate::capability::gate::Budget;
 use crate::cli::{StepArgs, TestArgs};
-use crate::engine::{Runtime, default_cache_dir};
-use crate::error::hinted;
-use crate::exit::Exit;
-use crate::ids::Name;
-use crate::plan::Plan;
-use crate::run::{RunConfig, execute};
-use crate::runbook::{Runbook, StepDef};
-use crate::scenario::Scenario;
 use anyhow::Result;
+use runbook_capabilities::scenario::Scenario;
+use runbook_core::error::hinted;
+use runbook_core::exit::Exit;
+use runbook_core::ids::Name;
+use runbook_core::runbook::{Runbook, StepDef};
+use runbook_engine::Engine;
+use runbook_engine::backend::Backend;
+use runbook_engine::runtime::{Runtime, default_cache_dir};
+use runbook_engine::start::Prepared;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,16 +23,14 @@ pub async fn test(args: TestArgs) -> Result<Exit> {
         false => args.scenarios.clone(),
         true => beside(&args.runbook)?,
     };
-    let runtime = Arc::new(Runtime::new(default_cache_dir())?);
-    let plan = Arc::new(Plan::load(
-        &runtime,
-        runbook,
-        &sources(&args.sources, &args.runbook)?,
-    )?);
+    let engine = Engine::new(Runtime::new(default_cache_dir())?, None);
+    let plan = Arc::new(engine.plan(runbook, &sources(&args.sources, &args.runbook)?)?);
     let mut out = String::new();
     let mut results = Vec::new();
     let mut failed = 0;
+    let progress = crate::progress::bar(scenarios.len() as u64, "scenarios");
     for path in &scenarios {
+        progress.inc(1);
         let scenario = Scenario::load(path)?;
         let Some(expect) = scenario.expect.clone() else {
             return Err(hinted(
@@ -41,16 +38,15 @@ pub async fn test(args: TestArgs) -> Result<Exit> {
                 "add `[expect]` with `status` and `path` (see runbooks/README.md), or leave the scenario out",
             ));
         };
-        scenario.check_plan(&plan, path)?;
-        let mut cfg = RunConfig::simple(
-            "test",
-            &format!("simulation `{}`", path.display()),
-            scenario.backends().map_err(anyhow::Error::msg)?,
-            Arc::new(Approver::new(Policy::All, true, false)),
-        );
-        cfg.budget = Budget::new(plan.runbook.max_mutations, 0);
-        let report = execute(&plan, &runtime, &cfg).await;
-        let e = expect.check(&report);
+        let prepared = Prepared::new(
+            plan.clone(),
+            Backend::Sim {
+                scenario,
+                path: path.clone(),
+            },
+        )?;
+        let report = engine.run_prepared(&prepared, "test").await?;
+        let e = runbook_engine::expect::check(&expect, &report);
         let name = path.display();
         if e.met {
             say!(out, "ok    {name}: {} via {}", e.status, e.path.join(" → "));
@@ -76,6 +72,7 @@ pub async fn test(args: TestArgs) -> Result<Exit> {
             "path": report.path(),
         }));
     }
+    progress.finish_and_clear();
     let passed = scenarios.len() - failed;
     if args.json {
         out = format!(
@@ -156,22 +153,27 @@ pub async fn step(args: StepArgs) -> Result<Exit> {
         );
     }
     let search = super::search(&args.search, None)?;
-    let runtime = Arc::new(Runtime::new(default_cache_dir())?);
+    let engine = Engine::new(Runtime::new(default_cache_dir())?, None);
     // The manifest's grant as the step's own, and every declared outcome
     // ends the run: the step is all there is.
     let loaded = match search.locate(&name)? {
-        crate::plan::Located::Builtin(b) => b.manifest()?,
-        crate::plan::Located::Manifest(path) => crate::manifest::LoadedManifest::load(&path)?,
+        runbook_engine::sources::Located::Builtin(b) => b.manifest()?,
+        runbook_engine::sources::Located::Manifest(path) => {
+            runbook_core::manifest::LoadedManifest::load(&path)?
+        }
     };
     let manifest = &loaded.manifest;
     let mut on: BTreeMap<String, String> = manifest
         .outcomes
         .iter()
         .flatten()
-        .map(|o| (o.to_string(), crate::runbook::RESOLVED.to_string()))
+        .map(|o| (o.to_string(), runbook_core::runbook::RESOLVED.to_string()))
         .collect();
-    for host in [crate::runbook::LABEL_ERROR, crate::runbook::LABEL_LIMIT] {
-        on.insert(host.into(), crate::runbook::ESCALATED.into());
+    for host in [
+        runbook_core::runbook::LABEL_ERROR,
+        runbook_core::runbook::LABEL_LIMIT,
+    ] {
+        on.insert(host.into(), runbook_core::runbook::ESCALATED.into());
     }
     let def = StepDef {
         id: name.clone(),
@@ -190,32 +192,31 @@ pub async fn step(args: StepArgs) -> Result<Exit> {
         first_action_step: String::new(),
         escalation: None,
         steps: vec![def],
-        max_mutations: crate::runbook::DEFAULT_MAX_MUTATIONS,
+        max_mutations: runbook_core::runbook::DEFAULT_MAX_MUTATIONS,
         path: PathBuf::from(format!("<runbook step {name}>")),
     };
-    let plan = Plan::load(&runtime, runbook, &search)?;
-    let scenario = Scenario::load(&args.sim)?;
-    scenario.check_plan(&plan, &args.sim)?;
-    let cfg = RunConfig::simple(
-        "step",
-        &format!("simulation `{}`", args.sim.display()),
-        scenario.backends().map_err(anyhow::Error::msg)?,
-        Arc::new(Approver::new(Policy::All, true, false)),
-    );
-    let report = execute(&plan, &runtime, &cfg).await;
+    let plan = engine.plan(runbook, &search)?;
+    let prepared = Prepared::new(
+        Arc::new(plan),
+        Backend::Sim {
+            scenario: Scenario::load(&args.sim)?,
+            path: args.sim.clone(),
+        },
+    )?;
+    let report = engine.run_prepared(&prepared, "step").await?;
     let s = report.steps.first();
     let mut out = String::new();
     if args.json {
         say!(out, "{}", serde_json::to_string_pretty(&s)?);
     } else if let Some(s) = s {
-        out.push_str(&crate::report::render_step(s));
+        out.push_str(&runbook_engine::report::render_step(s));
     }
     emit(&out)?;
     Ok(match s {
         Some(s)
             if manifest.returns(&s.outcome)
-                && s.outcome != crate::runbook::LABEL_ERROR
-                && s.outcome != crate::runbook::LABEL_LIMIT =>
+                && s.outcome != runbook_core::runbook::LABEL_ERROR
+                && s.outcome != runbook_core::runbook::LABEL_LIMIT =>
         {
             Exit::Ok
         }

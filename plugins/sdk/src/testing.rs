@@ -28,6 +28,9 @@ use crate::{Error, Outcome, Pair, RunContext, Step};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 
+// `INTERFACES`: the capability interfaces, read from the WIT by build.rs.
+include!(concat!(env!("OUT_DIR"), "/interfaces.rs"));
+
 /// A Redis server as the fake host reports it.
 #[derive(Debug, Clone)]
 pub struct FakeRedis {
@@ -226,13 +229,13 @@ impl FakeHost {
         self
     }
 
-    /// Every call to `interface` (`metrics`, `redis`, `feature-flags`,
-    /// `ecs`, `notify`) is denied, as a grant that does not cover it would.
+    /// Every call to `interface` (a capability's WIT name: `metrics`,
+    /// `redis`, `feature-flags`, ...) is denied, as a grant that does not
+    /// cover it would.
     pub fn deny(mut self, interface: &str) -> Self {
-        const KNOWN: [&str; 5] = ["metrics", "redis", "feature-flags", "ecs", "notify"];
         assert!(
-            KNOWN.contains(&interface),
-            "`deny({interface:?})`: the interfaces are {KNOWN:?} (their WIT names)"
+            INTERFACES.contains(&interface),
+            "`deny({interface:?})`: the interfaces are {INTERFACES:?} (their WIT names)"
         );
         self.denied.push(interface.into());
         self

@@ -1,0 +1,327 @@
+//! The mutation protocol: a change is previewed, approved, budgeted,
+//! leased and journaled (intent first, fsync'd) before it reaches its
+//! backend, and its result journaled after; a resumed run gets a change it
+//! already made from the journal, and one whose result is unknown is
+//! looked for in the backend before anything is issued again.
+
+use crate::bindings::Error;
+use crate::capability::Capability;
+use crate::durable::{LEASE_WAIT, changed_since, replayed};
+use crate::gate::Started;
+use crate::state::StepState;
+use runbook_core::approval::{Decision, Verdict};
+use runbook_core::grants::Access;
+use runbook_journal::audit::CallRecord;
+use runbook_journal::replay::Done;
+use serde::Serialize;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::SeqCst;
+use std::time::Instant;
+
+impl StepState {
+    /// Every mutation: grant, deadline, budget; then `preview` says what
+    /// would change and what the step would be told, the approver decides,
+    /// and only an approved change reaches `apply`, which gets the
+    /// previewed value: what was approved is what is done.
+    ///
+    /// In a durable run, before `apply`: the run's mutation budget is
+    /// checked, a lease on the resource is taken (held until the step
+    /// ends), and the intent is journaled (fsync'd); after it, its result.
+    /// A step run again on resume gets a change it already made from the
+    /// journal, and a change with an intent but no result is first looked
+    /// for in the backend (`in_effect`), never issued twice.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each closure is one phase of a change"
+    )]
+    pub(crate) async fn mutate<C, R, P, PFut, A, AFut, V, VFut>(
+        &mut self,
+        _capability: C,
+        operation: &'static str,
+        resource: &str,
+        args: serde_json::Value,
+        preview: P,
+        apply: A,
+        in_effect: V,
+    ) -> wasmtime::Result<Result<R, Error>>
+    where
+        C: Capability,
+        R: Serialize + serde::de::DeserializeOwned + Clone + Send,
+        P: FnOnce(Arc<C::Backend>, Instant) -> PFut + Send,
+        PFut: Future<Output = Result<(String, R), Error>> + Send,
+        A: FnOnce(Arc<C::Backend>, Instant, R) -> AFut + Send,
+        AFut: Future<Output = Result<R, Error>> + Send,
+        V: FnOnce(Arc<C::Backend>, Instant, R) -> VFut + Send,
+        VFut: Future<Output = Result<bool, Error>> + Send,
+    {
+        let start = self.start(C::INTERFACE, operation, Access::Mutate, resource, args)?;
+        let backend = match self.admit::<C>(&start) {
+            Ok(b) => b,
+            Err(e) => {
+                let result = Err(e);
+                self.record(start, &result, None)?;
+                return Ok(result);
+            }
+        };
+        // Made (or perhaps made) by this step before the run was resumed?
+        match self.journaled(&start) {
+            Some(Done::Applied(result)) => {
+                if let Ok(r) = serde_json::from_value::<R>(result) {
+                    let result = Ok(r);
+                    self.record(
+                        start,
+                        &result,
+                        Some(replayed("applied before the run was resumed")),
+                    )?;
+                    return Ok(result);
+                }
+            }
+            Some(Done::Unknown { would }) => {
+                if let Ok(would) = serde_json::from_value::<R>(would) {
+                    let made = in_effect(backend.clone(), self.deadline(), would.clone()).await;
+                    if let Ok(true) = made {
+                        self.journal_result(
+                            &start,
+                            None,
+                            &Ok::<_, Error>(would.clone()),
+                            "reconciled",
+                        );
+                        let result = Ok(would);
+                        self.record(
+                            start,
+                            &result,
+                            Some(replayed("found in effect when the run was resumed")),
+                        )?;
+                        return Ok(result);
+                    }
+                }
+            }
+            None => {}
+        }
+        let (change, would) = match preview(backend.clone(), self.deadline()).await {
+            Ok(p) => p,
+            Err(e) => {
+                let result = Err(e);
+                self.record(start, &result, None)?;
+                return Ok(result);
+            }
+        };
+        self.shared.asking.store(true, SeqCst);
+        let asked = Instant::now();
+        let decision = self.approver.decide(&self.caller.step, change).await;
+        // Time spent waiting for a person is not the step's time.
+        self.shared.extend(asked.elapsed());
+        self.shared.asking.store(false, SeqCst);
+        let result = match decision.decision {
+            Verdict::Approved => match self
+                .before_applying(&start, &decision, &would, C::BLAST_RADIUS)
+                .await
+            {
+                Ok(intent) => {
+                    self.begin_applying(&start, &decision)?;
+                    let result = apply(backend, self.deadline(), would).await;
+                    self.journal_result(&start, intent, &result, "applied");
+                    result
+                }
+                Err(e) => Err(e),
+            },
+            Verdict::DryRun => Ok(would),
+            Verdict::Refused => Err(Error::Denied(format!(
+                "the operator refused to {}",
+                decision.change
+            ))),
+            Verdict::AwaitingApproval => {
+                self.shared.trail().awaiting = Some(decision.change.clone());
+                Err(Error::Denied(format!(
+                    "awaiting approval to {}",
+                    decision.change
+                )))
+            }
+        };
+        self.record(start, &result, Some(decision))?;
+        Ok(result)
+    }
+
+    /// What the journal of a resumed run says this call already did: the
+    /// n-th call to this operation on this resource in this step.
+    fn journaled(&mut self, call: &Started) -> Option<Done> {
+        let key = (
+            call.interface.wit_name().to_string(),
+            call.operation.to_string(),
+            call.resource.clone(),
+        );
+        let n = self.occurrences.entry(key.clone()).or_insert(0);
+        let index = *n;
+        *n += 1;
+        let durable = self.durable.as_ref()?;
+        durable
+            .replay
+            .mutations
+            .get(&(self.caller.step.clone(), key.0, key.1, key.2, index))
+            .cloned()
+    }
+
+    /// Deadline, the run's mutation budget, the lease, then the intent in
+    /// the journal (its sequence number, to tie the result to it).
+    async fn before_applying<R: Serialize>(
+        &mut self,
+        call: &Started,
+        decision: &Decision,
+        would: &R,
+        counted: bool,
+    ) -> Result<Option<u64>, Error> {
+        self.before_deadline()?;
+        let budget = counted.then(|| self.budget.clone());
+        if let Some(b) = &budget {
+            b.take()?;
+        }
+        let Some(durable) = self.durable.clone() else {
+            return Ok(None);
+        };
+        let mut token = None;
+        // Paging and messaging change no system: no lease to wait for.
+        if durable.leases && counted {
+            let what = durable
+                .identities
+                .as_ref()
+                .and_then(|ids| ids.identity(call.interface, &call.resource))
+                .unwrap_or_else(|| format!("{}:{}", call.interface, call.resource));
+            let (store, holder) = (durable.store.clone(), durable.holder.clone());
+            let wait = self
+                .deadline()
+                .saturating_duration_since(Instant::now())
+                .min(LEASE_WAIT);
+            let leased =
+                tokio::task::spawn_blocking(move || store.lease(&what, &holder, wait)).await;
+            match leased {
+                Ok(Ok(lease)) => {
+                    if let Some(stale) = changed_since(&*lease, &durable) {
+                        if let Some(b) = &budget {
+                            b.give_back();
+                        }
+                        self.shared.trail().blocked = Some(stale.clone());
+                        return Err(Error::Unavailable(format!("blocked: {stale}")));
+                    }
+                    token = Some(lease.fencing_token());
+                    self.leases.push(lease);
+                }
+                Ok(Err(held)) => {
+                    if let Some(b) = &budget {
+                        b.give_back();
+                    }
+                    self.shared.trail().blocked = Some(held.to_string());
+                    return Err(Error::Unavailable(format!("blocked: {held}")));
+                }
+                Err(e) => {
+                    if let Some(b) = &budget {
+                        b.give_back();
+                    }
+                    return Err(Error::Unavailable(format!("taking the lease: {e}")));
+                }
+            }
+        }
+        // Nothing is changed that the journal does not have first.
+        let written = durable.journal.try_record(
+            "intent",
+            serde_json::json!({
+                "step": self.caller.step,
+                "plugin": self.caller.plugin,
+                "interface": call.interface,
+                "operation": call.operation,
+                "resource": call.resource,
+                "args": call.args,
+                "change": decision.change,
+                "would": would,
+                "approval": decision,
+                "fencing_token": token,
+            }),
+        );
+        match written {
+            Ok(seq) => Ok(Some(seq)),
+            Err(e) => {
+                if let Some(b) = &budget {
+                    b.give_back();
+                }
+                Err(Error::Unavailable(format!(
+                    "the change's intent could not be written to the journal `{}`, so nothing was changed: {e:#}",
+                    durable.journal.location()
+                )))
+            }
+        }
+    }
+
+    /// The result of a change, journaled against its intent.
+    fn journal_result<R: Serialize>(
+        &self,
+        call: &Started,
+        intent: Option<u64>,
+        result: &Result<R, Error>,
+        how: &str,
+    ) {
+        let Some(durable) = &self.durable else {
+            return;
+        };
+        let intent = intent.or_else(|| {
+            // Reconciled on resume: the intent is the journaled one.
+            durable.journal_intent(&self.caller.step, call.operation, &call.resource)
+        });
+        let (event, fields) = match result {
+            Ok(r) => (
+                "applied",
+                serde_json::json!({ "result": serde_json::to_value(r).unwrap_or_default(), "how": how }),
+            ),
+            Err(e) => (
+                "failed",
+                serde_json::json!({ "error": e.kind(), "message": e.text() }),
+            ),
+        };
+        let mut fields = fields;
+        fields["intent"] = intent.into();
+        fields["step"] = self.caller.step.clone().into();
+        fields["resource"] = call.resource.clone().into();
+        durable.journal.record(event, fields);
+    }
+
+    /// Before an approved change is applied: the audit log gets the intent,
+    /// and the step's trail a record that says "interrupted" until the
+    /// change returns, so a step stopped mid-change leaves the mark.
+    fn begin_applying(&mut self, call: &Started, decision: &Decision) -> wasmtime::Result<()> {
+        if let Some(audit) = &self.audit {
+            audit.event(
+                &self.caller.run_id,
+                "intent",
+                serde_json::json!({
+                    "step": self.caller.step,
+                    "plugin": self.caller.plugin,
+                    "plugin_digest": self.caller.plugin_digest,
+                    "interface": call.interface,
+                    "operation": call.operation,
+                    "resource": call.resource,
+                    "change": decision.change,
+                    "approval": decision,
+                }),
+            );
+        }
+        let pending = CallRecord {
+            interface: call.interface,
+            operation: call.operation.to_string(),
+            access: call.access,
+            resource: call.resource.clone(),
+            args: call.args.clone(),
+            allowed: true,
+            result: serde_json::Value::String(
+                "interrupted: the step was stopped while the change was being applied; it may or may not have taken effect"
+                    .into(),
+            ),
+            error: Some("interrupted".into()),
+            approval: Some(decision.clone()),
+            at_ms: call.at_ms,
+            duration_us: 0,
+        };
+        let mut trail = self.shared.trail();
+        trail.applying = Some(trail.calls.len());
+        trail.calls.push(pending);
+        Ok(())
+    }
+}

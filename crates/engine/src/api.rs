@@ -1,0 +1,412 @@
+//! The one way in. [`Engine::run`] and [`Engine::resume`] are what
+//! `runbook run` and `runbook resume` and the fleet's workers call alike;
+//! `runbook test`, `step` and `bench` run a checked plan with no journal
+//! through [`Engine::prepare`] (or [`Engine::plan`]) and
+//! [`Engine::run_prepared`]. A request is a typed value; nothing builds a
+//! command line to call itself.
+//!
+//! A run: the runbook and plan are loaded and checked, the incident's
+//! last run is looked at (an ended one is shown, not run again), the run's
+//! journal is opened in the store (refused while another run of the
+//! incident is unfinished) and its first line written, then the plan runs,
+//! each step told to the [`Watch`] as it ends.
+
+use crate::backend::{Backend, BackendChoice};
+use crate::plan::Plan;
+use crate::rebuild::report_of;
+use crate::report::{Report, Status};
+use crate::request::{Approvals, Outcome, Ran, ResumeRequest, RunRequest, Watch};
+use crate::run::execute;
+use crate::run_config::{OnStep, RunConfig};
+use crate::runtime::Runtime;
+use crate::sources::Sources;
+use crate::start::{Prepared, Started, file_digest, prepare, record_start, run_id};
+use crate::{expect, postmortem};
+use anyhow::{Context, Result};
+use runbook_capabilities::approval::Approver;
+use runbook_capabilities::durable::{Budget, Durable};
+use runbook_core::error::hinted;
+use runbook_core::runbook::Runbook;
+use runbook_core::signing::Trust;
+use runbook_journal::holder::{Held, Holder};
+use runbook_journal::replay::{Replay, default_incident, own_changes};
+use runbook_journal::store::Store;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Runs runbooks: one wasmtime runtime (compiled components, instance
+/// templates, the pool) and the store journals live in.
+#[derive(Clone)]
+pub struct Engine {
+    runtime: Arc<Runtime>,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl Engine {
+    /// Runs journaled in `store`; `None`: no journal (rehearsals, benches).
+    pub fn new(runtime: Arc<Runtime>, store: Option<Arc<dyn Store>>) -> Self {
+        Self { runtime, store }
+    }
+
+    /// Loads and checks everything a simulated run of `runbook` against
+    /// `scenario` needs, with no journal and nothing run: what `bench` then
+    /// runs many times ([`Engine::run_prepared`]).
+    pub fn prepare(&self, runbook: &Path, scenario: &Path, sources: &Sources) -> Result<Prepared> {
+        let runbook = Runbook::load(runbook)?;
+        let backend = Backend::load(&BackendChoice::Sim(scenario.to_path_buf()), None)?;
+        let plan = self.plan(runbook, sources)?;
+        Prepared::new(Arc::new(plan), backend)
+    }
+
+    /// One simulated run of a prepared plan with no journal, every change
+    /// approved (`runbook test`, `step`, `bench`): each run gets fresh
+    /// backends (a new simulated world). A prepared plan against live
+    /// backends is refused: changes to real systems are journaled and
+    /// approved, which only [`Engine::run`] does.
+    pub async fn run_prepared(&self, p: &Prepared, run_id: &str) -> Result<Report> {
+        anyhow::ensure!(
+            p.backend.is_simulation(),
+            "a run against live backends needs a journal and approvals: use `runbook run --env`"
+        );
+        let cfg = RunConfig {
+            budget: Budget::new(p.plan.runbook.max_mutations, 0),
+            ..RunConfig::simple(
+                run_id,
+                &p.backend.mode(),
+                p.backend.backends(&p.plan).await?,
+                Arc::new(Approver::new(
+                    runbook_core::approval::Policy::All,
+                    true,
+                    false,
+                )),
+            )
+        };
+        Ok(execute(&p.plan, &self.runtime, &cfg).await)
+    }
+
+    /// A plan for `runbook` (a runbook made in memory, e.g. one step of
+    /// `runbook step`), checked against the lock when `sources.locked`.
+    pub fn plan(&self, runbook: Runbook, sources: &Sources) -> Result<Plan> {
+        crate::start::load_plan(&self.runtime, runbook, sources)
+    }
+
+    /// Runs a runbook for an incident.
+    pub async fn run(&self, req: RunRequest, watch: Arc<dyn Watch>) -> Result<Outcome> {
+        let runbook = Runbook::load(&req.runbook)?;
+        for step in &req.approvals.steps {
+            if runbook.step(step).is_none() {
+                return Err(hinted(
+                    format!(
+                        "`--approve {step}`: runbook `{}` has no step `{step}`",
+                        req.runbook.display()
+                    ),
+                    "name a step id from the runbook's `steps`",
+                ));
+            }
+        }
+        let backend = Backend::load(&req.backend, req.incident_start.as_deref())?;
+        let run_id = run_id();
+        let mut sources = Sources::find(&req.search, Some(&req.runbook))?;
+        sources.locked = req.locked;
+        let p = prepare(
+            &self.runtime,
+            &req.runbook,
+            backend,
+            &sources,
+            req.audit_log.as_deref(),
+            &run_id,
+        )?;
+        let incident = match (&req.incident, &p.backend) {
+            (Some(i), _) => i.clone(),
+            // A simulation is an incident of its own: rehearsals never block.
+            (None, Backend::Sim { .. }) => format!("simulation:{run_id}"),
+            (None, Backend::Live { env, .. }) => default_incident(
+                &p.plan.runbook.runbook_id,
+                &env.path.file_stem().unwrap_or_default().to_string_lossy(),
+                req.incident_start.as_deref(),
+            ),
+        };
+        let mode = match req.approvals.dry_run {
+            true => format!("{}, dry run", p.backend.mode()),
+            false => p.backend.mode(),
+        };
+        let store = self
+            .store
+            .clone()
+            .context("a run needs a store for its journal")?;
+        // The incident's last run finished: show it, unless a new one is asked for.
+        if !req.new
+            && let Some(last) = store.incident_runs(&incident)?.last()
+            && let Some(report) =
+                report_of(&*store, last)?.filter(|r| r.status != Status::Unfinished)
+        {
+            return Ok(Outcome::Handled {
+                incident,
+                run_id: last.clone(),
+                report,
+            });
+        }
+        let holder = Holder::me(&run_id);
+        let journal = match store.start_run(&incident, &holder) {
+            Ok(j) => Arc::new(j),
+            Err(err) if is_blocked(&err) => return Ok(Outcome::Blocked(err)),
+            Err(err) => return Err(err),
+        };
+        // Before any step reads anything.
+        let since_ms = runbook_core::time::now_ms();
+        record_start(
+            &journal,
+            &p,
+            &Started {
+                runbook_path: &req.runbook,
+                incident: &incident,
+                incident_start: req.incident_start.as_deref(),
+                audit_log: req.audit_log.as_deref(),
+                sources: &sources,
+                approvals: &req.approvals,
+                holder: &holder,
+                since_ms,
+            },
+        );
+        let durable = Durable {
+            identities: p.backend.identities(),
+            own_changes: own_changes(&*store, &incident).into(),
+            journal,
+            store,
+            replay: Arc::new(Replay::default()),
+            holder,
+            leases: !p.backend.is_simulation(),
+            since_ms,
+        };
+        let postmortem = postmortem::Context {
+            descriptions: p
+                .plan
+                .runbook
+                .steps
+                .iter()
+                .map(|s| (s.id.to_string(), s.description.clone().unwrap_or_default()))
+                .collect(),
+            service: p.plan.runbook.service.clone(),
+            incident: incident.clone(),
+            audit_log: req.audit_log.as_ref().map(|a| a.display().to_string()),
+            journal: Some(durable.journal.location()),
+        };
+        let report = self
+            .execute(
+                &p,
+                (run_id, incident),
+                mode,
+                &req.approvals,
+                Some(durable),
+                watch,
+            )
+            .await?;
+        Ok(Outcome::Ran(Box::new(ran(
+            &p,
+            report,
+            postmortem,
+            req.approvals.dry_run,
+        ))))
+    }
+
+    /// Continues a run that crashed, was stopped, or waits for an
+    /// approval, from its journal: what runs now must be what ran then.
+    pub async fn resume(&self, req: ResumeRequest, watch: Arc<dyn Watch>) -> Result<Outcome> {
+        let store = self
+            .store
+            .clone()
+            .context("resuming a run needs the store its journal is in")?;
+        let run_id = req.run_id.as_str();
+        let lines = store.read_run(run_id)?;
+        let start = lines
+            .iter()
+            .find(|l| l["event"] == "run-start")
+            .ok_or_else(|| {
+                hinted(
+                    format!("run `{run_id}` has no `run-start` in its journal"),
+                    format!(
+                        "`runbook verify-log` on its journal says whether it was altered; `runbook show {run_id}` shows what is there"
+                    ),
+                )
+            })?
+            .clone();
+        if let Some(report) = report_of(&*store, run_id)?.filter(|r| {
+            // A run that stopped for an approval goes on from that step.
+            !matches!(r.status, Status::Unfinished | Status::AwaitingApproval)
+        }) {
+            return Ok(Outcome::Finished {
+                run_id: run_id.to_string(),
+                report,
+            });
+        }
+        let journal = match store.reopen_run(run_id) {
+            Ok(j) => Arc::new(j),
+            Err(err) if is_blocked(&err) => return Ok(Outcome::Blocked(err)),
+            Err(err) => return Err(err),
+        };
+        let path = |v: &Value| PathBuf::from(v.as_str().unwrap_or_default());
+        let runbook_path = path(&start["runbook"]["path"]);
+        let backend_path = path(&start["backend"]["path"]);
+        let simulation = start["backend"]["kind"] == "simulation";
+        let choice = match simulation {
+            true => BackendChoice::Sim(backend_path),
+            false => BackendChoice::Live(backend_path),
+        };
+        let backend = Backend::load(&choice, start["backend"]["incident_start"].as_str())
+            .context("loading the run's backend again")?;
+        let sources = Sources {
+            plugin_dirs: start["sources"]["plugin_dirs"]
+                .as_array()
+                .map(|a| a.iter().map(path).collect())
+                .unwrap_or_default(),
+            component_dirs: start["sources"]["component_dirs"]
+                .as_array()
+                .map(|a| a.iter().map(path).collect())
+                .unwrap_or_default(),
+            locked: start["sources"]["locked"].as_bool().unwrap_or(false),
+            // The trust file the run started under still decides; one that
+            // went missing since is an error, not a reason to skip the check.
+            trust: match start["sources"]["trust"].as_str() {
+                Some(t) => Some(Arc::new(Trust::load(Path::new(t))?)),
+                None => None,
+            },
+        };
+        let p = prepare(
+            &self.runtime,
+            &runbook_path,
+            backend,
+            &sources,
+            req.audit_log.as_deref(),
+            run_id,
+        )?;
+        // What runs now must be what ran then.
+        let changed = |what: &str, now: &str, then: &Value| {
+            (then.as_str() != Some(now)).then(|| {
+                hinted(
+                    format!("run `{run_id}` cannot be resumed: {what} changed since it started"),
+                    "start a new run of the incident with `runbook run ... --new` (see what the old one did with `runbook show`)",
+                )
+            })
+        };
+        if let Some(e) = changed(
+            &format!("runbook `{}`", runbook_path.display()),
+            &file_digest(&runbook_path),
+            &start["runbook"]["sha256"],
+        ) {
+            return Err(e);
+        }
+        for s in &p.plan.steps {
+            if let Some(e) = changed(
+                &format!("plugin `{}`", s.plugin.name()),
+                &s.plugin.digest,
+                &start["plugins"][s.plugin.name()]["sha256"],
+            ) {
+                return Err(e);
+            }
+        }
+        let holder = Holder::me(run_id);
+        let approvals = Approvals {
+            dry_run: false,
+            ..req.approvals
+        };
+        journal.record(
+            "resume",
+            json!({ "holder": holder, "policy": { "yes": approvals.all, "approve": approvals.steps } }),
+        );
+        let incident = start["incident"].as_str().unwrap_or_default().to_string();
+        let durable = Durable {
+            identities: p.backend.identities(),
+            own_changes: own_changes(&*store, &incident).into(),
+            journal,
+            store,
+            replay: Arc::new(Replay::from_journal(&lines)),
+            holder,
+            leases: !simulation,
+            // Journals from before `started_ms` was written: now.
+            since_ms: start["started_ms"]
+                .as_u64()
+                .unwrap_or_else(runbook_core::time::now_ms),
+        };
+        let postmortem =
+            postmortem::Context::from_run_start(&start, Some(durable.journal.location()));
+        let mode = format!("{}, resumed", p.backend.mode());
+        let report = self
+            .execute(
+                &p,
+                (run_id.to_string(), incident),
+                mode,
+                &approvals,
+                Some(durable),
+                watch,
+            )
+            .await?;
+        Ok(Outcome::Ran(Box::new(ran(&p, report, postmortem, false))))
+    }
+
+    /// Executes the plan, telling `watch` the header first and each step
+    /// as it ends.
+    async fn execute(
+        &self,
+        p: &Prepared,
+        (run_id, incident): (String, String),
+        mode: String,
+        approvals: &Approvals,
+        durable: Option<Durable>,
+        watch: Arc<dyn Watch>,
+    ) -> Result<Report> {
+        watch.started(
+            &p.plan.runbook.runbook_id,
+            &p.plan.runbook.title,
+            &mode,
+            &run_id,
+        )?;
+        let used = durable.as_ref().map_or(0, |d| d.replay.applied);
+        let on_step: OnStep = Box::new(move |s| watch.step(s));
+        let cfg = RunConfig {
+            run_id,
+            incident,
+            mode,
+            backends: p.backend.backends(&p.plan).await?,
+            audit: p.audit.clone(),
+            approver: Arc::new(Approver::new(
+                approvals.policy(),
+                p.backend.is_simulation(),
+                approvals.interactive,
+            )),
+            durable,
+            budget: Budget::new(p.plan.runbook.max_mutations, used),
+            on_step: Some(on_step),
+        };
+        let report = execute(&p.plan, &self.runtime, &cfg).await;
+        Ok(report)
+    }
+}
+
+/// A run that went, compared with its scenario's `[expect]`.
+fn ran(p: &Prepared, report: Report, postmortem: postmortem::Context, dry_run: bool) -> Ran {
+    // A scenario's `[expect]` is about the runbook it was written for: one
+    // that names steps this runbook lacks is said, not held against it
+    // (`runbook test` holds it).
+    let expect = p.backend.expect().filter(|_| !dry_run);
+    let foreign_step = expect.and_then(|e| {
+        e.steps()
+            .find(|id| p.plan.runbook.step(id).is_none())
+            .map(str::to_string)
+    });
+    let expectation = expect
+        .filter(|_| foreign_step.is_none())
+        .map(|e| expect::check(e, &report));
+    Ran {
+        report,
+        expectation,
+        foreign_step,
+        postmortem,
+    }
+}
+
+/// A refusal because another run holds the incident or the run.
+fn is_blocked(err: &anyhow::Error) -> bool {
+    let held = err.chain().any(|e| e.downcast_ref::<Held>().is_some());
+    held || err.to_string().contains("has an unfinished run")
+}

@@ -1,0 +1,265 @@
+//! Runs parked for an approval: a worker that reaches a change nobody
+//! approved ends the run there (its journal says where) and parks it;
+//! `runbook approve RUN_ID STEP` from any machine records the approval
+//! and queues the run to continue; a parked run nobody approves in time
+//! escalates.
+
+use super::nats::{EVENT_PREFIX, Fleet};
+use super::request::{Request, publish};
+use super::store::JetStreamStore;
+use anyhow::{Result, anyhow};
+use runbook_core::error::hinted;
+use runbook_journal::store::Store;
+use serde_json::{Value, json};
+
+/// The parked runs: one value, run id to where it waits.
+const PARKED: &str = "parked";
+
+/// The steps approved for a run.
+fn approvals_key(run_id: &str) -> String {
+    format!("approvals.{run_id}")
+}
+
+/// The step a run stopped at for an approval, and the change it wanted,
+/// from its journal; `None` unless its last end is `awaiting-approval`.
+pub fn waiting_step(lines: &[Value]) -> Option<(String, String)> {
+    let end = runbook_journal::replay::finished(lines)?;
+    if end["status"] != "awaiting-approval" {
+        return None;
+    }
+    let report = lines
+        .iter()
+        .rev()
+        .find(|l| l["event"] == "step-end")
+        .map(|l| &l["report"])?;
+    Some((
+        report["id"].as_str()?.to_string(),
+        report["awaiting_approval"].as_str()?.to_string(),
+    ))
+}
+
+/// Parks `run_id` (stopped at `step` for `change`) until an approval or
+/// `timeout_s`; tells `runbook.events.parked`. `page`: who is paged about
+/// it ([`super::page::planned`]), on record before the page goes out.
+/// Returns the parked entry.
+pub fn park(
+    store: &JetStreamStore,
+    run_id: &str,
+    incident: &str,
+    (step, change): (&str, &str),
+    timeout_s: u64,
+    page: Option<Value>,
+) -> Result<Value> {
+    let now = runbook_core::time::now_ms();
+    let value = json!({
+        "run_id": run_id,
+        "incident": incident,
+        "step": step,
+        "change": change,
+        "since_ms": now,
+        "deadline_ms": now + timeout_s * 1000,
+        "page": page,
+    });
+    let (id, entry) = (run_id.to_string(), value.clone());
+    store.fleet().change("parking a run", PARKED, move |all| {
+        if !all.is_object() {
+            *all = json!({});
+        }
+        all[&id] = entry.clone();
+        true
+    })?;
+    event(store.fleet(), "parked", &value);
+    tracing::warn!(
+        run_id,
+        incident,
+        step,
+        "parked: waiting up to {timeout_s} s for `runbook approve {run_id} {step}` ({change})"
+    );
+    Ok(value)
+}
+
+/// The steps approved for `run_id` so far.
+pub fn approvals(fleet: &Fleet, run_id: &str) -> Result<Vec<String>> {
+    let (value, _) = fleet.read("reading approvals", &approvals_key(run_id))?;
+    Ok(value["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["step"].as_str().map(str::to_string))
+        .collect())
+}
+
+/// `runbook approve`: records who approved `step` of `run_id` and queues
+/// the run to continue. Refused unless the run is parked at that step.
+pub fn approve(store: &JetStreamStore, run_id: &str, step: &str) -> Result<u64> {
+    let lines = store.read_run(run_id)?;
+    if lines.is_empty() {
+        return Err(hinted(
+            format!("no run `{run_id}` in NATS `{}`", store.fleet().url),
+            "`runbook runs --nats URL` lists the runs there",
+        ));
+    }
+    match waiting_step(&lines) {
+        Some((waiting, _)) if waiting == step => {}
+        Some((waiting, change)) => {
+            return Err(hinted(
+                format!("run `{run_id}` waits for step `{waiting}` ({change}), not `{step}`"),
+                format!("`runbook approve {run_id} {waiting}`"),
+            ));
+        }
+        None => {
+            let status = runbook_journal::replay::finished(&lines)
+                .map(|e| e["status"].as_str().unwrap_or("?").to_string())
+                .unwrap_or_else(|| "unfinished".into());
+            return Err(hinted(
+                format!("run `{run_id}` is not waiting for an approval (it is {status})"),
+                format!("`runbook show {run_id} --nats URL` says where it stands"),
+            ));
+        }
+    }
+    let by = runbook_core::whoami::who();
+    let approval = json!({ "step": step, "by": by, "at_ms": runbook_core::time::now_ms(), "host": runbook_core::whoami::hostname() });
+    store
+        .fleet()
+        .change("recording an approval", &approvals_key(run_id), move |v| {
+            if !v["steps"].is_array() {
+                *v = json!({ "steps": [] });
+            }
+            if let Some(steps) = v["steps"].as_array_mut() {
+                steps.push(approval.clone());
+            }
+            true
+        })?;
+    let request = Request::Resume {
+        run_id: run_id.to_string(),
+        step: step.to_string(),
+        by,
+    };
+    let published = publish(store.fleet(), &request, &format!("approve:{run_id}:{step}"))?;
+    Ok(published.sequence)
+}
+
+/// Parked runs whose time is up, claimed by this process (each by one
+/// process only), and escalated: `run-end` `escalated` in the journal,
+/// `runbook.events.escalated`. Returns the parked entries of the runs
+/// escalated.
+pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
+    let now = runbook_core::time::now_ms();
+    let (parked, _) = store.fleet().read("reading parked runs", PARKED)?;
+    let overdue: Vec<(String, Value)> = parked
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, v)| v["deadline_ms"].as_u64().is_some_and(|d| d <= now))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut done = Vec::new();
+    // At most a few each sweep: the next sweep takes the rest.
+    for (run_id, value) in overdue.into_iter().take(20) {
+        // Claim it: the one process whose write takes it out escalates.
+        let id = run_id.clone();
+        let claimed = store
+            .fleet()
+            .change("claiming a parked run", PARKED, move |all| {
+                all.as_object_mut().and_then(|m| m.remove(&id)).is_some()
+            })?;
+        if !claimed {
+            continue;
+        }
+        // Being continued right now: its approval came in time. Anything
+        // else that stops this (NATS away) puts it back for a later sweep.
+        let put_back = |why: &anyhow::Error| {
+            tracing::warn!(run_id, "escalating later: {why:#}");
+            let (id, entry) = (run_id.clone(), value.clone());
+            let _ = store
+                .fleet()
+                .change("putting back a parked run", PARKED, move |all| {
+                    if !all.is_object() {
+                        *all = json!({});
+                    }
+                    all[&id] = entry.clone();
+                    true
+                });
+        };
+        let journal = match store.reopen_run(&run_id) {
+            Ok(j) => j,
+            Err(e)
+                if e.chain()
+                    .any(|c| c.downcast_ref::<runbook_journal::holder::Held>().is_some()) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                put_back(&e);
+                continue;
+            }
+        };
+        let lines = match store.read_run(&run_id) {
+            Ok(l) => l,
+            Err(e) => {
+                drop(journal);
+                put_back(&e);
+                continue;
+            }
+        };
+        // Approved and continued meanwhile: nothing to escalate.
+        if waiting_step(&lines).is_none() {
+            continue;
+        }
+        let waited = runbook_core::time::now_ms()
+            .saturating_sub(value["since_ms"].as_u64().unwrap_or(0))
+            / 1000;
+        let reason = format!(
+            "nobody approved step `{}` ({}) within {waited} s: escalated",
+            value["step"].as_str().unwrap_or_default(),
+            value["change"].as_str().unwrap_or_default()
+        );
+        let end = json!({ "status": "escalated", "reason": reason });
+        if let Err(e) = journal.try_record("run-end", end) {
+            drop(journal);
+            put_back(&anyhow!("escalating run `{run_id}`: {e:#}"));
+            continue;
+        }
+        drop(journal);
+        let mut told = value.clone();
+        told["reason"] = reason.clone().into();
+        event(store.fleet(), "escalated", &told);
+        tracing::error!(run_id, "{reason}");
+        done.push(value);
+    }
+    Ok(done)
+}
+
+/// Forgets that `run_id` is parked (it continued); returns its parked
+/// entry, if this call took it out.
+pub fn unpark(fleet: &Fleet, run_id: &str) -> Option<Value> {
+    let id = run_id.to_string();
+    let removed = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let out = removed.clone();
+    let changed = fleet.change("unparking a run", PARKED, move |all| {
+        let taken = all.as_object_mut().and_then(|m| m.remove(&id));
+        let found = taken.is_some();
+        *out.lock().unwrap_or_else(|e| e.into_inner()) = taken;
+        found
+    });
+    match changed {
+        Ok(true) => removed.lock().unwrap_or_else(|e| e.into_inner()).take(),
+        _ => None,
+    }
+}
+
+/// Publishes `value` on `runbook.events.KIND` (best effort: people are
+/// also told by the log).
+pub fn event(fleet: &Fleet, kind: &str, value: &Value) {
+    let (client, subject, bytes) = (
+        fleet.client.clone(),
+        format!("{EVENT_PREFIX}{kind}"),
+        bytes::Bytes::from(value.to_string()),
+    );
+    let _ = fleet.wait("publishing an event", async move {
+        client
+            .publish(subject, bytes)
+            .await
+            .map_err(|e| anyhow!("{e}"))
+    });
+}

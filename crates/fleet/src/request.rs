@@ -1,0 +1,183 @@
+//! A run request: what `runbook submit`, `runbook approve` and alarm
+//! intake publish to the work queue, and a worker executes.
+//!
+//! A request names files by absolute path and digest, not by content:
+//! workers run from the same checkout of the runbooks (a deployment, a
+//! shared volume), and refuse a file that is not the one submitted.
+
+use super::nats::{Fleet, REQUEST_SUBJECT, TIMEOUT};
+use anyhow::{Context, Result, anyhow};
+use runbook_core::error::hinted;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Run a runbook for an incident (or continue the incident's run).
+    Run(RunRequest),
+    /// Continue a parked run: someone approved `step`.
+    Resume {
+        run_id: String,
+        step: String,
+        by: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    pub runbook: PathBuf,
+    pub runbook_sha256: String,
+    /// `--sim SCENARIO` or `--env FILE`, one of them.
+    pub sim: Option<PathBuf>,
+    pub env: Option<PathBuf>,
+    pub backend_sha256: String,
+    /// The incident key: one run per incident, whoever asks how often.
+    pub incident: String,
+    pub incident_start: Option<String>,
+    /// Approvals given up front (`--yes`, `--approve STEP`).
+    pub yes: bool,
+    pub approve: Vec<String>,
+    /// How long a parked run waits for an approval before it escalates
+    /// (the worker's default when absent).
+    pub approval_timeout_s: Option<u64>,
+    pub submitted_by: String,
+    pub submitted_ms: u64,
+}
+
+fn digest_of(path: &Path, what: &str) -> Result<String> {
+    let bytes = runbook_core::files::read_bytes(path, what, runbook_core::files::MAX_TEXT)?;
+    Ok(runbook_core::hash::sha256_hex(&bytes))
+}
+
+impl RunRequest {
+    /// A request for `runbook` against `sim` or `env`, checked as far as
+    /// this machine can: both files read, the runbook parses.
+    pub fn new(
+        runbook: &Path,
+        sim: Option<&Path>,
+        env: Option<&Path>,
+        incident: Option<String>,
+    ) -> Result<Self> {
+        let parsed = runbook_core::runbook::Runbook::load(runbook)?;
+        let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let backend = match (sim, env) {
+            (Some(p), None) | (None, Some(p)) => p,
+            _ => {
+                return Err(hinted(
+                    "a run request needs one backend",
+                    "pass `--env FILE` (live) or `--sim SCENARIO`",
+                ));
+            }
+        };
+        let backend_sha256 = digest_of(backend, "backend file")?;
+        let incident = match incident {
+            Some(i) => i,
+            // A rehearsal is an incident of its own.
+            None if sim.is_some() => format!("simulation:{}", runbook_engine::start::run_id()),
+            None => runbook_journal::replay::default_incident(
+                &parsed.runbook_id,
+                &backend.file_stem().unwrap_or_default().to_string_lossy(),
+                None,
+            ),
+        };
+        Ok(Self {
+            runbook_sha256: digest_of(runbook, "runbook")?,
+            runbook: absolute(runbook),
+            sim: sim.map(absolute),
+            env: env.map(absolute),
+            backend_sha256,
+            incident,
+            incident_start: None,
+            yes: false,
+            approve: Vec::new(),
+            approval_timeout_s: None,
+            submitted_by: runbook_core::whoami::who(),
+            submitted_ms: runbook_core::time::now_ms(),
+        })
+    }
+
+    /// Refuses files that changed since the request was made.
+    pub fn check_files(&self) -> Result<()> {
+        let backend = self
+            .sim
+            .as_deref()
+            .or(self.env.as_deref())
+            .ok_or_else(|| anyhow!("the request names no backend"))?;
+        for (path, want, what) in [
+            (self.runbook.as_path(), &self.runbook_sha256, "runbook"),
+            (backend, &self.backend_sha256, "backend file"),
+        ] {
+            let have = digest_of(path, what)
+                .with_context(|| format!("this worker cannot read the request's {what}"))?;
+            if &have != want {
+                return Err(hinted(
+                    format!(
+                        "the {what} `{}` on this worker is not the one submitted (sha256 {} here, {} submitted)",
+                        path.display(),
+                        &have[..12],
+                        &want[..want.len().min(12)]
+                    ),
+                    "deploy the same runbooks to every worker, then submit again",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What publishing a request did.
+#[derive(Debug)]
+pub struct Published {
+    pub sequence: u64,
+    /// The same key was published within the duplicate window: this one
+    /// was dropped.
+    pub duplicate: bool,
+}
+
+/// Publishes `request` with `key` as its message id: within the stream's
+/// duplicate window the same key is stored once.
+pub fn publish(fleet: &Fleet, request: &Request, key: &str) -> Result<Published> {
+    let payload = bytes::Bytes::from(serde_json::to_vec(request)?);
+    let (js, key) = (fleet.js.clone(), key.to_string());
+    fleet.wait("publishing a run request", async move {
+        let mut last = String::new();
+        // The same message id on a retry: stored once either way.
+        for _ in 0..3 {
+            let publish = async_nats::jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(&key);
+            let sent = async { js.send_publish(REQUEST_SUBJECT, publish).await?.await };
+            match tokio::time::timeout(TIMEOUT, sent).await {
+                Ok(Ok(ack)) => {
+                    return Ok(Published {
+                        sequence: ack.sequence,
+                        duplicate: ack.duplicate,
+                    });
+                }
+                Ok(Err(e)) => last = e.to_string(),
+                Err(_) => last = "timed out".into(),
+            }
+        }
+        Err(anyhow!("publishing to `{REQUEST_SUBJECT}`: {last}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_reads_back_and_unknown_fields_are_refused() {
+        let r = Request::Resume {
+            run_id: "ab12".into(),
+            step: "rollback".into(),
+            by: "alice".into(),
+        };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
+        let extra = text.replace("\"by\"", "\"shell\":\"rm -rf /\",\"by\"");
+        assert!(serde_json::from_str::<Request>(&extra).is_err());
+    }
+}

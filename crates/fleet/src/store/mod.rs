@@ -1,0 +1,470 @@
+//! Journals and leases in JetStream: the [`Store`] every CLI and worker
+//! of a fleet shares, so they exclude each other across machines.
+//!
+//! - A run's journal is the subject `runbook.journal.RUN_ID` of the
+//!   `RUNBOOK_JOURNAL` stream, one chained line ([`runbook_journal::chain`]) per
+//!   message. Each append says which message it follows
+//!   (`Nats-Expected-Last-Subject-Sequence`): a process that lost the run
+//!   to another (it stalled past its hold, a worker took over) cannot add
+//!   a line, so it cannot journal an intent, so it changes nothing.
+//! - Everything else is in the `RUNBOOK_STATE` bucket, changed only by
+//!   revision-checked updates: `incident.H` (the incident's runs),
+//!   `run.ID` (who started it, when), `running.ID` and `lease.H` (held by
+//!   a live process: it renews the entry every few seconds; an entry not
+//!   renewed in time is free, so a process killed with -9 frees what it
+//!   held), `runs.0`..`runs.f` (the list `runbook runs` shows), `parked` and
+//!   `approvals.ID` (approvals without a terminal). Lists are single
+//!   values changed by revision-checked updates, not scans of keys: a
+//!   scan needs a consumer, which a 2.9 cluster that lost a node may
+//!   leave stalled for minutes.
+//!
+//! Holds assume the machines' clocks agree within a few seconds (NTP).
+
+use super::exclusive::{Write, write_if};
+use super::nats::{Fleet, JOURNAL_PREFIX, TIMEOUT};
+use anyhow::{Result, anyhow};
+use async_nats::jetstream::stream::DirectGetErrorKind;
+use runbook_core::error::hinted;
+use runbook_journal::chain::Head;
+use runbook_journal::holder::{Held, Holder};
+use runbook_journal::lease::{Granted, Lease};
+use runbook_journal::log::{Journal, JournalLog};
+use runbook_journal::replay::finished;
+use runbook_journal::store::{Store, incident_taken};
+use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod hold;
+mod journal;
+
+use hold::Hold;
+use journal::StreamLog;
+
+/// A hold not renewed for this long is free.
+const HOLD_FOR: Duration = Duration::from_secs(15);
+/// How long a lease is asked for while NATS does not answer.
+const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
+/// How often a holder renews.
+const RENEW_EVERY: Duration = Duration::from_secs(4);
+/// The runs `runbook runs` can list: `[started_ms, run id]`, newest last,
+/// in `RUN_SHARDS` values by the run id's digest (`runs.0` .. `runs.f`), so
+/// workers starting runs at once rarely write the same one.
+const RUN_SHARDS: usize = 16;
+/// The most runs each shard keeps (older runs stay readable by id).
+const MAX_LISTED: usize = 500;
+
+fn runs_key(shard: usize) -> String {
+    format!("runs.{shard:x}")
+}
+/// Most lines read back from one run's journal.
+const MAX_LINES: usize = 100_000;
+
+pub struct JetStreamStore {
+    fleet: Arc<Fleet>,
+    /// One run per incident, ever (workers): a request for an incident
+    /// whose run has ended starts nothing. A CLI may run an incident again.
+    once_per_incident: bool,
+}
+
+impl JetStreamStore {
+    pub fn new(fleet: Arc<Fleet>) -> Arc<Self> {
+        Arc::new(Self {
+            fleet,
+            once_per_incident: false,
+        })
+    }
+
+    /// The store a worker runs requests with: an incident that has had
+    /// its run starts no other, decided in the same revision-checked
+    /// write that lists a run, so two workers that both saw no run cannot
+    /// both start one.
+    pub fn once_per_incident(fleet: Arc<Fleet>) -> Arc<Self> {
+        Arc::new(Self {
+            fleet,
+            once_per_incident: true,
+        })
+    }
+
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    /// `key`'s value and revision as the stream's leader has them: what
+    /// decides whether a run may start, or who holds what, reads this, since
+    /// a replica may lag (direct gets are answered by any).
+    fn entry(&self, key: &str) -> Result<Option<(Value, u64)>> {
+        let (value, revision) = self.fleet.read("reading the fleet's state", key)?;
+        Ok(revision.map(|r| (value, r)))
+    }
+
+    /// The run's journal lines as written (to check their chain), and the
+    /// stream sequence of the last one.
+    pub fn raw_lines(&self, run_id: &str) -> Result<(Vec<String>, u64)> {
+        check_run_id(run_id)?;
+        let stream = self.fleet.journal.clone();
+        let subject = format!("{JOURNAL_PREFIX}{run_id}");
+        self.fleet.wait("reading a run's journal", async move {
+            let mut out = Vec::new();
+            let mut next = 1;
+            let mut last = 0;
+            let until = Instant::now() + TIMEOUT * 2;
+            loop {
+                if out.len() >= MAX_LINES || Instant::now() > until {
+                    return Err(anyhow!(
+                        "reading `{subject}`: more than {MAX_LINES} lines or {} s",
+                        (TIMEOUT * 2).as_secs()
+                    ));
+                }
+                match stream
+                    .direct_get_next_for_subject(&subject, Some(next))
+                    .await
+                {
+                    Ok(m) => {
+                        out.push(String::from_utf8_lossy(&m.payload).into_owned());
+                        last = m.sequence;
+                        next = m.sequence + 1;
+                    }
+                    Err(e) if matches!(e.kind(), DirectGetErrorKind::NotFound) => break,
+                    Err(e) => return Err(anyhow!("reading `{subject}`: {e}")),
+                }
+            }
+            Ok((out, last))
+        })
+    }
+
+    /// The run's journal lines, and the stream sequence of the last one.
+    fn lines(&self, run_id: &str) -> Result<(Vec<Value>, u64)> {
+        let (raw, last) = self.raw_lines(run_id)?;
+        let lines = raw
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+            .collect();
+        Ok((lines, last))
+    }
+
+    fn started_by(&self, run_id: &str) -> Option<Holder> {
+        let (v, _) = self.entry(&format!("run.{run_id}")).ok()??;
+        serde_json::from_value(v["holder"].clone()).ok()
+    }
+
+    /// Takes `running.RUN_ID` for `holder`: `Err(Held)` while a live
+    /// process holds it.
+    fn take_running(&self, run_id: &str, holder: &Holder) -> Result<Hold> {
+        let key = format!("running.{run_id}");
+        let mut value = serde_json::to_value(holder)?;
+        for _ in 0..5 {
+            let current = self.entry(&key)?;
+            if let Some((v, _)) = &current
+                && live(v)
+            {
+                return Err(anyhow::Error::new(Held {
+                    what: format!("run `{run_id}`"),
+                    by: serde_json::from_value(v.clone()).ok(),
+                    unknown: None,
+                })
+                .context(format!("run `{run_id}` is running in another process")));
+            }
+            value["expires_ms"] = expiry().into();
+            if let Some(revision) = put_if(&self.fleet, &key, &value, current.map(|c| c.1))? {
+                return Ok(Hold::start(&self.fleet, key, value, revision, true));
+            }
+        }
+        Err(anyhow!("run `{run_id}`: its hold kept changing; try again"))
+    }
+
+    /// Adds the run to the listing. A run not listed is still itself (found
+    /// by id and by incident): a failure here is logged, not the run's.
+    fn list_run(&self, run_id: &str, started_ms: &Value) {
+        let shard =
+            usize::from_str_radix(&runbook_core::hash::sha256_hex(run_id.as_bytes())[..1], 16)
+                .unwrap_or(0);
+        let (id, at) = (run_id.to_string(), started_ms.clone());
+        let add = move |all: &mut Value| {
+            if !all.is_array() {
+                *all = json!([]);
+            }
+            if let Some(list) = all.as_array_mut() {
+                // A write retried after an unclear answer may have landed.
+                if list.iter().any(|r| r[1] == id.as_str()) {
+                    return false;
+                }
+                list.push(json!([at.clone(), id.clone()]));
+                let over = list.len().saturating_sub(MAX_LISTED);
+                list.drain(..over);
+            }
+            true
+        };
+        if let Err(e) = self
+            .fleet
+            .change("listing a run", &runs_key(shard), add.clone())
+        {
+            // NATS away for longer: keep at it in the background a while.
+            tracing::warn!(run_id, "listing the run later: {e:#}");
+            self.fleet
+                .change_later("listing a run", &runs_key(shard), add, 300);
+        }
+    }
+
+    fn journal(&self, run_id: &str, hold: Hold, lines: &[Value], last: u64) -> Journal {
+        let head = lines.last().and_then(|l| {
+            Some(Head {
+                seq: l["seq"].as_u64()?,
+                hash: l["hash"].as_str()?.to_string(),
+            })
+        });
+        let log = StreamLog {
+            fleet: self.fleet.clone(),
+            subject: format!("{JOURNAL_PREFIX}{run_id}"),
+            at: Mutex::new((head, last)),
+            lost: hold.lost.clone(),
+        };
+        Journal::new(Box::new(log), run_id, Box::new(hold))
+    }
+}
+
+fn check_run_id(run_id: &str) -> Result<()> {
+    if runbook_journal::store::is_run_id(run_id) {
+        Ok(())
+    } else {
+        Err(hinted(
+            format!("`{run_id}` is not a run id"),
+            "run ids are letters, digits and `-`; `runbook runs` lists them",
+        ))
+    }
+}
+
+/// A name usable as a key: the text's digest.
+fn key_of(prefix: &str, text: &str) -> String {
+    format!(
+        "{prefix}.{}",
+        &runbook_core::hash::sha256_hex(text.as_bytes())[..32]
+    )
+}
+
+fn expiry() -> u64 {
+    runbook_core::time::now_ms() + HOLD_FOR.as_millis() as u64
+}
+
+/// Held by a live process: renewed lately and not let go.
+fn live(v: &Value) -> bool {
+    v["released_ms"].is_null()
+        && v["expires_ms"].as_u64().unwrap_or(0) > runbook_core::time::now_ms()
+}
+
+fn put_if(fleet: &Fleet, key: &str, value: &Value, revision: Option<u64>) -> Result<Option<u64>> {
+    let (kv, key, bytes) = (
+        fleet.state.clone(),
+        key.to_string(),
+        bytes::Bytes::from(value.to_string()),
+    );
+    fleet.wait("writing the fleet's state", async move {
+        write_if(&kv, &key, Write::Put(bytes), revision)
+            .await
+            .map_err(|e| anyhow!("writing `{key}` to the fleet's state: {e:#}"))
+    })
+}
+
+impl Store for JetStreamStore {
+    fn start_run(&self, incident: &str, holder: &Holder) -> Result<Journal> {
+        let run_id = holder.run_id.as_str();
+        check_run_id(run_id)?;
+        let hold = self.take_running(run_id, holder)?;
+        let key = key_of("incident", incident);
+        // Read, decide, write if unchanged; again if another process wrote
+        // in between (it is then among the runs read).
+        for _ in 0..20 {
+            let current = self.entry(&key)?;
+            let runs: Vec<String> = current
+                .as_ref()
+                .and_then(|(v, _)| serde_json::from_value(v["runs"].clone()).ok())
+                .unwrap_or_default();
+            for earlier in &runs {
+                let lines = self.lines(earlier).map(|l| l.0).unwrap_or_default();
+                if finished(&lines).is_some() {
+                    if self.once_per_incident {
+                        return Err(anyhow::Error::new(Held {
+                            what: format!("incident `{incident}`"),
+                            by: self.started_by(earlier),
+                            unknown: None,
+                        })
+                        .context(format!(
+                            "incident `{incident}` was handled already, by run `{earlier}`"
+                        )));
+                    }
+                    continue;
+                }
+                let started = lines.iter().any(|l| l["event"] == "run-start");
+                let running = self.is_running(earlier);
+                // Listed moments ago: its `run-start` may not have reached
+                // the replica read, so it counts as started.
+                let young = self
+                    .entry(&format!("run.{earlier}"))?
+                    .and_then(|(v, _)| v["started_ms"].as_u64())
+                    .is_some_and(|t| {
+                        runbook_core::time::now_ms().saturating_sub(t) < HOLD_FOR.as_millis() as u64
+                    });
+                if !started && !running && !young {
+                    continue;
+                }
+                return Err(incident_taken(
+                    incident,
+                    earlier,
+                    self.started_by(earlier),
+                    running,
+                ));
+            }
+            let mut next = runs.clone();
+            next.push(run_id.to_string());
+            let value = json!({ "incident": incident, "runs": next });
+            if put_if(&self.fleet, &key, &value, current.map(|c| c.1))?.is_some() {
+                let run = json!({
+                    "incident": incident,
+                    "holder": holder,
+                    "started_ms": runbook_core::time::now_ms(),
+                });
+                put_if(&self.fleet, &format!("run.{run_id}"), &run, None)?;
+                self.list_run(run_id, &run["started_ms"]);
+                return Ok(self.journal(run_id, hold, &[], 0));
+            }
+        }
+        Err(anyhow!(
+            "incident `{incident}`: its list of runs kept changing; try again"
+        ))
+    }
+
+    fn reopen_run(&self, run_id: &str) -> Result<Journal> {
+        check_run_id(run_id)?;
+        if self.entry(&format!("run.{run_id}"))?.is_none() {
+            return Err(hinted(
+                format!("no run `{run_id}` in NATS `{}`", self.fleet.url),
+                "`runbook runs --nats URL` lists the runs there",
+            ));
+        }
+        let holder = Holder::me(run_id);
+        let hold = self.take_running(run_id, &holder)?;
+        let (lines, last) = self.lines(run_id)?;
+        Ok(self.journal(run_id, hold, &lines, last))
+    }
+
+    fn read_run(&self, run_id: &str) -> Result<Vec<Value>> {
+        Ok(self.lines(run_id)?.0)
+    }
+
+    fn journal_location(&self, run_id: &str) -> Option<String> {
+        Some(format!(
+            "nats `{}`: `{JOURNAL_PREFIX}{run_id}`",
+            self.fleet.url
+        ))
+    }
+
+    fn is_running(&self, run_id: &str) -> bool {
+        // Unknown (NATS away) counts as running: nothing starts beside it.
+        match self.entry(&format!("running.{run_id}")) {
+            Ok(Some((v, _))) => live(&v),
+            Ok(None) => false,
+            Err(_) => true,
+        }
+    }
+
+    fn incident_runs(&self, incident: &str) -> Result<Vec<String>> {
+        Ok(self
+            .entry(&key_of("incident", incident))?
+            .and_then(|(v, _)| serde_json::from_value(v["runs"].clone()).ok())
+            .unwrap_or_default())
+    }
+
+    fn recent_runs(&self, limit: usize) -> Result<Vec<String>> {
+        let mut runs: Vec<(u64, String)> = Vec::new();
+        for shard in 0..RUN_SHARDS {
+            let (all, _) = self.fleet.read("listing runs", &runs_key(shard))?;
+            runs.extend(
+                all.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| Some((r[0].as_u64()?, r[1].as_str()?.to_string()))),
+            );
+        }
+        runs.sort();
+        runs.reverse();
+        Ok(runs.into_iter().take(limit).map(|(_, id)| id).collect())
+    }
+
+    fn lease(
+        &self,
+        resource: &str,
+        holder: &Holder,
+        wait: Duration,
+    ) -> Result<Box<dyn Lease>, Box<Held>> {
+        let key = key_of("lease", resource);
+        let held = |by| {
+            Box::new(Held {
+                what: format!("`{resource}`"),
+                by,
+                unknown: None,
+            })
+        };
+        let until = Instant::now() + wait;
+        // NATS not answering (a node lost, a leader being elected) is not
+        // "held": keep asking for a while, then say what it is.
+        let unreachable_until = Instant::now() + wait.max(UNREACHABLE_FOR);
+        let unreachable = |e: anyhow::Error| {
+            Box::new(Held {
+                what: format!("`{resource}`"),
+                by: None,
+                unknown: Some(format!("{e:#}")),
+            })
+        };
+        let mut told = false;
+        // Bounded by `wait`, and by a count should the clock stall.
+        for _ in 0..100_000 {
+            let current = match self.entry(&key) {
+                Ok(c) => c,
+                Err(e) if Instant::now() < unreachable_until => {
+                    tracing::warn!(resource, "reading a lease: {e:#}; trying again");
+                    std::thread::sleep(Duration::from_millis(500));
+                    continue;
+                }
+                Err(e) => return Err(unreachable(e)),
+            };
+            let before = current.as_ref().map(|c| c.0.clone());
+            match &before {
+                Some(v) if live(v) && v["run_id"] != holder.run_id.as_str() => {
+                    let by = serde_json::from_value(v.clone()).ok();
+                    if Instant::now() >= until {
+                        return Err(held(by));
+                    }
+                    if !told {
+                        eprintln!("waiting up to {} s for {}", wait.as_secs(), held(by));
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                _ => {}
+            }
+            let (token, previous, mut record) =
+                runbook_journal::lease::next_lease(before.as_ref(), holder, resource);
+            record["expires_ms"] = expiry().into();
+            match put_if(&self.fleet, &key, &record, current.map(|c| c.1)) {
+                Ok(Some(revision)) => {
+                    let hold = Hold::start(&self.fleet, key, record, revision, false);
+                    return Ok(Box::new(Granted {
+                        token,
+                        previous,
+                        guard: hold,
+                    }));
+                }
+                // Someone else took it in between: look again.
+                Ok(None) => continue,
+                Err(e) if Instant::now() < unreachable_until => {
+                    tracing::warn!(resource, "writing a lease: {e:#}; trying again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(unreachable(e)),
+            }
+        }
+        Err(held(None))
+    }
+}

@@ -1,0 +1,466 @@
+//! The triggers file: which alarm starts which runbook, against which
+//! backend, under which incident key. `runbook serve` reads it once at
+//! start (and `--check` only reads it), so a bad file is refused before
+//! any alarm arrives.
+//!
+//! ```toml
+//! # Only notifications from these SNS topics are accepted at all;
+//! # subscription confirmations from any other topic are refused.
+//! topics = ["arn:aws:sns:us-east-1:123456789012:auth-alarms"]
+//!
+//! [[trigger]]
+//! name = "auth-5xx"                      # in logs and errors
+//! alarm = "auth-service-5xx-rate"        # CloudWatch `AlarmName`
+//! state = "ALARM"                        # `NewStateValue` (default ALARM)
+//! runbook = "RB-0031-auth-service-degradation.md"
+//! env = "environments/production.toml"   # or sim = "scenarios/…"
+//! incident = "{region}:{alarm}:{state_change_time}"   # the default
+//! approve = ["scale-out"]                # approved up front; others park
+//! approval_timeout = 900                 # seconds a parked run waits
+//! ```
+//!
+//! Paths are relative to the triggers file. The first trigger that
+//! matches a notification wins; one that matches none is answered and
+//! dropped. A trigger with `topic` and no `alarm` matches any message on
+//! that topic (its incident key should then use `{message_id}` or the
+//! subject).
+
+use anyhow::Result;
+use runbook_core::error::hinted;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+const HINT: &str = "see `runbook serve --help`; `runbook serve --triggers FILE --check` checks a triggers file without serving";
+
+/// The default incident key: one run per alarm transition, however
+/// often SNS delivers it (its `StateChangeTime` stays the same).
+pub const DEFAULT_INCIDENT: &str = "{region}:{alarm}:{state_change_time}";
+
+/// What tells one alarm from the next: a key must name one.
+const TIME_OR_MESSAGE: &[&str] = &["{state_change_time}", "{state_change_hour}", "{message_id}"];
+
+/// What an incident key template may name.
+const PLACEHOLDERS: &[&str] = &[
+    "alarm",
+    "state",
+    "region",
+    "account",
+    "topic",
+    "message_id",
+    "state_change_time",
+    "state_change_hour",
+    "trigger",
+];
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Triggers {
+    pub topics: Vec<String>,
+    #[serde(rename = "trigger", default)]
+    pub triggers: Vec<Trigger>,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trigger {
+    pub name: String,
+    pub alarm: Option<String>,
+    pub state: Option<String>,
+    pub topic: Option<String>,
+    pub runbook: PathBuf,
+    pub env: Option<PathBuf>,
+    pub sim: Option<PathBuf>,
+    pub incident: Option<String>,
+    #[serde(default)]
+    pub yes: bool,
+    #[serde(default)]
+    pub approve: Vec<String>,
+    pub approval_timeout: Option<u64>,
+}
+
+/// What a notification says, as far as triggers care.
+#[derive(Debug, Default, Clone)]
+pub struct Alarm {
+    pub topic: String,
+    pub message_id: String,
+    /// CloudWatch's fields, when the message is an alarm's.
+    pub name: Option<String>,
+    pub state: Option<String>,
+    pub region: Option<String>,
+    pub account: Option<String>,
+    pub state_change_time: Option<String>,
+}
+
+impl Alarm {
+    /// Reads CloudWatch's alarm notification out of an SNS `Message`
+    /// (anything else leaves the alarm fields empty). The region and
+    /// account come from `AlarmArn`: the `Region` field is a display name.
+    pub fn from_message(topic: &str, message_id: &str, message: &str) -> Self {
+        let mut alarm = Alarm {
+            topic: topic.into(),
+            message_id: message_id.into(),
+            ..Default::default()
+        };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(message) else {
+            return alarm;
+        };
+        let text = |k: &str| v[k].as_str().map(str::to_string);
+        alarm.name = text("AlarmName");
+        alarm.state = text("NewStateValue");
+        alarm.state_change_time = text("StateChangeTime");
+        alarm.account = text("AWSAccountId");
+        if let Some(arn) = v["AlarmArn"].as_str() {
+            let parts: Vec<&str> = arn.split(':').collect();
+            if parts.len() > 4 {
+                alarm.region = Some(parts[3].to_string()).filter(|r| !r.is_empty());
+                alarm.account = alarm.account.or(Some(parts[4].to_string()));
+            }
+        }
+        alarm
+    }
+}
+
+impl Triggers {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = runbook_core::files::read_text(path, "triggers file")?;
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let mut t: Triggers = runbook_core::parse::parse_toml(
+            &text,
+            path,
+            "triggers file",
+            HINT,
+            |t: &mut Triggers| t.check(),
+        )?;
+        t.path = path.to_path_buf();
+        for trigger in &mut t.triggers {
+            for p in [
+                Some(&mut trigger.runbook),
+                trigger.env.as_mut(),
+                trigger.sim.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        // Every trigger's files read and its runbook parsed now, not when
+        // its alarm fires.
+        for trigger in &t.triggers {
+            trigger.request("check", &Alarm::default()).map_err(|e| {
+                hinted(
+                    format!(
+                        "invalid triggers file `{}`: trigger `{}`: {e:#}",
+                        path.display(),
+                        trigger.name
+                    ),
+                    "fix the path (relative to the triggers file) or the file it names",
+                )
+            })?;
+        }
+        Ok(t)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.topics.is_empty() {
+            return Err(
+                "`topics` is empty: name the SNS topic ARNs whose notifications may start runs"
+                    .into(),
+            );
+        }
+        for topic in &self.topics {
+            if !is_topic_arn(topic) {
+                return Err(format!(
+                    "`topics`: `{topic}` is not an SNS topic ARN (`arn:aws:sns:REGION:ACCOUNT:NAME`)"
+                ));
+            }
+        }
+        if self.triggers.is_empty() {
+            return Err("no `[[trigger]]`: nothing would ever start a run".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for t in &self.triggers {
+            let at = format!("trigger `{}`", t.name);
+            if t.name.trim().is_empty() {
+                return Err("a trigger has an empty `name`".into());
+            }
+            if !names.insert(t.name.as_str()) {
+                return Err(format!("{at} is named twice"));
+            }
+            if t.alarm.is_none() && t.topic.is_none() {
+                return Err(format!(
+                    "{at} names neither `alarm` nor `topic`: it would match every notification"
+                ));
+            }
+            if t.state.is_some() && t.alarm.is_none() {
+                return Err(format!("{at}: `state` needs `alarm`"));
+            }
+            if let Some(s) = &t.state
+                && !["ALARM", "OK", "INSUFFICIENT_DATA"].contains(&s.as_str())
+            {
+                return Err(format!(
+                    "{at}: `state` is `{s}`; CloudWatch states are `ALARM`, `OK` and `INSUFFICIENT_DATA`"
+                ));
+            }
+            if let Some(topic) = &t.topic
+                && !self.topics.contains(topic)
+            {
+                return Err(format!(
+                    "{at}: its `topic` `{topic}` is not among `topics`, so nothing from it is accepted"
+                ));
+            }
+            match (&t.env, &t.sim) {
+                (Some(_), None) | (None, Some(_)) => {}
+                _ => return Err(format!("{at}: give exactly one of `env` (live) or `sim`")),
+            }
+            let template = t.incident.as_deref().unwrap_or(DEFAULT_INCIDENT);
+            check_template(template).map_err(|why| format!("{at}: `incident`: {why}"))?;
+            if t.alarm.is_none() && t.incident.is_none() {
+                return Err(format!(
+                    "{at} matches a topic, not an alarm: give it an `incident` key (e.g. `{{topic}}:{{message_id}}`)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The first trigger that `alarm` matches (its index).
+    pub fn find(&self, alarm: &Alarm) -> Option<usize> {
+        self.triggers.iter().position(|t| t.matches(alarm))
+    }
+
+    pub fn accepts_topic(&self, topic: &str) -> bool {
+        self.topics.iter().any(|t| t == topic)
+    }
+}
+
+fn is_topic_arn(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "sns"
+        && parts[1..].iter().all(|p| !p.is_empty())
+}
+
+/// A piece of an incident key template.
+enum Piece<'t> {
+    Text(&'t str),
+    Field(&'t str),
+}
+
+/// Gives `each` the pieces of `template` in order; a `{` without its `}`
+/// is an error.
+fn walk<'t>(
+    template: &'t str,
+    mut each: impl FnMut(Piece<'t>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let Some(close) = rest[open..].find('}') else {
+            return Err(format!("`{template}` has a `{{` without its `}}`"));
+        };
+        each(Piece::Text(&rest[..open]))?;
+        each(Piece::Field(&rest[open + 1..open + close]))?;
+        rest = &rest[open + close + 1..];
+    }
+    each(Piece::Text(rest))
+}
+
+fn check_template(template: &str) -> Result<(), String> {
+    let mut named = false;
+    walk(template, |piece| {
+        let Piece::Field(name) = piece else {
+            return Ok(());
+        };
+        if !PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "`{{{name}}}` is not known; use {}",
+                PLACEHOLDERS
+                    .iter()
+                    .map(|p| format!("`{{{p}}}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        named = true;
+        Ok(())
+    })?;
+    // An incident that has had its run takes no other: a key that stays
+    // the same from one alarm to the next would swallow every later one.
+    if !named || !TIME_OR_MESSAGE.iter().any(|p| template.contains(p)) {
+        return Err(format!(
+            "`{template}` names no time or message: every later alarm would be the same incident, which has had its run, and start nothing; include {}",
+            TIME_OR_MESSAGE
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok(())
+}
+
+impl Trigger {
+    fn matches(&self, a: &Alarm) -> bool {
+        if self.topic.as_ref().is_some_and(|t| *t != a.topic) {
+            return false;
+        }
+        if let Some(name) = &self.alarm {
+            return a.name.as_ref() == Some(name)
+                && a.state.as_deref() == Some(self.state.as_deref().unwrap_or("ALARM"));
+        }
+        true
+    }
+
+    /// The incident key for `alarm`.
+    pub fn incident(&self, a: &Alarm) -> String {
+        let template = self.incident.as_deref().unwrap_or(DEFAULT_INCIDENT);
+        let hour = a
+            .state_change_time
+            .as_deref()
+            .map(|t| t.get(..13).unwrap_or(t).to_string());
+        let value = |name: &str| -> String {
+            match name {
+                "alarm" => a.name.clone(),
+                "state" => a.state.clone(),
+                "region" => a.region.clone(),
+                "account" => a.account.clone(),
+                "topic" => Some(a.topic.clone()),
+                "message_id" => Some(a.message_id.clone()),
+                // Without one, each message is its own incident rather
+                // than every later alarm being this one.
+                "state_change_time" => a
+                    .state_change_time
+                    .clone()
+                    .or_else(|| Some(a.message_id.clone())),
+                "state_change_hour" => hour.clone().or_else(|| Some(a.message_id.clone())),
+                "trigger" => Some(self.name.clone()),
+                _ => None,
+            }
+            .unwrap_or_else(|| "-".into())
+        };
+        let mut out = String::new();
+        // Checked at load: the walk does not fail here.
+        let _ = walk(template, |piece| {
+            match piece {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Field(name) => out.push_str(&value(name)),
+            }
+            Ok(())
+        });
+        out
+    }
+
+    /// The run request this trigger makes for `alarm`.
+    pub fn request(&self, by: &str, alarm: &Alarm) -> Result<super::request::RunRequest> {
+        let mut r = super::request::RunRequest::new(
+            &self.runbook,
+            self.sim.as_deref(),
+            self.env.as_deref(),
+            Some(self.incident(alarm)),
+        )?;
+        r.yes = self.yes;
+        r.approve = self.approve.clone();
+        r.approval_timeout_s = self.approval_timeout;
+        r.incident_start = alarm.state_change_time.as_deref().and_then(rfc3339_utc);
+        r.submitted_by = format!("{by} (trigger `{}`)", self.name);
+        Ok(r)
+    }
+}
+
+/// CloudWatch's `StateChangeTime` (`2026-11-27T15:04:05.000+0000`, always
+/// UTC) as the RFC 3339 `--incident-start` takes; `None` if it is not such
+/// a time (the run then goes without one).
+fn rfc3339_utc(t: &str) -> Option<String> {
+    let utc = format!("{}Z", t.strip_suffix("+0000")?);
+    runbook_core::time::Timestamp::parse(&utc).ok().map(|_| utc)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alarm(name: &str, state: &str) -> Alarm {
+        Alarm::from_message(
+            "arn:aws:sns:us-east-1:123456789012:alarms",
+            "m-1",
+            &serde_json::json!({
+                "AlarmName": name,
+                "NewStateValue": state,
+                "StateChangeTime": "2026-11-27T15:04:05.000+0000",
+                "Region": "US East (N. Virginia)",
+                "AlarmArn": format!("arn:aws:cloudwatch:us-east-1:123456789012:alarm:{name}"),
+            })
+            .to_string(),
+        )
+    }
+
+    fn trigger(alarm: Option<&str>, topic: Option<&str>) -> Trigger {
+        Trigger {
+            name: "t".into(),
+            alarm: alarm.map(Into::into),
+            state: None,
+            topic: topic.map(Into::into),
+            runbook: "rb.md".into(),
+            env: None,
+            sim: Some("s.toml".into()),
+            incident: None,
+            yes: false,
+            approve: vec![],
+            approval_timeout: None,
+        }
+    }
+
+    #[test]
+    fn an_alarm_matches_by_name_and_state_and_keys_its_transition() {
+        let t = trigger(Some("auth-5xx"), None);
+        assert!(t.matches(&alarm("auth-5xx", "ALARM")));
+        assert!(
+            !t.matches(&alarm("auth-5xx", "OK")),
+            "recovery is not a fire"
+        );
+        assert!(!t.matches(&alarm("billing-5xx", "ALARM")));
+        let a = alarm("auth-5xx", "ALARM");
+        assert_eq!(a.region.as_deref(), Some("us-east-1"));
+        assert_eq!(
+            t.incident(&a),
+            "us-east-1:auth-5xx:2026-11-27T15:04:05.000+0000"
+        );
+        let mut hourly = trigger(Some("auth-5xx"), None);
+        hourly.incident = Some("{account}/{alarm}@{state_change_hour}".into());
+        assert_eq!(hourly.incident(&a), "123456789012/auth-5xx@2026-11-27T15");
+        let other_topic = trigger(Some("auth-5xx"), Some("arn:aws:sns:us-east-1:1:other"));
+        assert!(!other_topic.matches(&a));
+        // Not an alarm's message: only topic triggers match it.
+        let plain = Alarm::from_message("arn:aws:sns:us-east-1:1:x", "m-2", "deploy finished");
+        assert!(!t.matches(&plain));
+        assert!(trigger(None, Some("arn:aws:sns:us-east-1:1:x")).matches(&plain));
+    }
+
+    #[test]
+    fn a_state_change_time_becomes_the_incident_start() {
+        assert_eq!(
+            rfc3339_utc("2026-11-27T15:04:05.000+0000").as_deref(),
+            Some("2026-11-27T15:04:05.000Z")
+        );
+        assert_eq!(rfc3339_utc("2026-11-27T15:04:05.000+0100"), None);
+        assert_eq!(rfc3339_utc("yesterday+0000"), None);
+    }
+
+    #[test]
+    fn templates_name_known_fields_only() {
+        assert!(check_template(DEFAULT_INCIDENT).is_ok());
+        let e = check_template("{alarm}-{colour}").unwrap_err();
+        assert!(e.contains("`{colour}` is not known"), "{e}");
+        for same in ["always-the-same", "{alarm}", "{region}:{alarm}:{trigger}"] {
+            let e = check_template(same).unwrap_err();
+            assert!(e.contains("every later alarm"), "{same}: {e}");
+        }
+        assert!(check_template("{topic}:{message_id}").is_ok());
+        assert!(check_template("{alarm").unwrap_err().contains("without"));
+    }
+}

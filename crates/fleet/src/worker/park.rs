@@ -1,0 +1,113 @@
+//! After a run: acknowledge it, deliver it again later, or park it for an
+//! approval (and page who approves), from how it went and what its
+//! journal says.
+
+use super::{Outcome, Worker};
+use crate::{page, parked};
+use anyhow::Result;
+use runbook_core::exit::Exit;
+use runbook_engine::Outcome as RunOutcome;
+use runbook_journal::holder::Held;
+use runbook_journal::replay::finished;
+use runbook_journal::store::Store;
+use std::sync::atomic::Ordering;
+
+impl Worker {
+    /// Acknowledge, retry or park, from how the run went.
+    /// `env`: the run's environment file (who is paged when it parks).
+    pub(super) fn after(
+        &self,
+        incident: &str,
+        exit: Result<RunOutcome>,
+        timeout_s: Option<u64>,
+        env: Option<&std::path::Path>,
+    ) -> Outcome {
+        let exit = match exit {
+            Ok(RunOutcome::Blocked(e)) => {
+                let hint = runbook_core::error::hint_of(&e).unwrap_or_default();
+                tracing::warn!(incident, hint, "blocked: {e:#}");
+                Exit::Blocked
+            }
+            Ok(outcome) => {
+                if let RunOutcome::Ran(ran) = &outcome
+                    && ran.report.status == runbook_engine::report::Status::Blocked
+                {
+                    let reason = ran.report.reason.as_deref().unwrap_or_default();
+                    tracing::warn!(incident, "blocked: {reason}");
+                }
+                outcome.exit()
+            }
+            Err(e) => {
+                let held = e.chain().any(|c| c.downcast_ref::<Held>().is_some());
+                return if held {
+                    Outcome::Later
+                } else {
+                    Outcome::Refused(e)
+                };
+            }
+        };
+        let last = self
+            .store
+            .incident_runs(incident)
+            .ok()
+            .and_then(|r| r.last().cloned());
+        let lines = last
+            .as_ref()
+            .and_then(|id| self.store.read_run(id).ok())
+            .unwrap_or_default();
+        match exit {
+            // Blocked before it began: the incident's run is elsewhere.
+            Exit::Blocked if finished(&lines).is_none() => Outcome::Later,
+            Exit::AwaitingApproval => {
+                let (Some(run_id), Some((step, change))) = (last, parked::waiting_step(&lines))
+                else {
+                    return Outcome::Done;
+                };
+                let timeout = timeout_s.unwrap_or(self.settings.approval_timeout.as_secs());
+                let plan = page::planned(env, &run_id, &step);
+                match parked::park(
+                    &self.store,
+                    &run_id,
+                    incident,
+                    (&step, &change),
+                    timeout,
+                    plan.clone(),
+                ) {
+                    Ok(entry) => {
+                        if let Some(plan) = plan {
+                            tokio::spawn(async move {
+                                page::send_logged(&plan, &entry, page::Event::Parked).await;
+                            });
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(run_id, "parking: {e:#}");
+                        return Outcome::Later;
+                    }
+                }
+                self.counters.parked.fetch_add(1, Ordering::Relaxed);
+                Outcome::Done
+            }
+            // It stopped without its end in the journal (NATS went away
+            // mid-run): it continues from there on the next delivery.
+            exit if last.is_some() && finished(&lines).is_none() => {
+                tracing::warn!(
+                    incident,
+                    ?exit,
+                    "the run stopped without its end journaled: to be continued"
+                );
+                Outcome::Later
+            }
+            exit => {
+                tracing::info!(
+                    incident,
+                    run_id = last.unwrap_or_default(),
+                    ?exit,
+                    "run ended"
+                );
+                self.counters.completed.fetch_add(1, Ordering::Relaxed);
+                Outcome::Done
+            }
+        }
+    }
+}

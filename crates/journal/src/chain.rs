@@ -1,0 +1,286 @@
+//! Append-only JSON lines, each chained to the one before it: the format
+//! of run journals and of the audit log. A line is a JSON object whose
+//! first fields are `seq` (1, 2, 3, ...) and `prev` (the `hash` of the line
+//! before, 64 zeros for the first) and whose last field is `hash`, the
+//! sha256 of the line's bytes up to `,"hash":`. Editing, removing or
+//! reordering a line breaks the chain at that line, and
+//! [`verify`] names it. (Cutting lines off the end leaves a valid shorter
+//! chain: a journal's missing `run-end` is how that shows.)
+//!
+//! Writers append under an exclusive lock on the file and continue from its
+//! last line, so several processes may share one file (the audit log);
+//! with `fsync`, a line is on disk before `append` returns.
+
+use anyhow::{Context, Result};
+use serde_json::{Map, Value};
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+/// Longest line read back when continuing a chain or verifying one.
+const MAX_LINE: usize = 4 * 1024 * 1024;
+
+pub struct ChainLog {
+    /// The file, and the head as this writer last left it with the file's
+    /// length then: unchanged length means nobody else appended, and the
+    /// tail need not be read again.
+    file: Mutex<(File, Option<(u64, Head)>)>,
+    path: PathBuf,
+    fsync: bool,
+}
+
+/// Where a chain stands: the last line's `seq` and `hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub seq: u64,
+    pub hash: String,
+}
+
+impl ChainLog {
+    /// Opens `path` for appending (created 0600 if missing).
+    pub fn open(path: &Path, fsync: bool) -> Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("opening `{}`", path.display()))?;
+        Ok(Self {
+            file: Mutex::new((file, None)),
+            path: path.to_path_buf(),
+            fsync,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `fields` (an object) as the next line; returns the bytes
+    /// written and the new head.
+    pub fn append(&self, fields: Value) -> Result<(usize, Head)> {
+        let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let (file, known) = &mut *guard;
+        file.lock()
+            .with_context(|| format!("locking `{}`", self.path.display()))?;
+        let written = (|| {
+            let len = file.metadata()?.len();
+            let head = match known.as_ref() {
+                Some((at, head)) if *at == len => Some(head.clone()),
+                _ => last_head(file)
+                    .with_context(|| format!("reading the end of `{}`", self.path.display()))?,
+            };
+            let (line, head) = seal(head.as_ref(), fields);
+            (&*file)
+                .write_all(line.as_bytes())
+                .with_context(|| format!("writing `{}`", self.path.display()))?;
+            if self.fsync {
+                file.sync_data()
+                    .with_context(|| format!("syncing `{}`", self.path.display()))?;
+            }
+            *known = Some((len + line.len() as u64, head.clone()));
+            Ok((line.len(), head))
+        })();
+        let _ = file.unlock();
+        written
+    }
+}
+
+/// The line for `fields` after `head`, newline included, and its head.
+pub fn seal(head: Option<&Head>, fields: Value) -> (String, Head) {
+    let seq = head.map_or(1, |h| h.seq + 1);
+    let prev = head.map_or(GENESIS.to_string(), |h| h.hash.clone());
+    let mut object = Map::new();
+    object.insert("seq".into(), seq.into());
+    object.insert("prev".into(), prev.into());
+    if let Value::Object(rest) = fields {
+        for (k, v) in rest {
+            if k != "seq" && k != "prev" && k != "hash" {
+                object.insert(k, v);
+            }
+        }
+    }
+    let body = serde_json::to_string(&Value::Object(object)).unwrap_or_default();
+    let open = &body[..body.len() - 1];
+    let hash = runbook_core::hash::sha256_hex(open.as_bytes());
+    let line = format!("{open},\"hash\":\"{hash}\"}}\n");
+    (line, Head { seq, hash })
+}
+
+/// The head of the chain in `file` (read from its end: as little as holds
+/// the last line), `None` if empty.
+fn last_head(file: &File) -> Result<Option<Head>> {
+    let mut f = file;
+    let len = f.seek(SeekFrom::End(0))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut take = len.min(64 * 1024);
+    let tail = loop {
+        f.seek(SeekFrom::Start(len - take))?;
+        let mut tail = Vec::with_capacity(take as usize);
+        (&mut f).take(take).read_to_end(&mut tail)?;
+        let body = tail.strip_suffix(b"\n").unwrap_or(&tail);
+        if body.contains(&b'\n') || take == len || take >= MAX_LINE as u64 {
+            break tail;
+        }
+        take = (take * 4).min(len).min(MAX_LINE as u64);
+    };
+    let text = String::from_utf8_lossy(&tail);
+    let last = text
+        .trim_end_matches('\n')
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default();
+    let (seq, hash) = parse_line(last).map_err(|why| anyhow::anyhow!("its last line: {why}"))?;
+    Ok(Some(Head { seq, hash }))
+}
+
+/// A line's `seq` and its own `hash`, checked against its bytes.
+fn parse_line(line: &str) -> Result<(u64, String), String> {
+    let at = line
+        .rfind(",\"hash\":\"")
+        .ok_or("no `hash` field at the end")?;
+    let hash = line[at + 9..]
+        .strip_suffix("\"}")
+        .ok_or("the line does not end with its `hash`")?;
+    if runbook_core::hash::sha256_hex(&line.as_bytes()[..at]) != hash {
+        return Err("its content does not match its `hash`".into());
+    }
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
+    let seq = value["seq"].as_u64().ok_or("no `seq`")?;
+    Ok((seq, hash.to_string()))
+}
+
+/// Where a chain is broken.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Broken {
+    /// 1-based line number in the file.
+    pub line: usize,
+    pub why: String,
+}
+
+/// Checks every line of `path`; returns the number of lines, or the first
+/// line that was altered, or follows a line that was removed or reordered.
+pub fn verify(path: &Path) -> Result<Result<usize, Broken>> {
+    let text = runbook_core::files::read_bytes(path, "log", 1 << 30)?;
+    Ok(verify_bytes(&text))
+}
+
+pub fn verify_bytes(text: &[u8]) -> Result<usize, Broken> {
+    let mut prev = GENESIS.to_string();
+    let mut expected = 1u64;
+    let mut count = 0;
+    for (i, raw) in text.split(|b| *b == b'\n').enumerate() {
+        if raw.is_empty() {
+            continue;
+        }
+        let line = i + 1;
+        let broken = |why: String| Broken { line, why };
+        let text = std::str::from_utf8(raw).map_err(|_| broken("not UTF-8".into()))?;
+        let (seq, hash) = parse_line(text).map_err(|why| broken(format!("altered: {why}")))?;
+        let value: Value = serde_json::from_str(text).map_err(|e| broken(e.to_string()))?;
+        if value["prev"].as_str() != Some(prev.as_str()) {
+            return Err(broken(
+                "does not follow the line before it (`prev` is not that line's hash): a line before it was altered, removed or reordered".to_string(),
+            ));
+        }
+        if seq != expected {
+            return Err(broken(format!(
+                "has `seq` {seq} where {expected} belongs: lines were removed or reordered"
+            )));
+        }
+        prev = hash;
+        expected += 1;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Every line of a chained file as JSON (unverified; see [`verify`]).
+pub fn read(path: &Path) -> Result<Vec<Value>> {
+    let text = runbook_core::files::read_bytes(path, "journal", 1 << 30)?;
+    Ok(text
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lines(n: usize) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let log = ChainLog::open(&path, false).unwrap();
+        for i in 0..n {
+            log.append(json!({ "event": "e", "i": i })).unwrap();
+        }
+        (dir, path)
+    }
+
+    #[test]
+    fn a_chain_verifies_and_continues_across_writers() {
+        let (_d, path) = lines(3);
+        // A second writer continues the same chain.
+        ChainLog::open(&path, true)
+            .unwrap()
+            .append(json!({ "event": "more" }))
+            .unwrap();
+        assert_eq!(verify(&path).unwrap(), Ok(4));
+        let all = read(&path).unwrap();
+        assert_eq!(all[3]["seq"], 4);
+        assert_eq!(all[3]["prev"], all[2]["hash"]);
+    }
+
+    #[test]
+    fn editing_removing_or_swapping_a_line_is_named() {
+        let (_d, path) = lines(5);
+        let original = std::fs::read_to_string(&path).unwrap();
+        let ls: Vec<&str> = original.lines().collect();
+        let write = |l: Vec<&str>| std::fs::write(&path, l.join("\n") + "\n").unwrap();
+        // Edited: line 3 no longer matches its own hash.
+        let edited = ls[2].replace("\"i\":2", "\"i\":9");
+        write(vec![ls[0], ls[1], &edited, ls[3], ls[4]]);
+        let b = verify(&path).unwrap().unwrap_err();
+        assert_eq!(b.line, 3, "{b:?}");
+        assert!(b.why.starts_with("altered"), "{b:?}");
+        // Removed: line 3 (formerly 4) does not follow line 2.
+        write(vec![ls[0], ls[1], ls[3], ls[4]]);
+        assert_eq!(verify(&path).unwrap().unwrap_err().line, 3);
+        // Swapped.
+        write(vec![ls[0], ls[2], ls[1], ls[3], ls[4]]);
+        assert_eq!(verify(&path).unwrap().unwrap_err().line, 2);
+        // Restored: fine again.
+        std::fs::write(&path, &original).unwrap();
+        assert_eq!(verify(&path).unwrap(), Ok(5));
+    }
+
+    #[test]
+    fn concurrent_writers_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let log = ChainLog::open(&path, false).unwrap();
+                    for i in 0..25 {
+                        log.append(json!({ "w": w, "i": i })).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(verify(&path).unwrap(), Ok(100));
+    }
+}

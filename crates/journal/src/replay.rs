@@ -1,0 +1,167 @@
+//! What a run's journal says, read back: whether it finished, what
+//! resuming it replays (ended steps, changes made or perhaps made), and
+//! the changes an incident's runs applied (so a rerun never mistakes its
+//! own fix for the cause).
+
+use crate::store::Store;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The `run-end` record, if the run finished (and was not resumed after
+/// it stopped for an approval).
+pub fn finished(lines: &[Value]) -> Option<&Value> {
+    lines
+        .iter()
+        .rev()
+        .find(|l| l["event"] == "run-end" || l["event"] == "resume")
+        .filter(|l| l["event"] == "run-end")
+}
+
+/// The incident a run belongs to by default: the runbook, where it runs,
+/// and when the incident started when that is known.
+pub fn default_incident(runbook_id: &str, backend: &str, incident_start: Option<&str>) -> String {
+    match incident_start {
+        Some(t) => format!("{runbook_id}@{backend}@{t}"),
+        None => format!("{runbook_id}@{backend}"),
+    }
+}
+
+/// A mutation as the journal has it, for resuming a run.
+#[derive(Debug, Clone)]
+pub enum Done {
+    /// Applied: what the step was told.
+    Applied(Value),
+    /// An intent with no result: it may or may not have reached the
+    /// backend; `would` is what the step would be told if it did.
+    Unknown { would: Value },
+}
+
+/// Identifies one mutation of one step: the same call in the same order.
+pub type CallKey = (String, String, String, String, usize);
+
+/// What resuming a run needs from its journal.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Reports of the steps that ended, in order.
+    pub ended: Vec<Value>,
+    /// The changes already made or attempted: step, interface, operation,
+    /// resource, and which such call in the step it was (0, 1, ...).
+    pub mutations: BTreeMap<CallKey, Done>,
+    /// Changes applied in this run, counted against `max_mutations`.
+    pub applied: usize,
+}
+
+impl Replay {
+    pub fn from_journal(lines: &[Value]) -> Self {
+        let mut replay = Replay::default();
+        let mut seen: BTreeMap<(String, String, String, String), usize> = BTreeMap::new();
+        let mut intents: BTreeMap<u64, CallKey> = BTreeMap::new();
+        let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        for l in lines {
+            match l["event"].as_str() {
+                Some("step-start") => seen.retain(|k, _| k.0 != s(&l["step"])),
+                Some("intent") => {
+                    let base = (
+                        s(&l["step"]),
+                        s(&l["interface"]),
+                        s(&l["operation"]),
+                        s(&l["resource"]),
+                    );
+                    let n = seen.entry(base.clone()).or_insert(0);
+                    let key = (base.0, base.1, base.2, base.3, *n);
+                    *n += 1;
+                    if let Some(seq) = l["seq"].as_u64() {
+                        intents.insert(seq, key.clone());
+                    }
+                    replay.mutations.insert(
+                        key,
+                        Done::Unknown {
+                            would: l["would"].clone(),
+                        },
+                    );
+                }
+                Some("applied") => {
+                    if let Some(key) = l["intent"].as_u64().and_then(|i| intents.get(&i)) {
+                        replay
+                            .mutations
+                            .insert(key.clone(), Done::Applied(l["result"].clone()));
+                        replay.applied += 1;
+                    }
+                }
+                Some("failed") => {
+                    if let Some(key) = l["intent"].as_u64().and_then(|i| intents.get(&i)) {
+                        // A failure that may still have reached the backend
+                        // (a timeout) stays unknown; others did nothing.
+                        if l["error"] != "timeout" {
+                            replay.mutations.remove(key);
+                        }
+                    }
+                }
+                Some("step-end") => replay.ended.push(l["report"].clone()),
+                // A run that stopped for an approval goes on with the step
+                // that waited: it runs again, now approved.
+                Some("run-end")
+                    if l["status"] == "awaiting-approval"
+                        && replay
+                            .ended
+                            .last()
+                            .is_some_and(|r| !r["awaiting_approval"].is_null()) =>
+                {
+                    replay.ended.pop();
+                }
+                _ => {}
+            }
+        }
+        replay
+    }
+}
+
+/// A change an incident's run applied: what, to what, when.
+#[derive(Debug, Clone)]
+pub struct OwnChange {
+    pub run_id: String,
+    pub interface: String,
+    pub operation: String,
+    pub resource: String,
+    /// What the change returned (a rollback's `from` and `to`).
+    pub result: Value,
+    /// Milliseconds since the epoch: when it was set out (intent) and
+    /// when it was applied.
+    pub intent_ms: u64,
+    pub applied_ms: u64,
+}
+
+/// Every change the runs of `incident` applied, from their journals.
+pub fn own_changes(store: &dyn Store, incident: &str) -> Vec<OwnChange> {
+    let ms = |l: &Value| {
+        l["time"]
+            .as_str()
+            .and_then(|t| humantime::parse_rfc3339(t).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    };
+    let mut out = Vec::new();
+    for run in store.incident_runs(incident).unwrap_or_default() {
+        let lines = store.read_run(&run).unwrap_or_default();
+        for applied in lines.iter().filter(|l| l["event"] == "applied") {
+            let Some(intent) = lines
+                .iter()
+                .find(|l| l["event"] == "intent" && l["seq"] == applied["intent"])
+            else {
+                continue;
+            };
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            out.push(OwnChange {
+                run_id: run.clone(),
+                interface: text(&intent["interface"]),
+                operation: text(&intent["operation"]),
+                resource: text(&intent["resource"]),
+                result: applied["result"].clone(),
+                intent_ms: ms(intent),
+                applied_ms: ms(applied),
+            });
+        }
+    }
+    out
+}

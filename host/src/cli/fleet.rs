@@ -1,0 +1,104 @@
+//! Arguments of the fleet's commands (NATS JetStream).
+
+use clap::Args;
+use std::path::PathBuf;
+
+/// Which NATS, for the fleet's commands.
+#[derive(Debug, Args)]
+pub struct NatsArgs {
+    /// The NATS server(s), comma-separated for a cluster (default
+    /// `RUNBOOK_NATS_URL`).
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
+    /// Copies of each stream when this creates them (at most the number of
+    /// servers in the cluster); existing streams keep theirs.
+    #[arg(long, value_name = "N")]
+    pub replicas: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct SubmitArgs {
+    pub runbook: PathBuf,
+    /// The live environment the run uses (as `runbook run --env`).
+    #[arg(long, value_name = "FILE", required_unless_present = "sim")]
+    pub env: Option<PathBuf>,
+    /// A simulated scenario instead (rehearsals, load tests).
+    #[arg(long, value_name = "SCENARIO", conflicts_with = "env")]
+    pub sim: Option<PathBuf>,
+    /// The incident key (default: the runbook and the environment's name,
+    /// as `runbook run` makes it; a new one for each `--sim` submission).
+    #[arg(long, value_name = "ID")]
+    pub incident: Option<String>,
+    /// When the incident started (RFC 3339), as for `runbook run`.
+    #[arg(long, value_name = "TIME")]
+    pub incident_start: Option<String>,
+    /// Approve every mutation up front.
+    #[arg(long)]
+    pub yes: bool,
+    /// Approve this step's mutations up front (repeatable); others park
+    /// the run until `runbook approve`.
+    #[arg(long, value_name = "STEP")]
+    pub approve: Vec<String>,
+    /// How long a parked run waits for an approval before it escalates
+    /// (default: the worker's `--approval-timeout`).
+    #[arg(long, value_name = "SECONDS")]
+    pub approval_timeout: Option<u64>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Runs at once in this process.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub concurrency: usize,
+    /// Serve `/healthz` and `/metrics` here (e.g. `127.0.0.1:9464`).
+    #[arg(long, value_name = "ADDR")]
+    pub health: Option<std::net::SocketAddr>,
+    /// How long a request waits for word from its worker before it is
+    /// delivered to another (a live worker renews it every third of this).
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub ack_wait: u64,
+    /// On SIGTERM, how long runs in hand may take to finish before they
+    /// are handed back.
+    #[arg(long, default_value_t = 30, value_name = "SECONDS")]
+    pub grace: u64,
+    /// How long a parked run waits for `runbook approve` before it
+    /// escalates.
+    #[arg(long, default_value_t = 900, value_name = "SECONDS")]
+    pub approval_timeout: u64,
+    /// Where compiled components are cached (default `RUNBOOK_CACHE_DIR`,
+    /// else `~/.cache/runbook`).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The triggers file: which alarm (name and state, or SNS topic)
+    /// starts which runbook, against which environment, under which
+    /// incident key.
+    #[arg(long, value_name = "FILE")]
+    pub triggers: PathBuf,
+    /// Where to take deliveries (`POST /sns`; also `/healthz`, `/metrics`).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8088")]
+    pub listen: std::net::SocketAddr,
+    /// Check the triggers file (and every runbook and environment it
+    /// names), print what it maps, and exit without serving.
+    #[arg(long)]
+    pub check: bool,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproveArgs {
+    /// The parked run (`runbook runs --nats URL` lists them).
+    pub run_id: String,
+    /// The step whose change is approved.
+    pub step: String,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
