@@ -21,10 +21,12 @@ fn main() {
         for line in text.lines().map(str::trim) {
             if let Some(rest) = line.strip_prefix("interface ") {
                 current = rest.split_whitespace().next();
-            } else if let (Some(name), true) = (current, line.starts_with("use types.{")) {
-                if line.contains("error") && !names.contains(&name.to_string()) {
-                    names.push(name.to_string());
-                }
+            } else if let Some(name) = current
+                && line.starts_with("use types.{")
+                && line.contains("error")
+                && !names.contains(&name.to_string())
+            {
+                names.push(name.to_string());
             }
         }
     }
