@@ -71,7 +71,10 @@ fn files(dir: &Path) -> Vec<Vec<u8>> {
 fn every_parser_survives_its_corpus_regressions_and_mutations() {
     let fuzz = common::root().join("fuzz");
     let mut rng = Rng(0x5eed_2026_1127);
-    for (name, target) in runbook_engine::fuzzing::TARGETS {
+    let targets = runbook_engine::fuzzing::TARGETS
+        .iter()
+        .chain(runbook_fleet::fuzzing::TARGETS);
+    for (name, target) in targets {
         let seeds = files(&fuzz.join("corpus").join(name));
         assert!(!seeds.is_empty(), "no seeds for `{name}`");
         for input in files(&fuzz.join("regressions").join(name))

@@ -436,6 +436,8 @@ fn sns_messages_are_checked_as_aws_documents() {
         dir.path(),
     );
     let cert_url = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem";
+    // Messages are taken within an hour of their `Timestamp`.
+    let sent = now_timestamp();
     let subscribe_url = format!(
         "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={topic}&Token=tok-123"
     );
@@ -447,7 +449,7 @@ fn sns_messages_are_checked_as_aws_documents() {
                     ("Message", signed_message),
                     ("MessageId", "c-1"),
                     ("SubscribeURL", subscribe_url),
-                    ("Timestamp", "2026-11-27T15:00:00.000Z"),
+                    ("Timestamp", &sent),
                     ("Token", "tok-123"),
                     ("TopicArn", topic),
                     ("Type", "SubscriptionConfirmation"),
@@ -460,7 +462,7 @@ fn sns_messages_are_checked_as_aws_documents() {
                 "TopicArn": topic,
                 "Message": message,
                 "SubscribeURL": subscribe_url,
-                "Timestamp": "2026-11-27T15:00:00.000Z",
+                "Timestamp": &sent,
                 "SignatureVersion": version,
                 "Signature": signature,
                 "SigningCertURL": url,
@@ -543,7 +545,7 @@ fn sns_messages_are_checked_as_aws_documents() {
             ("Message", message),
             ("MessageId", "n-1"),
             ("Subject", "ALARM: auth-5xx"),
-            ("Timestamp", "2026-11-27T15:04:06.000Z"),
+            ("Timestamp", &sent),
             ("TopicArn", topic),
             ("Type", "Notification"),
         ];
@@ -553,7 +555,7 @@ fn sns_messages_are_checked_as_aws_documents() {
             "TopicArn": topic,
             "Subject": "ALARM: auth-5xx",
             "Message": message,
-            "Timestamp": "2026-11-27T15:04:06.000Z",
+            "Timestamp": &sent,
             "SignatureVersion": "2",
             "Signature": sign(&key, &fields),
             "SigningCertURL": url,
@@ -581,6 +583,59 @@ fn sns_messages_are_checked_as_aws_documents() {
     assert_eq!(serve.counter("unavailable"), 1);
     // Not JSON at all.
     assert_eq!(serve.post("Action=Publish&Message=hi").0, 403);
+}
+
+fn now_timestamp() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Flooded with messages for a listed topic (an ARN anyone can copy),
+/// each naming a certificate URL of its own: at most ten fetches a minute
+/// go out, whatever comes in; a stale message fetches nothing.
+#[test]
+fn a_flood_of_certificate_urls_fetches_little() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, seen) = fake_sns_host(Vec::new());
+    let nats = Nats::start(1);
+    let topic = "arn:aws:sns:us-east-1:123456789012:auth-alarms";
+    let triggers = triggers_file(dir.path(), &[topic], "auth-5xx");
+    let serve = Serve::start(
+        &nats,
+        &triggers,
+        &format!("http://127.0.0.1:{port}"),
+        dir.path(),
+    );
+    let message = |n: usize, timestamp: &str| {
+        serde_json::json!({
+            "Type": "Notification",
+            "MessageId": format!("flood-{n}"),
+            "TopicArn": topic,
+            "Message": "x",
+            "Timestamp": timestamp,
+            "SignatureVersion": "2",
+            "Signature": "AAAA",
+            "SigningCertURL": format!("https://sns.us-east-1.amazonaws.com/SimpleNotificationService-flood{n}.pem"),
+        })
+        .to_string()
+    };
+    // Stale: refused before any fetch.
+    let (code, said) = serve.post(&message(0, "2026-11-27T15:00:00.000Z"));
+    assert_eq!(code, 403, "{said}");
+    assert!(said.contains("more than an hour"), "{said}");
+    assert!(seen.lock().unwrap().is_empty());
+    let sent = 120;
+    let mut codes = std::collections::BTreeMap::new();
+    for n in 1..=sent {
+        let (code, _) = serve.post(&message(n, &now_timestamp()));
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    let fetched = seen.lock().unwrap().len();
+    eprintln!(
+        "sns flood: {sent} messages in, {fetched} certificate requests out, answers {codes:?}"
+    );
+    // Ten URLs a minute (each 404 here, which is not tried again).
+    assert!(fetched <= 10, "{fetched}: {:?}", seen.lock().unwrap());
+    assert_eq!(codes.get(&503), Some(&(sent - fetched)), "{codes:?}");
 }
 
 /// The example triggers file checks, and says what it maps.

@@ -67,9 +67,9 @@ impl Durable {
         step: &str,
         operation: &str,
         resource: &str,
-    ) -> Option<u64> {
-        let lines = self.store.read_run(&self.journal.run_id).ok()?;
-        lines
+    ) -> anyhow::Result<Option<u64>> {
+        let lines = self.store.read_run(&self.journal.run_id)?;
+        Ok(lines
             .iter()
             .rev()
             .find(|l| {
@@ -78,7 +78,7 @@ impl Durable {
                     && l["operation"] == operation
                     && l["resource"] == resource
             })
-            .and_then(|l| l["seq"].as_u64())
+            .and_then(|l| l["seq"].as_u64()))
     }
 }
 
@@ -127,5 +127,28 @@ pub(crate) fn replayed(why: &str) -> Decision {
         how: Some("journal".into()),
         by: None,
         change: why.to_string(),
+    }
+}
+
+/// A failpoint on the mutation path, for the fault-injection tests (set
+/// with `FAILPOINTS` in a binary built for tests; nothing otherwise):
+/// `return(hang)` waits until the step's deadline ends the step,
+/// `return(MESSAGE)` fails the call with MESSAGE, `panic` panics.
+#[allow(unused_mut, reason = "mutated only when failpoints are compiled in")]
+pub(crate) async fn injected(name: &str) -> Result<(), Error> {
+    let mut action: Option<String> = None;
+    let mut eval = || {
+        fail::fail_point!(name, |arg: Option<String>| {
+            action = Some(arg.unwrap_or_default());
+        });
+    };
+    eval();
+    match action.as_deref() {
+        None => Ok(()),
+        Some("hang") => {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            Ok(())
+        }
+        Some(why) => Err(Error::Unavailable(format!("failpoint `{name}`: {why}"))),
     }
 }

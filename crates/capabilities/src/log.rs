@@ -72,7 +72,7 @@ impl v0_1::log::Host for StepState {
         message: String,
         fields: Vec<v0_1::types::Pair>,
     ) -> wasmtime::Result<()> {
-        wit::Host::log(self, convert(level), message, convert(fields)).await
+        wit::Host::log(self, convert(level)?, message, convert(fields)?).await
     }
 }
 

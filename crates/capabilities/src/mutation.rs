@@ -6,7 +6,7 @@
 
 use crate::bindings::Error;
 use crate::capability::Capability;
-use crate::durable::{LEASE_WAIT, changed_since, replayed};
+use crate::durable::{LEASE_WAIT, changed_since, injected, replayed};
 use crate::gate::Started;
 use crate::state::StepState;
 use runbook_core::approval::{Decision, Verdict};
@@ -67,32 +67,55 @@ impl StepState {
         // Made (or perhaps made) by this step before the run was resumed?
         match self.journaled(&start) {
             Some(Done::Applied(result)) => {
-                if let Ok(r) = serde_json::from_value::<R>(result) {
-                    let result = Ok(r);
-                    self.record(
-                        start,
-                        &result,
-                        Some(replayed("applied before the run was resumed")),
-                    )?;
-                    return Ok(result);
-                }
+                let result = match serde_json::from_value::<R>(result) {
+                    Ok(r) => Ok(r),
+                    // Made, but its result is not one this host can read:
+                    // never made again.
+                    Err(e) => Err(self.block(format!(
+                        "the journal says this change was made, but its result cannot be read ({e}); nothing was changed again"
+                    ))),
+                };
+                let how = replayed("applied before the run was resumed");
+                self.record(start, &result, Some(how))?;
+                return Ok(result);
             }
             Some(Done::Unknown { would }) => {
-                if let Ok(would) = serde_json::from_value::<R>(would) {
-                    let made = in_effect(backend.clone(), self.deadline(), would.clone()).await;
-                    if let Ok(true) = made {
-                        self.journal_result(
-                            &start,
-                            None,
-                            &Ok::<_, Error>(would.clone()),
-                            "reconciled",
-                        );
+                let checked = match serde_json::from_value::<R>(would.clone()) {
+                    Err(e) => Err(Error::Invalid(format!(
+                        "its journaled preview cannot be read ({e})"
+                    ))),
+                    Ok(would) => match injected("backend-check").await {
+                        Err(e) => Err(e),
+                        Ok(()) => in_effect(backend.clone(), self.deadline(), would.clone())
+                            .await
+                            .map(|made| made.then_some(would)),
+                    },
+                };
+                match checked {
+                    // In effect: it was made; the journal says so now.
+                    Ok(Some(would)) => {
                         let result = Ok(would);
-                        self.record(
-                            start,
-                            &result,
-                            Some(replayed("found in effect when the run was resumed")),
-                        )?;
+                        if let Err(e) = self.journal_result(&start, None, &result, "reconciled") {
+                            let result = Err(e);
+                            self.record(start, &result, None)?;
+                            return Ok(result);
+                        }
+                        let how = replayed("found in effect when the run was resumed");
+                        self.record(start, &result, Some(how))?;
+                        return Ok(result);
+                    }
+                    // Not in effect: it never reached the backend (or was
+                    // undone); it goes through the whole protocol again.
+                    Ok(None) => {}
+                    // Unknown: never issued twice, never guessed.
+                    Err(e) => {
+                        let result = Err(self.block(format!(
+                            "a change set out before the run stopped may or may not have been made (the journal has its intent, no result), and checking `{}` failed: {}; nothing was issued again: check it, then `runbook resume {}` again",
+                            start.resource,
+                            e.text(),
+                            self.caller.run_id
+                        )));
+                        self.record(start, &result, None)?;
                         return Ok(result);
                     }
                 }
@@ -107,6 +130,20 @@ impl StepState {
                 return Ok(result);
             }
         };
+        // A change that waited for an approval: the approval is for the
+        // world as it was previewed then. Moved since (someone did it by
+        // hand, another run): nothing is changed, and the evidence is told.
+        if let Some(then) = self.awaited(&start) {
+            let now = serde_json::to_value(&would).unwrap_or_default();
+            if now != then.would {
+                let result = Err(self.block(format!(
+                    "the world moved while this change waited for an approval: it was to {} and would now {change}; nothing was changed: look at `{}`, then start a new run of the incident if a change is still needed",
+                    then.change, start.resource
+                )));
+                self.record(start, &result, None)?;
+                return Ok(result);
+            }
+        }
         self.shared.asking.store(true, SeqCst);
         let asked = Instant::now();
         let decision = self.approver.decide(&self.caller.step, change).await;
@@ -120,8 +157,15 @@ impl StepState {
             {
                 Ok(intent) => {
                     self.begin_applying(&start, &decision)?;
-                    let result = apply(backend, self.deadline(), would).await;
-                    self.journal_result(&start, intent, &result, "applied");
+                    let result = match injected("backend-apply").await {
+                        Ok(()) => apply(backend, self.deadline(), would).await,
+                        Err(e) => Err(e),
+                    };
+                    injected("backend-applied").await?;
+                    // Not journaled: the step is told what happened, and the
+                    // run stops before its next change (the journal is
+                    // failed); resume finds the intent and checks.
+                    let _unrecorded = self.journal_result(&start, intent, &result, "applied");
                     result
                 }
                 Err(e) => Err(e),
@@ -132,6 +176,26 @@ impl StepState {
                 decision.change
             ))),
             Verdict::AwaitingApproval => {
+                // The picture the approval will be for: a resumed run
+                // applies the change only if it still holds.
+                if let Some(durable) = &self.durable {
+                    let written = durable.journal.record(
+                        "awaiting",
+                        serde_json::json!({
+                            "step": self.caller.step,
+                            "interface": start.interface,
+                            "operation": start.operation,
+                            "resource": start.resource,
+                            "change": decision.change,
+                            "would": would,
+                        }),
+                    );
+                    if let Err(e) = written {
+                        let result = Err(self.unrecorded(&e));
+                        self.record(start, &result, Some(decision))?;
+                        return Ok(result);
+                    }
+                }
                 self.shared.trail().awaiting = Some(decision.change.clone());
                 Err(Error::Denied(format!(
                     "awaiting approval to {}",
@@ -160,6 +224,35 @@ impl StepState {
             .mutations
             .get(&(self.caller.step.clone(), key.0, key.1, key.2, index))
             .cloned()
+    }
+
+    /// What this call previewed when the run stopped to wait for an
+    /// approval, if it did.
+    fn awaited(&self, call: &Started) -> Option<runbook_journal::replay::Awaited> {
+        let durable = self.durable.as_ref()?;
+        durable
+            .replay
+            .awaited
+            .get(&(
+                self.caller.step.clone(),
+                call.interface.wit_name().to_string(),
+                call.operation.to_string(),
+                call.resource.clone(),
+            ))
+            .cloned()
+    }
+
+    /// A change that must not go ahead: the step's report says why, and
+    /// the run ends blocked.
+    fn block(&self, why: String) -> Error {
+        self.shared.trail().blocked = Some(why.clone());
+        Error::Unavailable(format!("blocked: {why}"))
+    }
+
+    /// A journal line that could not be written: the step is told, and
+    /// the run stops before its next change.
+    fn unrecorded(&self, e: &anyhow::Error) -> Error {
+        Error::Unavailable(format!("{e:#}; the run stops before its next change"))
     }
 
     /// Deadline, the run's mutation budget, the lease, then the intent in
@@ -217,12 +310,24 @@ impl StepState {
                     if let Some(b) = &budget {
                         b.give_back();
                     }
-                    return Err(Error::Unavailable(format!("taking the lease: {e}")));
+                    // Whether it was taken is unknown (the task failed):
+                    // nothing is changed.
+                    return Err(self.block(format!("taking the lease failed: {e}")));
                 }
             }
         }
+        // Nothing is changed under a lease that may have lapsed.
+        if let Some(lost) = self.leases.iter().find_map(|l| l.lost()) {
+            if let Some(b) = &budget {
+                b.give_back();
+            }
+            return Err(self.block(format!(
+                "the lease on `{}` {lost}; nothing was changed",
+                call.resource
+            )));
+        }
         // Nothing is changed that the journal does not have first.
-        let written = durable.journal.try_record(
+        let written = durable.journal.record(
             "intent",
             serde_json::json!({
                 "step": self.caller.step,
@@ -251,21 +356,25 @@ impl StepState {
         }
     }
 
-    /// The result of a change, journaled against its intent.
+    /// The result of a change, journaled against its intent. An error:
+    /// it could not be written (the journal takes no more lines).
     fn journal_result<R: Serialize>(
         &self,
         call: &Started,
         intent: Option<u64>,
         result: &Result<R, Error>,
         how: &str,
-    ) {
+    ) -> Result<(), Error> {
         let Some(durable) = &self.durable else {
-            return;
+            return Ok(());
         };
-        let intent = intent.or_else(|| {
+        let intent = match intent {
+            Some(i) => Some(i),
             // Reconciled on resume: the intent is the journaled one.
-            durable.journal_intent(&self.caller.step, call.operation, &call.resource)
-        });
+            None => durable
+                .journal_intent(&self.caller.step, call.operation, &call.resource)
+                .map_err(|e| self.unrecorded(&e))?,
+        };
         let (event, fields) = match result {
             Ok(r) => (
                 "applied",
@@ -280,7 +389,11 @@ impl StepState {
         fields["intent"] = intent.into();
         fields["step"] = self.caller.step.clone().into();
         fields["resource"] = call.resource.clone().into();
-        durable.journal.record(event, fields);
+        durable
+            .journal
+            .record(event, fields)
+            .map(|_| ())
+            .map_err(|e| self.unrecorded(&e))
     }
 
     /// Before an approved change is applied: the audit log gets the intent,

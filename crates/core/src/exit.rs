@@ -3,7 +3,9 @@
 /// Documented in the CLI help of `run`: 0 resolved, 1 escalated, 2 invalid
 /// input (nothing ran), 3 a step ended in a way the runbook does not
 /// route, 4 stopped before a mutation nobody approved, 5 blocked by
-/// another run (of the same incident, or holding what had to change).
+/// another run (of the same incident, or holding what had to change), 8
+/// the run's journal was altered (not resumed), 9 the journal could not be
+/// written (the run stopped before its next change).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// A run resolved; any other command succeeded.
@@ -24,6 +26,12 @@ pub enum Exit {
     /// A simulated run (or `test`) did not take its scenario's expected
     /// path or end in its expected status.
     Unexpected = 7,
+    /// `resume`: the run's journal was altered (a line edited, removed,
+    /// duplicated or reordered); nothing was resumed.
+    Untrusted = 8,
+    /// The run's journal could not be written: the run stopped before its
+    /// next change (`resume` continues it from what the journal holds).
+    Unrecorded = 9,
 }
 
 impl Exit {

@@ -88,6 +88,12 @@ pub fn line_column(before: &[u8]) -> (usize, usize) {
     (line, column)
 }
 
+/// Makes a file created or renamed in `dir` durable: the directory's entry
+/// reaches the disk (fsync of the directory), not only the file's bytes.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

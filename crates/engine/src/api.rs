@@ -155,6 +155,7 @@ impl Engine {
         };
         // Before any step reads anything.
         let since_ms = runbook_core::time::now_ms();
+        // Nothing runs that the journal does not have.
         record_start(
             &journal,
             &p,
@@ -168,10 +169,11 @@ impl Engine {
                 holder: &holder,
                 since_ms,
             },
-        );
+        )
+        .context("the run was not started")?;
         let durable = Durable {
             identities: p.backend.identities(),
-            own_changes: own_changes(&*store, &incident).into(),
+            own_changes: own_changes(&*store, &incident)?.into(),
             journal,
             store,
             replay: Arc::new(Replay::default()),
@@ -310,14 +312,29 @@ impl Engine {
             dry_run: false,
             ..req.approvals
         };
-        journal.record(
-            "resume",
-            json!({ "holder": holder, "policy": { "yes": approvals.all, "approve": approvals.steps } }),
-        );
+        // Read again now the run is this process's (reopening it checked
+        // the chain and cut off a torn last line).
+        let lines = store.read_run(run_id)?;
+        let torn = journal.torn.as_ref().map(|t| {
+            let text = String::from_utf8_lossy(t);
+            text.chars().take(4096).collect::<String>()
+        });
+        if let Some(t) = &torn {
+            eprintln!(
+                "note: the journal's last line was torn (a write that never finished: {} bytes); it was cut off and nothing was done on its account",
+                t.len()
+            );
+        }
+        journal
+            .record(
+                "resume",
+                json!({ "holder": holder, "policy": { "yes": approvals.all, "approve": approvals.steps }, "dropped_torn_line": torn }),
+            )
+            .context("the run was not resumed")?;
         let incident = start["incident"].as_str().unwrap_or_default().to_string();
         let durable = Durable {
             identities: p.backend.identities(),
-            own_changes: own_changes(&*store, &incident).into(),
+            own_changes: own_changes(&*store, &incident)?.into(),
             journal,
             store,
             replay: Arc::new(Replay::from_journal(&lines)),
@@ -378,8 +395,67 @@ impl Engine {
             budget: Budget::new(p.plan.runbook.max_mutations, used),
             on_step: Some(on_step),
         };
-        let report = execute(&p.plan, &self.runtime, &cfg).await;
-        Ok(report)
+        // A panic in the host (a bug, or a backend's answer no code
+        // expected) ends this run, not the process: the journal says so,
+        // and the run stays resumable (a change in doubt is checked first).
+        let run = std::panic::AssertUnwindSafe(execute(&p.plan, &self.runtime, &cfg));
+        match futures_util::FutureExt::catch_unwind(run).await {
+            Ok(report) => Ok(report),
+            Err(panic) => Ok(self.panicked(p, &cfg, panic)),
+        }
+    }
+
+    /// The report of a run the host panicked in: what the journal has,
+    /// stopped, with the panic as its reason.
+    fn panicked(
+        &self,
+        p: &Prepared,
+        cfg: &RunConfig,
+        panic: Box<dyn std::any::Any + Send>,
+    ) -> Report {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        let recorded = match &cfg.durable {
+            Some(d) => d
+                .journal
+                .record("host-panic", json!({ "message": message }))
+                .map(|_| ())
+                .map_err(|e| format!("; it could not be journaled: {e:#}")),
+            None => Ok(()),
+        };
+        let mut report = self
+            .store
+            .as_ref()
+            .filter(|_| cfg.durable.is_some())
+            .and_then(|s| report_of(&**s, &cfg.run_id).ok().flatten())
+            .unwrap_or_else(|| Report {
+                runbook_id: p.plan.runbook.runbook_id.clone(),
+                title: p.plan.runbook.title.clone(),
+                run_id: cfg.run_id.clone(),
+                mode: cfg.mode.clone(),
+                status: Status::Failed,
+                reason: None,
+                started_at: String::new(),
+                finished_at: String::new(),
+                elapsed_ms: 0,
+                wall_ms: 0,
+                steps: Vec::new(),
+                escalation: p.plan.runbook.escalation.clone(),
+                mutations: crate::report::Mutations {
+                    used: cfg.budget.used(),
+                    allowed: cfg.budget.allowed,
+                },
+            });
+        report.status = Status::Failed;
+        report.reason = Some(format!(
+            "the host panicked: {message}{}; the run stopped (please report this); `runbook resume {}` continues it, checking any change in doubt first",
+            recorded.err().unwrap_or_default(),
+            cfg.run_id
+        ));
+        report
     }
 }
 

@@ -176,6 +176,7 @@ pub fn markdown(report: &Report, ctx: &Context) -> String {
         Status::AwaitingApproval => "stopped, awaiting approval",
         Status::Blocked => "blocked by another run",
         Status::Unfinished => "unfinished",
+        Status::Unrecorded => "stopped: the journal could not be written",
     };
     let _ = writeln!(
         out,

@@ -23,9 +23,25 @@ pub enum Status {
     Blocked,
     /// The journal has no end: the run crashed or was stopped (`show`).
     Unfinished,
+    /// The journal could not be written: the run stopped before its next
+    /// change.
+    Unrecorded,
 }
 
 impl Status {
+    /// How the timeline says it.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Resolved => "resolved",
+            Status::Escalated => "escalated",
+            Status::Failed => "failed",
+            Status::AwaitingApproval => "awaiting approval",
+            Status::Blocked => "blocked",
+            Status::Unfinished => "unfinished",
+            Status::Unrecorded => "stopped: the journal could not be written",
+        }
+    }
+
     /// The CLI's exit status for a run that ended so.
     pub fn exit(self) -> Exit {
         match self {
@@ -35,6 +51,7 @@ impl Status {
             Status::AwaitingApproval => Exit::AwaitingApproval,
             Status::Blocked => Exit::Blocked,
             Status::Unfinished => Exit::Failed,
+            Status::Unrecorded => Exit::Unrecorded,
         }
     }
 }
@@ -122,14 +139,7 @@ impl Report {
         let _ = writeln!(
             out,
             "status: {} after {} step{} ({} of run time, {} ms wall) at {}",
-            match self.status {
-                Status::Resolved => "resolved",
-                Status::Escalated => "escalated",
-                Status::Failed => "failed",
-                Status::AwaitingApproval => "awaiting approval",
-                Status::Blocked => "blocked",
-                Status::Unfinished => "unfinished",
-            },
+            self.status.word(),
             self.steps.len(),
             if self.steps.len() == 1 { "" } else { "s" },
             humantime::format_duration(std::time::Duration::from_secs(self.elapsed_ms / 1000)),

@@ -109,17 +109,19 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
                 Some(format!("the runbook has no step `{current}`")),
             );
         };
-        cfg.journal("step-start", || {
+        if let Err(e) = cfg.journal("step-start", || {
             serde_json::json!({
                 "step": step.def.id,
                 "plugin": step.plugin.name(),
                 "plugin_digest": step.plugin.digest,
             })
-        });
+        }) {
+            break unrecorded(&e, &format!("before step `{}`", step.def.id));
+        }
         let mut report = run_step_after(step, runtime, cfg, &steps).await;
         let next = step.def.on.get(&report.outcome).cloned();
         report.next = next.clone();
-        cfg.journal("step-end", || {
+        let ended = cfg.journal("step-end", || {
             serde_json::json!({
                 "step": report.id,
                 "outcome": report.outcome,
@@ -145,7 +147,13 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
             );
         }
         let next = route(step, &report);
+        let id = report.id.clone();
         steps.push(report);
+        // A line the journal could not take, in the step (a change's
+        // result) or at its end: nothing more is changed.
+        if let Err(e) = ended {
+            break unrecorded(&e, &format!("after step `{id}`"));
+        }
         match next {
             Route::Next(n) => current = n,
             Route::End(status, reason) => break (status, reason),
@@ -170,7 +178,8 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
             allowed: cfg.budget.allowed,
         },
     };
-    cfg.journal("run-end", || {
+    let mut report = report;
+    let end = cfg.journal("run-end", || {
         serde_json::json!({
             "status": report.status,
             "reason": report.reason,
@@ -184,6 +193,14 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
             "wall_ms": report.wall_ms,
         })
     });
+    if let Err(e) = end
+        && report.status != Status::Unrecorded
+    {
+        let was = report.status.word();
+        let (status, reason) = unrecorded(&e, &format!("as the run ended {was}"));
+        report.status = status;
+        report.reason = reason;
+    }
     if let Some(audit) = &cfg.audit {
         audit.event(
             &cfg.run_id,
@@ -196,6 +213,16 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
         );
     }
     report
+}
+
+/// The end of a run whose journal could not take a line.
+fn unrecorded(e: &anyhow::Error, when: &str) -> (Status, Option<String>) {
+    (
+        Status::Unrecorded,
+        Some(format!(
+            "{e:#} ({when}); the run stopped before its next change: free the journal's disk or store, then continue with `runbook resume`"
+        )),
+    )
 }
 
 fn report_run_id(report: &StepReport) -> &str {

@@ -44,9 +44,15 @@ impl RunConfig {
     }
 
     /// Journals `event` with `fields()`, built only when there is a journal.
-    pub(crate) fn journal(&self, event: &str, fields: impl FnOnce() -> serde_json::Value) {
-        if let Some(d) = &self.durable {
-            d.journal.record(event, fields());
+    /// An error: it could not be written, and the run must stop.
+    pub(crate) fn journal(
+        &self,
+        event: &str,
+        fields: impl FnOnce() -> serde_json::Value,
+    ) -> anyhow::Result<()> {
+        match &self.durable {
+            Some(d) => d.journal.record(event, fields()).map(|_| ()),
+            None => Ok(()),
         }
     }
 }

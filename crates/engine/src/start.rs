@@ -120,7 +120,7 @@ pub(crate) struct Started<'a> {
 
 /// The journal's first line: what runs, against what, for which
 /// incident, started by whom; what `show` and `resume` need.
-pub(crate) fn record_start(journal: &Journal, p: &Prepared, s: &Started<'_>) {
+pub(crate) fn record_start(journal: &Journal, p: &Prepared, s: &Started<'_>) -> Result<()> {
     let plan = &p.plan;
     let plugins: serde_json::Map<String, Value> = plan
         .steps
@@ -183,5 +183,6 @@ pub(crate) fn record_start(journal: &Journal, p: &Prepared, s: &Started<'_>) {
             "host_version": env!("CARGO_PKG_VERSION"),
             "started_ms": s.since_ms,
         }),
-    );
+    )?;
+    Ok(())
 }

@@ -150,11 +150,11 @@ pub async fn run_step_after(
                     let bindings = pre.instantiate_async(&mut store).await?;
                     let inputs: Vec<
                         runbook_capabilities::bindings::v0_1::runbook::host::types::Pair,
-                    > = convert(&inputs);
+                    > = convert(&inputs)?;
                     let ran = bindings
-                        .call_run(&mut store, &convert(&ctx), &inputs)
+                        .call_run(&mut store, &convert(&ctx)?, &inputs)
                         .await?;
-                    Ok(convert(ran))
+                    convert(ran)
                 }
             }
         };

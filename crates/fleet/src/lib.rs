@@ -17,8 +17,10 @@
 //! - [`triggers`]: the triggers file (which alarm starts which runbook).
 //! - [`sns`]: SNS deliveries, their signatures checked as AWS documents.
 //! - [`intake`]: `runbook serve`, alarms in, run requests out.
+//! - [`fuzzing`]: fuzz targets for the network parsers.
 
 pub mod exclusive;
+pub mod fuzzing;
 pub mod health;
 pub mod intake;
 pub mod nats;

@@ -266,16 +266,25 @@ fn wait_on<T: Send + 'static>(
     fut: impl Future<Output = Result<T>> + Send + 'static,
 ) -> Result<T> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    rt.spawn(async move {
+    let task = rt.spawn(async move {
         let _ = tx.send(fut.await);
     });
     // Every call inside has its own timeout; this bounds the whole.
     match rx.recv_timeout(TIMEOUT * 3) {
         Ok(r) => r,
-        Err(_) => Err(anyhow!(
-            "{what}: no answer from NATS within {} s",
-            (TIMEOUT * 3).as_secs()
-        )),
+        Err(_) => {
+            // Given up: cancelled, so nothing it was about to send goes out
+            // after the caller was told it failed. (A request already sent
+            // may still land; every write on the mutation path carries the
+            // revision or sequence it expects, and the journal takes no
+            // more lines after a failed one, so a late one changes nothing
+            // this process relies on.)
+            task.abort();
+            Err(anyhow!(
+                "{what}: no answer from NATS within {} s",
+                (TIMEOUT * 3).as_secs()
+            ))
+        }
     }
 }
 

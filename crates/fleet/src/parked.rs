@@ -215,7 +215,7 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
             value["change"].as_str().unwrap_or_default()
         );
         let end = json!({ "status": "escalated", "reason": reason });
-        if let Err(e) = journal.try_record("run-end", end) {
+        if let Err(e) = journal.record("run-end", end) {
             drop(journal);
             put_back(&anyhow!("escalating run `{run_id}`: {e:#}"));
             continue;

@@ -33,6 +33,11 @@ pub struct RunRequest {
     pub sim: Option<PathBuf>,
     pub env: Option<PathBuf>,
     pub backend_sha256: String,
+    /// The sha256 of `runbook.lock` beside the runbook, when there is one:
+    /// the worker refuses a request whose lock is not the one it has, and
+    /// runs it `--locked` (every plugin as the lock pins it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_sha256: Option<String>,
     /// The incident key: one run per incident, whoever asks how often.
     pub incident: String,
     pub incident_start: Option<String>,
@@ -82,7 +87,16 @@ impl RunRequest {
                 None,
             ),
         };
+        let lock = runbook
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(runbook_core::lock::FILE_NAME);
+        let lock_sha256 = match lock.is_file() {
+            true => Some(digest_of(&lock, "lock")?),
+            false => None,
+        };
         Ok(Self {
+            lock_sha256,
             runbook_sha256: digest_of(runbook, "runbook")?,
             runbook: absolute(runbook),
             sim: sim.map(absolute),
@@ -111,20 +125,48 @@ impl RunRequest {
         ] {
             let have = digest_of(path, what)
                 .with_context(|| format!("this worker cannot read the request's {what}"))?;
-            if &have != want {
-                return Err(hinted(
-                    format!(
-                        "the {what} `{}` on this worker is not the one submitted (sha256 {} here, {} submitted)",
-                        path.display(),
-                        &have[..12],
-                        &want[..want.len().min(12)]
-                    ),
-                    "deploy the same runbooks to every worker, then submit again",
-                ));
+            if have != *want {
+                return Err(mismatch(what, path, &have, want));
+            }
+        }
+        if let Some(want) = &self.lock_sha256 {
+            let path = self.lock_path();
+            let have = digest_of(&path, "lock").with_context(
+                || "this worker has no `runbook.lock` where the request's runbook has one",
+            )?;
+            if have != *want {
+                return Err(mismatch("lock", &path, &have, want));
             }
         }
         Ok(())
     }
+
+    /// `runbook.lock` beside the request's runbook.
+    pub fn lock_path(&self) -> PathBuf {
+        self.runbook
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(runbook_core::lock::FILE_NAME)
+    }
+}
+
+/// A file on this worker that is not the one submitted.
+fn mismatch(what: &str, path: &Path, have: &str, want: &str) -> anyhow::Error {
+    hinted(
+        format!(
+            "the {what} `{}` on this worker is not the one submitted (sha256 {} here, {} submitted)",
+            path.display(),
+            short(have),
+            short(want)
+        ),
+        "deploy the same runbooks to every worker, then submit again",
+    )
+}
+
+/// The start of a digest, for people: by characters, so a request's
+/// digest that is not hex (foreign input) never splits a character.
+fn short(digest: &str) -> String {
+    digest.chars().take(12).collect()
 }
 
 /// What publishing a request did.
@@ -179,5 +221,43 @@ mod tests {
         assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), r);
         let extra = text.replace("\"by\"", "\"shell\":\"rm -rf /\",\"by\"");
         assert!(serde_json::from_str::<Request>(&extra).is_err());
+    }
+
+    /// A digest with a multi-byte character where the message cuts it, a
+    /// lock that differs: refused with the reason, never a panic.
+    #[test]
+    fn foreign_digests_and_a_different_lock_are_refused_not_panicked_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let runbook = dir.path().join("rb.md");
+        std::fs::write(&runbook, "x").unwrap();
+        let env = dir.path().join("env.toml");
+        std::fs::write(&env, "").unwrap();
+        std::fs::write(dir.path().join("runbook.lock"), "lock v1").unwrap();
+        let request = |runbook_sha256: &str, lock: &str| RunRequest {
+            runbook: runbook.clone(),
+            runbook_sha256: runbook_sha256.into(),
+            sim: None,
+            env: Some(env.clone()),
+            backend_sha256: runbook_core::hash::sha256_hex(b""),
+            lock_sha256: Some(lock.into()),
+            incident: "i".into(),
+            incident_start: None,
+            yes: false,
+            approve: Vec::new(),
+            approval_timeout_s: None,
+            submitted_by: "t".into(),
+            submitted_ms: 0,
+        };
+        let lock = runbook_core::hash::sha256_hex(b"lock v1");
+        let err = request("0123456789aé€xyz", &lock)
+            .check_files()
+            .unwrap_err();
+        assert!(err.to_string().contains("0123456789aé submitted"), "{err}");
+        let ok = runbook_core::hash::sha256_hex(b"x");
+        request(&ok, &lock).check_files().unwrap();
+        let err = request(&ok, &runbook_core::hash::sha256_hex(b"lock v0"))
+            .check_files()
+            .unwrap_err();
+        assert!(err.to_string().contains("the lock `"), "{err}");
     }
 }

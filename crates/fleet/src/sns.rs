@@ -167,7 +167,20 @@ pub struct Verifier {
     endpoint: Option<(url::Url, Option<Credentials>)>,
     /// Certificates by URL (DER), at most `MAX_CERTS`.
     certs: Mutex<HashMap<String, Vec<u8>>>,
+    /// When each of the last certificate fetches set out: at most
+    /// `FETCHES_PER_MINUTE` a minute, whoever sends messages (SNS itself
+    /// uses one certificate a region for months).
+    fetches: Mutex<std::collections::VecDeque<std::time::Instant>>,
+    /// Certificate URLs that did not give a certificate, and when: not
+    /// fetched again for `FAILED_FOR`.
+    failed: Mutex<HashMap<String, std::time::Instant>>,
 }
+
+const FETCHES_PER_MINUTE: usize = 10;
+const FAILED_FOR: Duration = Duration::from_secs(60);
+/// How far a message's `Timestamp` may be from now (SNS retries a
+/// delivery for about an hour).
+const FRESH_FOR: Duration = Duration::from_secs(3600);
 
 /// Access key id, secret, session token: what a request to a local SNS
 /// is signed with.
@@ -204,6 +217,8 @@ impl Verifier {
             http,
             endpoint,
             certs: Mutex::new(HashMap::new()),
+            fetches: Mutex::new(std::collections::VecDeque::new()),
+            failed: Mutex::new(HashMap::new()),
         })
     }
 
@@ -220,6 +235,9 @@ impl Verifier {
                 m.signature_version
             )));
         }
+        // Cheap checks first: nothing is fetched for a message that is
+        // stale, from the future, or of a type SNS does not send.
+        fresh(&m.timestamp, std::time::SystemTime::now())?;
         let (url, region) = aws_sns_url(&m.signing_cert_url, "SigningCertURL")?;
         if !is_certificate_path(&url) {
             return Err(Refusal::Bad(format!(
@@ -277,10 +295,23 @@ impl Verifier {
         {
             return Ok(der.clone());
         }
-        let pem = self.get(url, region).await?;
-        let der = CertificateDer::from_pem_slice(&pem)
-            .map_err(|_| Refusal::Bad(format!("`{url}` is not a PEM certificate")))?
-            .to_vec();
+        self.may_fetch(&key)?;
+        let fetched = self.get(url, region).await.and_then(|pem| {
+            CertificateDer::from_pem_slice(&pem)
+                .map(|d| d.to_vec())
+                .map_err(|_| Refusal::Bad(format!("`{url}` is not a PEM certificate")))
+        });
+        let der = match fetched {
+            Ok(der) => der,
+            Err(e) => {
+                let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+                failed.retain(|_, at| at.elapsed() < FAILED_FOR);
+                if failed.len() < MAX_CERTS * 8 {
+                    failed.insert(key, std::time::Instant::now());
+                }
+                return Err(e);
+            }
+        };
         let mut certs = self.certs.lock().unwrap_or_else(|e| e.into_inner());
         if certs.len() >= MAX_CERTS
             && let Some(old) = certs.keys().next().cloned()
@@ -289,6 +320,39 @@ impl Verifier {
         }
         certs.insert(key, der.clone());
         Ok(der)
+    }
+
+    /// Whether a certificate not in the cache may be fetched now: not one
+    /// that just failed, and not more than `FETCHES_PER_MINUTE`. Refused
+    /// as unavailable, so SNS delivers a real message again later.
+    fn may_fetch(&self, key: &str) -> Result<(), Refusal> {
+        if let Some(at) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .filter(|at| at.elapsed() < FAILED_FOR)
+        {
+            return Err(Refusal::Unavailable(format!(
+                "`{key}` gave no certificate {} s ago; not fetched again yet",
+                at.elapsed().as_secs()
+            )));
+        }
+        let mut fetches = self.fetches.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        while fetches
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60))
+        {
+            fetches.pop_front();
+        }
+        if fetches.len() >= FETCHES_PER_MINUTE {
+            return Err(Refusal::Unavailable(format!(
+                "{FETCHES_PER_MINUTE} certificates were fetched in the last minute; `{key}` waits"
+            )));
+        }
+        fetches.push_back(now);
+        Ok(())
     }
 
     /// GETs `url` (or its path and query at the endpoint override), a few
@@ -344,6 +408,22 @@ impl Verifier {
             "fetching `{url}` ({ATTEMPTS} tries): {last}"
         )))
     }
+}
+
+/// A message's `Timestamp` within `FRESH_FOR` of `now`.
+fn fresh(timestamp: &str, now: std::time::SystemTime) -> Result<(), Refusal> {
+    let at = humantime::parse_rfc3339_weak(timestamp)
+        .map_err(|_| Refusal::Bad(format!("`Timestamp` `{timestamp}` is not an RFC 3339 time")))?;
+    let off = match now.duration_since(at) {
+        Ok(d) => d,
+        Err(e) => e.duration(),
+    };
+    if off > FRESH_FOR {
+        return Err(Refusal::Bad(format!(
+            "`Timestamp` `{timestamp}` is more than an hour from now: a replayed or forged message"
+        )));
+    }
+    Ok(())
 }
 
 /// SigV4 headers for a GET of `url` to SNS in `region`.
@@ -422,6 +502,21 @@ mod tests {
         no_token.token = None;
         assert!(matches!(no_token.string_to_sign(), Err(Refusal::Bad(_))));
         assert!(envelope("Other").string_to_sign().is_err());
+    }
+
+    #[test]
+    fn only_messages_within_an_hour_are_taken() {
+        let now = humantime::parse_rfc3339("2026-11-27T15:00:00Z").unwrap();
+        assert!(fresh("2026-11-27T14:30:00.000Z", now).is_ok());
+        assert!(fresh("2026-11-27T15:30:00.123Z", now).is_ok());
+        for bad in [
+            "2026-11-27T13:59:59.000Z",
+            "2026-11-27T16:00:01.000Z",
+            "yesterday",
+            "",
+        ] {
+            assert!(fresh(bad, now).is_err(), "{bad}");
+        }
     }
 
     #[test]

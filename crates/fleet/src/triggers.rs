@@ -126,13 +126,7 @@ impl Triggers {
     pub fn load(path: &Path) -> Result<Self> {
         let text = runbook_core::files::read_text(path, "triggers file")?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let mut t: Triggers = runbook_core::parse::parse_toml(
-            &text,
-            path,
-            "triggers file",
-            HINT,
-            |t: &mut Triggers| t.check(),
-        )?;
+        let mut t = Self::parse(&text, path)?;
         t.path = path.to_path_buf();
         for trigger in &mut t.triggers {
             for p in [
@@ -163,6 +157,14 @@ impl Triggers {
             })?;
         }
         Ok(t)
+    }
+
+    /// The file's text, parsed and checked on its own (no file it names
+    /// is read): what [`Triggers::load`] starts from, and a fuzz target.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        runbook_core::parse::parse_toml(text, path, "triggers file", HINT, |t: &mut Triggers| {
+            t.check()
+        })
     }
 
     fn check(&self) -> Result<(), String> {

@@ -201,6 +201,58 @@ pub fn verify_bytes(text: &[u8]) -> Result<usize, Broken> {
     Ok(count)
 }
 
+/// A journal read back to be continued: its verified length, and a torn
+/// last line (the bytes after the last newline, which do not make a
+/// whole line) if there is one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// Whole lines, each verified, in one chain.
+    pub lines: usize,
+    /// Bytes up to and including the last whole line's newline.
+    pub whole: usize,
+    /// What follows them: a line whose write never finished.
+    pub torn: Option<Vec<u8>>,
+}
+
+/// Checks a journal before it is continued: every whole line must be in
+/// one unbroken chain. The only damage accepted is a torn last line: the
+/// bytes after the last newline, when they are not a whole sealed line.
+/// That is what a crash (or a full disk) leaves while a line is written,
+/// and since that write never returned, nothing was done on its account;
+/// the caller drops it (and says so). Anything else is [`Broken`].
+pub fn check_to_continue(text: &[u8]) -> Result<Checked, Broken> {
+    let whole = text.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let tail = &text[whole..];
+    let torn = match tail.is_empty() {
+        true => None,
+        // A line that is whole but lost its newline was not acknowledged
+        // either: it goes the same way.
+        false => Some(tail.to_vec()),
+    };
+    let lines = verify_bytes(&text[..whole])?;
+    Ok(Checked { lines, whole, torn })
+}
+
+/// A journal that fails its check: altered, not crashed.
+#[derive(Debug)]
+pub struct Untrusted {
+    /// Where the journal is.
+    pub location: String,
+    pub broken: Broken,
+}
+
+impl std::fmt::Display for Untrusted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the journal `{}` was altered: line {} {}; nothing was resumed",
+            self.location, self.broken.line, self.broken.why
+        )
+    }
+}
+
+impl std::error::Error for Untrusted {}
+
 /// Every line of a chained file as JSON (unverified; see [`verify`]).
 pub fn read(path: &Path) -> Result<Vec<Value>> {
     let text = runbook_core::files::read_bytes(path, "journal", 1 << 30)?;
@@ -261,6 +313,39 @@ mod tests {
         // Restored: fine again.
         std::fs::write(&path, &original).unwrap();
         assert_eq!(verify(&path).unwrap(), Ok(5));
+    }
+
+    #[test]
+    fn only_a_torn_last_line_is_accepted_when_continuing() {
+        let (_d, path) = lines(3);
+        let original = std::fs::read(&path).unwrap();
+        assert_eq!(
+            check_to_continue(&original).unwrap(),
+            Checked {
+                lines: 3,
+                whole: original.len(),
+                torn: None
+            }
+        );
+        // A crash while the fourth line was written.
+        let mut torn = original.clone();
+        torn.extend_from_slice(b"{\"seq\":4,\"prev\":\"ab");
+        let c = check_to_continue(&torn).unwrap();
+        assert_eq!((c.lines, c.whole), (3, original.len()));
+        assert_eq!(c.torn.unwrap(), b"{\"seq\":4,\"prev\":\"ab");
+        // A line altered, duplicated or removed in the middle is refused.
+        let text = String::from_utf8(original).unwrap();
+        let ls: Vec<&str> = text.lines().collect();
+        for bad in [
+            vec![ls[0], ls[1], ls[1], ls[2]],
+            vec![ls[0], ls[2]],
+            vec![ls[1], ls[0], ls[2]],
+        ] {
+            let bytes = (bad.join("\n") + "\n").into_bytes();
+            assert!(check_to_continue(&bytes).is_err(), "{bad:?}");
+        }
+        let edited = text.replacen("\"i\":1", "\"i\":7", 1);
+        assert_eq!(check_to_continue(edited.as_bytes()).unwrap_err().line, 2);
     }
 
     #[test]

@@ -13,10 +13,17 @@ pub trait Lease: Send + Sync {
     /// from a current one.
     fn fencing_token(&self) -> u64;
     /// The run that held the resource before this lease, and when it let
-    /// go (when it took it, if it died holding it): a run that changes
+    /// go (now, if that was never recorded: it died holding it, or its
+    /// release could not be written): a run that changes
     /// what another run changed after it started reading would act on a
     /// stale picture.
     fn previous(&self) -> Option<Previous>;
+    /// Why this lease can no longer be relied on (its hold could not be
+    /// renewed in time, or another process took it), if so: nothing is
+    /// changed under it.
+    fn lost(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The lease before this one.
@@ -36,13 +43,25 @@ pub struct Granted<G> {
     pub guard: G,
 }
 
-impl<G: Send + Sync> Lease for Granted<G> {
+/// What a lease's guard knows about whether it is still held.
+pub trait Guard: Send + Sync {
+    /// Why it is not, if so.
+    fn lost(&self) -> Option<String> {
+        None
+    }
+}
+
+impl<G: Guard> Lease for Granted<G> {
     fn fencing_token(&self) -> u64 {
         self.token
     }
 
     fn previous(&self) -> Option<Previous> {
         self.previous.clone()
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.guard.lost()
     }
 }
 
@@ -58,17 +77,18 @@ pub fn next_lease(
         .and_then(|v| v["fencing_token"].as_u64())
         .unwrap_or(0)
         + 1;
+    let now = runbook_core::time::now_ms();
+    // No release time: the holder died holding it, or could not record
+    // letting go. Either way it may have changed the resource until now.
     let previous = before.and_then(|v| {
         Some(Previous {
             holder: serde_json::from_value(v.clone()).ok()?,
-            released_ms: v["released_ms"]
-                .as_u64()
-                .or_else(|| v["leased_ms"].as_u64())?,
+            released_ms: v["released_ms"].as_u64().unwrap_or(now),
         })
     });
     let mut record = serde_json::to_value(holder).unwrap_or_default();
     record["fencing_token"] = token.into();
     record["resource"] = resource.into();
-    record["leased_ms"] = runbook_core::time::now_ms().into();
+    record["leased_ms"] = now.into();
     (token, previous, record)
 }

@@ -15,6 +15,9 @@
 //!   fencing tokens.
 //! - [`replay`]: a journal read back: finished or not, what resuming
 //!   replays, an incident's own changes.
+//!
+//! Failpoints (`fail::fail_point!`) mark every write on the mutation path;
+//! they are nothing unless the `failpoints` feature is on (tests only).
 
 pub mod audit;
 pub mod chain;
@@ -24,3 +27,10 @@ pub mod local;
 pub mod log;
 pub mod replay;
 pub mod store;
+
+/// Configures failpoints from `FAILPOINTS` (`name=action;...`, the `fail`
+/// crate's syntax) in a binary built for tests; does nothing otherwise.
+pub fn failpoints_from_env() {
+    #[cfg(feature = "failpoints")]
+    std::mem::forget(fail::FailScenario::setup());
+}

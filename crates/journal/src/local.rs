@@ -107,7 +107,11 @@ impl Store for LocalStore {
         )?;
         guard.lock()?;
         for earlier in self.incident_runs(incident)? {
-            let lines = self.read_run(&earlier).unwrap_or_default();
+            // A journal that cannot be read is not an empty one: whether
+            // the incident is free cannot be known, so the run does not start.
+            let lines = self.read_run(&earlier).with_context(|| {
+                format!("reading run `{earlier}` of incident `{incident}` (is it finished?)")
+            })?;
             if finished(&lines).is_some() {
                 continue;
             }
@@ -131,6 +135,11 @@ impl Store for LocalStore {
             .take_running(run_id)?
             .ok_or_else(|| anyhow::anyhow!("run `{run_id}` is already running"))?;
         let log = ChainLog::open(&path, self.fsync)?;
+        if self.fsync {
+            // The journal's entry in `runs/` survives a crash too.
+            runbook_core::files::sync_dir(&self.root.join("runs"))
+                .with_context(|| format!("syncing `{}`", self.root.join("runs").display()))?;
+        }
         ChainLog::append(
             &ChainLog::open(
                 &self
@@ -162,11 +171,29 @@ impl Store for LocalStore {
             })
             .context(format!("run `{run_id}` is running in another process")));
         };
+        // Continued only from a journal whose every line is in its chain;
+        // a torn last line (a write that never finished) is cut off.
+        let text = runbook_core::files::read_bytes(&path, "journal", 1 << 30)?;
+        let checked =
+            crate::chain::check_to_continue(&text).map_err(|broken| crate::chain::Untrusted {
+                location: path.display().to_string(),
+                broken,
+            })?;
+        if checked.torn.is_some() {
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .with_context(|| format!("opening `{}`", path.display()))?;
+            f.set_len(checked.whole as u64)
+                .and_then(|()| f.sync_all())
+                .with_context(|| format!("cutting the torn last line off `{}`", path.display()))?;
+        }
         Ok(Journal::new(
             Box::new(ChainLog::open(&path, self.fsync)?),
             run_id,
             Box::new(running),
-        ))
+        )
+        .with_torn(checked.torn))
     }
 
     fn read_run(&self, run_id: &str) -> Result<Vec<Value>> {
@@ -225,7 +252,16 @@ impl Store for LocalStore {
                 unknown: None,
             })
         };
-        let file = Self::lock_file(&base.with_extension("lock")).map_err(|_| held(None))?;
+        // An error is not another holder: whether it is held is unknown.
+        let unknown = |why: String| {
+            Box::new(Held {
+                what: format!("`{resource}`"),
+                by: None,
+                unknown: Some(why),
+            })
+        };
+        let file =
+            Self::lock_file(&base.with_extension("lock")).map_err(|e| unknown(format!("{e:#}")))?;
         let until = Instant::now() + wait;
         let mut told = false;
         loop {
@@ -242,17 +278,44 @@ impl Store for LocalStore {
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(std::fs::TryLockError::Error(_)) => return Err(held(None)),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(unknown(format!("locking `{}`: {e}", base.display())));
+                }
             }
         }
         // Held: bump the fencing token, say who holds it, keep who held
         // it before.
         let info = base.with_extension("json");
-        let before: Option<Value> = std::fs::read_to_string(&info)
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
+        // A record that cannot be read would restart the fencing tokens.
+        let before: Option<Value> = match std::fs::read_to_string(&info) {
+            Ok(t) => match serde_json::from_str(&t) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    return Err(unknown(format!(
+                        "the lease record `{}` is not JSON ({e}): remove it only if no run holds or held `{resource}`",
+                        info.display()
+                    )));
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(unknown(format!("reading `{}`: {e}", info.display()))),
+        };
         let (token, previous, record) = next_lease(before.as_ref(), holder, resource);
-        let _ = write_atomic(&info, &record.to_string());
+        // The new fencing token must be on disk before it is used: a lost
+        // write would hand the next holder the same token.
+        let written = (|| {
+            fail::fail_point!("lease-take", |how| Err(std::io::Error::other(format!(
+                "failpoint `lease-take` ({})",
+                how.unwrap_or_default()
+            ))));
+            write_atomic(&info, &record.to_string())
+        })();
+        if let Err(e) = written {
+            return Err(unknown(format!(
+                "recording the lease in `{}`: {e}",
+                info.display()
+            )));
+        }
         Ok(Box::new(Granted {
             token,
             previous,
@@ -294,10 +357,28 @@ struct FileGuard {
     record: Value,
 }
 
+/// An OS file lock is held until the process lets go or dies.
+impl crate::lease::Guard for FileGuard {}
+
 impl Drop for FileGuard {
     fn drop(&mut self) {
         self.record["released_ms"] = runbook_core::time::now_ms().into();
-        let _ = write_atomic(&self.info, &self.record.to_string());
+        let written = (|| {
+            fail::fail_point!("lease-release", |how| Err(std::io::Error::other(format!(
+                "failpoint `lease-release` ({})",
+                how.unwrap_or_default()
+            ))));
+            write_atomic(&self.info, &self.record.to_string())
+        })();
+        // Not recorded: the next holder finds no release time and takes
+        // the resource as held until it took it (`next_lease`), so a change
+        // decided before then is blocked, never let through.
+        if let Err(e) = written {
+            eprintln!(
+                "warning: could not record letting go of the lease in `{}`: {e}",
+                self.info.display()
+            );
+        }
     }
 }
 
@@ -313,7 +394,9 @@ fn write_atomic(path: &Path, text: &str) -> std::io::Result<()> {
         .tempfile_in(dir)?;
     tmp.write_all(text.as_bytes())?;
     tmp.as_file().sync_data()?;
-    tmp.persist(path).map(|_| ()).map_err(|e| e.error)
+    tmp.persist(path).map_err(|e| e.error)?;
+    // The rename itself reaches the disk.
+    runbook_core::files::sync_dir(dir)
 }
 
 #[cfg(test)]
@@ -325,7 +408,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::with_fsync(dir.path(), false).unwrap();
         let first = store.start_run("RB-1@prod", &Holder::me("run-a")).unwrap();
-        first.record("run-start", json!({ "holder": Holder::me("run-a") }));
+        first
+            .record("run-start", json!({ "holder": Holder::me("run-a") }))
+            .unwrap();
         // While it runs: held, naming who.
         let err = store
             .start_run("RB-1@prod", &Holder::me("run-b"))
@@ -347,7 +432,9 @@ mod tests {
             "{err:#}"
         );
         let again = store.reopen_run("run-a").unwrap();
-        again.record("run-end", json!({ "status": "resolved" }));
+        again
+            .record("run-end", json!({ "status": "resolved" }))
+            .unwrap();
         drop(again);
         // Finished: the next run may start; another incident never waited.
         store.start_run("RB-1@prod", &Holder::me("run-b")).unwrap();

@@ -1,9 +1,16 @@
 //! One run's journal, open for appending: where its lines go (a chained
 //! file, a JetStream subject) behind [`JournalLog`].
+//!
+//! Fail-stop: once a line could not be written, the journal may have a
+//! hole (or a torn line) where that line belongs, so nothing more is
+//! written to it by this process and every later [`Journal::record`]
+//! fails too. The run stops before its next change ([`Journal::failed`]);
+//! `runbook resume` continues it from what the journal does hold.
 
 use crate::chain::ChainLog;
 use anyhow::Result;
 use serde_json::Value;
+use std::sync::Mutex;
 
 /// Where one run's journal lines go: a chained file ([`ChainLog`]) or a
 /// JetStream subject (in `runbook-fleet`).
@@ -25,10 +32,39 @@ impl JournalLog for ChainLog {
     }
 }
 
+/// A journal line that could not be written: the run must stop before
+/// its next change (the CLI's exit status 9).
+#[derive(Debug)]
+pub struct Unrecorded {
+    /// Where the journal is.
+    pub location: String,
+    /// The event that was not written.
+    pub event: String,
+    /// Why.
+    pub why: String,
+}
+
+impl std::fmt::Display for Unrecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the journal `{}` could not record `{}`: {}",
+            self.location, self.event, self.why
+        )
+    }
+}
+
+impl std::error::Error for Unrecorded {}
+
 /// One run's journal, open for appending, held by this process.
 pub struct Journal {
     log: Box<dyn JournalLog>,
     pub run_id: String,
+    /// The first write that failed: after it, nothing is written.
+    failed: Mutex<Option<String>>,
+    /// A torn last line cut off when the run was reopened (what a crash
+    /// mid-write leaves): `resume` records that it did.
+    pub torn: Option<Vec<u8>>,
     /// Held while this process executes the run (a file lock, a lease).
     _running: Box<dyn Send + Sync>,
 }
@@ -38,28 +74,32 @@ impl Journal {
         Self {
             log,
             run_id: run_id.to_string(),
+            failed: Mutex::new(None),
+            torn: None,
             _running: running,
         }
     }
 
-    /// Appends one record; errors are loud (stderr) but do not stop an
-    /// incident response already under way.
-    pub fn record(&self, event: &str, fields: Value) -> u64 {
-        match self.try_record(event, fields) {
-            Ok(seq) => seq,
-            Err(e) => {
-                eprintln!(
-                    "warning: could not write the journal `{}`: {e:#}",
-                    self.log.location()
-                );
-                0
-            }
-        }
+    /// The journal, reopened after a torn last line was cut off.
+    pub fn with_torn(mut self, torn: Option<Vec<u8>>) -> Self {
+        self.torn = torn;
+        self
     }
 
-    /// Appends one record, or says why it could not: what must be in the
-    /// journal before it happens (a change's intent) waits on this.
-    pub fn try_record(&self, event: &str, mut fields: Value) -> Result<u64> {
+    /// Appends one record; returns its `seq`. An error ([`Unrecorded`])
+    /// means it was not written, and that no later record will be.
+    pub fn record(&self, event: &str, mut fields: Value) -> Result<u64> {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(first) = failed.as_ref() {
+            return Err(Unrecorded {
+                location: self.log.location(),
+                event: event.to_string(),
+                why: format!(
+                    "an earlier line could not be written ({first}), so this journal takes no more"
+                ),
+            }
+            .into());
+        }
         if let Value::Object(map) = &mut fields {
             map.insert("event".into(), event.into());
             map.insert("run_id".into(), self.run_id.clone().into());
@@ -68,11 +108,80 @@ impl Journal {
                 runbook_core::time::rfc3339_millis(runbook_core::time::now_ms()).into(),
             );
         }
-        self.log.append(fields)
+        // One failpoint per event: `journal-intent`, `journal-applied`, ...
+        fail::fail_point!(&format!("journal-{event}"), |how| {
+            let why = format!("failpoint `journal-{event}` ({})", how.unwrap_or_default());
+            *failed = Some(why.clone());
+            Err(Unrecorded {
+                location: self.log.location(),
+                event: event.to_string(),
+                why,
+            }
+            .into())
+        });
+        self.log.append(fields).map_err(|e| {
+            let why = format!("{e:#}");
+            *failed = Some(format!("`{event}`: {why}"));
+            Unrecorded {
+                location: self.log.location(),
+                event: event.to_string(),
+                why,
+            }
+            .into()
+        })
+    }
+
+    /// Why this journal takes no more lines, if a write failed.
+    pub fn failed(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Where the journal is, for people.
     pub fn location(&self) -> String {
         self.log.location()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Fails its second append, and counts what reached it.
+    struct Flaky(AtomicUsize);
+
+    impl JournalLog for Flaky {
+        fn append(&self, _: Value) -> Result<u64> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
+            anyhow::ensure!(n != 2, "disk full");
+            Ok(n as u64)
+        }
+        fn location(&self) -> String {
+            "flaky".into()
+        }
+    }
+
+    #[test]
+    fn after_one_failed_write_the_journal_takes_no_more() {
+        let j = Journal::new(Box::new(Flaky(AtomicUsize::new(0))), "r", Box::new(()));
+        assert_eq!(j.record("a", serde_json::json!({})).unwrap(), 1);
+        assert!(j.failed().is_none());
+        let err = j.record("b", serde_json::json!({})).unwrap_err();
+        assert!(err.downcast_ref::<Unrecorded>().is_some());
+        assert!(
+            err.to_string().contains("could not record `b`: disk full"),
+            "{err}"
+        );
+        // The log would take the third line; the journal does not offer it.
+        let err = j.record("c", serde_json::json!({})).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("an earlier line could not be written"),
+            "{err}"
+        );
+        assert!(j.failed().unwrap().contains("disk full"));
     }
 }

@@ -49,6 +49,19 @@ pub struct Replay {
     pub mutations: BTreeMap<CallKey, Done>,
     /// Changes applied in this run, counted against `max_mutations`.
     pub applied: usize,
+    /// Changes the run stopped before for want of an approval, by step,
+    /// interface, operation and resource: what the change was and what
+    /// it would do, as previewed then. An approval given later is for
+    /// that picture of the world; the change goes ahead only if a fresh
+    /// preview still shows it.
+    pub awaited: BTreeMap<(String, String, String, String), Awaited>,
+}
+
+/// A change that waited for an approval, as previewed when it was asked.
+#[derive(Debug, Clone)]
+pub struct Awaited {
+    pub change: String,
+    pub would: Value,
 }
 
 impl Replay {
@@ -97,6 +110,20 @@ impl Replay {
                         }
                     }
                 }
+                Some("awaiting") => {
+                    replay.awaited.insert(
+                        (
+                            s(&l["step"]),
+                            s(&l["interface"]),
+                            s(&l["operation"]),
+                            s(&l["resource"]),
+                        ),
+                        Awaited {
+                            change: s(&l["change"]),
+                            would: l["would"].clone(),
+                        },
+                    );
+                }
                 Some("step-end") => replay.ended.push(l["report"].clone()),
                 // A run that stopped for an approval goes on with the step
                 // that waited: it runs again, now approved.
@@ -131,8 +158,10 @@ pub struct OwnChange {
     pub applied_ms: u64,
 }
 
-/// Every change the runs of `incident` applied, from their journals.
-pub fn own_changes(store: &dyn Store, incident: &str) -> Vec<OwnChange> {
+/// Every change the runs of `incident` applied, from their journals. A
+/// journal that cannot be read is an error: a step told "nothing of ours"
+/// would take the incident's own rollback for the cause.
+pub fn own_changes(store: &dyn Store, incident: &str) -> anyhow::Result<Vec<OwnChange>> {
     let ms = |l: &Value| {
         l["time"]
             .as_str()
@@ -142,8 +171,14 @@ pub fn own_changes(store: &dyn Store, incident: &str) -> Vec<OwnChange> {
             .unwrap_or(0)
     };
     let mut out = Vec::new();
-    for run in store.incident_runs(incident).unwrap_or_default() {
-        let lines = store.read_run(&run).unwrap_or_default();
+    use anyhow::Context;
+    for run in store
+        .incident_runs(incident)
+        .with_context(|| format!("listing the runs of incident `{incident}`"))?
+    {
+        let lines = store
+            .read_run(&run)
+            .with_context(|| format!("reading run `{run}` for the changes it made"))?;
         for applied in lines.iter().filter(|l| l["event"] == "applied") {
             let Some(intent) = lines
                 .iter()
@@ -163,5 +198,5 @@ pub fn own_changes(store: &dyn Store, incident: &str) -> Vec<OwnChange> {
             });
         }
     }
-    out
+    Ok(out)
 }

@@ -30,13 +30,46 @@ pub const VERSION: &str = "0.2.0";
 /// Every version this host links, oldest first.
 pub const VERSIONS: &[&str] = &[v0_1::VERSION, VERSION];
 
-/// A value of one version's generated type as the same-shaped type of
-/// another: the versions' WIT types are identical where they are
-/// converted, so their serde forms are too.
-pub fn convert<A: serde::Serialize, B: serde::de::DeserializeOwned>(a: A) -> B {
+/// A guest's argument of one version's generated type as the
+/// same-shaped type of another (strings and integers: the versions' WIT
+/// types are identical where they are converted). Never a panic: a value
+/// that does not convert is a trap that ends the step.
+pub fn convert<A: serde::Serialize, B: serde::de::DeserializeOwned>(a: A) -> wasmtime::Result<B> {
     serde_json::to_value(a)
         .and_then(serde_json::from_value)
-        .expect("WIT types of both versions have the same shape")
+        .map_err(|e| wasmtime::format_err!("converting between contract versions: {e}"))
+}
+
+/// A result of the latest version as the same-shaped result of 0.1.0.
+/// A value that does not convert is the step's error, never a panic.
+/// (Floating-point values are checked finite where they enter, in their
+/// capability, or converted field by field: JSON has no NaN.)
+pub fn forward<A: serde::Serialize, B: serde::de::DeserializeOwned>(
+    r: Result<A, Error>,
+) -> Result<B, v0_1::runbook::host::types::Error> {
+    use v0_1::runbook::host::types::Error as Old;
+    match r {
+        Ok(a) => serde_json::to_value(a)
+            .and_then(serde_json::from_value)
+            .map_err(|e| {
+                Old::Unavailable(format!(
+                    "the result cannot be expressed in `runbook:host@0.1.0`: {e}"
+                ))
+            }),
+        Err(e) => Err(old_error(e)),
+    }
+}
+
+/// An error of the latest version as 0.1.0's (the same cases).
+pub fn old_error(e: Error) -> v0_1::runbook::host::types::Error {
+    use v0_1::runbook::host::types::Error as Old;
+    match e {
+        Error::Denied(m) => Old::Denied(m),
+        Error::Unavailable(m) => Old::Unavailable(m),
+        Error::Invalid(m) => Old::Invalid(m),
+        Error::Timeout(m) => Old::Timeout(m),
+        Error::NotFound(m) => Old::NotFound(m),
+    }
 }
 
 impl Error {

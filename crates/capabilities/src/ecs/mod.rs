@@ -10,7 +10,7 @@ pub mod sim;
 use crate::backends::Backed;
 use crate::bindings::runbook::host::ecs as wit;
 use crate::bindings::runbook::host::ecs::{RollbackResult, ServiceInfo};
-use crate::bindings::{Error, convert};
+use crate::bindings::{Error, forward};
 use crate::capability::{Capability, LiveContext, Missing};
 use crate::state::StepState;
 use runbook_core::interface::Interface;
@@ -270,7 +270,7 @@ impl crate::bindings::v0_1::runbook::host::ecs::Host for StepState {
             crate::bindings::v0_1::runbook::host::types::Error,
         >,
     > {
-        Ok(convert(
+        Ok(forward(
             wit::Host::describe_service(self, cluster, service).await?,
         ))
     }
@@ -286,7 +286,7 @@ impl crate::bindings::v0_1::runbook::host::ecs::Host for StepState {
             crate::bindings::v0_1::runbook::host::types::Error,
         >,
     > {
-        Ok(convert(
+        Ok(forward(
             wit::Host::rollback(self, cluster, service, revision).await?,
         ))
     }
@@ -302,7 +302,7 @@ impl crate::bindings::v0_1::runbook::host::ecs::Host for StepState {
             crate::bindings::v0_1::runbook::host::types::Error,
         >,
     > {
-        Ok(convert(
+        Ok(forward(
             wit::Host::wait_stable(self, cluster, service, timeout_seconds).await?,
         ))
     }

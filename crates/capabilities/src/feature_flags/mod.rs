@@ -8,7 +8,7 @@ pub mod sim;
 
 use crate::backends::Backed;
 use crate::bindings::runbook::host::feature_flags as wit;
-use crate::bindings::{Error, convert};
+use crate::bindings::{Error, forward};
 use crate::capability::{Capability, LiveContext, Missing};
 use crate::state::StepState;
 use runbook_core::interface::Interface;
@@ -134,7 +134,7 @@ impl crate::bindings::v0_1::runbook::host::feature_flags::Host for StepState {
         key: String,
     ) -> wasmtime::Result<Result<Option<String>, crate::bindings::v0_1::runbook::host::types::Error>>
     {
-        Ok(convert(wit::Host::get(self, key).await?))
+        Ok(forward(wit::Host::get(self, key).await?))
     }
 
     async fn set(
@@ -143,7 +143,7 @@ impl crate::bindings::v0_1::runbook::host::feature_flags::Host for StepState {
         value: String,
     ) -> wasmtime::Result<Result<Option<String>, crate::bindings::v0_1::runbook::host::types::Error>>
     {
-        Ok(convert(wit::Host::set(self, key, value).await?))
+        Ok(forward(wit::Host::set(self, key, value).await?))
     }
 }
 

@@ -9,9 +9,9 @@ pub mod replay;
 pub mod sim;
 
 use crate::backends::Backed;
+use crate::bindings::Error;
 use crate::bindings::runbook::host::metrics as wit;
 use crate::bindings::runbook::host::metrics::{Datapoint, MetricQuery};
-use crate::bindings::{Error, convert};
 use crate::capability::{Capability, LiveContext};
 use crate::state::StepState;
 use runbook_core::interface::Interface;
@@ -106,9 +106,10 @@ impl wit::Host for StepState {
         // make `Namespace/Name` ambiguous to the grant check.
         let valid = validate(&q);
         let args = serde_json::to_value(&q).unwrap_or_default();
+        let name = resource.clone();
         self.read(Cap, "query", &resource, args, |b, deadline| async move {
             valid?;
-            b.query(&q, deadline).await
+            finite(&name, b.query(&q, deadline).await?)
         })
         .await
     }
@@ -193,6 +194,19 @@ pub fn check_window(q: &MetricQuery) -> Result<(), Error> {
     Ok(())
 }
 
+/// Non-finite values (NaN, infinities: a Prometheus division by zero, a
+/// CloudWatch math expression) are the step's error here, where they
+/// enter: no step compares against NaN by accident.
+fn finite(metric: &str, points: Vec<Datapoint>) -> Result<Vec<Datapoint>, Error> {
+    match points.iter().find(|p| !p.value.is_finite()) {
+        None => Ok(points),
+        Some(p) => Err(Error::Invalid(format!(
+            "metric `{metric}` has a value that is not a number (`{}` at {} ms): nothing was concluded from it",
+            p.value, p.timestamp_ms
+        ))),
+    }
+}
+
 /// `runbook:host@0.1.0`: the same functions, forwarded.
 impl crate::bindings::v0_1::runbook::host::metrics::Host for StepState {
     async fn query(
@@ -204,8 +218,34 @@ impl crate::bindings::v0_1::runbook::host::metrics::Host for StepState {
             crate::bindings::v0_1::runbook::host::types::Error,
         >,
     > {
-        let r = wit::Host::query(self, convert(q)).await?;
-        Ok(convert(r))
+        use crate::bindings::v0_1::runbook::host::metrics as old;
+        // Field by field: no JSON between the versions (JSON has no NaN).
+        let q = MetricQuery {
+            namespace: q.namespace,
+            name: q.name,
+            dimensions: q
+                .dimensions
+                .into_iter()
+                .map(|d| wit::Dimension {
+                    name: d.name,
+                    value: d.value,
+                })
+                .collect(),
+            statistic: q.statistic,
+            period_seconds: q.period_seconds,
+            window_seconds: q.window_seconds,
+        };
+        let r = wit::Host::query(self, q).await?;
+        let points = r.map(|points| {
+            points
+                .into_iter()
+                .map(|p| old::Datapoint {
+                    timestamp_ms: p.timestamp_ms,
+                    value: p.value,
+                })
+                .collect()
+        });
+        Ok(points.map_err(crate::bindings::old_error))
     }
 }
 

@@ -8,7 +8,7 @@ pub mod sim;
 use crate::backends::Backed;
 use crate::bindings::runbook::host::redis as wit;
 use crate::bindings::runbook::host::redis::{InfoStats, PingReply};
-use crate::bindings::{Error, convert};
+use crate::bindings::{Error, forward};
 use crate::capability::{Capability, LiveContext, Missing};
 use crate::state::StepState;
 use runbook_core::interface::Interface;
@@ -113,7 +113,7 @@ impl crate::bindings::v0_1::runbook::host::redis::Host for StepState {
             crate::bindings::v0_1::runbook::host::types::Error,
         >,
     > {
-        Ok(convert(wit::Host::ping(self, target).await?))
+        Ok(forward(wit::Host::ping(self, target).await?))
     }
 
     async fn info(
@@ -125,7 +125,7 @@ impl crate::bindings::v0_1::runbook::host::redis::Host for StepState {
             crate::bindings::v0_1::runbook::host::types::Error,
         >,
     > {
-        Ok(convert(wit::Host::info(self, target).await?))
+        Ok(forward(wit::Host::info(self, target).await?))
     }
 }
 

@@ -11,6 +11,10 @@ pub(super) struct Hold {
     value: Arc<Mutex<(Value, u64)>>,
     /// Set when a renewal found the key changed: someone else has it now.
     pub(super) lost: Arc<AtomicBool>,
+    /// When the hold last reached NATS (taken or renewed): it lapses
+    /// `HOLD_FOR` after that whatever this process believes, so it is
+    /// relied on only until `HOLD_FOR - RELY_MARGIN` after it.
+    confirmed: Arc<Mutex<Instant>>,
     renew: tokio::task::JoinHandle<()>,
     /// Let go by deleting the key (a run), else by marking it released (a
     /// lease: the next holder learns who held it and when it let go).
@@ -24,23 +28,35 @@ impl Hold {
         value: Value,
         revision: u64,
         delete: bool,
+        // When the write that took it set out (before its expiry was set).
+        taken: Instant,
     ) -> Self {
         let shared = Arc::new(Mutex::new((value, revision)));
         let lost = Arc::new(AtomicBool::new(false));
+        // Counted from before the write that took it: never later than
+        // the expiry it wrote.
+        let confirmed = Arc::new(Mutex::new(taken));
         let renew = fleet.spawn({
-            let (fleet, key, shared, lost) =
-                (fleet.clone(), key.clone(), shared.clone(), lost.clone());
+            let (fleet, key, shared, lost, confirmed) = (
+                fleet.clone(),
+                key.clone(),
+                shared.clone(),
+                lost.clone(),
+                confirmed.clone(),
+            );
             async move {
                 loop {
                     tokio::time::sleep(RENEW_EVERY).await;
                     let (mut value, revision) =
                         shared.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let sent = Instant::now();
                     value["expires_ms"] = expiry().into();
                     let bytes = bytes::Bytes::from(value.to_string());
                     let renewed = write_if(&fleet.state, &key, Write::Put(bytes), Some(revision));
                     match tokio::time::timeout(TIMEOUT, renewed).await {
                         Ok(Ok(Some(r))) => {
-                            *shared.lock().unwrap_or_else(|e| e.into_inner()) = (value, r)
+                            *shared.lock().unwrap_or_else(|e| e.into_inner()) = (value, r);
+                            *confirmed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
                         }
                         Ok(Ok(None)) => {
                             tracing::warn!(key, "lost a hold: another process took it");
@@ -48,8 +64,12 @@ impl Hold {
                             return;
                         }
                         // NATS unreachable for a moment: try again; the
-                        // hold lapses if it stays away.
-                        _ => {}
+                        // hold lapses if it stays away, and `lost` says so
+                        // before it does. (A renewal that timed out here
+                        // may still land: it carries the revision it
+                        // expects, so it lands only if nobody took the key.)
+                        Ok(Err(e)) => tracing::warn!(key, "renewing a hold: {e:#}"),
+                        Err(_) => tracing::warn!(key, "renewing a hold timed out"),
                     }
                 }
             }
@@ -59,9 +79,39 @@ impl Hold {
             key,
             value: shared,
             lost,
+            confirmed,
             renew,
             delete,
         }
+    }
+
+    /// Why this hold can no longer be relied on, if so.
+    pub(super) fn lost_why(&self) -> Option<String> {
+        if self.lost.load(Ordering::SeqCst) {
+            return Some("was taken over by another process".into());
+        }
+        let age = self
+            .confirmed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed();
+        (age + RELY_MARGIN >= HOLD_FOR).then(|| {
+            format!(
+                "could not be renewed for {} s (NATS did not answer) and lapses after {} s",
+                age.as_secs(),
+                HOLD_FOR.as_secs()
+            )
+        })
+    }
+}
+
+/// How long before a hold lapses this process stops relying on it: a
+/// change started then still has this long to reach its backend.
+const RELY_MARGIN: Duration = Duration::from_secs(5);
+
+impl runbook_journal::lease::Guard for Hold {
+    fn lost(&self) -> Option<String> {
+        self.lost_why()
     }
 }
 

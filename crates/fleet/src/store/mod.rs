@@ -22,7 +22,7 @@
 
 use super::exclusive::{Write, write_if};
 use super::nats::{Fleet, JOURNAL_PREFIX, TIMEOUT};
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use runbook_core::error::hinted;
 use runbook_journal::chain::Head;
@@ -166,9 +166,10 @@ impl JetStreamStore {
                 })
                 .context(format!("run `{run_id}` is running in another process")));
             }
+            let taken = Instant::now();
             value["expires_ms"] = expiry().into();
             if let Some(revision) = put_if(&self.fleet, &key, &value, current.map(|c| c.1))? {
-                return Ok(Hold::start(&self.fleet, key, value, revision, true));
+                return Ok(Hold::start(&self.fleet, key, value, revision, true, taken));
             }
         }
         Err(anyhow!("run `{run_id}`: its hold kept changing; try again"))
@@ -281,7 +282,11 @@ impl Store for JetStreamStore {
                 .and_then(|(v, _)| serde_json::from_value(v["runs"].clone()).ok())
                 .unwrap_or_default();
             for earlier in &runs {
-                let lines = self.lines(earlier).map(|l| l.0).unwrap_or_default();
+                // Unreadable is not empty: whether the incident is free
+                // cannot be known, so the run does not start.
+                let lines = self.lines(earlier).map(|l| l.0).with_context(|| {
+                    format!("reading run `{earlier}` of incident `{incident}` (is it finished?)")
+                })?;
                 if finished(&lines).is_some() {
                     if self.once_per_incident {
                         return Err(anyhow::Error::new(Held {
@@ -344,7 +349,22 @@ impl Store for JetStreamStore {
         }
         let holder = Holder::me(run_id);
         let hold = self.take_running(run_id, &holder)?;
-        let (lines, last) = self.lines(run_id)?;
+        let (raw, last) = self.raw_lines(run_id)?;
+        // Continued only from a journal whose every line is in its chain
+        // (a message is whole or absent: nothing is torn here).
+        let mut text = raw.join("\n");
+        text.push('\n');
+        if let Err(broken) = runbook_journal::chain::verify_bytes(text.as_bytes()) {
+            return Err(runbook_journal::chain::Untrusted {
+                location: format!("nats `{}`: `{JOURNAL_PREFIX}{run_id}`", self.fleet.url),
+                broken,
+            }
+            .into());
+        }
+        let lines: Vec<Value> = raw
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or(Value::Null))
+            .collect();
         Ok(self.journal(run_id, hold, &lines, last))
     }
 
@@ -446,10 +466,11 @@ impl Store for JetStreamStore {
             }
             let (token, previous, mut record) =
                 runbook_journal::lease::next_lease(before.as_ref(), holder, resource);
+            let taken = Instant::now();
             record["expires_ms"] = expiry().into();
             match put_if(&self.fleet, &key, &record, current.map(|c| c.1)) {
                 Ok(Some(revision)) => {
-                    let hold = Hold::start(&self.fleet, key, record, revision, false);
+                    let hold = Hold::start(&self.fleet, key, record, revision, false, taken);
                     return Ok(Box::new(Granted {
                         token,
                         previous,

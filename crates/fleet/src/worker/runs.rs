@@ -101,6 +101,9 @@ impl Worker {
                 steps: r.approve.clone(),
                 ..Approvals::default()
             },
+            // Submitted with a lock (checked to be this worker's): every
+            // plugin must be what it pins.
+            locked: r.lock_sha256.is_some(),
             ..runbook_engine::RunRequest::new(r.runbook.clone(), backend)
         };
         tracing::info!(incident = r.incident, runbook = %r.runbook.display(), "starting a run");
