@@ -17,7 +17,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use wiremock::Mock;
+use wiremock::matchers::method;
 
 /// One test at a time: each starts its own servers and workers, and a
 /// two-core machine running two of them would measure the machine.
@@ -438,6 +440,14 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
     let tag = common::now_nanos();
     // Approvers are paged at a hook of this test's own.
     let approvers = Hook::start(202);
+    // The first page fails every try the notify backend makes (503 three
+    // times): the worker pages again, and the page arrives.
+    approvers.mount(
+        Mock::given(method("POST"))
+            .respond_with(ok(503))
+            .up_to_n_times(3)
+            .with_priority(1),
+    );
     let paging = format!(
         "[notify]\napprovals = \"approvers\"\n\n[notify.targets.approvers]\nkind = \"pagerduty\"\nrouting_key_env = \"RUNBOOK_TEST_PD_KEY\"\nurl = \"{}/v2/enqueue\"\n\n{}",
         approvers.uri(),
@@ -651,4 +661,38 @@ fn racing_for_a_lease_on_a_cluster_one_wins() {
             "round {round}: {winners} racers hold the lease at once"
         );
     }
+}
+
+/// A lease whose hold cannot be renewed (NATS gone) says it is lost
+/// before it lapses (`HOLD_FOR`, 15 s), so no change is started under it.
+#[test]
+fn a_lease_that_cannot_be_renewed_knows_it_is_lost_before_it_lapses() {
+    let _serial = one_at_a_time();
+    let mut nats = Nats::start(1);
+    let store = nats.store();
+    let resource = format!("ecs-service:lost/{}", common::now_nanos());
+    let lease = store
+        .lease(
+            &resource,
+            &runbook_journal::holder::Holder::me("holder"),
+            Duration::ZERO,
+        )
+        .unwrap();
+    assert_eq!(lease.lost(), None);
+    let taken = Instant::now();
+    nats.kill(0);
+    let until = taken + Duration::from_secs(20);
+    let lost = loop {
+        if let Some(why) = lease.lost() {
+            break why;
+        }
+        assert!(Instant::now() < until, "still relied on after 20 s");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let after = taken.elapsed();
+    assert!(lost.contains("could not be renewed"), "{lost}");
+    // Given up with time to spare before the hold lapses.
+    assert!(after < Duration::from_secs(15), "{after:?}");
+    // Letting go would wait for the NATS that is gone.
+    std::mem::forget(lease);
 }

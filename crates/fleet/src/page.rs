@@ -94,11 +94,32 @@ pub async fn send(plan: &Value, parked: &Value, event: Event) -> Result<String> 
         .map_err(|e| anyhow::anyhow!("paging `{target}`: {e:?}"))
 }
 
-/// [`send`], logged; for callers that go on either way.
-pub async fn send_logged(plan: &Value, parked: &Value, event: Event) {
+/// Tries of a page, and the pause before the second (doubling).
+const PAGE_TRIES: u32 = 3;
+const PAGE_BACKOFF: Duration = Duration::from_secs(2);
+
+/// [`send`], tried up to `PAGE_TRIES` times (the same dedup key: a page
+/// that did arrive is one incident), each outcome logged; for callers that
+/// go on either way. Returns whether it was delivered.
+pub async fn send_logged(plan: &Value, parked: &Value, event: Event) -> bool {
     let run = parked["run_id"].as_str().unwrap_or_default();
-    match send(plan, parked, event).await {
-        Ok(status) => tracing::info!(run, ?event, status, "paged"),
-        Err(e) => tracing::error!(run, ?event, "could not page: {e:#}"),
+    for attempt in 1..=PAGE_TRIES {
+        match send(plan, parked, event).await {
+            Ok(status) => {
+                tracing::info!(run, ?event, status, attempt, "paged");
+                return true;
+            }
+            Err(e) if attempt < PAGE_TRIES => {
+                tracing::warn!(run, ?event, attempt, "could not page, trying again: {e:#}");
+                tokio::time::sleep(PAGE_BACKOFF * 2u32.pow(attempt - 1)).await;
+            }
+            Err(e) => tracing::error!(
+                run,
+                ?event,
+                attempts = PAGE_TRIES,
+                "could not page; nobody was told: {e:#}"
+            ),
+        }
     }
+    false
 }

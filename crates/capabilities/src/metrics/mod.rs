@@ -311,6 +311,54 @@ mod tests {
         }
     }
 
+    /// A backend whose answer holds NaN and infinities (a Prometheus
+    /// division by zero).
+    struct NotANumber;
+
+    #[async_trait::async_trait]
+    impl MetricsBackend for NotANumber {
+        async fn query(&self, _: &MetricQuery, _: Instant) -> Result<Vec<Datapoint>, Error> {
+            Ok([1.0, f64::NAN, f64::INFINITY]
+                .into_iter()
+                .enumerate()
+                .map(|(i, value)| Datapoint {
+                    timestamp_ms: i as u64,
+                    value,
+                })
+                .collect())
+        }
+    }
+
+    /// Non-finite values are the step's error, in both contract versions,
+    /// and never a panic (0.1.0 once converted through JSON).
+    #[tokio::test]
+    async fn a_value_that_is_not_a_number_is_an_error_not_a_panic() {
+        use crate::bindings::v0_1::runbook::host::metrics as old;
+        let mut st = testing::with_backend::<Cap>(
+            "metrics = { read = [\"AuthService/*\"] }",
+            Arc::new(NotANumber),
+        );
+        let err = st
+            .query(query("AuthService", "latency", "p99"))
+            .await
+            .unwrap()
+            .unwrap_err();
+        assert!(matches!(&err, Error::Invalid(m) if m.contains("not a number")), "{err:?}");
+        let q = old::MetricQuery {
+            namespace: "AuthService".into(),
+            name: "latency".into(),
+            dimensions: vec![],
+            statistic: "p99".into(),
+            period_seconds: 60,
+            window_seconds: 300,
+        };
+        let err = old::Host::query(&mut st, q).await.unwrap().unwrap_err();
+        assert!(
+            matches!(&err, crate::bindings::v0_1::runbook::host::types::Error::Invalid(m) if m.contains("not a number")),
+            "{err:?}"
+        );
+    }
+
     #[tokio::test]
     async fn a_denied_call_never_reaches_the_backend() {
         let backend = Arc::new(Counted::new(Recording));
