@@ -343,7 +343,10 @@ mod tests {
             .await
             .unwrap()
             .unwrap_err();
-        assert!(matches!(&err, Error::Invalid(m) if m.contains("not a number")), "{err:?}");
+        assert!(
+            matches!(&err, Error::Invalid(m) if m.contains("not a number")),
+            "{err:?}"
+        );
         let q = old::MetricQuery {
             namespace: "AuthService".into(),
             name: "latency".into(),
