@@ -155,19 +155,33 @@ impl StepState {
                 .before_applying(&start, &decision, &would, C::BLAST_RADIUS)
                 .await
             {
-                Ok(intent) => {
-                    self.begin_applying(&start, &decision)?;
-                    let result = match injected("backend-apply").await {
-                        Ok(()) => apply(backend, self.deadline(), would).await,
-                        Err(e) => Err(e),
-                    };
-                    injected("backend-applied").await?;
-                    // Not journaled: the step is told what happened, and the
-                    // run stops before its next change (the journal is
-                    // failed); resume finds the intent and checks.
-                    let _unrecorded = self.journal_result(&start, intent, &result, "applied");
-                    result
-                }
+                // Writing the intent may have taken long (a slow store):
+                // the lease is looked at again right before the change.
+                Ok(intent) => match self.leases.iter().find_map(|l| l.lost()) {
+                    Some(lost) => {
+                        let result = Err(self.block(format!(
+                            "the lease on `{}` {lost} while the change's intent was written; nothing was changed",
+                            start.resource
+                        )));
+                        // Journaled as not made (or the journal failed, and
+                        // the run stops): resume goes through it afresh.
+                        let _unrecorded = self.journal_result(&start, intent, &result, "applied");
+                        result
+                    }
+                    None => {
+                        self.begin_applying(&start, &decision)?;
+                        let result = match injected("backend-apply").await {
+                            Ok(()) => apply(backend, self.deadline(), would).await,
+                            Err(e) => Err(e),
+                        };
+                        injected("backend-applied").await?;
+                        // Not journaled: the step is told what happened, and
+                        // the run stops before its next change (the journal
+                        // is failed); resume finds the intent and checks.
+                        let _unrecorded = self.journal_result(&start, intent, &result, "applied");
+                        result
+                    }
+                },
                 Err(e) => Err(e),
             },
             Verdict::DryRun => Ok(would),
@@ -186,6 +200,7 @@ impl StepState {
                             "interface": start.interface,
                             "operation": start.operation,
                             "resource": start.resource,
+                            "index": self.index_of(&start),
                             "change": decision.change,
                             "would": would,
                         }),
@@ -226,8 +241,23 @@ impl StepState {
             .cloned()
     }
 
+    /// Which such call (same operation, same resource) in this step the
+    /// current one is: 0, 1, ... (counted by `journaled`, which each call
+    /// passes first).
+    fn index_of(&self, call: &Started) -> usize {
+        let key = (
+            call.interface.wit_name().to_string(),
+            call.operation.to_string(),
+            call.resource.clone(),
+        );
+        self.occurrences
+            .get(&key)
+            .map_or(0, |n| n.saturating_sub(1))
+    }
+
     /// What this call previewed when the run stopped to wait for an
-    /// approval, if it did.
+    /// approval, if it did (this very call: same step, operation,
+    /// resource and index).
     fn awaited(&self, call: &Started) -> Option<runbook_journal::replay::Awaited> {
         let durable = self.durable.as_ref()?;
         durable
@@ -238,6 +268,7 @@ impl StepState {
                 call.interface.wit_name().to_string(),
                 call.operation.to_string(),
                 call.resource.clone(),
+                self.index_of(call),
             ))
             .cloned()
     }

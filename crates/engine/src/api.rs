@@ -315,6 +315,15 @@ impl Engine {
         // Read again now the run is this process's (reopening it checked
         // the chain and cut off a torn last line).
         let lines = store.read_run(run_id)?;
+        // The torn line was its `run-start`: the run never started.
+        if lines.first().map(|l| &l["event"]) != Some(&json!("run-start")) {
+            return Err(hinted(
+                format!(
+                    "run `{run_id}` cannot be resumed: its journal has no whole `run-start` (it crashed while writing it, and nothing ran)"
+                ),
+                "start the incident's run again with `runbook run`",
+            ));
+        }
         let torn = journal.torn.as_ref().map(|t| {
             let text = String::from_utf8_lossy(t);
             text.chars().take(4096).collect::<String>()

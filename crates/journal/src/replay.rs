@@ -50,11 +50,12 @@ pub struct Replay {
     /// Changes applied in this run, counted against `max_mutations`.
     pub applied: usize,
     /// Changes the run stopped before for want of an approval, by step,
-    /// interface, operation and resource: what the change was and what
+    /// interface, operation, resource and which such call in the step it
+    /// was: what the change was and what
     /// it would do, as previewed then. An approval given later is for
     /// that picture of the world; the change goes ahead only if a fresh
     /// preview still shows it.
-    pub awaited: BTreeMap<(String, String, String, String), Awaited>,
+    pub awaited: BTreeMap<CallKey, Awaited>,
 }
 
 /// A change that waited for an approval, as previewed when it was asked.
@@ -117,6 +118,7 @@ impl Replay {
                             s(&l["interface"]),
                             s(&l["operation"]),
                             s(&l["resource"]),
+                            l["index"].as_u64().unwrap_or(0) as usize,
                         ),
                         Awaited {
                             change: s(&l["change"]),
