@@ -1,202 +1,36 @@
 //! Fail closed, proven with faults: RB-0031's bad-deploy path live (moto's
 //! ECS, redis-server), with a failpoint on the mutation path set to fail,
 //! to panic or to hang (`FAILPOINTS`, in the binary `cargo test` builds),
-//! then resumed until it ends. Every trial: no rollback applied twice, no
-//! change without an intent before it, no run lost, and the run ends as a
-//! clean run does (resolved) or blocked with a reason. And the journal's
-//! integrity: a journal altered in the middle is refused (exit 8), a torn
-//! last line is cut off and the run goes on; an approval given after the
-//! world moved changes nothing.
+//! then resumed until it ends; with journals and leases in a state
+//! directory, and again in NATS JetStream (with failpoints on its writes).
+//! Every trial: no rollback applied twice, no change without an intent
+//! before it, no run lost, and the run ends as a clean run does (resolved)
+//! or blocked with a reason. And the journal's integrity: a journal
+//! altered in the middle is refused (exit 8), a torn last line is cut off
+//! and the run goes on; an approval given after the world moved changes
+//! nothing; a lease lost while the intent is written changes nothing.
 
 mod common;
 
 use common::RB0031;
 use common::durable::*;
+use common::faults::*;
+use common::fleet::Nats;
 use common::live::*;
 use serde_json::Value;
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::Duration;
 
-/// How a trial ended.
-#[derive(Debug, Default)]
-struct Row {
-    /// Exit status of the faulted run (`None`: it hung and was killed).
-    first: Option<i32>,
-    /// Processes run (the faulted one, then each resume).
-    runs: usize,
-    /// Rollbacks applied beyond the one.
-    double: usize,
-    /// Changes in ECS no journal has an intent for.
-    unrecorded: usize,
-    /// Runs that did not end (no `run-end`) after the resumes.
-    lost: usize,
-    /// The final status, from the last `run-end`.
-    status: String,
-    reason: String,
-}
-
-fn statuses(state: &Path) -> Vec<(String, String)> {
-    journals(state)
-        .iter()
-        .flat_map(|j| runbook_journal::chain::read(j).unwrap())
-        .filter(|l| l["event"] == "run-end")
-        .map(|l| {
-            (
-                l["status"].as_str().unwrap_or_default().to_string(),
-                l["reason"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn intents(state: &Path) -> usize {
-    journals(state)
-        .iter()
-        .flat_map(|j| runbook_journal::chain::read(j).unwrap())
-        .filter(|l| l["event"] == "intent" && l["resource"] == "production/auth-service")
-        .count()
-}
-
-/// Runs `cmd`, killing it (-9) if it has not ended within `limit`.
-fn bounded(mut cmd: Command, limit: Duration) -> Option<i32> {
-    let mut child = cmd.spawn().unwrap();
-    let until = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        if Instant::now() > until {
-            let _ = child.kill();
-            let _ = child.wait();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Resumes (or starts again) until a `run-end`, at most four times.
-/// Metrics are replayed in order by each process: once the incident's
-/// latency was read, a later process reads the recovered value (as the
-/// real metric would show after the rollback).
-fn settle(state: &Path, live: &Live, incident_start: &str, row: &mut Row) {
-    let env = live.env();
-    for _ in 0..4 {
-        let read = journals(state).iter().any(|j| {
-            runbook_journal::chain::read(j)
-                .unwrap()
-                .iter()
-                .any(|l| l["event"] == "step-end" && l["step"] == "check-latency")
-        });
-        if read {
-            std::fs::write(
-                live.dir.path().join("metrics.toml"),
-                recorded(121.0, 121.0, 99.9),
-            )
-            .unwrap();
-        }
-        let journals = journals(state);
-        let started: Vec<_> = journals
-            .iter()
-            .filter(|j| {
-                runbook_journal::chain::read(j)
-                    .unwrap()
-                    .iter()
-                    .any(|l| l["event"] == "run-start")
-            })
-            .collect();
-        if !statuses(state).is_empty() {
-            return;
-        }
-        let mut cmd = cli(state);
-        match started.first() {
-            Some(j) => {
-                let id = j.file_stem().unwrap().to_string_lossy().into_owned();
-                cmd.args(["resume", &id, "--yes"]);
-            }
-            None => {
-                cmd.args(run_args(&env, incident_start));
-            }
-        }
-        row.runs += 1;
-        bounded(cmd, Duration::from_secs(60));
-    }
-}
-
-/// One trial: `point` set to `action` in the first run (or, for
-/// `backend-check`, in the resume after a run whose result was lost).
-fn trial(moto: &Moto, redis: &RedisServer, point: &str, action: &str, hang: Duration) -> Row {
-    let (cluster, service, family) = ecs_service(moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
-    let state = tempfile::tempdir().unwrap();
-    let incident_start =
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(60))
-            .to_string();
-    let env = live.env();
-    let mut row = Row::default();
-    let (setup, faulted) = match point {
-        // Only a resume checks the backend: lose the first run's result.
-        "backend-check" => (Some("journal-applied=1*return(lost)"), true),
-        _ => (None, false),
-    };
-    let spec = format!("{point}=1*{action}");
-    let mut first = cli(state.path());
-    first
-        .args(run_args(&env, &incident_start))
-        .env("FAILPOINTS", setup.unwrap_or(&spec));
-    row.first = bounded(first, hang);
-    row.runs = 1;
-    if faulted {
-        let id = journals(state.path())[0]
-            .file_stem()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        let mut resume = cli(state.path());
-        resume
-            .args(["resume", &id, "--yes"])
-            .env("FAILPOINTS", &spec);
-        row.runs += 1;
-        bounded(resume, hang);
-    }
-    settle(state.path(), &live, &incident_start, &mut row);
-    let applied = applied_rollbacks(state.path());
-    let now = service_task_definition(moto, &cluster, &service);
-    row.double = applied.saturating_sub(1) + usize::from(now == format!("{family}:1"));
-    row.unrecorded = usize::from(now != format!("{family}:3") && intents(state.path()) == 0);
-    let ends = statuses(state.path());
-    row.lost = usize::from(ends.is_empty());
-    if let Some((status, reason)) = ends.last() {
-        row.status = status.clone();
-        row.reason = reason.clone();
-        // Resolved: rolled back once. Anything else: said why, and ECS is
-        // either untouched or rolled back once.
-        match status.as_str() {
-            "resolved" => assert_eq!(now, format!("{family}:2"), "{point} {action}: {row:?}"),
-            _ => {
-                assert!(!reason.is_empty(), "{point} {action}: {row:?}");
-                assert!(
-                    now == format!("{family}:3") || now == format!("{family}:2"),
-                    "{point} {action}: ECS at {now}: {row:?}"
-                );
-            }
-        }
-    }
-    row
-}
+/// The matrices take turns: each measures how long a clean run takes.
+static MATRIX: Mutex<()> = Mutex::new(());
 
 /// The matrix: each failpoint on the mutation path × error, panic, hang.
 #[test]
 fn every_fault_on_the_mutation_path_fails_closed() {
+    let _turn = MATRIX.lock().unwrap_or_else(|e| e.into_inner());
     let moto = Moto::start();
     let redis = RedisServer::start();
-    // Sync points hang in a blocking sleep; async ones in a timer.
     let sync = [
         "journal-run-start",
         "journal-step-start",
@@ -208,69 +42,171 @@ fn every_fault_on_the_mutation_path_fails_closed() {
         "lease-release",
     ];
     let asynchronous = ["backend-apply", "backend-applied", "backend-check"];
-    // A clean run's length here, to tell a hang from a slow run.
-    let span = {
-        let started = Instant::now();
-        let row = trial(&moto, &redis, "none", "off", Duration::from_secs(120));
-        assert_eq!(row.status, "resolved", "{row:?}");
-        started.elapsed()
-    };
-    let hang = span * 2 + Duration::from_secs(3);
+    // Faults of a journal write itself, errors by nature: half the line
+    // written, or all of it with its fsync failing.
+    let writes = [
+        "torn-intent",
+        "fsync-intent",
+        "torn-applied",
+        "fsync-applied",
+    ];
+    let hang = span(&Place::Local, &moto, &redis) * 2 + Duration::from_secs(3);
     let mut rows = Vec::new();
+    for point in writes {
+        let row = trial(
+            &Place::Local,
+            &moto,
+            &redis,
+            point,
+            "return(injected)",
+            hang,
+        );
+        rows.push((point.to_string(), "error", row));
+    }
     for point in sync.iter().chain(asynchronous.iter()) {
-        let hang_action = match sync.contains(point) {
-            true => "sleep(600000)",
-            false => "return(hang)",
-        };
-        for (name, action) in [
-            ("error", "return(injected)"),
-            ("panic", "panic(injected)"),
-            ("hang", hang_action),
-        ] {
+        for (name, action) in actions(sync.contains(point)) {
             // Nothing can fail between a change's answer and its result's
             // journal line but that line (`journal-applied`); a panic or a
             // hang there is the process dying after the change.
             if *point == "backend-applied" && name == "error" {
                 continue;
             }
-            let row = trial(&moto, &redis, point, action, hang);
-            eprintln!(
-                "| {point} | {name} | first exit {:?} | runs {} | double {} | unrecorded {} | lost {} | {} | {} |",
-                row.first,
-                row.runs,
-                row.double,
-                row.unrecorded,
-                row.lost,
-                row.status,
-                row.reason.chars().take(160).collect::<String>()
-            );
-            rows.push((point, name, row));
+            let row = trial(&Place::Local, &moto, &redis, point, action, hang);
+            rows.push((point.to_string(), name, row));
         }
     }
-    let bad: Vec<_> = rows
+    check(&rows);
+}
+
+/// The same matrix with journals and leases in NATS JetStream, and
+/// failpoints on its writes too: a journal line before it is sent
+/// (`nats-append`) and after the server stored it with the answer lost
+/// (`nats-appended`), taking the run (`nats-run-take`), taking, renewing
+/// and letting go of a lease (`nats-lease-take`, `nats-renew`,
+/// `nats-release`). Trials run side by side (each its own ECS service,
+/// incident and redis-server): a killed process's holds lapse only after
+/// 15 s.
+#[test]
+fn every_fault_on_the_mutation_path_fails_closed_on_jetstream() {
+    let _turn = MATRIX.lock().unwrap_or_else(|e| e.into_inner());
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let nats = Nats::start(1);
+    let store = nats.store();
+    let place = Place::Nats(nats, store);
+    let sync = [
+        "journal-run-start",
+        "journal-intent",
+        "journal-applied",
+        "journal-run-end",
+        "nats-append",
+        "nats-appended",
+        "nats-run-take",
+        "nats-lease-take",
+        "nats-release",
+    ];
+    let asynchronous = [
+        "nats-renew",
+        "backend-apply",
+        "backend-applied",
+        "backend-check",
+    ];
+    // Several at a time on two cores: a clean run takes longer than alone.
+    let hang = span(&place, &moto, &redis) * 5 + Duration::from_secs(5);
+    let mut todo = Vec::new();
+    for point in sync.iter().chain(asynchronous.iter()) {
+        for (name, action) in actions(sync.contains(point)) {
+            if *point == "backend-applied" && name == "error" {
+                continue;
+            }
+            todo.push((*point, name, action));
+        }
+    }
+    let rows: Mutex<Vec<(String, &str, Row)>> = Mutex::new(Vec::new());
+    // Hung processes wait in a sleep: seven at a time (then each waits
+    // out its holds); the others three at a time.
+    let (hangs, others): (Vec<_>, Vec<_>) = todo.iter().partition(|t| t.1 == "hang");
+    let batches = others.chunks(3).chain(hangs.chunks(7));
+    for batch in batches {
+        std::thread::scope(|s| {
+            for &&(point, name, action) in batch {
+                let (place, moto, rows) = (&place, &moto, &rows);
+                s.spawn(move || {
+                    // Its own redis-server: the verification checks that
+                    // the session store's connections are steady, which
+                    // another trial's processes would upset.
+                    let redis = RedisServer::start();
+                    let row = trial(place, moto, &redis, point, action, hang);
+                    rows.lock().unwrap().push((point.to_string(), name, row));
+                });
+            }
+        });
+    }
+    let mut rows = rows.into_inner().unwrap();
+    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    assert_eq!(rows.len(), todo.len());
+    check(&rows);
+}
+
+/// A lease that lapses while the change's intent is being written (a
+/// slow store, NATS not renewing): the change is not made. Renewals fail
+/// from the start and the intent's journal line takes 11 s, past the
+/// point where the lease is relied on (10 s): blocked, ECS untouched, the
+/// intent answered by `failed`.
+#[test]
+fn a_lease_lost_while_its_intent_is_written_changes_nothing() {
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let nats = Nats::start(1);
+    let (cluster, service, family) = ecs_service(&moto);
+    let live = Live::new(
+        &bad_deploy_metrics(),
+        &redis.url(),
+        &moto,
+        (&cluster, &service),
+        FILE_FLAGS,
+    );
+    let state = tempfile::tempdir().unwrap();
+    let store = nats.store();
+    let place = Place::Nats(nats, store);
+    let runs = Runs {
+        place: &place,
+        state: state.path(),
+        incident: format!("lost-{family}"),
+    };
+    let env = live.env();
+    let start = soon();
+    let out = runs
+        .cli(&run_args(&env, &start))
+        .env(
+            "FAILPOINTS",
+            "nats-renew=return(down);journal-intent=sleep(11000)",
+        )
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:3")
+    );
+    let lines = runs.lines();
+    let intent = lines
         .iter()
-        .filter(|(_, _, r)| r.double + r.unrecorded + r.lost > 0)
-        .collect();
-    assert!(bad.is_empty(), "{bad:#?}");
-    // Each ends as a clean run does, or blocked saying why; the one
-    // exception is a rollback that failed (ECS said no): escalated, as the
-    // runbook routes a failed rollback.
-    for (point, name, row) in &rows {
-        let expected: &[&str] = match (**point, *name) {
-            ("backend-apply", "error") => &["escalated"],
-            _ => &["resolved", "blocked"],
-        };
-        assert!(
-            expected.contains(&row.status.as_str()),
-            "{point} {name}: {row:?}"
-        );
-    }
-    // Errors in the journal stop the run with its own status.
-    for (point, name, row) in &rows {
-        if point.starts_with("journal-") && *name == "error" && **point != "journal-run-start" {
-            assert_eq!(row.first, Some(9), "{point}: {row:?}");
-        }
-    }
+        .find(|l| l["event"] == "intent" && l["resource"] == "production/auth-service")
+        .expect("the intent was written");
+    let answer = lines
+        .iter()
+        .find(|l| l["event"] == "failed" && l["intent"] == intent["seq"])
+        .unwrap_or_else(|| panic!("no `failed` for the intent: {lines:#?}"));
+    assert!(
+        answer
+            .to_string()
+            .contains("while the change's intent was written"),
+        "{answer}"
+    );
+    assert_eq!(runs.applied(), 0);
 }
 
 /// A live bad-deploy run stopped before its rollback for want of an
@@ -437,4 +373,29 @@ fn an_approval_after_the_world_moved_changes_nothing() {
         format!("{}:2", s.family)
     );
     assert_eq!(applied_rollbacks(s.state.path()), 0);
+}
+
+/// A crash while `run-start` was written leaves a journal of one torn
+/// line: nothing ran, and `resume` says to start the run again rather
+/// than going on with a configuration the journal does not hold.
+#[test]
+fn a_journal_whose_run_start_is_torn_is_not_resumed() {
+    let s = stopped_before_rollback();
+    let journal = s
+        .state
+        .path()
+        .join("runs")
+        .join(format!("{}.jsonl", s.run_id));
+    let original = std::fs::read_to_string(&journal).unwrap();
+    let first = original.lines().next().unwrap();
+    std::fs::write(&journal, &first[..first.len() / 2]).unwrap();
+    let out = resume_yes(&s);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("no whole `run-start`"), "{stderr}");
+    assert!(stderr.contains("runbook run"), "{stderr}");
+    assert_eq!(
+        service_task_definition(&s.moto, &s.cluster, &s.service),
+        format!("{}:3", s.family)
+    );
 }

@@ -535,6 +535,40 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
                     .is_some_and(|s| s.contains(&format!("runbook approve {run} rollback")))),
         "{triggered:?}"
     );
+    // Each page's delivery is in the run's journal, and `runbook show`
+    // says so.
+    let journaled = |run: &str, about: &str| {
+        let found = std::cell::RefCell::new(None);
+        wait_until(
+            &format!("the {about} page in the journal"),
+            60,
+            &[&worker],
+            || {
+                *found.borrow_mut() = store.read_run(run).unwrap().into_iter().find(|l| {
+                    l["event"] == "page" && l["about"] == about && l["step"] == "rollback"
+                });
+                found.borrow().is_some()
+            },
+        );
+        found.into_inner().unwrap()
+    };
+    let parked_page = journaled(&run, "parked");
+    assert_eq!(parked_page["delivered"], true, "{parked_page}");
+    assert!(
+        (1..=3).contains(&parked_page["tries"].as_u64().unwrap()),
+        "{parked_page}"
+    );
+    assert_eq!(parked_page["dedup_key"], key.as_str(), "{parked_page}");
+    assert!(parked_page.get("error").is_none(), "{parked_page}");
+    assert_eq!(journaled(&run, "continued")["delivered"], true);
+    let show = output(runbook().args(["show", &run, "--nats", &url]));
+    assert!(
+        show.stdout
+            .contains("page to `approvers` (parked at step `rollback`): delivered (triggered)"),
+        "{}",
+        show.stdout
+    );
+    assert!(!show.stdout.contains("test-routing-key"), "{}", show.stdout);
     // Never approved: escalates after 2 s, nothing changed.
     let (cluster, service, family) = ecs_service(&moto);
     let live = Live::new(
@@ -578,6 +612,97 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
             .iter()
             .any(|b| b["payload"]["severity"] == "warning")
     );
+    assert_eq!(journaled(&run, "escalated")["delivered"], true);
+}
+
+/// A worker that dies while escalating a parked run (after it claimed
+/// it, before its journal says so) does not take the run with it: the
+/// run stays parked, the claim lapses, and another worker escalates it.
+#[test]
+fn a_parked_run_is_never_dropped() {
+    let _serial = one_at_a_time();
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let nats = Nats::start(1);
+    let logs = tempfile::tempdir().unwrap();
+    // The first worker stops dead once it has claimed an overdue run.
+    let mut first = Worker::start_with(
+        &nats,
+        logs.path(),
+        "first",
+        &[("FAILPOINTS", "parked-claimed=sleep(600000)")],
+    );
+    let store = nats.store();
+    let (cluster, service, family) = ecs_service(&moto);
+    let live = Live::new(
+        &bad_deploy_metrics(),
+        &redis.url(),
+        &moto,
+        (&cluster, &service),
+        FILE_FLAGS,
+    );
+    // The approvers cannot be reached: that is journaled too.
+    let approvers = Hook::start(500);
+    live.set_notify(&format!(
+        "[notify]\napprovals = \"approvers\"\n\n[notify.targets.approvers]\nkind = \"pagerduty\"\nrouting_key_env = \"RUNBOOK_TEST_PD_KEY\"\nurl = \"{}/v2/enqueue\"\n\n{}",
+        approvers.uri(),
+        notify_section()
+    ));
+    let incident = format!("dropped-{}", common::now_nanos());
+    assert_eq!(
+        submit(&nats, &live.env(), &incident, &["--approval-timeout", "1"]).code,
+        0
+    );
+    let claimed = |run: &str| {
+        runbook_fleet::parked::list(store.fleet()).unwrap()[run]["claim"]["by"].is_string()
+    };
+    wait_until("the run to park", 90, &[&first], || {
+        incident_state(&store, &incident).2.is_some()
+    });
+    let run = store.incident_runs(&incident).unwrap()[0].clone();
+    wait_until("the first worker to claim it", 30, &[&first], || {
+        claimed(&run)
+    });
+    first.kill9();
+    // Still parked, still waiting: nothing escalated it.
+    assert!(runbook_fleet::parked::list(store.fleet()).unwrap()[&run].is_object());
+    assert_eq!(
+        incident_state(&store, &incident).2.as_deref(),
+        Some("awaiting-approval")
+    );
+    let second = Worker::start(&nats, logs.path(), "second");
+    wait_until("the second worker to escalate it", 60, &[&second], || {
+        incident_state(&store, &incident).2.as_deref() == Some("escalated")
+    });
+    wait_until("the run to leave the parked list", 30, &[&second], || {
+        runbook_fleet::parked::list(store.fleet()).unwrap()[&run].is_null()
+    });
+    assert_eq!(incident_state(&store, &incident).1, 0);
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:3")
+    );
+    assert!(second.counter("escalated_total") >= 1);
+    // The page nobody got, as its journal and `runbook show` say.
+    wait_until(
+        "the undelivered page in the journal",
+        60,
+        &[&second],
+        || {
+            store.read_run(&run).unwrap().iter().any(|l| {
+                l["event"] == "page" && l["about"] == "escalated" && l["delivered"] == false
+            })
+        },
+    );
+    let show = output(runbook().args(["show", &run, "--nats", &nats.url()]));
+    assert!(
+        show.stdout
+            .contains("page to `approvers` (escalated at step `rollback`): NOT delivered"),
+        "{}",
+        show.stdout
+    );
+    assert!(show.stdout.contains("3 tries"), "{}", show.stdout);
+    assert!(!show.stdout.contains("test-routing-key"), "{}", show.stdout);
 }
 
 /// A stream made by something else, in a way that would lose or repeat
@@ -618,9 +743,12 @@ fn an_incompatible_stream_is_refused() {
 /// updates racing with the same expected revision may all be stored
 /// (nats-server#4320). Twelve processes' worth of connections race for a
 /// lease that exists (released) on a three-node cluster, twenty times:
-/// each time exactly one gets it, and while it holds it nobody else does.
+/// someone gets it, and while one holds it nobody else does. (On 2.15 a
+/// clustered write takes longer here, so racers still queued when the
+/// winner lets go after 300 ms may win after it: 42 winners in 20 rounds,
+/// never two at once; on 2.9, 20.)
 #[test]
-fn racing_for_a_lease_on_a_cluster_one_wins() {
+fn racing_for_a_lease_on_a_cluster_one_holds_it_at_a_time() {
     let _serial = one_at_a_time();
     let nats = Nats::start(3);
     let url = nats.url();
@@ -628,6 +756,7 @@ fn racing_for_a_lease_on_a_cluster_one_wins() {
     let stores: Vec<Arc<JetStreamStore>> = (0..racers)
         .map(|_| JetStreamStore::new(Fleet::connect(&url, None).unwrap()))
         .collect();
+    let mut winners_total = 0;
     for round in 0..20 {
         let resource = format!("ecs-service:race/{}-{round}", common::now_nanos());
         // The lease exists and is free: taking it is an update.
@@ -637,7 +766,11 @@ fn racing_for_a_lease_on_a_cluster_one_wins() {
             Duration::ZERO,
         ));
         let barrier = Arc::new(std::sync::Barrier::new(racers));
-        let won: Vec<bool> = std::thread::scope(|s| {
+        // Each winner: from when it was told it holds the lease to when it
+        // let go. No two may overlap. (A racer slow to reach NATS may take
+        // the lease after the winner let go: a second winner, not a
+        // second holder.)
+        let held: Vec<Option<(Instant, Instant)>> = std::thread::scope(|s| {
             let handles: Vec<_> = stores
                 .iter()
                 .enumerate()
@@ -646,21 +779,31 @@ fn racing_for_a_lease_on_a_cluster_one_wins() {
                     s.spawn(move || {
                         let me = runbook_journal::holder::Holder::me(&format!("racer-{i}"));
                         barrier.wait();
-                        let lease = store.lease(&resource, &me, Duration::ZERO);
+                        let lease = store.lease(&resource, &me, Duration::ZERO).ok()?;
+                        let from = Instant::now();
                         // Held for a moment, so late racers meet it held.
                         std::thread::sleep(Duration::from_millis(300));
-                        lease.is_ok()
+                        let to = Instant::now();
+                        drop(lease);
+                        Some((from, to))
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let winners = won.iter().filter(|w| **w).count();
-        assert_eq!(
-            winners, 1,
-            "round {round}: {winners} racers hold the lease at once"
-        );
+        let mut holds: Vec<(Instant, Instant)> = held.into_iter().flatten().collect();
+        assert!(!holds.is_empty(), "round {round}: nobody got the lease");
+        holds.sort();
+        for pair in holds.windows(2) {
+            assert!(
+                pair[1].0 >= pair[0].1,
+                "round {round}: {} racers won, and two held the lease at once",
+                holds.len()
+            );
+        }
+        winners_total += holds.len();
     }
+    eprintln!("20 rounds of {racers} racers: {winners_total} winners in all, never two at once");
 }
 
 /// A lease whose hold cannot be renewed (NATS gone) says it is lost

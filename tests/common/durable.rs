@@ -64,18 +64,25 @@ pub fn applied_rollbacks(state: &Path) -> usize {
             j.display()
         );
         let lines = runbook_journal::chain::read(&j).unwrap();
-        for (i, l) in lines.iter().enumerate() {
-            if l["event"] == "applied" && l["resource"] == "production/auth-service" {
-                let intent = l["intent"].as_u64().expect("applied names its intent");
-                assert!(
-                    lines[..i]
-                        .iter()
-                        .any(|x| x["event"] == "intent" && x["seq"].as_u64() == Some(intent)),
-                    "applied without an intent before it: {}",
-                    j.display()
-                );
-                applied += 1;
-            }
+        applied += applied_in(&lines, &j.display().to_string());
+    }
+    applied
+}
+
+/// The rollbacks one run's journal (`lines`, from `place`) applied, each
+/// checked to have its intent before it.
+pub fn applied_in(lines: &[serde_json::Value], place: &str) -> usize {
+    let mut applied = 0;
+    for (i, l) in lines.iter().enumerate() {
+        if l["event"] == "applied" && l["resource"] == "production/auth-service" {
+            let intent = l["intent"].as_u64().expect("applied names its intent");
+            assert!(
+                lines[..i]
+                    .iter()
+                    .any(|x| x["event"] == "intent" && x["seq"].as_u64() == Some(intent)),
+                "applied without an intent before it: {place}"
+            );
+            applied += 1;
         }
     }
     applied

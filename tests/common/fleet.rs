@@ -12,6 +12,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The `nats-server` the tests start: `RUNBOOK_TEST_NATS_SERVER` (a path;
+/// `scripts/test` runs the fleet's tests again with a current 2.x from
+/// PyPI that way), else the one on `PATH` (Debian's 2.9).
+pub fn server() -> String {
+    std::env::var("RUNBOOK_TEST_NATS_SERVER")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "nats-server".into())
+}
+
 /// `nats-server -js` processes; a cluster when more than one.
 pub struct Nats {
     nodes: Vec<Option<Child>>,
@@ -26,7 +36,7 @@ impl Nats {
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let nodes = (0..n)
             .map(|i| {
-                let mut cmd = Command::new("nats-server");
+                let mut cmd = Command::new(server());
                 cmd.args(["-js", "-a", "127.0.0.1", "-p", &ports[i].to_string()])
                     .args(["-n", &format!("n{i}")])
                     .arg("-sd")
@@ -125,9 +135,16 @@ pub struct Worker {
 
 impl Worker {
     pub fn start(nats: &Nats, dir: &Path, name: &str) -> Self {
+        Self::start_with(nats, dir, name, &[])
+    }
+
+    /// A worker with `env` set (`FAILPOINTS`, for one).
+    pub fn start_with(nats: &Nats, dir: &Path, name: &str, env: &[(&str, &str)]) -> Self {
         let health = free_port();
         let log = dir.join(format!("{name}.log"));
-        let child = aws(runbook().args([
+        let mut cmd = runbook();
+        cmd.envs(env.iter().copied());
+        let child = aws(cmd.args([
             "worker",
             "--nats",
             &nats.url(),

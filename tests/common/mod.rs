@@ -4,6 +4,7 @@
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
 pub mod durable;
+pub mod faults;
 pub mod fleet;
 pub mod live;
 

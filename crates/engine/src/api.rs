@@ -226,9 +226,11 @@ impl Engine {
             .find(|l| l["event"] == "run-start")
             .ok_or_else(|| {
                 hinted(
-                    format!("run `{run_id}` has no `run-start` in its journal"),
                     format!(
-                        "`runbook verify-log` on its journal says whether it was altered; `runbook show {run_id}` shows what is there"
+                        "run `{run_id}` cannot be resumed: its journal has no whole `run-start` (it crashed while writing it, and nothing ran, or the journal was altered)"
+                    ),
+                    format!(
+                        "start the incident's run again with `runbook run`; `runbook verify-log` on its journal says whether it was altered, `runbook show {run_id}` what is there"
                     ),
                 )
             })?

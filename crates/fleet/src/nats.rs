@@ -246,7 +246,7 @@ async fn change_until(
 
 /// `key`'s JSON value and revision, from the stream's leader (a replica
 /// may lag behind what was just written).
-async fn read_key(
+pub(crate) async fn read_key(
     kv: &kv::Store,
     key: &str,
     what: &str,

@@ -11,13 +11,16 @@
 //! before the page is sent: what was sent, or would have been, is on
 //! record, and a page sent twice is one incident.
 
+use crate::store::JetStreamStore;
 use anyhow::{Context, Result};
 use runbook_capabilities::capability::LiveContext;
 use runbook_capabilities::environment::Environment;
 use runbook_capabilities::notify::NotifyBackend;
 use runbook_capabilities::notify::live::Notify;
+use runbook_journal::store::Store;
 use serde_json::{Value, json};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What happened to a parked run.
@@ -99,27 +102,97 @@ const PAGE_TRIES: u32 = 3;
 const PAGE_BACKOFF: Duration = Duration::from_secs(2);
 
 /// [`send`], tried up to `PAGE_TRIES` times (the same dedup key: a page
-/// that did arrive is one incident), each outcome logged; for callers that
-/// go on either way. Returns whether it was delivered.
-pub async fn send_logged(plan: &Value, parked: &Value, event: Event) -> bool {
+/// that did arrive is one incident), each outcome logged. Returns the
+/// last answer (the status, or why it was not delivered) and the tries.
+async fn send_tried(plan: &Value, parked: &Value, event: Event) -> (Result<String>, u32) {
     let run = parked["run_id"].as_str().unwrap_or_default();
-    for attempt in 1..=PAGE_TRIES {
+    let mut attempt = 1;
+    loop {
         match send(plan, parked, event).await {
             Ok(status) => {
                 tracing::info!(run, ?event, status, attempt, "paged");
-                return true;
+                return (Ok(status), attempt);
             }
             Err(e) if attempt < PAGE_TRIES => {
                 tracing::warn!(run, ?event, attempt, "could not page, trying again: {e:#}");
                 tokio::time::sleep(PAGE_BACKOFF * 2u32.pow(attempt - 1)).await;
+                attempt += 1;
             }
-            Err(e) => tracing::error!(
-                run,
-                ?event,
-                attempts = PAGE_TRIES,
-                "could not page; nobody was told: {e:#}"
-            ),
+            Err(e) => {
+                tracing::error!(
+                    run,
+                    ?event,
+                    attempts = PAGE_TRIES,
+                    "could not page; nobody was told: {e:#}"
+                );
+                return (Err(e), attempt);
+            }
         }
     }
-    false
+}
+
+/// How long the page's journal line waits for the run to be free (it is
+/// held while a worker continues it).
+const RECORD_WAIT: Duration = Duration::from_secs(120);
+
+/// Pages as [`send_tried`] does, then journals what happened in the run's
+/// own journal (a `page` line: which event, the target and dedup key,
+/// delivered or not, the status or error, the tries), so `runbook show`
+/// and an audit see whether the approvers were told. For callers that go
+/// on either way; returns whether it was delivered.
+pub async fn deliver(store: Arc<JetStreamStore>, plan: Value, parked: Value, event: Event) -> bool {
+    let (answer, tries) = send_tried(&plan, &parked, event).await;
+    let mut line = json!({
+        "about": match event {
+            Event::Parked => "parked",
+            Event::Escalated => "escalated",
+            Event::Continued => "continued",
+        },
+        "step": parked["step"],
+        "target": plan["target"],
+        "dedup_key": plan["dedup_key"],
+        "delivered": answer.is_ok(),
+        "tries": tries,
+    });
+    match &answer {
+        Ok(status) => line["status"] = status.clone().into(),
+        Err(e) => line["error"] = format!("{e:#}").into(),
+    }
+    let run_id = parked["run_id"].as_str().unwrap_or_default().to_string();
+    let recorded =
+        tokio::task::spawn_blocking(move || record(&store, &run_id, line).map(|()| run_id)).await;
+    match recorded {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!("a page's delivery is not in its run's journal: {e:#}"),
+        Err(e) => tracing::error!("a page's delivery is not in its run's journal: {e}"),
+    }
+    answer.is_ok()
+}
+
+/// Appends `line` as a `page` event to `run_id`'s journal, waiting (up to
+/// `RECORD_WAIT`) while another process holds the run.
+fn record(store: &JetStreamStore, run_id: &str, line: Value) -> Result<()> {
+    let until = Instant::now() + RECORD_WAIT;
+    // Bounded by the time, and by a count should the clock stall.
+    for _ in 0..RECORD_WAIT.as_secs() * 2 {
+        match store.reopen_run(run_id) {
+            Ok(journal) => {
+                journal.record("page", line)?;
+                return Ok(());
+            }
+            Err(e) if held(&e) && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.context(format!("journaling a page for run `{run_id}`"))),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "journaling a page for run `{run_id}`: the run stayed held for {} s",
+        RECORD_WAIT.as_secs()
+    ))
+}
+
+fn held(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.downcast_ref::<runbook_journal::holder::Held>().is_some())
 }

@@ -139,10 +139,17 @@ pub fn approve(store: &JetStreamStore, run_id: &str, step: &str) -> Result<u64> 
     Ok(published.sequence)
 }
 
+/// How long a process's claim on an overdue parked run keeps others
+/// from escalating it: past it (the process died, or NATS went away) the
+/// next sweep anywhere claims it again.
+const CLAIM_FOR_MS: u64 = 10_000;
+
 /// Parked runs whose time is up, claimed by this process (each by one
-/// process only), and escalated: `run-end` `escalated` in the journal,
-/// `runbook.events.escalated`. Returns the parked entries of the runs
-/// escalated.
+/// process at a time), and escalated: `run-end` `escalated` in the
+/// journal, `runbook.events.escalated`. A run leaves the parked list only
+/// once its journal says it went on or escalated: a process that dies or
+/// fails half-way leaves it parked, and its claim lapses. Returns the
+/// parked entries of the runs escalated.
 pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
     let now = runbook_core::time::now_ms();
     let (parked, _) = store.fleet().read("reading parked runs", PARKED)?;
@@ -150,47 +157,43 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(_, v)| v["deadline_ms"].as_u64().is_some_and(|d| d <= now))
+        .filter(|(_, v)| v["deadline_ms"].as_u64().is_some_and(|d| d <= now) && !claimed(v, now))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
+    let me = format!(
+        "{}:{}",
+        runbook_core::whoami::hostname(),
+        std::process::id()
+    );
     let mut done = Vec::new();
     // At most a few each sweep: the next sweep takes the rest.
     for (run_id, value) in overdue.into_iter().take(20) {
-        // Claim it: the one process whose write takes it out escalates.
-        let id = run_id.clone();
-        let claimed = store
+        // Claim it: the one process whose write marks it escalates; it
+        // stays in the list until its journal says how it ended.
+        let (id, by) = (run_id.clone(), me.clone());
+        let claimed_now = store
             .fleet()
             .change("claiming a parked run", PARKED, move |all| {
-                all.as_object_mut().and_then(|m| m.remove(&id)).is_some()
+                let now = runbook_core::time::now_ms();
+                match all.get_mut(&id) {
+                    Some(entry) if !claimed(entry, now) => {
+                        entry["claim"] = json!({ "by": by, "until_ms": now + CLAIM_FOR_MS });
+                        true
+                    }
+                    _ => false,
+                }
             })?;
-        if !claimed {
+        if !claimed_now {
             continue;
         }
-        // Being continued right now: its approval came in time. Anything
-        // else that stops this (NATS away) puts it back for a later sweep.
-        let put_back = |why: &anyhow::Error| {
-            tracing::warn!(run_id, "escalating later: {why:#}");
-            let (id, entry) = (run_id.clone(), value.clone());
-            let _ = store
-                .fleet()
-                .change("putting back a parked run", PARKED, move |all| {
-                    if !all.is_object() {
-                        *all = json!({});
-                    }
-                    all[&id] = entry.clone();
-                    true
-                });
-        };
+        let _ = runbook_journal::failpoint("parked-claimed");
+        // Anything that stops this (being continued right now, NATS away)
+        // leaves it parked: the claim lapses and a later sweep tries again.
+        let later = |why: &anyhow::Error| tracing::warn!(run_id, "escalating later: {why:#}");
         let journal = match store.reopen_run(&run_id) {
             Ok(j) => j,
-            Err(e)
-                if e.chain()
-                    .any(|c| c.downcast_ref::<runbook_journal::holder::Held>().is_some()) =>
-            {
-                continue;
-            }
             Err(e) => {
-                put_back(&e);
+                later(&e);
                 continue;
             }
         };
@@ -198,12 +201,15 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
             Ok(l) => l,
             Err(e) => {
                 drop(journal);
-                put_back(&e);
+                later(&e);
                 continue;
             }
         };
-        // Approved and continued meanwhile: nothing to escalate.
+        // Approved and continued, or escalated by a process that died
+        // before it took it off the list: nothing to escalate.
         if waiting_step(&lines).is_none() {
+            drop(journal);
+            forget(store.fleet(), &run_id);
             continue;
         }
         let waited = runbook_core::time::now_ms()
@@ -217,10 +223,12 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         let end = json!({ "status": "escalated", "reason": reason });
         if let Err(e) = journal.record("run-end", end) {
             drop(journal);
-            put_back(&anyhow!("escalating run `{run_id}`: {e:#}"));
+            later(&anyhow!("escalating run `{run_id}`: {e:#}"));
             continue;
         }
         drop(journal);
+        // Off the list; should that fail, the next sweep finds it ended.
+        forget(store.fleet(), &run_id);
         let mut told = value.clone();
         told["reason"] = reason.clone().into();
         event(store.fleet(), "escalated", &told);
@@ -228,6 +236,30 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         done.push(value);
     }
     Ok(done)
+}
+
+/// Whether another sweep holds a claim on this parked entry now.
+fn claimed(entry: &Value, now: u64) -> bool {
+    entry["claim"]["until_ms"].as_u64().is_some_and(|u| u > now)
+}
+
+/// The parked runs now: run id to its entry (step, change, deadline,
+/// page, a sweep's claim).
+pub fn list(fleet: &Fleet) -> Result<Value> {
+    let (value, _) = fleet.read("reading parked runs", PARKED)?;
+    Ok(if value.is_object() { value } else { json!({}) })
+}
+
+/// Takes `run_id` off the parked list (its journal says it ended).
+fn forget(fleet: &Fleet, run_id: &str) {
+    let id = run_id.to_string();
+    if let Err(e) = fleet.change(
+        "taking an ended run off the parked list",
+        PARKED,
+        move |all| all.as_object_mut().and_then(|m| m.remove(&id)).is_some(),
+    ) {
+        tracing::warn!(run_id, "{e:#} (the next sweep takes it off)");
+    }
 }
 
 /// Forgets that `run_id` is parked (it continued); returns its parked

@@ -74,10 +74,24 @@ impl ChainLog {
                 _ => last_head(file)
                     .with_context(|| format!("reading the end of `{}`", self.path.display()))?,
             };
+            let event = fields["event"].as_str().unwrap_or_default().to_string();
             let (line, head) = seal(head.as_ref(), fields);
+            // Faults of the write itself (tests only): half the line
+            // reaches the file and the write fails (a full disk), or the
+            // whole line does and its fsync fails.
+            if let Some(why) = crate::failpoint(&format!("torn-{event}")) {
+                (&*file).write_all(&line.as_bytes()[..line.len() / 2])?;
+                anyhow::bail!("failpoint `torn-{event}` ({why}): half the line was written");
+            }
             (&*file)
                 .write_all(line.as_bytes())
                 .with_context(|| format!("writing `{}`", self.path.display()))?;
+            if let Some(why) = crate::failpoint(&format!("fsync-{event}")) {
+                anyhow::bail!(
+                    "failpoint `fsync-{event}` ({why}): syncing `{}`",
+                    self.path.display()
+                );
+            }
             if self.fsync {
                 file.sync_data()
                     .with_context(|| format!("syncing `{}`", self.path.display()))?;

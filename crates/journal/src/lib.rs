@@ -34,3 +34,21 @@ pub fn failpoints_from_env() {
     #[cfg(feature = "failpoints")]
     std::mem::forget(fail::FailScenario::setup());
 }
+
+/// Evaluates failpoint `name` for code outside this crate that cannot
+/// return from inside `fail_point!` (async blocks, `Result` types of its
+/// own): the argument of `return(ARG)` when set so (`None` otherwise);
+/// `panic` and `sleep(MS)` act here. Always `None` unless the
+/// `failpoints` feature is on.
+#[allow(unused_mut, reason = "mutated only when failpoints are compiled in")]
+pub fn failpoint(name: &str) -> Option<String> {
+    let _ = name; // (unused when failpoints are compiled out)
+    let mut got = None;
+    let mut eval = || {
+        fail::fail_point!(name, |arg: Option<String>| {
+            got = Some(arg.unwrap_or_default());
+        });
+    };
+    eval();
+    got
+}

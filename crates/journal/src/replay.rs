@@ -202,3 +202,41 @@ pub fn own_changes(store: &dyn Store, incident: &str) -> anyhow::Result<Vec<OwnC
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Two changes to one resource in one step, the second waiting for an
+    /// approval: each call's preview is kept under its own index, so an
+    /// approval is compared with the picture of the very call it was for.
+    #[test]
+    fn awaited_previews_are_kept_per_call() {
+        let awaiting = |index: u64, change: &str| {
+            json!({
+                "event": "awaiting", "step": "s", "interface": "feature-flags",
+                "operation": "set", "resource": "AUTH_X", "index": index,
+                "change": change, "would": { "to": change },
+            })
+        };
+        let lines = [
+            json!({ "event": "step-start", "step": "s" }),
+            awaiting(0, "set `AUTH_X` to on"),
+            awaiting(1, "set `AUTH_X` to off"),
+        ];
+        let replay = Replay::from_journal(&lines);
+        let key = |i: usize| {
+            (
+                "s".to_string(),
+                "feature-flags".to_string(),
+                "set".to_string(),
+                "AUTH_X".to_string(),
+                i,
+            )
+        };
+        assert_eq!(replay.awaited.len(), 2);
+        assert_eq!(replay.awaited[&key(0)].change, "set `AUTH_X` to on");
+        assert_eq!(replay.awaited[&key(1)].change, "set `AUTH_X` to off");
+    }
+}

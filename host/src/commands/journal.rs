@@ -31,9 +31,31 @@ pub fn show(args: ShowArgs) -> Result<Exit> {
         );
         runbook_engine::postmortem::markdown(&report, &context)
     } else {
-        report.render()
+        report.render() + &pages(&store.read_run(&args.run_id).unwrap_or_default())
     })?;
     Ok(Exit::Ok)
+}
+
+/// The approvers' pages a fleet journaled for the run (parked, escalated,
+/// continued): whether each reached its target.
+fn pages(lines: &[Value]) -> String {
+    let mut out = String::new();
+    for l in lines.iter().filter(|l| l["event"] == "page") {
+        let text = |k: &str| l[k].as_str().unwrap_or("?").to_string();
+        let answer = match l["delivered"].as_bool() {
+            Some(true) => format!("delivered ({})", text("status")),
+            _ => format!("NOT delivered: {}", text("error")),
+        };
+        say!(
+            out,
+            "page to `{}` ({} at step `{}`): {answer}, {} tries",
+            text("target"),
+            text("about"),
+            text("step"),
+            l["tries"]
+        );
+    }
+    out
 }
 
 pub fn runs(args: RunsArgs) -> Result<Exit> {

@@ -45,6 +45,9 @@ impl Hold {
                 confirmed.clone(),
             );
             async move {
+                // Renewals whose answer never came (timed out, or NATS
+                // failed mid-way): each may have landed all the same.
+                let mut unanswered: Vec<(Value, Instant)> = Vec::new();
                 loop {
                     tokio::time::sleep(RENEW_EVERY).await;
                     let (mut value, revision) =
@@ -52,24 +55,58 @@ impl Hold {
                     let sent = Instant::now();
                     value["expires_ms"] = expiry().into();
                     let bytes = bytes::Bytes::from(value.to_string());
-                    let renewed = write_if(&fleet.state, &key, Write::Put(bytes), Some(revision));
+                    let renewed = async {
+                        if let Some(why) = runbook_journal::failpoint("nats-renew") {
+                            if why == "hang" {
+                                tokio::time::sleep(Duration::from_secs(3600)).await;
+                            }
+                            return Err(anyhow!("failpoint `nats-renew` ({why})"));
+                        }
+                        write_if(&fleet.state, &key, Write::Put(bytes), Some(revision)).await
+                    };
                     match tokio::time::timeout(TIMEOUT, renewed).await {
                         Ok(Ok(Some(r))) => {
                             *shared.lock().unwrap_or_else(|e| e.into_inner()) = (value, r);
                             *confirmed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
+                            unanswered.clear();
                         }
                         Ok(Ok(None)) => {
-                            tracing::warn!(key, "lost a hold: another process took it");
-                            lost.store(true, Ordering::SeqCst);
-                            return;
+                            // The key moved on: by one of our own renewals
+                            // that landed unanswered (it then holds exactly
+                            // what that renewal wrote), or by someone else.
+                            match landed(&fleet, &key, &unanswered).await {
+                                Some((mine, r, at)) => {
+                                    tracing::info!(key, "a renewal that timed out had landed");
+                                    *shared.lock().unwrap_or_else(|e| e.into_inner()) = (mine, r);
+                                    *confirmed.lock().unwrap_or_else(|e| e.into_inner()) = at;
+                                    unanswered.clear();
+                                }
+                                None => {
+                                    tracing::warn!(key, "lost a hold: another process took it");
+                                    lost.store(true, Ordering::SeqCst);
+                                    return;
+                                }
+                            }
                         }
                         // NATS unreachable for a moment: try again; the
                         // hold lapses if it stays away, and `lost` says so
-                        // before it does. (A renewal that timed out here
-                        // may still land: it carries the revision it
-                        // expects, so it lands only if nobody took the key.)
-                        Ok(Err(e)) => tracing::warn!(key, "renewing a hold: {e:#}"),
-                        Err(_) => tracing::warn!(key, "renewing a hold timed out"),
+                        // before it does. A renewal that timed out may
+                        // still land: it carries the revision it expects,
+                        // so it lands only if nobody took the key, and the
+                        // next renewal recognises it.
+                        Ok(Err(e)) => {
+                            tracing::warn!(key, "renewing a hold: {e:#}");
+                            unanswered.push((value, sent));
+                        }
+                        Err(_) => {
+                            tracing::warn!(key, "renewing a hold timed out");
+                            unanswered.push((value, sent));
+                        }
+                    }
+                    // Only renewals within one hold's time can matter.
+                    let keep = (HOLD_FOR.as_secs() / RENEW_EVERY.as_secs().max(1) + 1) as usize;
+                    if unanswered.len() > keep {
+                        unanswered.remove(0);
                     }
                 }
             }
@@ -105,6 +142,28 @@ impl Hold {
     }
 }
 
+/// The renewal among `unanswered` that `key` now holds, with the key's
+/// revision and when that renewal set out; `None` when the key holds
+/// something else (or cannot be read: then it counts as lost, which stops
+/// changes rather than risking one).
+async fn landed(
+    fleet: &Fleet,
+    key: &str,
+    unanswered: &[(Value, Instant)],
+) -> Option<(Value, u64, Instant)> {
+    if unanswered.is_empty() {
+        return None;
+    }
+    let (now, revision) = crate::nats::read_key(&fleet.state, key, "reading a hold back")
+        .await
+        .ok()?;
+    let revision = revision?;
+    unanswered
+        .iter()
+        .rfind(|(v, _)| *v == now)
+        .map(|(v, at)| (v.clone(), revision, *at))
+}
+
 /// How long before a hold lapses this process stops relying on it: a
 /// change started then still has this long to reach its backend.
 const RELY_MARGIN: Duration = Duration::from_secs(5);
@@ -123,14 +182,16 @@ impl Drop for Hold {
         }
         let (mut value, revision) = self.value.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (kv, key, delete) = (self.fleet.state.clone(), self.key.clone(), self.delete);
-        let done = self.fleet.wait("letting go of a hold", async move {
-            let write = if delete {
-                Write::Delete
-            } else {
-                value["released_ms"] = runbook_core::time::now_ms().into();
-                Write::Put(bytes::Bytes::from(value.to_string()))
-            };
-            write_if(&kv, &key, write, Some(revision)).await.map(|_| ())
+        let done = injected("nats-release").and_then(|()| {
+            self.fleet.wait("letting go of a hold", async move {
+                let write = if delete {
+                    Write::Delete
+                } else {
+                    value["released_ms"] = runbook_core::time::now_ms().into();
+                    Write::Put(bytes::Bytes::from(value.to_string()))
+                };
+                write_if(&kv, &key, write, Some(revision)).await.map(|_| ())
+            })
         });
         if let Err(e) = done {
             // It lapses on its own within `HOLD_FOR`.

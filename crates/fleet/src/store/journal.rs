@@ -22,6 +22,7 @@ impl JournalLog for StreamLog {
             ));
         }
         let (line, head) = runbook_journal::chain::seal(at.0.as_ref(), fields);
+        injected("nats-append")?;
         let (js, subject, after) = (self.fleet.js.clone(), self.subject.clone(), at.1);
         // The same id on a retry: a line that did arrive is not added twice.
         let id = format!("{}:{}", self.subject, head.seq);
@@ -63,6 +64,9 @@ impl JournalLog for StreamLog {
         match sequence {
             Ok(s) => {
                 *at = (Some(head.clone()), s);
+                // The line landed and its answer was lost (a timeout after
+                // the server stored it): the writer must stop all the same.
+                injected("nats-appended")?;
                 Ok(head.seq)
             }
             Err(e) => {

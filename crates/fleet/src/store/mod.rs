@@ -168,6 +168,7 @@ impl JetStreamStore {
             }
             let taken = Instant::now();
             value["expires_ms"] = expiry().into();
+            injected("nats-run-take")?;
             if let Some(revision) = put_if(&self.fleet, &key, &value, current.map(|c| c.1))? {
                 return Ok(Hold::start(&self.fleet, key, value, revision, true, taken));
             }
@@ -254,6 +255,15 @@ fn live(v: &Value) -> bool {
         && v["expires_ms"].as_u64().unwrap_or(0) > runbook_core::time::now_ms()
 }
 
+/// A failpoint in front of a write to NATS (tests only): `return(ARG)`
+/// fails it as NATS not answering would, without sending it.
+fn injected(name: &str) -> Result<()> {
+    match runbook_journal::failpoint(name) {
+        Some(why) => Err(anyhow!("failpoint `{name}` ({why})")),
+        None => Ok(()),
+    }
+}
+
 fn put_if(fleet: &Fleet, key: &str, value: &Value, revision: Option<u64>) -> Result<Option<u64>> {
     let (kv, key, bytes) = (
         fleet.state.clone(),
@@ -312,6 +322,19 @@ impl Store for JetStreamStore {
                     });
                 if !started && !running && !young {
                     continue;
+                }
+                // Listed, not running, nothing journaled: its process
+                // failed before its first line, or the line is on its way.
+                if !started && !running {
+                    return Err(anyhow::Error::new(Held {
+                        what: format!("incident `{incident}`"),
+                        by: self.started_by(earlier),
+                        unknown: None,
+                    })
+                    .context(format!(
+                        "incident `{incident}` has a run `{earlier}` listed moments ago that has journaled nothing yet (its first line may be on its way, or its process failed before writing it); try again in {} s",
+                        HOLD_FOR.as_secs()
+                    )));
                 }
                 return Err(incident_taken(
                     incident,
@@ -468,7 +491,9 @@ impl Store for JetStreamStore {
                 runbook_journal::lease::next_lease(before.as_ref(), holder, resource);
             let taken = Instant::now();
             record["expires_ms"] = expiry().into();
-            match put_if(&self.fleet, &key, &record, current.map(|c| c.1)) {
+            let written = injected("nats-lease-take")
+                .and_then(|()| put_if(&self.fleet, &key, &record, current.map(|c| c.1)));
+            match written {
                 Ok(Some(revision)) => {
                     let hold = Hold::start(&self.fleet, key, record, revision, false, taken);
                     return Ok(Box::new(Granted {

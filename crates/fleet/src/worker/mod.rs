@@ -110,8 +110,10 @@ pub async fn work(
                             Ok(runs) => {
                                 counters.escalated.fetch_add(runs.len() as u64, Ordering::Relaxed);
                                 for run in runs.into_iter().filter(|r| !r["page"].is_null()) {
+                                    let store = w.store.clone();
                                     here.spawn(async move {
-                                        page::send_logged(&run["page"], &run, page::Event::Escalated).await;
+                                        let plan = run["page"].clone();
+                                        page::deliver(store, plan, run, page::Event::Escalated).await;
                                     });
                                 }
                             }

@@ -23,6 +23,14 @@ impl Worker {
         env: Option<&std::path::Path>,
     ) -> Outcome {
         let exit = match exit {
+            // The run is held by another process (or this one: a page
+            // being journaled, an escalation sweep) for now: deliver the
+            // request again, never drop it (an approved run would not go
+            // on).
+            Ok(RunOutcome::Blocked(e)) if e.chain().any(|c| c.downcast_ref::<Held>().is_some()) => {
+                tracing::warn!(incident, "held elsewhere for now, to be tried again: {e:#}");
+                return Outcome::Later;
+            }
             Ok(RunOutcome::Blocked(e)) => {
                 let hint = runbook_core::error::hint_of(&e).unwrap_or_default();
                 tracing::warn!(incident, hint, "blocked: {e:#}");
@@ -75,9 +83,8 @@ impl Worker {
                 ) {
                     Ok(entry) => {
                         if let Some(plan) = plan {
-                            tokio::spawn(async move {
-                                page::send_logged(&plan, &entry, page::Event::Parked).await;
-                            });
+                            let store = self.store.clone();
+                            tokio::spawn(page::deliver(store, plan, entry, page::Event::Parked));
                         }
                     }
                     Err(e) => {

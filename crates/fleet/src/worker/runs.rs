@@ -146,9 +146,8 @@ impl Worker {
             .map(|p| p["page"].clone())
             .filter(|p| !p.is_null());
         if let (Some(plan), Some(entry)) = (paged.clone(), was_parked) {
-            tokio::spawn(async move {
-                page::send_logged(&plan, &entry, page::Event::Continued).await;
-            });
+            let store = self.store.clone();
+            tokio::spawn(page::deliver(store, plan, entry, page::Event::Continued));
         }
         let env = r.and_then(|r| r.env.clone()).or_else(|| {
             paged
