@@ -82,7 +82,8 @@ fn every_fault_on_the_mutation_path_fails_closed() {
 /// failpoints on its writes too: a journal line before it is sent
 /// (`nats-append`) and after the server stored it with the answer lost
 /// (`nats-appended`), taking the run (`nats-run-take`), taking, renewing
-/// and letting go of a lease (`nats-lease-take`, `nats-renew`,
+/// (before it is sent, and after it landed with the answer lost) and
+/// letting go of a lease (`nats-lease-take`, `nats-renew`, `nats-renewed`,
 /// `nats-release`). Trials run side by side (each its own ECS service,
 /// incident and redis-server): a killed process's holds lapse only after
 /// 15 s.
@@ -107,6 +108,7 @@ fn every_fault_on_the_mutation_path_fails_closed_on_jetstream() {
     ];
     let asynchronous = [
         "nats-renew",
+        "nats-renewed",
         "backend-apply",
         "backend-applied",
         "backend-check",
@@ -375,27 +377,55 @@ fn an_approval_after_the_world_moved_changes_nothing() {
     assert_eq!(applied_rollbacks(s.state.path()), 0);
 }
 
-/// A crash while `run-start` was written leaves a journal of one torn
-/// line: nothing ran, and `resume` says to start the run again rather
-/// than going on with a configuration the journal does not hold.
+/// A crash while `run-start` was written (half of it reached the file:
+/// the `torn-run-start` failpoint) leaves a journal of one torn line:
+/// nothing ran, and `resume` says to start the run again rather than
+/// going on with a configuration the journal does not hold; `run` then
+/// starts it again and it resolves.
 #[test]
 fn a_journal_whose_run_start_is_torn_is_not_resumed() {
-    let s = stopped_before_rollback();
-    let journal = s
-        .state
-        .path()
-        .join("runs")
-        .join(format!("{}.jsonl", s.run_id));
-    let original = std::fs::read_to_string(&journal).unwrap();
-    let first = original.lines().next().unwrap();
-    std::fs::write(&journal, &first[..first.len() / 2]).unwrap();
-    let out = resume_yes(&s);
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let (cluster, service, family) = ecs_service(&moto);
+    let live = Live::new(
+        &bad_deploy_metrics(),
+        &redis.url(),
+        &moto,
+        (&cluster, &service),
+        FILE_FLAGS,
+    );
+    let state = tempfile::tempdir().unwrap();
+    let (env, start) = (live.env(), soon());
+    let first = cli(state.path())
+        .args(run_args(&env, &start))
+        .env("FAILPOINTS", "torn-run-start=1*return(full disk)")
+        .status()
+        .unwrap();
+    assert_eq!(first.code(), Some(9));
+    let journal = journals(state.path()).remove(0);
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(!text.is_empty() && !text.contains('\n'), "{text}");
+    let id = journal.file_stem().unwrap().to_string_lossy().into_owned();
+    let out = cli(state.path())
+        .args(["resume", &id, "--yes"])
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no whole `run-start`"), "{stderr}");
     assert!(stderr.contains("runbook run"), "{stderr}");
     assert_eq!(
-        service_task_definition(&s.moto, &s.cluster, &s.service),
-        format!("{}:3", s.family)
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:3")
+    );
+    let again = cli(state.path())
+        .args(run_args(&env, &start))
+        .status()
+        .unwrap();
+    assert_eq!(again.code(), Some(0));
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:2")
     );
 }

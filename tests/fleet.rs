@@ -641,8 +641,16 @@ fn a_parked_run_is_never_dropped() {
         (&cluster, &service),
         FILE_FLAGS,
     );
-    // The approvers cannot be reached: that is journaled too.
-    let approvers = Hook::start(500);
+    // The approvers' endpoint refuses, echoing what it was sent (the
+    // routing key with it): the refusal is journaled, the echo is not.
+    let approvers = Hook::start(202);
+    approvers.mount(
+        Mock::given(method("POST"))
+            .respond_with(|req: &wiremock::Request| {
+                wiremock::ResponseTemplate::new(400).set_body_bytes(req.body.clone())
+            })
+            .with_priority(1),
+    );
     live.set_notify(&format!(
         "[notify]\napprovals = \"approvers\"\n\n[notify.targets.approvers]\nkind = \"pagerduty\"\nrouting_key_env = \"RUNBOOK_TEST_PD_KEY\"\nurl = \"{}/v2/enqueue\"\n\n{}",
         approvers.uri(),
@@ -770,7 +778,7 @@ fn racing_for_a_lease_on_a_cluster_one_holds_it_at_a_time() {
         // let go. No two may overlap. (A racer slow to reach NATS may take
         // the lease after the winner let go: a second winner, not a
         // second holder.)
-        let held: Vec<Option<(Instant, Instant)>> = std::thread::scope(|s| {
+        let held: Vec<Option<(Instant, Instant, u64)>> = std::thread::scope(|s| {
             let handles: Vec<_> = stores
                 .iter()
                 .enumerate()
@@ -781,17 +789,18 @@ fn racing_for_a_lease_on_a_cluster_one_holds_it_at_a_time() {
                         barrier.wait();
                         let lease = store.lease(&resource, &me, Duration::ZERO).ok()?;
                         let from = Instant::now();
+                        let token = lease.fencing_token();
                         // Held for a moment, so late racers meet it held.
                         std::thread::sleep(Duration::from_millis(300));
                         let to = Instant::now();
                         drop(lease);
-                        Some((from, to))
+                        Some((from, to, token))
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
-        let mut holds: Vec<(Instant, Instant)> = held.into_iter().flatten().collect();
+        let mut holds: Vec<(Instant, Instant, u64)> = held.into_iter().flatten().collect();
         assert!(!holds.is_empty(), "round {round}: nobody got the lease");
         holds.sort();
         for pair in holds.windows(2) {
@@ -800,10 +809,50 @@ fn racing_for_a_lease_on_a_cluster_one_holds_it_at_a_time() {
                 "round {round}: {} racers won, and two held the lease at once",
                 holds.len()
             );
+            // Each later winner took it from the one before: a fencing
+            // token above it (two written at once would share one).
+            assert!(
+                pair[1].2 > pair[0].2,
+                "round {round}: fencing tokens {} then {}",
+                pair[0].2,
+                pair[1].2
+            );
         }
         winners_total += holds.len();
     }
     eprintln!("20 rounds of {racers} racers: {winners_total} winners in all, never two at once");
+}
+
+/// A renewal that lands while its answer is lost (a timeout after the
+/// server stored it) is not a takeover: the next renewal finds the key
+/// holding exactly what that renewal wrote, takes it as its own, and the
+/// lease is still held, and still exclusive.
+#[test]
+fn a_renewal_whose_answer_was_lost_keeps_the_hold() {
+    let _serial = one_at_a_time();
+    let nats = Nats::start(1);
+    let store = nats.store();
+    let resource = format!("ecs-service:renewed/{}", common::now_nanos());
+    runbook_journal::set_failpoint("nats-renewed", "1*return(lost)").unwrap();
+    let lease = store
+        .lease(
+            &resource,
+            &runbook_journal::holder::Holder::me("renewed"),
+            Duration::ZERO,
+        )
+        .unwrap();
+    // Renewals every 4 s: the first lands unanswered, the second finds
+    // the key moved on (by the first), the third is as usual.
+    std::thread::sleep(Duration::from_secs(13));
+    runbook_journal::clear_failpoint("nats-renewed");
+    assert_eq!(lease.lost(), None);
+    let other = store.lease(
+        &resource,
+        &runbook_journal::holder::Holder::me("other"),
+        Duration::ZERO,
+    );
+    assert!(other.is_err(), "taken while held");
+    drop(lease);
 }
 
 /// A lease whose hold cannot be renewed (NATS gone) says it is lost

@@ -104,10 +104,26 @@ const PAGE_BACKOFF: Duration = Duration::from_secs(2);
 /// [`send`], tried up to `PAGE_TRIES` times (the same dedup key: a page
 /// that did arrive is one incident), each outcome logged. Returns the
 /// last answer (the status, or why it was not delivered) and the tries.
-async fn send_tried(plan: &Value, parked: &Value, event: Event) -> (Result<String>, u32) {
+async fn send_tried(
+    store: &Arc<JetStreamStore>,
+    plan: &Value,
+    parked: &Value,
+    event: Event,
+) -> (Result<String>, u32) {
     let run = parked["run_id"].as_str().unwrap_or_default();
     let mut attempt = 1;
     loop {
+        // A run approved while its page was being retried: paging now
+        // would open what its approval already resolved.
+        if attempt > 1 && event == Event::Parked && !still_parked(store, parked).await {
+            tracing::info!(run, "not paging again: the run went on meanwhile");
+            return (
+                Err(anyhow::anyhow!(
+                    "not tried again: the run went on meanwhile"
+                )),
+                attempt - 1,
+            );
+        }
         match send(plan, parked, event).await {
             Ok(status) => {
                 tracing::info!(run, ?event, status, attempt, "paged");
@@ -131,6 +147,39 @@ async fn send_tried(plan: &Value, parked: &Value, event: Event) -> (Result<Strin
     }
 }
 
+/// Whether `parked` (an entry as it was parked) is still on the parked
+/// list (yes when that cannot be read: the page is then sent).
+async fn still_parked(store: &Arc<JetStreamStore>, parked: &Value) -> bool {
+    let fleet = store.fleet().clone();
+    let (id, since) = (
+        parked["run_id"].as_str().unwrap_or_default().to_string(),
+        parked["since_ms"].clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        crate::parked::list(&fleet).map(|all| all[&id]["since_ms"] == since)
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+    .unwrap_or(true)
+}
+
+/// An error as the journal keeps it: a refusal's answer body is left out
+/// (a relay may echo what it was sent, a routing key with it).
+fn journaled_error(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    match text.find("refused: ") {
+        Some(i) => {
+            let code: String = text[i + 9..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            format!("{}refused: {code} (its answer is not kept)", &text[..i])
+        }
+        None => text,
+    }
+}
+
 /// How long the page's journal line waits for the run to be free (it is
 /// held while a worker continues it).
 const RECORD_WAIT: Duration = Duration::from_secs(120);
@@ -141,7 +190,7 @@ const RECORD_WAIT: Duration = Duration::from_secs(120);
 /// and an audit see whether the approvers were told. For callers that go
 /// on either way; returns whether it was delivered.
 pub async fn deliver(store: Arc<JetStreamStore>, plan: Value, parked: Value, event: Event) -> bool {
-    let (answer, tries) = send_tried(&plan, &parked, event).await;
+    let (answer, tries) = send_tried(&store, &plan, &parked, event).await;
     let mut line = json!({
         "about": match event {
             Event::Parked => "parked",
@@ -156,7 +205,7 @@ pub async fn deliver(store: Arc<JetStreamStore>, plan: Value, parked: Value, eve
     });
     match &answer {
         Ok(status) => line["status"] = status.clone().into(),
-        Err(e) => line["error"] = format!("{e:#}").into(),
+        Err(e) => line["error"] = journaled_error(e).into(),
     }
     let run_id = parked["run_id"].as_str().unwrap_or_default().to_string();
     let recorded =
@@ -195,4 +244,25 @@ fn record(store: &JetStreamStore, run_id: &str, line: Value) -> Result<()> {
 fn held(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|c| c.downcast_ref::<runbook_journal::holder::Held>().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal's answer (which a relay may fill with what it was sent)
+    /// never reaches the journal; other errors do, as they are.
+    #[test]
+    fn a_refusal_is_journaled_without_its_answer() {
+        let e = anyhow::anyhow!(
+            "paging `approvers`: `approvers` refused: 400 Bad Request {{\"routing_key\":\"secret-key\"}}"
+        );
+        let kept = journaled_error(&e);
+        assert_eq!(
+            kept,
+            "paging `approvers`: `approvers` refused: 400 (its answer is not kept)"
+        );
+        let e = anyhow::anyhow!("paging `approvers`: `approvers`: answered 503 after 3 attempts");
+        assert_eq!(journaled_error(&e), format!("{e:#}"));
+    }
 }

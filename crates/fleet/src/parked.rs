@@ -170,13 +170,15 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
     for (run_id, value) in overdue.into_iter().take(20) {
         // Claim it: the one process whose write marks it escalates; it
         // stays in the list until its journal says how it ended.
-        let (id, by) = (run_id.clone(), me.clone());
+        let (id, by, seen) = (run_id.clone(), me.clone(), value.clone());
         let claimed_now = store
             .fleet()
             .change("claiming a parked run", PARKED, move |all| {
                 let now = runbook_core::time::now_ms();
                 match all.get_mut(&id) {
-                    Some(entry) if !claimed(entry, now) => {
+                    // The very parking seen overdue (approved, continued
+                    // and parked again at a later step since: not this).
+                    Some(entry) if same(entry, &seen) && !claimed(entry, now) => {
                         entry["claim"] = json!({ "by": by, "until_ms": now + CLAIM_FOR_MS });
                         true
                     }
@@ -186,10 +188,13 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         if !claimed_now {
             continue;
         }
-        let _ = runbook_journal::failpoint("parked-claimed");
         // Anything that stops this (being continued right now, NATS away)
         // leaves it parked: the claim lapses and a later sweep tries again.
         let later = |why: &anyhow::Error| tracing::warn!(run_id, "escalating later: {why:#}");
+        if let Some(why) = runbook_journal::failpoint("parked-claimed") {
+            later(&anyhow!("failpoint `parked-claimed` ({why})"));
+            continue;
+        }
         let journal = match store.reopen_run(&run_id) {
             Ok(j) => j,
             Err(e) => {
@@ -205,11 +210,12 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
                 continue;
             }
         };
-        // Approved and continued, or escalated by a process that died
-        // before it took it off the list: nothing to escalate.
-        if waiting_step(&lines).is_none() {
+        // Approved and continued (or parked again at another step), or
+        // escalated by a process that died before it took it off the
+        // list: nothing to escalate.
+        if waiting_step(&lines).is_none_or(|(step, _)| value["step"] != step.as_str()) {
             drop(journal);
-            forget(store.fleet(), &run_id);
+            forget(store.fleet(), &run_id, &value);
             continue;
         }
         let waited = runbook_core::time::now_ms()
@@ -228,7 +234,7 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         }
         drop(journal);
         // Off the list; should that fail, the next sweep finds it ended.
-        forget(store.fleet(), &run_id);
+        forget(store.fleet(), &run_id, &value);
         let mut told = value.clone();
         told["reason"] = reason.clone().into();
         event(store.fleet(), "escalated", &told);
@@ -250,14 +256,27 @@ pub fn list(fleet: &Fleet) -> Result<Value> {
     Ok(if value.is_object() { value } else { json!({}) })
 }
 
-/// Takes `run_id` off the parked list (its journal says it ended).
-fn forget(fleet: &Fleet, run_id: &str) {
-    let id = run_id.to_string();
-    if let Err(e) = fleet.change(
-        "taking an ended run off the parked list",
-        PARKED,
-        move |all| all.as_object_mut().and_then(|m| m.remove(&id)).is_some(),
-    ) {
+/// Whether a parked entry is the parking `seen` was (not a later one of
+/// the same run).
+fn same(entry: &Value, seen: &Value) -> bool {
+    entry["since_ms"] == seen["since_ms"] && entry["step"] == seen["step"]
+}
+
+/// Takes `run_id`'s parking `seen` off the parked list (its journal says
+/// it went on or ended); a later parking of the run stays.
+fn forget(fleet: &Fleet, run_id: &str, seen: &Value) {
+    let (id, seen) = (run_id.to_string(), seen.clone());
+    let taken = move |all: &mut Value| {
+        let Some(m) = all.as_object_mut() else {
+            return false;
+        };
+        if m.get(&id).is_some_and(|entry| same(entry, &seen)) {
+            m.remove(&id);
+            return true;
+        }
+        false
+    };
+    if let Err(e) = fleet.change("taking an ended run off the parked list", PARKED, taken) {
         tracing::warn!(run_id, "{e:#} (the next sweep takes it off)");
     }
 }

@@ -52,3 +52,23 @@ pub fn failpoint(name: &str) -> Option<String> {
     eval();
     got
 }
+
+/// Sets failpoint `name` to `actions` (the `fail` crate's syntax) in this
+/// process, for tests that drive the library in-process; an error unless
+/// the `failpoints` feature is on.
+pub fn set_failpoint(name: &str, actions: &str) -> Result<(), String> {
+    #[cfg(feature = "failpoints")]
+    return fail::cfg(name, actions);
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = (name, actions);
+        Err("failpoints are not compiled in (feature `failpoints`)".into())
+    }
+}
+
+/// Clears failpoint `name` in this process (nothing without the feature).
+pub fn clear_failpoint(name: &str) {
+    #[cfg(feature = "failpoints")]
+    fail::remove(name);
+    let _ = name;
+}

@@ -62,7 +62,16 @@ impl Hold {
                             }
                             return Err(anyhow!("failpoint `nats-renew` ({why})"));
                         }
-                        write_if(&fleet.state, &key, Write::Put(bytes), Some(revision)).await
+                        let written =
+                            write_if(&fleet.state, &key, Write::Put(bytes), Some(revision)).await;
+                        if let Ok(Some(_)) = &written
+                            && let Some(why) = runbook_journal::failpoint("nats-renewed")
+                        {
+                            return Err(anyhow!(
+                                "failpoint `nats-renewed` ({why}): the renewal landed, its answer was lost"
+                            ));
+                        }
+                        written
                     };
                     match tokio::time::timeout(TIMEOUT, renewed).await {
                         Ok(Ok(Some(r))) => {

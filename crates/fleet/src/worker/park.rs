@@ -22,16 +22,10 @@ impl Worker {
         timeout_s: Option<u64>,
         env: Option<&std::path::Path>,
     ) -> Outcome {
+        let mut held_now = false;
         let exit = match exit {
-            // The run is held by another process (or this one: a page
-            // being journaled, an escalation sweep) for now: deliver the
-            // request again, never drop it (an approved run would not go
-            // on).
-            Ok(RunOutcome::Blocked(e)) if e.chain().any(|c| c.downcast_ref::<Held>().is_some()) => {
-                tracing::warn!(incident, "held elsewhere for now, to be tried again: {e:#}");
-                return Outcome::Later;
-            }
             Ok(RunOutcome::Blocked(e)) => {
+                held_now = held(&e);
                 let hint = runbook_core::error::hint_of(&e).unwrap_or_default();
                 tracing::warn!(incident, hint, "blocked: {e:#}");
                 Exit::Blocked
@@ -46,8 +40,7 @@ impl Worker {
                 outcome.exit()
             }
             Err(e) => {
-                let held = e.chain().any(|c| c.downcast_ref::<Held>().is_some());
-                return if held {
+                return if held(&e) {
                     Outcome::Later
                 } else {
                     Outcome::Refused(e)
@@ -63,6 +56,17 @@ impl Worker {
             .as_ref()
             .and_then(|id| self.store.read_run(id).ok())
             .unwrap_or_default();
+        // Held by another process (or this one: a page being journaled,
+        // an escalation sweep) while it is unfinished or parked: deliver the
+        // request again, never drop it (an approved run would not go on).
+        // A hold that does not clear (the incident was handled already)
+        // is acknowledged below.
+        let parked_or_running =
+            finished(&lines).is_none_or(|end| end["status"] == "awaiting-approval");
+        if held_now && parked_or_running {
+            tracing::warn!(incident, "held elsewhere for now: to be tried again");
+            return Outcome::Later;
+        }
         match exit {
             // Blocked before it began: the incident's run is elsewhere.
             Exit::Blocked if finished(&lines).is_none() => Outcome::Later,
@@ -117,4 +121,10 @@ impl Worker {
             }
         }
     }
+}
+
+/// Whether `e` is a hold (a run or incident another process has, or
+/// NATS not saying who has it).
+pub(super) fn held(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Held>().is_some())
 }

@@ -134,27 +134,46 @@ impl Worker {
             },
             audit_log: None,
         };
-        let was_parked = {
+        // Who is paged about it, from its parked entry (read, not taken:
+        // it stays parked until the run has gone on).
+        let paged = {
             let (fleet, id) = (self.fleet.clone(), run_id.to_string());
-            tokio::task::spawn_blocking(move || parked::unpark(&fleet, &id))
+            tokio::task::spawn_blocking(move || parked::list(&fleet).map(|all| all[&id].clone()))
                 .await
                 .ok()
-                .flatten()
+                .and_then(Result::ok)
+                .map(|entry| entry["page"].clone())
+                .filter(|p| !p.is_null())
         };
-        let paged = was_parked
-            .as_ref()
-            .map(|p| p["page"].clone())
-            .filter(|p| !p.is_null());
-        if let (Some(plan), Some(entry)) = (paged.clone(), was_parked) {
-            let store = self.store.clone();
-            tokio::spawn(page::deliver(store, plan, entry, page::Event::Continued));
-        }
         let env = r.and_then(|r| r.env.clone()).or_else(|| {
             paged
                 .as_ref()
                 .and_then(|p| p["env"].as_str().map(std::path::PathBuf::from))
         });
         let exit = self.engine.resume(request, Arc::new(Unwatched)).await;
+        // Held elsewhere for now: still parked, delivered again later
+        // (its deadline still stands, so it cannot be lost).
+        let held = match &exit {
+            Ok(runbook_engine::Outcome::Blocked(e)) | Err(e) => super::park::held(e),
+            _ => false,
+        };
+        if !held {
+            // It went on: off the parked list (before `after` may park it
+            // again at a later step), and the page resolved.
+            let was_parked = {
+                let (fleet, id) = (self.fleet.clone(), run_id.to_string());
+                tokio::task::spawn_blocking(move || parked::unpark(&fleet, &id))
+                    .await
+                    .ok()
+                    .flatten()
+            };
+            if let Some(entry) = was_parked
+                && !entry["page"].is_null()
+            {
+                let (store, plan) = (self.store.clone(), entry["page"].clone());
+                tokio::spawn(page::deliver(store, plan, entry, page::Event::Continued));
+            }
+        }
         tokio::task::block_in_place(|| {
             self.after(
                 incident,
