@@ -7,6 +7,13 @@
 #
 # Needs: redis-server, redis-cli, moto_server, aws (pip install awscli), and
 # a release build (`cargo build --release`).
+#
+# Every timed run does the work: each runbook run is a new incident in a
+# state directory of its own (never "this incident was handled already",
+# which only prints a stored report), and after each timed run, runbook or
+# by hand, the script checks that moto's service moved back to the previous
+# task definition (and, for the runbook, that its journal holds exactly one
+# applied rollback), and fails otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
@@ -77,12 +84,47 @@ TOML
 
 reset() { aws_ ecs update-service --cluster prod --service auth --task-definition auth-td:3 >/dev/null; }
 incident=$(date -u -d '+1 min' +%Y-%m-%dT%H:%M:%SZ)
+n=0
+state=
 
 by_runbook() {
-  "$bin" run runbooks/RB-0031-auth-service-degradation.md --env "$work/env.toml" \
-    --yes --incident-start "$incident" >"$work/out.txt"
-  grep -q "status: resolved" "$work/out.txt"
+  n=$((n + 1))
+  state="$work/state-$n"
+  RUNBOOK_STATE_DIR="$state" "$bin" run runbooks/RB-0031-auth-service-degradation.md \
+    --env "$work/env.toml" --yes --incident-start "$incident" --incident "live-vs-cli-$$-$n" \
+    >"$work/out.txt"
 }
+
+# Outside the timed window: the rollback happened.
+task_definition() {
+  aws_ ecs describe-services --cluster prod --services auth \
+    --query 'services[0].taskDefinition' --output text
+}
+check_rolled_back() {
+  local td
+  td=$(task_definition)
+  case "$td" in
+    auth-td:2 | */auth-td:2) ;;
+    *) echo "live-vs-cli: $1 did not roll back: the service is on \`$td\`" >&2; exit 1 ;;
+  esac
+}
+check_by_runbook() {
+  grep -q "status: resolved" "$work/out.txt" \
+    || { echo "live-vs-cli: the run did not resolve:" >&2; cat "$work/out.txt" >&2; exit 1; }
+  if grep -q "was handled by run" "$work/out.txt"; then
+    echo "live-vs-cli: the run replayed a stored report instead of running" >&2; exit 1
+  fi
+  local applied
+  applied=$(python3 -c '
+import json, sys
+lines = [json.loads(l) for f in sys.argv[1:] for l in open(f) if l.strip()]
+print(sum(1 for l in lines if l.get("event") == "applied" and l.get("resource") == "production/auth-service"))
+' "$state"/runs/*.jsonl)
+  [ "$applied" = 1 ] \
+    || { echo "live-vs-cli: expected one applied change in the run's journal, found $applied" >&2; exit 1; }
+  check_rolled_back "the runbook run"
+}
+check_by_hand() { check_rolled_back "the CLI actions"; }
 
 # The same backend actions, by hand: session store health, the service's
 # deployments, the previous revision, the rollback, one stability poll, and
@@ -105,19 +147,25 @@ by_hand() {
 
 ms() { date +%s%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# Appends each run's milliseconds to FILE (in this shell, so `n` and
+# `state` carry over and a failed check ends the script).
 time_it() {
-  local f=$1 i t0 t1
+  local f=$1 out=$2 i t0 t1
+  : >"$out"
   for i in $(seq 1 "$runs"); do
     reset
     t0=$(ms); "$f"; t1=$(ms)
-    echo $(( (t1 - t0) / 1000000 ))
-  done | median
+    "check_$f"
+    echo $(( (t1 - t0) / 1000000 )) >>"$out"
+  done
 }
 
-by_runbook  # warm the compiled-component cache
-rb=$(time_it by_runbook)
-cli=$(time_it by_hand)
-echo "RB-0031 bad-deploy path, live against moto + redis-server (median of $runs runs)"
+reset; by_runbook; check_by_runbook  # warm the compiled-component cache
+time_it by_runbook "$work/rb.ms"
+time_it by_hand "$work/cli.ms"
+rb=$(median <"$work/rb.ms")
+cli=$(median <"$work/cli.ms")
+echo "RB-0031 bad-deploy path, live against moto + redis-server (median of $runs runs, each checked: rolled back)"
 echo "  runbook run --env (5 sandboxed steps, approvals):        ${rb} ms"
 echo "  same backend actions by aws CLI + redis-cli:            ${cli} ms"
 awk -v a="$rb" -v b="$cli" 'BEGIN { printf "  ratio CLI / runbook: %.1fx\n", b / a }'

@@ -85,7 +85,13 @@ impl Runtime {
                 .total_stacks(n)
                 .max_memory_size(runbook_core::manifest::MAX_MEMORY_MIB as usize * 1024 * 1024)
                 .linear_memory_keep_resident(2 << 20)
-                .table_keep_resident(64 << 10);
+                .table_keep_resident(64 << 10)
+                // Reset only the pages a step dirtied (Linux 6.7+'s
+                // PAGEMAP_SCAN), not the whole kept-resident prefix: a
+                // built-in's memory starts at 17 pages (its 1 MiB stack)
+                // and a step touches a few dozen, so without it every
+                // teardown wrote over a megabyte. Off where unsupported.
+                .pagemap_scan(wasmtime::Enabled::Auto);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
         let n = pooled.unwrap_or(DEFAULT_INSTANCES);

@@ -127,6 +127,18 @@ async fn send_tried(
         match send(plan, parked, event).await {
             Ok(status) => {
                 tracing::info!(run, ?event, status, attempt, "paged");
+                // Approved while this page was on its way (its tries take
+                // seconds): the run's own resolve, sent once it left the
+                // parked list, may have arrived first and this page would
+                // stay open. Resolved again, after it, so the last word
+                // on the key is the resolve. (Still parked here means it
+                // leaves the list later, and its resolve comes after.)
+                if event == Event::Parked && !still_parked(store, parked).await {
+                    match send(plan, parked, Event::Continued).await {
+                        Ok(_) => tracing::info!(run, "page resolved: the run went on meanwhile"),
+                        Err(e) => tracing::warn!(run, "resolving a page sent late: {e:#}"),
+                    }
+                }
                 return (Ok(status), attempt);
             }
             Err(e) if attempt < PAGE_TRIES => {
