@@ -12,8 +12,8 @@
 # state directory of its own (never "this incident was handled already",
 # which only prints a stored report), and after each timed run, runbook or
 # by hand, the script checks that moto's service moved back to the previous
-# task definition (and, for the runbook, that its journal holds exactly one
-# applied rollback), and fails otherwise.
+# task definition (and, for the runbook, that `runbook runs --json` shows one
+# resolved run with one change applied to the service), and fails otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-5}
@@ -28,8 +28,15 @@ moto_pid=$!
 redis-server --port "$redis_port" --bind 127.0.0.1 --save "" >"$work/redis.log" 2>&1 &
 redis_pid=$!
 trap 'kill $moto_pid $redis_pid 2>/dev/null; rm -rf "$work"' EXIT
-until (exec 3<>"/dev/tcp/127.0.0.1/$moto_port") 2>/dev/null; do sleep 0.2; done
-until redis-cli -p "$redis_port" ping >/dev/null 2>&1; do sleep 0.1; done
+# Bounded waits: 30 s each, then say which server did not come up.
+up() { # WHAT COMMAND...
+  local what=$1; shift
+  for _ in $(seq 1 150); do "$@" >/dev/null 2>&1 && return 0; sleep 0.2; done
+  echo "live-vs-cli: $what did not start within 30 s; its log's end:" >&2
+  tail -n 20 "$work"/*.log >&2; exit 1
+}
+up "moto_server on port $moto_port" bash -c "exec 3<>/dev/tcp/127.0.0.1/$moto_port"
+up "redis-server on port $redis_port" redis-cli -p "$redis_port" ping
 
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 aws_() { aws --endpoint-url "http://127.0.0.1:$moto_port" "$@"; }
@@ -114,14 +121,17 @@ check_by_runbook() {
   if grep -q "was handled by run" "$work/out.txt"; then
     echo "live-vs-cli: the run replayed a stored report instead of running" >&2; exit 1
   fi
-  local applied
-  applied=$(python3 -c '
+  # What the product says the run did (`runs --json`: one run, resolved,
+  # one change applied to the service), not a reading of journal internals.
+  local seen
+  seen=$(RUNBOOK_STATE_DIR="$state" "$bin" runs --json | python3 -c '
 import json, sys
-lines = [json.loads(l) for f in sys.argv[1:] for l in open(f) if l.strip()]
-print(sum(1 for l in lines if l.get("event") == "applied" and l.get("resource") == "production/auth-service"))
-' "$state"/runs/*.jsonl)
-  [ "$applied" = 1 ] \
-    || { echo "live-vs-cli: expected one applied change in the run's journal, found $applied" >&2; exit 1; }
+runs = [json.loads(l) for l in sys.stdin if l.strip()]
+applied = [a for r in runs for a in r["applied"] if a.endswith(" production/auth-service")]
+print(len(runs), ",".join(r["status"] for r in runs), len(applied))
+')
+  [ "$seen" = "1 resolved 1" ] \
+    || { echo "live-vs-cli: expected one resolved run with one change applied to the service; runs --json says (runs, statuses, applied) $seen" >&2; exit 1; }
   check_rolled_back "the runbook run"
 }
 check_by_hand() { check_rolled_back "the CLI actions"; }

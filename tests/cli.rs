@@ -183,3 +183,45 @@ fn progress_is_shown_on_a_terminal_only() {
     assert!(!piped.stderr.contains("runs ("), "{}", piped.stderr);
     assert!(!piped.stdout.contains("40/40"), "{}", piped.stdout);
 }
+
+/// `bench` checks the work it timed: each run against the scenario's
+/// `[expect]`. Runs that went elsewhere are not passed off as figures of
+/// the path the scenario names: exit 7, saying how many.
+#[test]
+fn bench_fails_when_its_runs_do_not_take_the_expected_path() {
+    let args = |sim| {
+        [
+            "bench",
+            RB0031,
+            "--sim",
+            sim,
+            "--runs",
+            "30",
+            "--concurrency",
+            "4",
+        ]
+    };
+    let met = run(&args(SIM));
+    assert_eq!(met.code, 0, "{}", met.stderr);
+    assert!(
+        met.stdout
+            .contains("30 of 30 runs took the scenario's [expect]ed path"),
+        "{}",
+        met.stdout
+    );
+    let unmet = run(&args("tests/fixtures/scenarios/expect-not-met.toml"));
+    assert_eq!(unmet.code, 7, "{}\n{}", unmet.stdout, unmet.stderr);
+    assert!(
+        unmet.stdout.contains("0 of 30 runs took"),
+        "{}",
+        unmet.stdout
+    );
+    assert!(
+        unmet
+            .stderr
+            .contains("30 of 30 runs did not take the scenario's [expect]ed path"),
+        "{}",
+        unmet.stderr
+    );
+    assert!(unmet.stderr.contains("hint: "), "{}", unmet.stderr);
+}

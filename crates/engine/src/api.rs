@@ -475,7 +475,27 @@ fn ran(p: &Prepared, report: Report, postmortem: postmortem::Context, dry_run: b
     // A scenario's `[expect]` is about the runbook it was written for: one
     // that names steps this runbook lacks is said, not held against it
     // (`runbook test` holds it).
-    let expect = p.backend.expect().filter(|_| !dry_run);
+    let (expectation, foreign_step) = if dry_run {
+        (None, None)
+    } else {
+        expectation(p, &report)
+    };
+    Ran {
+        report,
+        expectation,
+        foreign_step,
+        postmortem,
+    }
+}
+
+/// How `report` compared with its scenario's `[expect]`, when the
+/// scenario has one about this runbook; else the step it names that this
+/// runbook lacks, if any.
+pub(crate) fn expectation(
+    p: &Prepared,
+    report: &Report,
+) -> (Option<expect::Expectation>, Option<String>) {
+    let expect = p.backend.expect();
     let foreign_step = expect.and_then(|e| {
         e.steps()
             .find(|id| p.plan.runbook.step(id).is_none())
@@ -483,13 +503,8 @@ fn ran(p: &Prepared, report: Report, postmortem: postmortem::Context, dry_run: b
     });
     let expectation = expect
         .filter(|_| foreign_step.is_none())
-        .map(|e| expect::check(e, &report));
-    Ran {
-        report,
-        expectation,
-        foreign_step,
-        postmortem,
-    }
+        .map(|e| expect::check(e, report));
+    (expectation, foreign_step)
 }
 
 /// A refusal because another run holds the incident or the run.

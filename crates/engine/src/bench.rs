@@ -9,26 +9,42 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// One run's status, its steps' (wall, busy) µs, its µs, whether it met
+/// the scenario's `[expect]`.
+type Ended = (String, Vec<(u64, u64)>, u64, Option<bool>);
+
 /// What many runs took.
 #[derive(Debug)]
 pub struct Bench {
     pub runs: usize,
     pub steps: usize,
     pub wall: Duration,
-    /// Each step's whole cost (wait for a slot excluded: instantiate, call,
-    /// teardown), microseconds, sorted.
+    /// Each step's wall time (wait for an instance slot excluded:
+    /// instantiate, call, teardown, and the waits for a thread in
+    /// between), microseconds, sorted.
     pub step_us: Vec<u64>,
+    /// Each step's time on a thread (`StepReport::busy_us`), sorted.
+    pub step_busy_us: Vec<u64>,
     /// Each run's wall time from start to report, microseconds, sorted.
     pub run_us: Vec<u64>,
     /// How the runs ended: status → count.
     pub statuses: BTreeMap<String, usize>,
+    /// Runs that took the scenario's `[expect]`ed path and status, when
+    /// it has one about this runbook (`None`: nothing to check against).
+    /// A benchmark whose runs went elsewhere did not time the work it
+    /// names: `runbook bench` fails then.
+    pub met_expect: Option<usize>,
 }
 
 impl Bench {
-    fn add(&mut self, (status, steps, run_us): (String, Vec<u64>, u64)) {
+    fn add(&mut self, (status, steps, run_us, met): Ended) {
         *self.statuses.entry(status).or_default() += 1;
+        if let Some(met) = met {
+            *self.met_expect.get_or_insert(0) += usize::from(met);
+        }
         self.steps += steps.len();
-        self.step_us.extend(steps);
+        self.step_us.extend(steps.iter().map(|s| s.0));
+        self.step_busy_us.extend(steps.iter().map(|s| s.1));
         self.run_us.push(run_us);
     }
 
@@ -70,8 +86,10 @@ pub async fn many(
         steps: 0,
         wall: Duration::ZERO,
         step_us: Vec::new(),
+        step_busy_us: Vec::new(),
         run_us: Vec::with_capacity(runs),
         statuses: BTreeMap::new(),
+        met_expect: None,
     };
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..runs {
@@ -89,12 +107,18 @@ pub async fn many(
             let report = engine
                 .run_prepared(&prepared, &format!("bench-{i}"))
                 .await?;
-            let steps: Vec<u64> = report.steps.iter().map(|s| s.wall_us).collect();
+            let steps: Vec<(u64, u64)> = report
+                .steps
+                .iter()
+                .map(|s| (s.wall_us, s.busy_us))
+                .collect();
             let status = serde_json::to_value(report.status)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default();
-            anyhow::Ok((status, steps, run_started.elapsed().as_micros() as u64))
+            let run_us = run_started.elapsed().as_micros() as u64;
+            let met = crate::api::expectation(&prepared, &report).0.map(|e| e.met);
+            anyhow::Ok((status, steps, run_us, met))
         });
     }
     while let Some(done) = tasks.join_next().await {
@@ -103,6 +127,7 @@ pub async fn many(
     }
     bench.wall = started.elapsed();
     bench.step_us.sort_unstable();
+    bench.step_busy_us.sort_unstable();
     bench.run_us.sort_unstable();
     Ok(bench)
 }

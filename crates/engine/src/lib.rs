@@ -17,7 +17,8 @@
 //! - [`plan`]: everything validated and linked before any step runs;
 //!   [`lock`]: a plan against `runbook.lock`.
 //! - [`run`]: executes a plan, routing by outcome; [`step`]: one fresh
-//!   sandboxed instance per step, as a future with its deadline;
+//!   sandboxed instance per step, as a future with its deadline, its
+//!   poll time counted by `busy`;
 //!   [`run_config`]: what a run is given; [`capture`]: a guest's output.
 //! - [`report`], [`postmortem`]: what a run leaves behind, as a report and
 //!   a Markdown timeline; [`rebuild`]: a report from a journal;
@@ -35,6 +36,7 @@ pub mod api;
 pub mod backend;
 pub mod bench;
 pub mod builtin;
+mod busy;
 pub mod cache;
 pub mod capture;
 pub mod engine_config;

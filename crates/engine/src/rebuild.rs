@@ -79,6 +79,7 @@ pub fn report_of(store: &dyn Store, run_id: &str) -> Result<Option<Report>> {
             stderr_truncated: false,
             started_at: String::new(),
             wall_us: 0,
+            busy_us: 0,
             next: None,
             awaiting_approval: None,
             blocked: None,

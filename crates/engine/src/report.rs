@@ -105,6 +105,11 @@ pub struct StepReport {
     pub stderr_truncated: bool,
     pub started_at: String,
     pub wall_us: u64,
+    /// Of `wall_us`, the time the step worked on a thread (setup,
+    /// instantiation, guest code, host calls, teardown), without the time
+    /// it waited for one while other steps ran. Not kept in journals.
+    #[serde(default)]
+    pub busy_us: u64,
     /// Where the runbook went next: a step id, `resolved` or `escalated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,

@@ -137,8 +137,9 @@ pub async fn run_step_after(
         .into_iter()
         .map(|(key, value)| Pair { key, value })
         .collect();
-    let ended = {
-        let run = async {
+    let setup = started.elapsed();
+    let (ended, polled) = {
+        let run = crate::busy::Busy::new(async {
             match &pre {
                 Pre::Latest(pre) => {
                     let bindings = pre.instantiate_async(&mut store).await?;
@@ -157,9 +158,9 @@ pub async fn run_step_after(
                     convert(ran)
                 }
             }
-        };
+        });
         tokio::pin!(run);
-        loop {
+        let ended = loop {
             let deadline = shared.deadline();
             tokio::select! {
                 biased;
@@ -180,13 +181,16 @@ pub async fn run_step_after(
                     break Ended::Dropped { in_host: shared.in_host() };
                 }
             }
-        }
+        };
+        (ended, run.spent())
         // The step's future is dropped here, whatever it was doing.
     };
     let memory_refused = store.data().memory_refused();
     // The instance goes back to the pool before the step's time is taken:
     // the figure is the whole cost of the step.
+    let teardown = Instant::now();
     drop(store);
+    let busy_us = (setup + polled + teardown.elapsed()).as_micros() as u64;
     let wall_us = started.elapsed().as_micros() as u64;
     let (stdout_text, stdout_truncated) = stdout.contents();
     let (stderr_text, stderr_truncated) = stderr.contents();
@@ -236,6 +240,7 @@ pub async fn run_step_after(
         stderr_truncated,
         started_at: time(now_ms),
         wall_us,
+        busy_us,
         next: None,
         awaiting_approval: trail.awaiting,
         blocked: trail.blocked,
@@ -260,6 +265,7 @@ fn unloadable(step: &PlannedStep, cfg: &RunConfig, why: &str) -> StepReport {
         stderr_truncated: false,
         started_at: time(cfg.backends.clock().now_ms()),
         wall_us: 0,
+        busy_us: 0,
         next: None,
         awaiting_approval: None,
         blocked: None,

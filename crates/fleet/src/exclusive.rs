@@ -18,6 +18,15 @@
 //! holds a hint of the latest generation, for finding it quickly.
 //! Generations are never deleted: recreating a deleted key takes the
 //! racy path. Each write leaves one small message behind.
+//!
+//! The lock costs five to six round trips per write. Servers from 2.9.21
+//! on check the expected revision as the replicas apply the write, so
+//! there [`Locking::Off`] writes with the expected revision alone (two
+//! round trips: read from the leader, write). Which one a connection uses
+//! is decided from the version of the server it reached
+//! ([`Locking::for_server`]); `RUNBOOK_NATS_REVISION_LOCK=always` keeps the
+//! lock on whatever the version (a cluster being upgraded from an older
+//! 2.9, whose other nodes may still race).
 
 use crate::timeouts::TIMEOUT;
 use anyhow::{Result, anyhow};
@@ -33,6 +42,38 @@ const STEP: Duration = Duration::from_millis(1500);
 /// How long to wait for a lock others hold.
 const WAIT_FOR: Duration = Duration::from_secs(10);
 
+/// Whether revision-checked writes go through the per-key lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Locking {
+    /// Through the lock: servers that race (before 2.9.21), or asked for.
+    On,
+    /// The expected revision alone: the server checks it atomically.
+    Off,
+}
+
+/// The first release whose clustered streams check the expected subject
+/// sequence atomically (nats-server#4320, fixed in v2.9.21).
+const FIXED_IN: (u64, u64, u64) = (2, 9, 21);
+
+impl Locking {
+    /// For a server reporting `version` (as in its INFO: `2.9.10`,
+    /// `2.15.1`, `2.11.0-RC.1`), and `forced` the value of
+    /// `RUNBOOK_NATS_REVISION_LOCK` (`always`: on whatever the version).
+    /// A version that does not parse keeps the lock.
+    pub fn for_server(version: &str, forced: Option<&str>) -> Locking {
+        if forced.is_some_and(|f| f.trim() == "always") {
+            return Locking::On;
+        }
+        let core = version.trim().trim_start_matches('v');
+        let core = core.split(['-', '+']).next().unwrap_or("");
+        let parts: Vec<Option<u64>> = core.split('.').map(|p| p.parse().ok()).collect();
+        match parts.as_slice() {
+            [Some(a), Some(b), Some(c)] if (*a, *b, *c) >= FIXED_IN => Locking::Off,
+            _ => Locking::On,
+        }
+    }
+}
+
 /// What to write.
 pub enum Write {
     Put(bytes::Bytes),
@@ -44,11 +85,15 @@ pub enum Write {
 /// else changed it first.
 pub async fn write_if(
     kv: &kv::Store,
+    locking: Locking,
     key: &str,
     write: Write,
     expected: Option<u64>,
 ) -> Result<Option<u64>> {
-    let generation = take_lock(kv, key).await?;
+    let generation = match locking {
+        Locking::On => Some(take_lock(kv, key).await?),
+        Locking::Off => None,
+    };
     let written = async {
         let (value, last) = leader_get(kv, key, STEP).await?;
         if value.map(|v| v.1) != expected {
@@ -74,7 +119,9 @@ pub async fn write_if(
         Ok(done)
     }
     .await;
-    release(kv, key, generation).await;
+    if let Some(generation) = generation {
+        release(kv, key, generation).await;
+    }
     written
 }
 
@@ -214,4 +261,30 @@ async fn take_lock(kv: &kv::Store, key: &str) -> Result<u64> {
 async fn release(kv: &kv::Store, key: &str, g: u64) {
     let done = bytes::Bytes::from(json!({ "released": true }).to_string());
     let _ = tokio::time::timeout(STEP, kv.put(lock_key(key, g), done)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Locking;
+
+    #[test]
+    fn the_lock_is_kept_for_servers_that_race_and_for_what_does_not_parse() {
+        for (version, want) in [
+            ("2.9.10", Locking::On),
+            ("2.9.20", Locking::On),
+            ("2.2.0", Locking::On),
+            ("2.9.21", Locking::Off),
+            ("v2.10.0", Locking::Off),
+            ("2.15.1", Locking::Off),
+            ("2.11.0-RC.1", Locking::Off),
+            ("3.0.0", Locking::Off),
+            ("", Locking::On),
+            ("2.x.1", Locking::On),
+            ("2.10", Locking::On),
+        ] {
+            assert_eq!(Locking::for_server(version, None), want, "{version}");
+        }
+        assert_eq!(Locking::for_server("2.15.1", Some("always")), Locking::On);
+        assert_eq!(Locking::for_server("2.15.1", Some("auto")), Locking::Off);
+    }
 }

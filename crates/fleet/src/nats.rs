@@ -7,6 +7,7 @@
 //! current-thread runtime, tokio's blocking pool) without blocking the
 //! connection they wait on.
 
+use crate::exclusive::Locking;
 use anyhow::{Context, Result, anyhow};
 use async_nats::jetstream::{self, kv, stream};
 use runbook_core::error::hinted;
@@ -50,6 +51,9 @@ pub struct Fleet {
     pub state: kv::Store,
     pub journal: stream::Stream,
     pub requests: stream::Stream,
+    /// Whether revision-checked writes need the per-key lock (decided
+    /// from the server's version; see `exclusive`).
+    pub locking: Locking,
     /// Always `Some` until dropped.
     rt: Option<tokio::runtime::Runtime>,
 }
@@ -117,8 +121,16 @@ impl Fleet {
                 return Err(e);
             }
         };
+        let forced = std::env::var("RUNBOOK_NATS_REVISION_LOCK").ok();
+        let locking = Locking::for_server(&client.server_info().version, forced.as_deref());
+        tracing::debug!(
+            version = client.server_info().version,
+            ?locking,
+            "revision-checked writes"
+        );
         Ok(Arc::new(Self {
             url: url.to_string(),
+            locking,
             client,
             js,
             state,
@@ -170,8 +182,9 @@ impl Fleet {
     ) -> Result<bool> {
         let (kv, key, told) = (self.state.clone(), key.to_string(), what.to_string());
         let until = std::time::Instant::now() + Duration::from_secs(25);
+        let locking = self.locking;
         self.wait(what, async move {
-            change_until(&kv, &key, &told, change, until).await
+            change_until(&kv, locking, &key, &told, change, until).await
         })
     }
 
@@ -186,8 +199,9 @@ impl Fleet {
     ) {
         let (kv, key, told) = (self.state.clone(), key.to_string(), what.to_string());
         let until = std::time::Instant::now() + Duration::from_secs(for_s);
+        let locking = self.locking;
         self.spawn(async move {
-            if let Err(e) = change_until(&kv, &key, &told, change, until).await {
+            if let Err(e) = change_until(&kv, locking, &key, &told, change, until).await {
                 tracing::warn!("{e:#}");
             }
         });
@@ -207,6 +221,7 @@ impl Fleet {
 
 async fn change_until(
     kv: &kv::Store,
+    locking: Locking,
     key: &str,
     told: &str,
     mut change: impl FnMut(&mut serde_json::Value) -> bool,
@@ -233,9 +248,8 @@ async fn change_until(
             return Ok(false);
         }
         let bytes = bytes::Bytes::from(value.to_string());
-        match super::exclusive::write_if(kv, key, super::exclusive::Write::Put(bytes), revision)
-            .await
-        {
+        let put = super::exclusive::Write::Put(bytes);
+        match super::exclusive::write_if(kv, locking, key, put, revision).await {
             Ok(Some(_)) => return Ok(true),
             Ok(None) => last = format!("`{key}` kept changing"),
             Err(e) => last = format!("{e:#}"),

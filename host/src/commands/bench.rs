@@ -45,10 +45,13 @@ pub async fn bench(args: BenchArgs) -> Result<Exit> {
                 "runs_per_s": b.runs_per_second(),
                 "step_us_p50": p(&b.step_us, 50.0),
                 "step_us_p99": p(&b.step_us, 99.0),
+                "step_busy_us_p50": p(&b.step_busy_us, 50.0),
+                "step_busy_us_p99": p(&b.step_busy_us, 99.0),
                 "run_ms_p50": p(&b.run_us, 50.0) as f64 / 1000.0,
                 "run_ms_p99": p(&b.run_us, 99.0) as f64 / 1000.0,
                 "peak_rss_mib": rss_mib,
                 "statuses": b.statuses,
+                "met_expect": b.met_expect,
             })
         );
     } else {
@@ -64,7 +67,13 @@ pub async fn bench(args: BenchArgs) -> Result<Exit> {
         say!(out, "  runs/s       {:>12.0}", b.runs_per_second());
         say!(
             out,
-            "  step         p50 {} µs, p99 {} µs (instantiate + call + teardown)",
+            "  step         p50 {} µs, p99 {} µs on a thread (setup, instantiate, call, teardown)",
+            p(&b.step_busy_us, 50.0),
+            p(&b.step_busy_us, 99.0)
+        );
+        say!(
+            out,
+            "  step wall    p50 {} µs, p99 {} µs (the same, and its waits for a thread)",
             p(&b.step_us, 50.0),
             p(&b.step_us, 99.0)
         );
@@ -77,7 +86,32 @@ pub async fn bench(args: BenchArgs) -> Result<Exit> {
         say!(out, "  peak RSS     {rss_mib:.0} MiB");
         let statuses: Vec<String> = b.statuses.iter().map(|(s, n)| format!("{s} {n}")).collect();
         say!(out, "  ended        {}", statuses.join(", "));
+        match b.met_expect {
+            Some(met) => say!(
+                out,
+                "  as expected  {met} of {} runs took the scenario's [expect]ed path",
+                b.runs
+            ),
+            None => say!(
+                out,
+                "  as expected  unchecked: the scenario has no [expect] about this runbook"
+            ),
+        }
     }
     emit(&out)?;
+    // Figures of runs that went elsewhere (an error route, a refusal) are
+    // not figures of the work the scenario names.
+    if let Some(met) = b.met_expect
+        && met != b.runs
+    {
+        eprintln!(
+            "error: {} of {} runs did not take the scenario's [expect]ed path: these figures are not of the work it names\nhint: see where a run goes with `runbook run {} --sim {}`",
+            b.runs - met,
+            b.runs,
+            args.runbook.display(),
+            args.sim.display()
+        );
+        return Ok(Exit::Unexpected);
+    }
     Ok(Exit::Ok)
 }

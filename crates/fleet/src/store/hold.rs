@@ -63,7 +63,7 @@ impl Hold {
                             return Err(anyhow!("failpoint `nats-renew` ({why})"));
                         }
                         let written =
-                            write_if(&fleet.state, &key, Write::Put(bytes), Some(revision)).await;
+                            write_if(&fleet.state, fleet.locking, &key, Write::Put(bytes), Some(revision)).await;
                         if let Ok(Some(_)) = &written
                             && let Some(why) = runbook_journal::failpoint("nats-renewed")
                         {
@@ -191,6 +191,7 @@ impl Drop for Hold {
         }
         let (mut value, revision) = self.value.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (kv, key, delete) = (self.fleet.state.clone(), self.key.clone(), self.delete);
+        let locking = self.fleet.locking;
         let done = injected("nats-release").and_then(|()| {
             self.fleet.wait("letting go of a hold", async move {
                 let write = if delete {
@@ -199,7 +200,9 @@ impl Drop for Hold {
                     value["released_ms"] = runbook_core::time::now_ms().into();
                     Write::Put(bytes::Bytes::from(value.to_string()))
                 };
-                write_if(&kv, &key, write, Some(revision)).await.map(|_| ())
+                write_if(&kv, locking, &key, write, Some(revision))
+                    .await
+                    .map(|_| ())
             })
         });
         if let Err(e) = done {

@@ -270,8 +270,9 @@ fn put_if(fleet: &Fleet, key: &str, value: &Value, revision: Option<u64>) -> Res
         key.to_string(),
         bytes::Bytes::from(value.to_string()),
     );
+    let locking = fleet.locking;
     fleet.wait("writing the fleet's state", async move {
-        write_if(&kv, &key, Write::Put(bytes), revision)
+        write_if(&kv, locking, &key, Write::Put(bytes), revision)
             .await
             .map_err(|e| anyhow!("writing `{key}` to the fleet's state: {e:#}"))
     })

@@ -17,6 +17,7 @@ mod counters;
 mod park;
 mod pull;
 mod runs;
+mod thread;
 
 use crate::nats::{Fleet, REQUESTS, TIMEOUT, jetstream_error};
 use crate::store::JetStreamStore;

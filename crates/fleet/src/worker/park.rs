@@ -7,6 +7,7 @@ use crate::{page, parked};
 use anyhow::Result;
 use runbook_core::exit::Exit;
 use runbook_engine::Outcome as RunOutcome;
+use runbook_engine::report::Status;
 use runbook_journal::holder::Held;
 use runbook_journal::replay::finished;
 use runbook_journal::store::Store;
@@ -22,6 +23,20 @@ impl Worker {
         timeout_s: Option<u64>,
         env: Option<&std::path::Path>,
     ) -> Outcome {
+        // It ended, and its end is in the journal (a run-end that cannot
+        // be written makes the run `unrecorded`): nothing to read back.
+        if let Ok(RunOutcome::Ran(ran)) = &exit
+            && matches!(
+                ran.report.status,
+                Status::Resolved | Status::Escalated | Status::Failed | Status::Blocked
+            )
+        {
+            let exit = ran.report.status;
+            let run_id = &ran.report.run_id;
+            tracing::info!(incident, run_id, ?exit, "run ended");
+            self.counters.completed.fetch_add(1, Ordering::Relaxed);
+            return Outcome::Done;
+        }
         let mut held_now = false;
         let exit = match exit {
             Ok(RunOutcome::Blocked(e)) => {

@@ -107,7 +107,11 @@ impl Worker {
             ..runbook_engine::RunRequest::new(r.runbook.clone(), backend)
         };
         tracing::info!(incident = r.incident, runbook = %r.runbook.display(), "starting a run");
-        let exit = self.engine.run(request, Arc::new(Unwatched)).await;
+        let engine = self.engine.clone();
+        let exit = super::thread::on_own_thread(move || async move {
+            engine.run(request, Arc::new(Unwatched)).await
+        })
+        .await;
         // Reads and writes NATS and files: off the runtime's own threads.
         tokio::task::block_in_place(|| {
             self.after(&r.incident, exit, r.approval_timeout_s, r.env.as_deref())
@@ -150,7 +154,11 @@ impl Worker {
                 .as_ref()
                 .and_then(|p| p["env"].as_str().map(std::path::PathBuf::from))
         });
-        let exit = self.engine.resume(request, Arc::new(Unwatched)).await;
+        let engine = self.engine.clone();
+        let exit = super::thread::on_own_thread(move || async move {
+            engine.resume(request, Arc::new(Unwatched)).await
+        })
+        .await;
         // Held elsewhere for now: still parked, delivered again later
         // (its deadline still stands, so it cannot be lost).
         let held = match &exit {
