@@ -99,7 +99,8 @@ by_runbook() {
   state="$work/state-$n"
   RUNBOOK_STATE_DIR="$state" "$bin" run runbooks/RB-0031-auth-service-degradation.md \
     --env "$work/env.toml" --yes --incident-start "$incident" --incident "live-vs-cli-$$-$n" \
-    >"$work/out.txt"
+    >"$work/out.txt" \
+    || { echo "live-vs-cli: the run failed (exit $?):" >&2; cat "$work/out.txt" >&2; exit 1; }
 }
 
 # Outside the timed window: the rollback happened.

@@ -459,8 +459,11 @@ impl Engine {
                     used: cfg.budget.used(),
                     allowed: cfg.budget.allowed,
                 },
+                end_recorded: false,
             });
         report.status = Status::Failed;
+        // Continued from its journal: never taken as ended.
+        report.end_recorded = false;
         report.reason = Some(format!(
             "the host panicked: {message}{}; the run stopped (please report this); `runbook resume {}` continues it, checking any change in doubt first",
             recorded.err().unwrap_or_default(),

@@ -126,5 +126,6 @@ pub fn report_of(store: &dyn Store, run_id: &str) -> Result<Option<Report>> {
         mutations: end
             .and_then(|e| serde_json::from_value::<Mutations>(e["mutations"].clone()).ok())
             .unwrap_or_default(),
+        end_recorded: end.is_some(),
     }))
 }

@@ -75,6 +75,12 @@ pub struct Report {
     pub escalation: Option<Escalation>,
     /// Changes made, of those the runbook allows (`max_mutations`).
     pub mutations: Mutations,
+    /// The run's journal holds its `run-end` (written by this run, or read
+    /// back): what a worker relies on to acknowledge without reading the
+    /// journal again. False without a journal, and for a run the host
+    /// panicked in (it is continued from its journal).
+    #[serde(skip)]
+    pub end_recorded: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
@@ -105,10 +111,11 @@ pub struct StepReport {
     pub stderr_truncated: bool,
     pub started_at: String,
     pub wall_us: u64,
-    /// Of `wall_us`, the time the step worked on a thread (setup,
-    /// instantiation, guest code, host calls, teardown), without the time
-    /// it waited for one while other steps ran. Not kept in journals.
-    #[serde(default)]
+    /// Of `wall_us`, the time the step held a thread (setup,
+    /// instantiation, guest code, host calls and the journal writes in
+    /// them, teardown), without the time it waited for one while other
+    /// steps ran. For `bench`; not in reports or journals.
+    #[serde(skip)]
     pub busy_us: u64,
     /// Where the runbook went next: a step id, `resolved` or `escalated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -177,6 +177,7 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
             used: cfg.budget.used(),
             allowed: cfg.budget.allowed,
         },
+        end_recorded: false,
     };
     let mut report = report;
     let end = cfg.journal("run-end", || {
@@ -193,6 +194,7 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
             "wall_ms": report.wall_ms,
         })
     });
+    report.end_recorded = end.is_ok() && cfg.durable.is_some();
     if let Err(e) = end
         && report.status != Status::Unrecorded
     {

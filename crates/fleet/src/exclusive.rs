@@ -19,14 +19,17 @@
 //! Generations are never deleted: recreating a deleted key takes the
 //! racy path. Each write leaves one small message behind.
 //!
-//! The lock costs five to six round trips per write. Servers from 2.9.21
-//! on check the expected revision as the replicas apply the write, so
-//! there [`Locking::Off`] writes with the expected revision alone (two
-//! round trips: read from the leader, write). Which one a connection uses
-//! is decided from the version of the server it reached
-//! ([`Locking::for_server`]); `RUNBOOK_NATS_REVISION_LOCK=always` keeps the
-//! lock on whatever the version (a cluster being upgraded from an older
-//! 2.9, whose other nodes may still race).
+//! The lock costs five to six round trips per write. A stream with one
+//! replica has no replicas to disagree: its server checks the expected
+//! revision as it stores the write (none of the races above had two
+//! winners on one node), so there [`Locking::Off`] writes with the
+//! expected revision alone (two round trips: read, write). On a cluster
+//! the lock stays, whatever the server's version: 2.9.21 fixed the race
+//! above, 2.10 (nats-server#5794) the unchecked expected sequence 0 of a
+//! first write, and the check is still the leader's alone across a leader
+//! change (nats-server#8469). `RUNBOOK_NATS_REVISION_LOCK` says otherwise:
+//! `always`, or `off` for a cluster whose servers are known to check it
+//! as they apply (not the default: a version is no proof of that).
 
 use crate::timeouts::TIMEOUT;
 use anyhow::{Result, anyhow};
@@ -45,31 +48,26 @@ const WAIT_FOR: Duration = Duration::from_secs(10);
 /// Whether revision-checked writes go through the per-key lock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Locking {
-    /// Through the lock: servers that race (before 2.9.21), or asked for.
+    /// Through the lock: a clustered stream, or asked for.
     On,
-    /// The expected revision alone: the server checks it atomically.
+    /// The expected revision alone: one replica, or asked for.
     Off,
 }
 
-/// The first release whose clustered streams check the expected subject
-/// sequence atomically (nats-server#4320, fixed in v2.9.21).
-const FIXED_IN: (u64, u64, u64) = (2, 9, 21);
-
 impl Locking {
-    /// For a server reporting `version` (as in its INFO: `2.9.10`,
-    /// `2.15.1`, `2.11.0-RC.1`), and `forced` the value of
-    /// `RUNBOOK_NATS_REVISION_LOCK` (`always`: on whatever the version).
-    /// A version that does not parse keeps the lock.
-    pub fn for_server(version: &str, forced: Option<&str>) -> Locking {
-        if forced.is_some_and(|f| f.trim() == "always") {
-            return Locking::On;
-        }
-        let core = version.trim().trim_start_matches('v');
-        let core = core.split(['-', '+']).next().unwrap_or("");
-        let parts: Vec<Option<u64>> = core.split('.').map(|p| p.parse().ok()).collect();
-        match parts.as_slice() {
-            [Some(a), Some(b), Some(c)] if (*a, *b, *c) >= FIXED_IN => Locking::Off,
-            _ => Locking::On,
+    /// For the fleet's state stream with `replicas` copies, and `forced`
+    /// the value of `RUNBOOK_NATS_REVISION_LOCK` (`auto`, the default;
+    /// `always`; `off`). Any other value is refused: a typo must not turn
+    /// the lock off.
+    pub fn choose(replicas: usize, forced: Option<&str>) -> Result<Locking> {
+        match forced.map(str::trim).unwrap_or("auto") {
+            "" | "auto" if replicas <= 1 => Ok(Locking::Off),
+            "" | "auto" | "always" => Ok(Locking::On),
+            "off" => Ok(Locking::Off),
+            other => Err(runbook_core::error::hinted(
+                format!("`RUNBOOK_NATS_REVISION_LOCK` is `{other}`"),
+                "set it to `auto` (the lock on clustered streams only), `always` or `off`, or unset it",
+            )),
         }
     }
 }
@@ -268,23 +266,25 @@ mod tests {
     use super::Locking;
 
     #[test]
-    fn the_lock_is_kept_for_servers_that_race_and_for_what_does_not_parse() {
-        for (version, want) in [
-            ("2.9.10", Locking::On),
-            ("2.9.20", Locking::On),
-            ("2.2.0", Locking::On),
-            ("2.9.21", Locking::Off),
-            ("v2.10.0", Locking::Off),
-            ("2.15.1", Locking::Off),
-            ("2.11.0-RC.1", Locking::Off),
-            ("3.0.0", Locking::Off),
-            ("", Locking::On),
-            ("2.x.1", Locking::On),
-            ("2.10", Locking::On),
+    fn the_lock_is_kept_on_a_cluster_unless_turned_off_by_name() {
+        for (replicas, forced, want) in [
+            (1, None, Locking::Off),
+            (3, None, Locking::On),
+            (1, Some("auto"), Locking::Off),
+            (3, Some(" auto "), Locking::On),
+            (1, Some("always"), Locking::On),
+            (3, Some("always"), Locking::On),
+            (3, Some("off"), Locking::Off),
         ] {
-            assert_eq!(Locking::for_server(version, None), want, "{version}");
+            assert_eq!(
+                Locking::choose(replicas, forced).unwrap(),
+                want,
+                "{replicas} {forced:?}"
+            );
         }
-        assert_eq!(Locking::for_server("2.15.1", Some("always")), Locking::On);
-        assert_eq!(Locking::for_server("2.15.1", Some("auto")), Locking::Off);
+        for typo in ["on", "1", "true", "never", "Off"] {
+            let e = Locking::choose(1, Some(typo)).unwrap_err();
+            assert!(format!("{e:#}").contains(&format!("`{typo}`")), "{e:#}");
+        }
     }
 }

@@ -51,8 +51,8 @@ pub struct Fleet {
     pub state: kv::Store,
     pub journal: stream::Stream,
     pub requests: stream::Stream,
-    /// Whether revision-checked writes need the per-key lock (decided
-    /// from the server's version; see `exclusive`).
+    /// Whether revision-checked writes need the per-key lock (a clustered
+    /// state stream; see `exclusive`).
     pub locking: Locking,
     /// Always `Some` until dropped.
     rt: Option<tokio::runtime::Runtime>,
@@ -106,14 +106,18 @@ impl Fleet {
             let journal = ensure_stream(&js, journal_config(replicas)).await?;
             // The bucket's stream made here, as the client library would
             // (it asks the server for account details 2.9 does not give).
-            ensure_stream(&js, state_config(replicas)).await?;
+            let state_replicas = ensure_stream(&js, state_config(replicas))
+                .await?
+                .cached_info()
+                .config
+                .num_replicas;
             let state = js
                 .get_key_value(STATE)
                 .await
                 .map_err(|e| jetstream_error(&format!("opening the bucket `{STATE}`"), e))?;
-            Ok((client, js, state, journal, requests))
+            Ok((client, js, state, journal, requests, state_replicas))
         });
-        let (client, js, state, journal, requests) = match connected {
+        let (client, js, state, journal, requests, state_replicas) = match connected {
             Ok(c) => c,
             Err(e) => {
                 // Not dropped here: this may be async code.
@@ -122,12 +126,14 @@ impl Fleet {
             }
         };
         let forced = std::env::var("RUNBOOK_NATS_REVISION_LOCK").ok();
-        let locking = Locking::for_server(&client.server_info().version, forced.as_deref());
-        tracing::debug!(
-            version = client.server_info().version,
-            ?locking,
-            "revision-checked writes"
-        );
+        let locking = match Locking::choose(state_replicas, forced.as_deref()) {
+            Ok(l) => l,
+            Err(e) => {
+                rt.shutdown_background();
+                return Err(e);
+            }
+        };
+        tracing::debug!(state_replicas, ?locking, "revision-checked writes");
         Ok(Arc::new(Self {
             url: url.to_string(),
             locking,

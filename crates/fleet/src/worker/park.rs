@@ -23,9 +23,11 @@ impl Worker {
         timeout_s: Option<u64>,
         env: Option<&std::path::Path>,
     ) -> Outcome {
-        // It ended, and its end is in the journal (a run-end that cannot
-        // be written makes the run `unrecorded`): nothing to read back.
+        // It ended, and its end is in the journal (the report says it
+        // wrote its run-end; a run the host panicked in has none, and is
+        // continued below): nothing to read back.
         if let Ok(RunOutcome::Ran(ran)) = &exit
+            && ran.report.end_recorded
             && matches!(
                 ran.report.status,
                 Status::Resolved | Status::Escalated | Status::Failed | Status::Blocked

@@ -15,7 +15,7 @@ use std::future::Future;
 /// Runs `make()`'s future to its end on a blocking-pool thread with a
 /// runtime of its own. Dropping the returned future (a run handed back at
 /// shutdown) cancels the run at its next await, as dropping it on the
-/// shared runtime did.
+/// shared runtime did; a panic on the run's thread is a panic here.
 pub(super) async fn on_own_thread<F, Fut, T>(make: F) -> Result<T>
 where
     F: FnOnce() -> Fut + Send + 'static,
@@ -42,6 +42,9 @@ where
         Ok(Ok(Some(done))) => Ok(done),
         Ok(Ok(None)) => Err(anyhow!("the run was cancelled")),
         Ok(Err(e)) => Err(e),
+        // A panic goes on up, as it did when the run was awaited here:
+        // the request's task ends without unparking or paging anything.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => Err(anyhow!("the run's thread ended abnormally: {e}")),
     }
 }
