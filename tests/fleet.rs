@@ -63,8 +63,20 @@ fn incident_state(store: &JetStreamStore, incident: &str) -> (usize, usize, Opti
     let mut applied = 0;
     let mut ended = None;
     for run in &runs {
-        // One read: the run may still be writing.
-        let raw = store.raw_lines(run).unwrap().0;
+        // One read: the run may still be writing. Right after a node was
+        // killed the stream may have no leader yet ("no responders"):
+        // asked again for up to 10 s, then it fails as before.
+        let mut tries = 0;
+        let raw = loop {
+            match store.raw_lines(run) {
+                Ok((raw, _)) => break raw,
+                Err(_) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("reading run {run}'s journal: {e:#}"),
+            }
+        };
         let lines: Vec<serde_json::Value> = raw
             .iter()
             .map(|l| serde_json::from_str(l).unwrap())

@@ -62,8 +62,9 @@ impl Hold {
                             }
                             return Err(anyhow!("failpoint `nats-renew` ({why})"));
                         }
+                        let put = Write::Put(bytes);
                         let written =
-                            write_if(&fleet.state, fleet.locking, &key, Write::Put(bytes), Some(revision)).await;
+                            write_if(&fleet.state, fleet.locking, &key, put, Some(revision)).await;
                         if let Ok(Some(_)) = &written
                             && let Some(why) = runbook_journal::failpoint("nats-renewed")
                         {

@@ -56,17 +56,23 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    /// A worker's shared runtime at its smallest: one thread, which a run
+    /// awaited on it would hold.
+    fn shared_runtime_of_one_thread() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
     /// Runs that block their thread (as a journal write waiting for NATS
     /// does) still all wait at the same time: 8 runs on a runtime with one
     /// worker thread each block until all 8 have started. Awaited on that
     /// one thread, the first would wait alone and give up after 5 s.
     #[test]
     fn blocking_runs_do_not_hold_the_shared_runtime() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = shared_runtime_of_one_thread();
         let arrived = Arc::new(AtomicUsize::new(0));
         rt.block_on(async {
             let mut runs = tokio::task::JoinSet::new();
@@ -96,11 +102,7 @@ mod tests {
     /// next await instead of running on unseen.
     #[test]
     fn dropping_the_caller_cancels_the_run() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = shared_runtime_of_one_thread();
         let went_on = Arc::new(AtomicUsize::new(0));
         let seen = went_on.clone();
         rt.block_on(async move {
