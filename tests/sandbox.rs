@@ -454,6 +454,64 @@ fn a_busy_step_does_not_starve_other_runs() {
     }
 }
 
+/// A step in a pooled instance slot finds nothing the step before left
+/// in its memory. The snoop plugin runs six times in a pool of one
+/// instance slot (so each instance takes the slot the one before used),
+/// each time looking for the marker the one before wrote wherever it
+/// could: a static in the module's initial image, pages it grew the
+/// memory by, and a zeroed heap allocation. The pool resets only the
+/// pages a step dirtied (PAGEMAP_SCAN where the kernel has it): a page
+/// it missed would show here.
+#[test]
+fn a_pooled_slot_keeps_nothing_of_the_step_before() {
+    use runbook_capabilities::approval::Approver;
+    use runbook_capabilities::scenario::Scenario;
+    use runbook_core::approval::Policy;
+    use runbook_core::runbook::Runbook;
+    use runbook_engine::plan::Plan;
+    use runbook_engine::run::execute;
+    use runbook_engine::run_config::RunConfig;
+    use runbook_engine::sources::Sources;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    with_deadline(
+        &plugins,
+        "plugins/testing/memory-snoop",
+        "memory-snoop",
+        5_000,
+    );
+    let runbook = one_step(dir.path(), "memory-snoop", "");
+    let sources = Sources {
+        plugin_dirs: vec![plugins],
+        component_dirs: vec![common::built_plugins()],
+        locked: false,
+        trust: None,
+    };
+    let runtime = Runtime::with_instances(None, 1).unwrap();
+    let plan = Plan::load(&runtime, Runbook::load(&runbook).unwrap(), &sources).unwrap();
+    let scenario =
+        Scenario::load(&root().join("runbooks/scenarios/session-store-outage.toml")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for i in 0..6 {
+        let cfg = RunConfig::simple(
+            &format!("snoop-{i}"),
+            "test",
+            scenario.backends().unwrap(),
+            Arc::new(Approver::new(Policy::All, true, false)),
+        );
+        let report = rt.block_on(execute(&plan, &runtime, &cfg));
+        let step = &report.steps[0];
+        assert_eq!(step.outcome, "contained", "run {i}: {}", step.summary);
+        // It did leave its marker behind, for the next one to look for.
+        assert_eq!(step.facts["wrote"], "yes", "run {i}");
+    }
+}
+
 fn sha256_of(path: &Path) -> String {
     runbook_core::hash::sha256_hex(&std::fs::read(path).unwrap())
 }

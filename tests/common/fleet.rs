@@ -5,6 +5,7 @@ use super::live::{free_port, notify_hook, wait_for};
 use super::{output, runbook};
 use runbook_fleet::nats::Fleet;
 use runbook_fleet::store::JetStreamStore;
+use runbook_journal::store::Store;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -210,4 +211,91 @@ pub fn wait_until(what: &str, secs: u64, logs: &[&Worker], mut done: impl FnMut(
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// One test at a time (in a test binary): each starts its own servers and workers, and a
+/// two-core machine running two of them would measure the machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub const FILE_FLAGS: &str = "[flags]\nstore = \"file\"\npath = \"flags.json\"";
+pub const SIM: &str = "runbooks/scenarios/session-store-outage.toml";
+
+pub fn soon() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(60))
+        .to_string()
+}
+
+pub fn submit(nats: &Nats, env: &str, incident: &str, extra: &[&str]) -> super::Run {
+    let start = soon();
+    let mut args = vec![
+        "submit",
+        super::RB0031,
+        "--env",
+        env,
+        "--incident",
+        incident,
+        "--incident-start",
+        &start,
+    ];
+    args.extend_from_slice(extra);
+    let url = nats.url();
+    args.extend(["--nats", &url]);
+    output(runbook().args(&args))
+}
+
+/// The incident's runs' journals, each line checked: the chain holds
+/// (`seq`, `prev`, `hash`), and every applied change has its intent before
+/// it. Returns (runs, rollbacks applied, whether one ended).
+pub fn incident_state(store: &JetStreamStore, incident: &str) -> (usize, usize, Option<String>) {
+    let runs = store.incident_runs(incident).unwrap_or_default();
+    let mut applied = 0;
+    let mut ended = None;
+    for run in &runs {
+        // One read: the run may still be writing. Right after a node was
+        // killed the stream may have no leader yet ("no responders"):
+        // asked again for up to 10 s, then it fails as before.
+        let mut tries = 0;
+        let raw = loop {
+            match store.raw_lines(run) {
+                Ok((raw, _)) => break raw,
+                Err(_) if tries < 20 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => panic!("reading run {run}'s journal: {e:#}"),
+            }
+        };
+        let lines: Vec<serde_json::Value> = raw
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("j.jsonl");
+        let text: String = raw.iter().map(|l| format!("{l}\n")).collect();
+        std::fs::write(&file, text).unwrap();
+        assert_eq!(
+            runbook_journal::chain::verify(&file).unwrap(),
+            Ok(lines.len()),
+            "run {run}'s journal chain"
+        );
+        for (i, l) in lines.iter().enumerate() {
+            if l["event"] == "applied" && l["resource"] == "production/auth-service" {
+                assert!(
+                    lines[..i]
+                        .iter()
+                        .any(|x| x["event"] == "intent" && x["seq"] == l["intent"]),
+                    "applied without its intent before it in run {run}"
+                );
+                applied += 1;
+            }
+        }
+        if let Some(end) = runbook_journal::replay::finished(&lines) {
+            ended = end["status"].as_str().map(str::to_string);
+        }
+    }
+    (runs.len(), applied, ended)
 }

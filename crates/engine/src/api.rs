@@ -512,6 +512,5 @@ pub(crate) fn expectation(
 
 /// A refusal because another run holds the incident or the run.
 fn is_blocked(err: &anyhow::Error) -> bool {
-    let held = err.chain().any(|e| e.downcast_ref::<Held>().is_some());
-    held || err.to_string().contains("has an unfinished run")
+    Held::in_chain(err) || err.to_string().contains("has an unfinished run")
 }

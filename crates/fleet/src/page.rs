@@ -32,10 +32,12 @@ pub enum Event {
 }
 
 /// The page a parked run gets, if its environment names a target: the
-/// target and dedup key (one per run and step: a page resolved when the
-/// run goes on is not the one it may get at its next step), to record in
-/// the parked entry before sending.
-pub fn planned(env: Option<&Path>, run_id: &str, step: &str) -> Option<Value> {
+/// target and dedup key, to record in the parked entry before sending.
+/// One key per parking (`parking`: the journal sequence of the
+/// `awaiting-approval` end that parked it): the resolve of one parking,
+/// however late it arrives, cannot close the page of the next, even when
+/// a runbook that loops back parks again at the same step.
+pub fn planned(env: Option<&Path>, run_id: &str, step: &str, parking: u64) -> Option<Value> {
     let env = match Environment::load(env?) {
         Ok(e) => e,
         Err(e) => {
@@ -47,7 +49,7 @@ pub fn planned(env: Option<&Path>, run_id: &str, step: &str) -> Option<Value> {
     Some(json!({
         "env": env.path,
         "target": target,
-        "dedup_key": format!("runbook-approval-{run_id}-{step}"),
+        "dedup_key": format!("runbook-approval-{run_id}-{step}-{parking}"),
     }))
 }
 
@@ -81,6 +83,12 @@ pub async fn send(plan: &Value, parked: &Value, event: Event) -> Result<String> 
             ),
             Severity::Warning,
         )),
+        Event::Escalated if parked["escalated"]["journaled"] == false => Some((
+            format!(
+                "runbook run {run} escalated: nobody approved step `{step}` ({change}) in time, and its journal cannot be continued"
+            ),
+            Severity::Critical,
+        )),
         Event::Escalated => Some((
             format!(
                 "runbook run {run} escalated: nobody approved step `{step}` ({change}) in time"
@@ -101,15 +109,24 @@ pub async fn send(plan: &Value, parked: &Value, event: Event) -> Result<String> 
 const PAGE_TRIES: u32 = 3;
 const PAGE_BACKOFF: Duration = Duration::from_secs(2);
 
+/// What became of a page.
+struct Tried {
+    /// The last answer: the status, or why it was not delivered.
+    answer: Result<String>,
+    tries: u32,
+    /// A parked page delivered after its run went on is resolved again:
+    /// that resolve's answer.
+    resolved_late: Option<Result<String>>,
+}
+
 /// [`send`], tried up to `PAGE_TRIES` times (the same dedup key: a page
-/// that did arrive is one incident), each outcome logged. Returns the
-/// last answer (the status, or why it was not delivered) and the tries.
+/// that did arrive is one incident), each outcome logged.
 async fn send_tried(
     store: &Arc<JetStreamStore>,
     plan: &Value,
     parked: &Value,
     event: Event,
-) -> (Result<String>, u32) {
+) -> Tried {
     let run = parked["run_id"].as_str().unwrap_or_default();
     let mut attempt = 1;
     loop {
@@ -117,12 +134,13 @@ async fn send_tried(
         // would open what its approval already resolved.
         if attempt > 1 && event == Event::Parked && !still_parked(store, parked).await {
             tracing::info!(run, "not paging again: the run went on meanwhile");
-            return (
-                Err(anyhow::anyhow!(
+            return Tried {
+                answer: Err(anyhow::anyhow!(
                     "not tried again: the run went on meanwhile"
                 )),
-                attempt - 1,
-            );
+                tries: attempt - 1,
+                resolved_late: None,
+            };
         }
         match send(plan, parked, event).await {
             Ok(status) => {
@@ -133,13 +151,22 @@ async fn send_tried(
                 // stay open. Resolved again, after it, so the last word
                 // on the key is the resolve. (Still parked here means it
                 // leaves the list later, and its resolve comes after.)
+                // The key is this parking's alone: the resolve closes
+                // nothing the run asked for since.
+                let mut resolved_late = None;
                 if event == Event::Parked && !still_parked(store, parked).await {
-                    match send(plan, parked, Event::Continued).await {
+                    let resolved = send(plan, parked, Event::Continued).await;
+                    match &resolved {
                         Ok(_) => tracing::info!(run, "page resolved: the run went on meanwhile"),
                         Err(e) => tracing::warn!(run, "resolving a page sent late: {e:#}"),
                     }
+                    resolved_late = Some(resolved);
                 }
-                return (Ok(status), attempt);
+                return Tried {
+                    answer: Ok(status),
+                    tries: attempt,
+                    resolved_late,
+                };
             }
             Err(e) if attempt < PAGE_TRIES => {
                 tracing::warn!(run, ?event, attempt, "could not page, trying again: {e:#}");
@@ -153,7 +180,11 @@ async fn send_tried(
                     attempts = PAGE_TRIES,
                     "could not page; nobody was told: {e:#}"
                 );
-                return (Err(e), attempt);
+                return Tried {
+                    answer: Err(e),
+                    tries: attempt,
+                    resolved_late: None,
+                };
             }
         }
     }
@@ -198,11 +229,16 @@ const RECORD_WAIT: Duration = Duration::from_secs(120);
 
 /// Pages as [`send_tried`] does, then journals what happened in the run's
 /// own journal (a `page` line: which event, the target and dedup key,
-/// delivered or not, the status or error, the tries), so `runbook show`
-/// and an audit see whether the approvers were told. For callers that go
-/// on either way; returns whether it was delivered.
+/// delivered or not, the status or error, the tries, and a resolve sent
+/// after a late page), so `runbook show` and an audit see whether the
+/// approvers were told. For callers that go on either way; returns
+/// whether it was delivered.
 pub async fn deliver(store: Arc<JetStreamStore>, plan: Value, parked: Value, event: Event) -> bool {
-    let (answer, tries) = send_tried(&store, &plan, &parked, event).await;
+    let Tried {
+        answer,
+        tries,
+        resolved_late,
+    } = send_tried(&store, &plan, &parked, event).await;
     let mut line = json!({
         "about": match event {
             Event::Parked => "parked",
@@ -218,6 +254,12 @@ pub async fn deliver(store: Arc<JetStreamStore>, plan: Value, parked: Value, eve
     match &answer {
         Ok(status) => line["status"] = status.clone().into(),
         Err(e) => line["error"] = journaled_error(e).into(),
+    }
+    if let Some(resolved) = &resolved_late {
+        line["resolved_late"] = match resolved {
+            Ok(status) => json!({ "delivered": true, "status": status }),
+            Err(e) => json!({ "delivered": false, "error": journaled_error(e) }),
+        };
     }
     let run_id = parked["run_id"].as_str().unwrap_or_default().to_string();
     let recorded =
@@ -241,7 +283,7 @@ fn record(store: &JetStreamStore, run_id: &str, line: Value) -> Result<()> {
                 journal.record("page", line)?;
                 return Ok(());
             }
-            Err(e) if held(&e) && Instant::now() < until => {
+            Err(e) if runbook_journal::holder::Held::in_chain(&e) && Instant::now() < until => {
                 std::thread::sleep(Duration::from_millis(500));
             }
             Err(e) => return Err(e.context(format!("journaling a page for run `{run_id}`"))),
@@ -251,11 +293,6 @@ fn record(store: &JetStreamStore, run_id: &str, line: Value) -> Result<()> {
         "journaling a page for run `{run_id}`: the run stayed held for {} s",
         RECORD_WAIT.as_secs()
     ))
-}
-
-fn held(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<runbook_journal::holder::Held>().is_some())
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use super::request::{Request, publish};
 use super::store::JetStreamStore;
 use anyhow::{Result, anyhow};
 use runbook_core::error::hinted;
+use runbook_journal::holder::Held;
 use runbook_journal::store::Store;
 use serde_json::{Value, json};
 
@@ -157,7 +158,11 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(_, v)| v["deadline_ms"].as_u64().is_some_and(|d| d <= now) && !claimed(v, now))
+        .filter(|(_, v)| {
+            v["deadline_ms"].as_u64().is_some_and(|d| d <= now)
+                && !claimed(v, now)
+                && v["escalated"].is_null()
+        })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let me = format!(
@@ -197,8 +202,20 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         }
         let journal = match store.reopen_run(&run_id) {
             Ok(j) => j,
-            Err(e) => {
+            // Being continued right now: it may yet go on.
+            Err(e) if Held::in_chain(&e) => {
                 later(&e);
+                continue;
+            }
+            Err(e) => {
+                match unjournaled(store.fleet(), &run_id, &value, &e) {
+                    Some(entry) => {
+                        tracing::error!(run_id, "{}", entry["escalated"]["reason"]);
+                        event(store.fleet(), "escalated", &entry);
+                        done.push(entry);
+                    }
+                    None => later(&e),
+                }
                 continue;
             }
         };
@@ -242,6 +259,62 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         done.push(value);
     }
     Ok(done)
+}
+
+/// Sweeps that fail to open an overdue run's journal (for another reason
+/// than a hold) before it is escalated without it.
+const OPEN_TRIES: u64 = 3;
+
+/// Counts a failure to open the journal of `run_id`'s overdue parking
+/// `seen` on its entry (and lets go of the claim: the next sweep tries
+/// again at once). A journal that cannot be continued (its chain broken,
+/// its lines gone) lets the run neither go on nor record its escalation:
+/// at the `OPEN_TRIES`th failure the run is escalated all the same, on
+/// the parked list (`escalated`: when, why, `journaled: false`), where
+/// its entry stays for someone to look at and later sweeps pass it by.
+/// Returns the entry when this call escalated it.
+fn unjournaled(fleet: &Fleet, run_id: &str, seen: &Value, why: &anyhow::Error) -> Option<Value> {
+    let (id, seen, why) = (run_id.to_string(), seen.clone(), format!("{why:#}"));
+    let escalated = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let out = escalated.clone();
+    let counted = fleet.change(
+        "counting a parked run's unopened journal",
+        PARKED,
+        move |all| {
+            // Called again when another write came first: decided afresh.
+            *out.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            let Some(entry) = all.get_mut(&id).filter(|e| same(e, &seen)) else {
+                return false;
+            };
+            let failures = entry["open_failures"].as_u64().unwrap_or(0) + 1;
+            entry["open_failures"] = failures.into();
+            entry["open_error"] = why.clone().into();
+            if let Some(m) = entry.as_object_mut() {
+                m.remove("claim");
+            }
+            if failures >= OPEN_TRIES {
+                let reason = format!(
+                    "nobody approved step `{}` ({}) in time, and its journal cannot be continued \
+                 ({why}): escalated on the parked list, not in the journal",
+                    entry["step"].as_str().unwrap_or_default(),
+                    entry["change"].as_str().unwrap_or_default(),
+                );
+                entry["escalated"] = json!({
+                    "at_ms": runbook_core::time::now_ms(),
+                    "reason": reason,
+                    "journaled": false,
+                });
+                entry["reason"] = reason.into();
+                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.clone());
+            }
+            true
+        },
+    );
+    if let Err(e) = counted {
+        tracing::warn!(run_id, "{e:#}");
+        return None;
+    }
+    escalated.lock().unwrap_or_else(|e| e.into_inner()).take()
 }
 
 /// Whether another sweep holds a claim on this parked entry now.

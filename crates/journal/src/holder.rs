@@ -60,3 +60,11 @@ impl std::fmt::Display for Held {
 }
 
 impl std::error::Error for Held {}
+
+impl Held {
+    /// Whether `e` is, or was caused by, a hold: the run, incident or
+    /// resource is another's now, or the store did not say whose.
+    pub fn in_chain(e: &anyhow::Error) -> bool {
+        e.chain().any(|c| c.downcast_ref::<Held>().is_some())
+    }
+}

@@ -42,10 +42,25 @@ fn pages(lines: &[Value]) -> String {
     let mut out = String::new();
     for l in lines.iter().filter(|l| l["event"] == "page") {
         let text = |k: &str| l[k].as_str().unwrap_or("?").to_string();
-        let answer = match l["delivered"].as_bool() {
+        let mut answer = match l["delivered"].as_bool() {
             Some(true) => format!("delivered ({})", text("status")),
             _ => format!("NOT delivered: {}", text("error")),
         };
+        // Delivered after the run went on, and so resolved again.
+        let late = &l["resolved_late"];
+        if late.is_object() {
+            let late_text = |k: &str| late[k].as_str().unwrap_or("?").to_string();
+            answer += &match late["delivered"].as_bool() {
+                Some(true) => format!(
+                    " after the run went on, then resolved ({})",
+                    late_text("status")
+                ),
+                _ => format!(
+                    " after the run went on, and NOT resolved: {}",
+                    late_text("error")
+                ),
+            };
+        }
         say!(
             out,
             "page to `{}` ({} at step `{}`): {answer}, {} tries",

@@ -42,7 +42,7 @@ impl Worker {
         let mut held_now = false;
         let exit = match exit {
             Ok(RunOutcome::Blocked(e)) => {
-                held_now = held(&e);
+                held_now = Held::in_chain(&e);
                 let hint = runbook_core::error::hint_of(&e).unwrap_or_default();
                 tracing::warn!(incident, hint, "blocked: {e:#}");
                 Exit::Blocked
@@ -57,7 +57,7 @@ impl Worker {
                 outcome.exit()
             }
             Err(e) => {
-                return if held(&e) {
+                return if Held::in_chain(&e) {
                     Outcome::Later
                 } else {
                     Outcome::Refused(e)
@@ -93,7 +93,8 @@ impl Worker {
                     return Outcome::Done;
                 };
                 let timeout = timeout_s.unwrap_or(self.settings.approval_timeout.as_secs());
-                let plan = page::planned(env, &run_id, &step);
+                let parking = finished(&lines).and_then(|e| e["seq"].as_u64());
+                let plan = page::planned(env, &run_id, &step, parking.unwrap_or_default());
                 match parked::park(
                     &self.store,
                     &run_id,
@@ -138,10 +139,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// Whether `e` is a hold (a run or incident another process has, or
-/// NATS not saying who has it).
-pub(super) fn held(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.downcast_ref::<Held>().is_some())
 }

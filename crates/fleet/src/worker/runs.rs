@@ -162,7 +162,9 @@ impl Worker {
         // Held elsewhere for now: still parked, delivered again later
         // (its deadline still stands, so it cannot be lost).
         let held = match &exit {
-            Ok(runbook_engine::Outcome::Blocked(e)) | Err(e) => super::park::held(e),
+            Ok(runbook_engine::Outcome::Blocked(e)) | Err(e) => {
+                runbook_journal::holder::Held::in_chain(e)
+            }
             _ => false,
         };
         if !held {
