@@ -335,7 +335,7 @@ fn a_parked_run_is_never_dropped() {
 }
 
 /// A page that reaches the approvers after its run was approved and went
-/// on (here the hook holds the parking's page for 10 s) would stay open:
+/// on (here the hook holds the parking's page for 20 s) would stay open:
 /// the worker resolves it again, last, under the parking's own key, and
 /// the run's journal and `runbook show` say so.
 #[test]
@@ -351,7 +351,7 @@ fn a_page_delivered_after_its_run_went_on_is_resolved_again_and_journaled() {
     approvers.mount(
         Mock::given(method("POST"))
             .and(body_string_contains("\"event_action\":\"trigger\""))
-            .respond_with(ok(202).set_delay(Duration::from_secs(10)))
+            .respond_with(ok(202).set_delay(Duration::from_secs(20)))
             .up_to_n_times(1)
             .with_priority(1),
     );
@@ -363,7 +363,7 @@ fn a_page_delivered_after_its_run_went_on_is_resolved_again_and_journaled() {
         (&cluster, &service),
         FILE_FLAGS,
     );
-    live.set_notify(&paging(&approvers, "timeout_ms = 30000\n"));
+    live.set_notify(&paging(&approvers, "timeout_ms = 40000\n"));
     let incident = format!("late-page-{}", common::now_nanos());
     assert_eq!(submit(&nats, &live.env(), &incident, &[]).code, 0);
     wait_until("the run to park", 90, &[&worker], || {
@@ -503,11 +503,43 @@ fn a_parked_run_whose_journal_cannot_be_continued_is_escalated_all_the_same() {
         critical()
     );
     assert!(worker.counter("escalated_total") >= 1);
+    // The entry keeps what became of its page (the journal takes no more).
+    wait_until("the page on record", 30, &[&worker], || {
+        runbook_fleet::parked::list(store.fleet()).unwrap()[&run]["escalated"]["paged"]["delivered"]
+            == true
+    });
     // Later sweeps (every 2 s) leave it be: still listed, paged once.
     std::thread::sleep(Duration::from_secs(6));
     let after = runbook_fleet::parked::list(store.fleet()).unwrap()[&run].clone();
-    assert_eq!(after["escalated"], entry["escalated"], "{after}");
+    assert_eq!(
+        after["escalated"]["at_ms"], entry["escalated"]["at_ms"],
+        "{after}"
+    );
+    assert_eq!(after["open_failures"], entry["open_failures"], "{after}");
     assert_eq!(critical().len(), 1);
+    // Nobody can approve it now: it stays as it is.
+    let step = entry["step"].as_str().unwrap();
+    let approve = output(runbook().args(["approve", &run, step, "--nats", &nats.url()]));
+    assert_eq!(approve.code, 2, "{}", approve.stdout);
+    assert!(
+        approve
+            .stderr
+            .contains("was escalated and cannot be approved"),
+        "{}",
+        approve.stderr
+    );
+    let after = runbook_fleet::parked::list(store.fleet()).unwrap()[&run].clone();
+    assert!(after["escalated"].is_object(), "{after}");
+    // `runbook parked` shows it, and why.
+    let listed = output(runbook().args(["parked", "--nats", &nats.url()]));
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(listed.stdout.contains(&run), "{}", listed.stdout);
+    assert!(
+        listed.stdout.contains("(paged): nobody approved step"),
+        "{}",
+        listed.stdout
+    );
+    assert!(listed.stdout.contains("was altered"), "{}", listed.stdout);
     // It changed nothing.
     assert_eq!(
         service_task_definition(&moto, &cluster, &service),

@@ -455,13 +455,14 @@ fn a_busy_step_does_not_starve_other_runs() {
 }
 
 /// A step in a pooled instance slot finds nothing the step before left
-/// in its memory. The snoop plugin runs six times in a pool of one
-/// instance slot (so each instance takes the slot the one before used),
-/// each time looking for the marker the one before wrote wherever it
-/// could: a static in the module's initial image, pages it grew the
-/// memory by, and a zeroed heap allocation. The pool resets only the
-/// pages a step dirtied (PAGEMAP_SCAN where the kernel has it): a page
-/// it missed would show here.
+/// in its memory. The snoop plugin runs six times, one after another, in
+/// a pool sized for one step at a time (wasmtime's pool hands a module
+/// the memory slot it used last, so each instance gets the memory the
+/// one before wrote in), each time looking for the marker the one before
+/// wrote in a static of the module's initial image and in pages it grew
+/// the memory by. The pool resets only the pages a step dirtied
+/// (PAGEMAP_SCAN where the kernel has it): a page it missed would show
+/// here.
 #[test]
 fn a_pooled_slot_keeps_nothing_of_the_step_before() {
     use runbook_capabilities::approval::Approver;

@@ -9,7 +9,6 @@ use super::request::{Request, publish};
 use super::store::JetStreamStore;
 use anyhow::{Result, anyhow};
 use runbook_core::error::hinted;
-use runbook_journal::holder::Held;
 use runbook_journal::store::Store;
 use serde_json::{Value, json};
 
@@ -100,6 +99,16 @@ pub fn approve(store: &JetStreamStore, run_id: &str, step: &str) -> Result<u64> 
             "`runbook runs --nats URL` lists the runs there",
         ));
     }
+    let entry = list(store.fleet())?[run_id].clone();
+    if entry["escalated"].is_object() {
+        return Err(hinted(
+            format!(
+                "run `{run_id}` was escalated and cannot be approved: {}",
+                entry["escalated"]["reason"].as_str().unwrap_or_default()
+            ),
+            "its journal cannot be continued; look into it, then start a new run for the incident",
+        ));
+    }
     match waiting_step(&lines) {
         Some((waiting, _)) if waiting == step => {}
         Some((waiting, change)) => {
@@ -150,7 +159,9 @@ const CLAIM_FOR_MS: u64 = 10_000;
 /// journal, `runbook.events.escalated`. A run leaves the parked list only
 /// once its journal says it went on or escalated: a process that dies or
 /// fails half-way leaves it parked, and its claim lapses. Returns the
-/// parked entries of the runs escalated.
+/// parked entries of the runs escalated, to be paged; with them, runs
+/// escalated without their journal ([`unjournaled`]) whose page is not
+/// yet on record ([`mark_paged`]), to be paged again.
 pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
     let now = runbook_core::time::now_ms();
     let (parked, _) = store.fleet().read("reading parked runs", PARKED)?;
@@ -161,7 +172,7 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         .filter(|(_, v)| {
             v["deadline_ms"].as_u64().is_some_and(|d| d <= now)
                 && !claimed(v, now)
-                && v["escalated"].is_null()
+                && (v["escalated"].is_null() || unpaged(v))
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -182,8 +193,13 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
                 let now = runbook_core::time::now_ms();
                 match all.get_mut(&id) {
                     // The very parking seen overdue (approved, continued
-                    // and parked again at a later step since: not this).
-                    Some(entry) if same(entry, &seen) && !claimed(entry, now) => {
+                    // and parked again at a later step since: not this),
+                    // as it was seen (escalated since: not again).
+                    Some(entry)
+                        if same(entry, &seen)
+                            && entry["escalated"] == seen["escalated"]
+                            && !claimed(entry, now) =>
+                    {
                         entry["claim"] = json!({ "by": by, "until_ms": now + CLAIM_FOR_MS });
                         true
                     }
@@ -191,6 +207,12 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
                 }
             })?;
         if !claimed_now {
+            continue;
+        }
+        // Escalated without its journal by a process that died before its
+        // page was on record: paged again (the same key: one incident).
+        if unpaged(&value) {
+            done.push(value);
             continue;
         }
         // Anything that stops this (being continued right now, NATS away)
@@ -202,13 +224,9 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         }
         let journal = match store.reopen_run(&run_id) {
             Ok(j) => j,
-            // Being continued right now: it may yet go on.
-            Err(e) if Held::in_chain(&e) => {
-                later(&e);
-                continue;
-            }
-            Err(e) => {
-                match unjournaled(store.fleet(), &run_id, &value, &e) {
+            // Altered: it can neither go on nor record its end.
+            Err(e) if untrusted(&e) => {
+                match unjournaled(store.fleet(), &run_id, &value, &me, &e) {
                     Some(entry) => {
                         tracing::error!(run_id, "{}", entry["escalated"]["reason"]);
                         event(store.fleet(), "escalated", &entry);
@@ -216,6 +234,11 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
                     }
                     None => later(&e),
                 }
+                continue;
+            }
+            // Being continued right now, NATS away: it may yet go on.
+            Err(e) => {
+                later(&e);
                 continue;
             }
         };
@@ -261,52 +284,86 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
     Ok(done)
 }
 
-/// Sweeps that fail to open an overdue run's journal (for another reason
-/// than a hold) before it is escalated without it.
+/// Sweeps that find an overdue run's journal altered before it is
+/// escalated without it (a journal whose chain is broken stays broken:
+/// more than one only so that no single odd read decides).
 const OPEN_TRIES: u64 = 3;
 
-/// Counts a failure to open the journal of `run_id`'s overdue parking
-/// `seen` on its entry (and lets go of the claim: the next sweep tries
-/// again at once). A journal that cannot be continued (its chain broken,
-/// its lines gone) lets the run neither go on nor record its escalation:
-/// at the `OPEN_TRIES`th failure the run is escalated all the same, on
-/// the parked list (`escalated`: when, why, `journaled: false`), where
-/// its entry stays for someone to look at and later sweeps pass it by.
-/// Returns the entry when this call escalated it.
-fn unjournaled(fleet: &Fleet, run_id: &str, seen: &Value, why: &anyhow::Error) -> Option<Value> {
-    let (id, seen, why) = (run_id.to_string(), seen.clone(), format!("{why:#}"));
+/// Whether `e` says a journal failed its chain check (altered).
+fn untrusted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<runbook_journal::chain::Untrusted>()
+            .is_some()
+    })
+}
+
+/// Whether `entry` was escalated without its journal, has a page, and
+/// that page is not on record yet.
+fn unpaged(entry: &Value) -> bool {
+    entry["escalated"]["journaled"] == false
+        && !entry["page"].is_null()
+        && entry["escalated"]["paged"].is_null()
+}
+
+/// Counts, on the entry of `run_id`'s overdue parking `seen` (claimed by
+/// `me`), that its journal failed its chain check, and lets go of the
+/// claim so the next sweep looks again at once. Such a run can neither go
+/// on nor record its escalation: at the `OPEN_TRIES`th time it is
+/// escalated all the same, on the parked list (`escalated`: when, why,
+/// `journaled: false`), where its entry stays, `runbook approve` refuses
+/// it, and later sweeps pass it by once its page is on record
+/// ([`mark_paged`]). Returns the entry when this call escalated it (the
+/// claim is then kept while it is paged).
+fn unjournaled(
+    fleet: &Fleet,
+    run_id: &str,
+    seen: &Value,
+    me: &str,
+    why: &anyhow::Error,
+) -> Option<Value> {
+    let (id, seen, me, why) = (
+        run_id.to_string(),
+        seen.clone(),
+        me.to_string(),
+        format!("{why:#}"),
+    );
     let escalated = std::sync::Arc::new(std::sync::Mutex::new(None));
     let out = escalated.clone();
     let counted = fleet.change(
-        "counting a parked run's unopened journal",
+        "counting a parked run's altered journal",
         PARKED,
         move |all| {
             // Called again when another write came first: decided afresh.
             *out.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            let Some(entry) = all.get_mut(&id).filter(|e| same(e, &seen)) else {
+            // Still this parking, not escalated, and still this process's
+            // claim (one that lapsed may be another's now).
+            let Some(entry) = all.get_mut(&id).filter(|e| {
+                same(e, &seen) && e["escalated"].is_null() && e["claim"]["by"] == me.as_str()
+            }) else {
                 return false;
             };
             let failures = entry["open_failures"].as_u64().unwrap_or(0) + 1;
             entry["open_failures"] = failures.into();
             entry["open_error"] = why.clone().into();
-            if let Some(m) = entry.as_object_mut() {
-                m.remove("claim");
+            if failures < OPEN_TRIES {
+                if let Some(m) = entry.as_object_mut() {
+                    m.remove("claim");
+                }
+                return true;
             }
-            if failures >= OPEN_TRIES {
-                let reason = format!(
-                    "nobody approved step `{}` ({}) in time, and its journal cannot be continued \
-                 ({why}): escalated on the parked list, not in the journal",
-                    entry["step"].as_str().unwrap_or_default(),
-                    entry["change"].as_str().unwrap_or_default(),
-                );
-                entry["escalated"] = json!({
-                    "at_ms": runbook_core::time::now_ms(),
-                    "reason": reason,
-                    "journaled": false,
-                });
-                entry["reason"] = reason.into();
-                *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.clone());
-            }
+            let reason = format!(
+                "nobody approved step `{}` ({}) in time, and its journal cannot be continued \
+             ({why}): escalated on the parked list, not in the journal",
+                entry["step"].as_str().unwrap_or_default(),
+                entry["change"].as_str().unwrap_or_default(),
+            );
+            entry["escalated"] = json!({
+                "at_ms": runbook_core::time::now_ms(),
+                "reason": reason,
+                "journaled": false,
+            });
+            entry["reason"] = reason.into();
+            *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.clone());
             true
         },
     );
@@ -315,6 +372,32 @@ fn unjournaled(fleet: &Fleet, run_id: &str, seen: &Value, why: &anyhow::Error) -
         return None;
     }
     escalated.lock().unwrap_or_else(|e| e.into_inner()).take()
+}
+
+/// Records on the entry of a run escalated without its journal that its
+/// page went out (`delivered` or not: the entry is where that is kept,
+/// its journal taking no more lines), and lets go of the claim. Until
+/// then every sweep that finds it unclaimed pages it again (the same
+/// key: one incident).
+pub fn mark_paged(fleet: &Fleet, run_id: &str, seen: &Value, delivered: bool) {
+    let (id, seen) = (run_id.to_string(), seen.clone());
+    let marked = fleet.change("recording an escalation's page", PARKED, move |all| {
+        let Some(entry) = all
+            .get_mut(&id)
+            .filter(|e| same(e, &seen) && e["escalated"]["journaled"] == false)
+        else {
+            return false;
+        };
+        entry["escalated"]["paged"] =
+            json!({ "delivered": delivered, "at_ms": runbook_core::time::now_ms() });
+        if let Some(m) = entry.as_object_mut() {
+            m.remove("claim");
+        }
+        true
+    });
+    if let Err(e) = marked {
+        tracing::warn!(run_id, "{e:#} (the next sweep pages it again)");
+    }
 }
 
 /// Whether another sweep holds a claim on this parked entry now.

@@ -102,3 +102,12 @@ pub struct ApproveArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
 }
+
+#[derive(Debug, Args)]
+pub struct ParkedArgs {
+    /// The list as JSON (run id to its parked entry).
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}

@@ -142,6 +142,12 @@ pub enum Command {
     /// And queue the run to continue (from any machine that reaches the
     /// NATS).
     Approve(ApproveArgs),
+    /// List the fleet's runs parked for an approval
+    ///
+    /// Each with its step and change, since when it waits, its deadline,
+    /// and its state: waiting, being escalated (claimed), or escalated
+    /// without its journal (altered) and whether that page arrived.
+    Parked(ParkedArgs),
     /// Take CloudWatch alarms from SNS and submit the runs they map to
     ///
     /// Deliveries over HTTP (`POST /sns`) are checked as AWS documents
@@ -178,7 +184,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("Authoring", &["new", "build", "plugin"]),
-    ("Fleet", &["submit", "worker", "approve", "serve"]),
+    ("Fleet", &["submit", "worker", "approve", "parked", "serve"]),
     ("Shell", &["completions", "man"]),
 ];
 

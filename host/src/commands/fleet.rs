@@ -1,8 +1,8 @@
-//! `runbook submit`, `runbook worker`, `runbook approve`: the fleet's
+//! `runbook submit`, `runbook worker`, `runbook approve`, `runbook parked`: the fleet's
 //! commands (see [`runbook_fleet`]).
 
 use super::{emit, say};
-use crate::cli::{ApproveArgs, ServeArgs, SubmitArgs, WorkerArgs};
+use crate::cli::{ApproveArgs, ParkedArgs, ServeArgs, SubmitArgs, WorkerArgs};
 use anyhow::Result;
 use runbook_core::exit::Exit;
 use runbook_fleet::nats::{Fleet, url_of};
@@ -69,6 +69,64 @@ pub fn approve(args: ApproveArgs) -> Result<Exit> {
         "approved step `{}` of run {}: a worker continues it (`runbook show {} --nats URL`)\n",
         args.step, args.run_id, args.run_id
     ))?;
+    Ok(Exit::Ok)
+}
+
+/// `runbook parked`: the runs waiting for an approval, and those
+/// escalated without their journal (kept on the list to be looked at).
+pub fn parked(args: ParkedArgs) -> Result<Exit> {
+    let fleet = Fleet::connect(&url_of(args.nats.nats.as_deref())?, args.nats.replicas)?;
+    let all = runbook_fleet::parked::list(&fleet)?;
+    if args.json {
+        emit(&(serde_json::to_string_pretty(&all)? + "\n"))?;
+        return Ok(Exit::Ok);
+    }
+    let mut out = String::new();
+    let entries = all.as_object().cloned().unwrap_or_default();
+    if entries.is_empty() {
+        say!(out, "no run is parked");
+    }
+    let time = |v: &serde_json::Value| {
+        v.as_u64()
+            .map(runbook_core::time::rfc3339)
+            .unwrap_or_else(|| "?".into())
+    };
+    let now = runbook_core::time::now_ms();
+    for (run, e) in &entries {
+        let text = |k: &str| e[k].as_str().unwrap_or("?").to_string();
+        let state = if e["escalated"].is_object() {
+            let page = match e["escalated"]["paged"]["delivered"].as_bool() {
+                Some(true) => "paged",
+                Some(false) => "page NOT delivered",
+                None if e["page"].is_null() => "nobody to page",
+                None => "not paged yet",
+            };
+            format!(
+                "escalated at {} ({page}): {}",
+                time(&e["escalated"]["at_ms"]),
+                e["escalated"]["reason"].as_str().unwrap_or("?")
+            )
+        } else if e["claim"]["until_ms"].as_u64().is_some_and(|u| u > now) {
+            format!(
+                "being escalated by {}",
+                e["claim"]["by"].as_str().unwrap_or("?")
+            )
+        } else if e["deadline_ms"].as_u64().is_some_and(|d| d <= now) {
+            "overdue: the next sweep escalates it".into()
+        } else {
+            format!("waiting: `runbook approve {run} {}`", text("step"))
+        };
+        say!(
+            out,
+            "{run}  step `{}` ({})  incident `{}`  since {}  deadline {}\n  {state}",
+            text("step"),
+            text("change"),
+            text("incident"),
+            time(&e["since_ms"]),
+            time(&e["deadline_ms"]),
+        );
+    }
+    emit(&out)?;
     Ok(Exit::Ok)
 }
 

@@ -54,6 +54,7 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
         Command::Submit(args) => fleet::submit(args),
         Command::Worker(args) => fleet::worker(args).await,
         Command::Approve(args) => fleet::approve(args),
+        Command::Parked(args) => fleet::parked(args),
         Command::Serve(args) => fleet::serve(args).await,
         Command::Runs(args) => runs(args),
         Command::VerifyLog(args) => verify_log(args),

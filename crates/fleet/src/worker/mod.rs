@@ -114,7 +114,18 @@ pub async fn work(
                                     let store = w.store.clone();
                                     here.spawn(async move {
                                         let plan = run["page"].clone();
-                                        page::deliver(store, plan, run, page::Event::Escalated).await;
+                                        let fleet = store.fleet().clone();
+                                        let delivered = page::deliver(store, plan, run.clone(), page::Event::Escalated).await;
+                                        // Escalated without its journal: the
+                                        // parked entry keeps what became of
+                                        // its page.
+                                        if run["escalated"]["journaled"] == false {
+                                            let id = run["run_id"].as_str().unwrap_or_default().to_string();
+                                            let _ = tokio::task::spawn_blocking(move || {
+                                                parked::mark_paged(&fleet, &id, &run, delivered)
+                                            })
+                                            .await;
+                                        }
                                     });
                                 }
                             }

@@ -93,8 +93,16 @@ impl Worker {
                     return Outcome::Done;
                 };
                 let timeout = timeout_s.unwrap_or(self.settings.approval_timeout.as_secs());
-                let parking = finished(&lines).and_then(|e| e["seq"].as_u64());
-                let plan = page::planned(env, &run_id, &step, parking.unwrap_or_default());
+                // The line that parked it names its page (a key of this
+                // parking's own).
+                let Some(parking) = finished(&lines).and_then(|e| e["seq"].as_u64()) else {
+                    tracing::error!(
+                        run_id,
+                        "its parking line has no sequence: to be tried again"
+                    );
+                    return Outcome::Later;
+                };
+                let plan = page::planned(env, &run_id, &step, parking);
                 match parked::park(
                     &self.store,
                     &run_id,

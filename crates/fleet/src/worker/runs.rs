@@ -160,10 +160,16 @@ impl Worker {
         })
         .await;
         // Held elsewhere for now: still parked, delivered again later
-        // (its deadline still stands, so it cannot be lost).
+        // (its deadline still stands, so it cannot be lost). Its journal
+        // altered: it did not go on either, and stays parked until its
+        // deadline escalates it.
         let held = match &exit {
             Ok(runbook_engine::Outcome::Blocked(e)) | Err(e) => {
                 runbook_journal::holder::Held::in_chain(e)
+                    || e.chain().any(|c| {
+                        c.downcast_ref::<runbook_journal::chain::Untrusted>()
+                            .is_some()
+                    })
             }
             _ => false,
         };
