@@ -46,6 +46,31 @@ fn assert_parking_key(store: &JetStreamStore, run: &str, step: &str, key: &str) 
     );
 }
 
+/// A service of its own in moto, and a live environment for it (flags in
+/// a file) whose `[notify]` is `paging`: the environment, and the
+/// service's cluster, name and task family.
+fn paged_service(
+    moto: &Moto,
+    redis: &RedisServer,
+    paging: &str,
+) -> (Live, (String, String, String)) {
+    let (cluster, service, family) = ecs_service(moto);
+    let live = Live::new(
+        &bad_deploy_metrics(),
+        &redis.url(),
+        moto,
+        (&cluster, &service),
+        FILE_FLAGS,
+    );
+    live.set_notify(paging);
+    (live, (cluster, service, family))
+}
+
+/// `run`'s entry on the parked list (`Null` when it is not there).
+fn parked_entry(store: &JetStreamStore, run: &str) -> Value {
+    runbook_fleet::parked::list(store.fleet()).unwrap()[run].clone()
+}
+
 /// The bodies the approvers' hook got for `key` with `action`.
 fn pages(hook: &Hook, action: &str, key: &str) -> Vec<Value> {
     hook.bodies("/v2/enqueue")
@@ -79,15 +104,7 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
             .with_priority(1),
     );
     let paging = paging(&approvers, "");
-    let (cluster, service, family) = ecs_service(&moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        &moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
-    live.set_notify(&paging);
+    let (live, (cluster, service, family)) = paged_service(&moto, &redis, &paging);
     let approved = format!("approve-{tag}");
     assert_eq!(submit(&nats, &live.env(), &approved, &[]).code, 0);
     let mut approved_steps = Vec::new();
@@ -190,15 +207,7 @@ fn parked_runs_continue_when_approved_and_escalate_when_not() {
     );
     assert!(!show.stdout.contains("test-routing-key"), "{}", show.stdout);
     // Never approved: escalates after 2 s, nothing changed.
-    let (cluster, service, family) = ecs_service(&moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        &moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
-    live.set_notify(&paging);
+    let (live, (cluster, service, family)) = paged_service(&moto, &redis, &paging);
     let ignored = format!("ignored-{tag}");
     assert_eq!(
         submit(&nats, &live.env(), &ignored, &["--approval-timeout", "2"]).code,
@@ -258,14 +267,6 @@ fn a_parked_run_is_never_dropped() {
         &[("FAILPOINTS", "parked-claimed=sleep(600000)")],
     );
     let store = nats.store();
-    let (cluster, service, family) = ecs_service(&moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        &moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
     // The approvers' endpoint refuses, echoing what it was sent (the
     // routing key with it): the refusal is journaled, the echo is not.
     let approvers = Hook::start(202);
@@ -276,7 +277,7 @@ fn a_parked_run_is_never_dropped() {
             })
             .with_priority(1),
     );
-    live.set_notify(&paging(&approvers, ""));
+    let (live, (cluster, service, family)) = paged_service(&moto, &redis, &paging(&approvers, ""));
     let incident = format!("dropped-{}", common::now_nanos());
     assert_eq!(
         submit(&nats, &live.env(), &incident, &["--approval-timeout", "1"]).code,
@@ -294,7 +295,7 @@ fn a_parked_run_is_never_dropped() {
     });
     first.kill9();
     // Still parked, still waiting: nothing escalated it.
-    assert!(runbook_fleet::parked::list(store.fleet()).unwrap()[&run].is_object());
+    assert!(parked_entry(&store, &run).is_object());
     assert_eq!(
         incident_state(&store, &incident).2.as_deref(),
         Some("awaiting-approval")
@@ -304,7 +305,7 @@ fn a_parked_run_is_never_dropped() {
         incident_state(&store, &incident).2.as_deref() == Some("escalated")
     });
     wait_until("the run to leave the parked list", 30, &[&second], || {
-        runbook_fleet::parked::list(store.fleet()).unwrap()[&run].is_null()
+        parked_entry(&store, &run).is_null()
     });
     assert_eq!(incident_state(&store, &incident).1, 0);
     assert_eq!(
@@ -355,15 +356,7 @@ fn a_page_delivered_after_its_run_went_on_is_resolved_again_and_journaled() {
             .up_to_n_times(1)
             .with_priority(1),
     );
-    let (cluster, service, _) = ecs_service(&moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        &moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
-    live.set_notify(&paging(&approvers, "timeout_ms = 40000\n"));
+    let (live, _) = paged_service(&moto, &redis, &paging(&approvers, "timeout_ms = 40000\n"));
     let incident = format!("late-page-{}", common::now_nanos());
     assert_eq!(submit(&nats, &live.env(), &incident, &[]).code, 0);
     wait_until("the run to park", 90, &[&worker], || {
@@ -373,7 +366,7 @@ fn a_page_delivered_after_its_run_went_on_is_resolved_again_and_journaled() {
     let (step, _) = runbook_fleet::parked::waiting_step(&store.read_run(&run).unwrap())
         .expect("parked for an approval");
     wait_until("the run on the parked list", 30, &[&worker], || {
-        runbook_fleet::parked::list(store.fleet()).unwrap()[&run].is_object()
+        parked_entry(&store, &run).is_object()
     });
     // Approved while its page is on its way.
     let out = output(runbook().args(["approve", &run, &step, "--nats", &nats.url()]));
@@ -429,15 +422,7 @@ fn a_parked_run_whose_journal_cannot_be_continued_is_escalated_all_the_same() {
     let worker = Worker::start(&nats, logs.path(), "w");
     let store = nats.store();
     let approvers = Hook::start(202);
-    let (cluster, service, family) = ecs_service(&moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        &moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
-    live.set_notify(&paging(&approvers, ""));
+    let (live, (cluster, service, family)) = paged_service(&moto, &redis, &paging(&approvers, ""));
     let incident = format!("untrusted-{}", common::now_nanos());
     assert_eq!(
         submit(&nats, &live.env(), &incident, &["--approval-timeout", "3"]).code,
@@ -448,7 +433,7 @@ fn a_parked_run_whose_journal_cannot_be_continued_is_escalated_all_the_same() {
     });
     let run = store.incident_runs(&incident).unwrap()[0].clone();
     wait_until("the run on the parked list", 30, &[&worker], || {
-        runbook_fleet::parked::list(store.fleet()).unwrap()[&run].is_object()
+        parked_entry(&store, &run).is_object()
     });
     // A line that is not in the chain, appended to the run's journal.
     let (js, subject) = (
@@ -473,7 +458,7 @@ fn a_parked_run_whose_journal_cannot_be_continued_is_escalated_all_the_same() {
         90,
         &[&worker],
         || {
-            *entry.borrow_mut() = runbook_fleet::parked::list(store.fleet()).unwrap()[&run].clone();
+            *entry.borrow_mut() = parked_entry(&store, &run);
             entry.borrow()["escalated"]["journaled"] == false
         },
     );
@@ -505,12 +490,11 @@ fn a_parked_run_whose_journal_cannot_be_continued_is_escalated_all_the_same() {
     assert!(worker.counter("escalated_total") >= 1);
     // The entry keeps what became of its page (the journal takes no more).
     wait_until("the page on record", 30, &[&worker], || {
-        runbook_fleet::parked::list(store.fleet()).unwrap()[&run]["escalated"]["paged"]["delivered"]
-            == true
+        parked_entry(&store, &run)["escalated"]["paged"]["delivered"] == true
     });
     // Later sweeps (every 2 s) leave it be: still listed, paged once.
     std::thread::sleep(Duration::from_secs(6));
-    let after = runbook_fleet::parked::list(store.fleet()).unwrap()[&run].clone();
+    let after = parked_entry(&store, &run);
     assert_eq!(
         after["escalated"]["at_ms"], entry["escalated"]["at_ms"],
         "{after}"
@@ -528,7 +512,7 @@ fn a_parked_run_whose_journal_cannot_be_continued_is_escalated_all_the_same() {
         "{}",
         approve.stderr
     );
-    let after = runbook_fleet::parked::list(store.fleet()).unwrap()[&run].clone();
+    let after = parked_entry(&store, &run);
     assert!(after["escalated"].is_object(), "{after}");
     // `runbook parked` shows it, and why.
     let listed = output(runbook().args(["parked", "--nats", &nats.url()]));

@@ -317,6 +317,34 @@ fn an_altered_component_is_refused() {
     );
 }
 
+/// Plugins from `plugin_dirs` (manifests), their components from the
+/// build, unlocked.
+fn built_with(plugin_dirs: PathBuf) -> runbook_engine::sources::Sources {
+    runbook_engine::sources::Sources {
+        plugin_dirs: vec![plugin_dirs],
+        component_dirs: vec![common::built_plugins()],
+        locked: false,
+        trust: None,
+    }
+}
+
+/// A simulated run of `scenario` named `id`, every change approved.
+fn sim_config(
+    scenario: &runbook_capabilities::scenario::Scenario,
+    id: &str,
+) -> runbook_engine::run_config::RunConfig {
+    runbook_engine::run_config::RunConfig::simple(
+        id,
+        "test",
+        scenario.backends().unwrap(),
+        std::sync::Arc::new(runbook_capabilities::approval::Approver::new(
+            runbook_core::approval::Policy::All,
+            true,
+            false,
+        )),
+    )
+}
+
 /// A plugin directory with `name`'s manifest (component from the build)
 /// under a new deadline.
 fn with_deadline(dir: &Path, src: &str, name: &str, timeout_ms: u64) {
@@ -346,14 +374,10 @@ fn with_deadline(dir: &Path, src: &str, name: &str, timeout_ms: u64) {
 /// spinner's 5 s deadline.
 #[test]
 fn a_busy_step_does_not_starve_other_runs() {
-    use runbook_capabilities::approval::Approver;
     use runbook_capabilities::scenario::Scenario;
-    use runbook_core::approval::Policy;
     use runbook_core::runbook::Runbook;
     use runbook_engine::plan::Plan;
     use runbook_engine::run::execute;
-    use runbook_engine::run_config::RunConfig;
-    use runbook_engine::sources::Sources;
     use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
@@ -377,12 +401,7 @@ fn a_busy_step_does_not_starve_other_runs() {
         "---\nrunbook_id: RB-CHECK\ntitle: t\nservice: s\nseverity_scope: T\ntags: []\nfirst_action_step: x\nsteps:\n  - id: check\n    plugin: metric-threshold\n    inputs: { namespace: AuthService, metric: auth-service.token.validation.duration, dimensions: Service=auth-service, threshold: 500 }\n    on: { healthy: resolved, degraded: resolved, no-data: resolved, error: escalated, limit-exceeded: escalated }\n---\n",
     )
     .unwrap();
-    let sources = Sources {
-        plugin_dirs: vec![plugins],
-        component_dirs: vec![common::built_plugins()],
-        locked: false,
-        trust: None,
-    };
+    let sources = built_with(plugins);
     let runtime = Runtime::with_instances(None, 64).unwrap();
     let spin = Arc::new(Plan::load(&runtime, Runbook::load(&spin_rb).unwrap(), &sources).unwrap());
     let check =
@@ -390,14 +409,7 @@ fn a_busy_step_does_not_starve_other_runs() {
     let scenario = Arc::new(
         Scenario::load(&root().join("runbooks/scenarios/session-store-outage.toml")).unwrap(),
     );
-    let cfg = |id: &str| {
-        RunConfig::simple(
-            id,
-            "test",
-            scenario.backends().unwrap(),
-            Arc::new(Approver::new(Policy::All, true, false)),
-        )
-    };
+    let cfg = |id: &str| sim_config(&scenario, id);
     // One thread runs every step: the worst case for a busy neighbour.
     // Other runs are submitted to it from here while the spinner spins.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -465,15 +477,10 @@ fn a_busy_step_does_not_starve_other_runs() {
 /// here.
 #[test]
 fn a_pooled_slot_keeps_nothing_of_the_step_before() {
-    use runbook_capabilities::approval::Approver;
     use runbook_capabilities::scenario::Scenario;
-    use runbook_core::approval::Policy;
     use runbook_core::runbook::Runbook;
     use runbook_engine::plan::Plan;
     use runbook_engine::run::execute;
-    use runbook_engine::run_config::RunConfig;
-    use runbook_engine::sources::Sources;
-    use std::sync::Arc;
 
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
@@ -484,12 +491,7 @@ fn a_pooled_slot_keeps_nothing_of_the_step_before() {
         5_000,
     );
     let runbook = one_step(dir.path(), "memory-snoop", "");
-    let sources = Sources {
-        plugin_dirs: vec![plugins],
-        component_dirs: vec![common::built_plugins()],
-        locked: false,
-        trust: None,
-    };
+    let sources = built_with(plugins);
     let runtime = Runtime::with_instances(None, 1).unwrap();
     let plan = Plan::load(&runtime, Runbook::load(&runbook).unwrap(), &sources).unwrap();
     let scenario =
@@ -499,12 +501,7 @@ fn a_pooled_slot_keeps_nothing_of_the_step_before() {
         .build()
         .unwrap();
     for i in 0..6 {
-        let cfg = RunConfig::simple(
-            &format!("snoop-{i}"),
-            "test",
-            scenario.backends().unwrap(),
-            Arc::new(Approver::new(Policy::All, true, false)),
-        );
+        let cfg = sim_config(&scenario, &format!("snoop-{i}"));
         let report = rt.block_on(execute(&plan, &runtime, &cfg));
         let step = &report.steps[0];
         assert_eq!(step.outcome, "contained", "run {i}: {}", step.summary);
@@ -616,7 +613,6 @@ fn a_mutation_cut_off_by_the_deadline_is_recorded_as_interrupted() {
     use runbook_engine::plan::Plan;
     use runbook_engine::run::execute;
     use runbook_engine::run_config::RunConfig;
-    use runbook_engine::sources::Sources;
     use runbook_journal::audit::AuditLog;
     use std::sync::Arc;
     use std::time::Instant;
@@ -642,12 +638,7 @@ fn a_mutation_cut_off_by_the_deadline_is_recorded_as_interrupted() {
         "---\nrunbook_id: RB-FLIP\ntitle: t\nservice: s\nseverity_scope: T\ntags: []\nfirst_action_step: x\nsteps:\n  - id: flip\n    plugin: set-flag\n    inputs: { key: AUTH_STATELESS_FALLBACK, value: \"true\" }\n    grants: { feature-flags: { mutate: [AUTH_STATELESS_FALLBACK] } }\n    on: { set: resolved, unchanged: resolved, error: escalated, limit-exceeded: escalated }\n---\n",
     )
     .unwrap();
-    let sources = Sources {
-        plugin_dirs: vec![plugins],
-        component_dirs: vec![common::built_plugins()],
-        locked: false,
-        trust: None,
-    };
+    let sources = built_with(plugins);
     let runtime = Runtime::new(None).unwrap();
     let plan = Plan::load(&runtime, Runbook::load(&rb).unwrap(), &sources).unwrap();
     let log = dir.path().join("audit.jsonl");

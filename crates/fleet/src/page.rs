@@ -272,6 +272,22 @@ pub async fn deliver(store: Arc<JetStreamStore>, plan: Value, parked: Value, eve
     answer.is_ok()
 }
 
+/// Pages the escalation of the parked run `parked` (an entry that names
+/// its page). One escalated without its journal keeps what became of the
+/// page on its parked entry instead ([`crate::parked::mark_paged`]).
+pub async fn escalated(store: Arc<JetStreamStore>, parked: Value) {
+    let fleet = store.fleet().clone();
+    let plan = parked["page"].clone();
+    let delivered = deliver(store, plan, parked.clone(), Event::Escalated).await;
+    if parked["escalated"]["journaled"] == false {
+        let id = parked["run_id"].as_str().unwrap_or_default().to_string();
+        let _ = tokio::task::spawn_blocking(move || {
+            crate::parked::mark_paged(&fleet, &id, &parked, delivered)
+        })
+        .await;
+    }
+}
+
 /// Appends `line` as a `page` event to `run_id`'s journal, waiting (up to
 /// `RECORD_WAIT`) while another process holds the run.
 fn record(store: &JetStreamStore, run_id: &str, line: Value) -> Result<()> {

@@ -225,11 +225,13 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         let journal = match store.reopen_run(&run_id) {
             Ok(j) => j,
             // Altered: it can neither go on nor record its end.
-            Err(e) if untrusted(&e) => {
+            Err(e) if runbook_journal::chain::Untrusted::in_chain(&e) => {
                 match unjournaled(store.fleet(), &run_id, &value, &me, &e) {
                     Some(entry) => {
-                        tracing::error!(run_id, "{}", entry["escalated"]["reason"]);
-                        event(store.fleet(), "escalated", &entry);
+                        let mut told = entry.clone();
+                        told["reason"] = entry["escalated"]["reason"].clone();
+                        tracing::error!(run_id, "{}", told["reason"]);
+                        event(store.fleet(), "escalated", &told);
                         done.push(entry);
                     }
                     None => later(&e),
@@ -288,14 +290,6 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
 /// escalated without it (a journal whose chain is broken stays broken:
 /// more than one only so that no single odd read decides).
 const OPEN_TRIES: u64 = 3;
-
-/// Whether `e` says a journal failed its chain check (altered).
-fn untrusted(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<runbook_journal::chain::Untrusted>()
-            .is_some()
-    })
-}
 
 /// Whether `entry` was escalated without its journal, has a page, and
 /// that page is not on record yet.
@@ -362,7 +356,6 @@ fn unjournaled(
                 "reason": reason,
                 "journaled": false,
             });
-            entry["reason"] = reason.into();
             *out.lock().unwrap_or_else(|e| e.into_inner()) = Some(entry.clone());
             true
         },

@@ -255,6 +255,13 @@ pub struct Untrusted {
     pub broken: Broken,
 }
 
+impl Untrusted {
+    /// Whether `e` is, or was caused by, a journal that failed its check.
+    pub fn in_chain(e: &anyhow::Error) -> bool {
+        e.chain().any(|c| c.downcast_ref::<Untrusted>().is_some())
+    }
+}
+
 impl std::fmt::Display for Untrusted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(

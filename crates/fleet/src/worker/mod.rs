@@ -111,22 +111,7 @@ pub async fn work(
                             Ok(runs) => {
                                 counters.escalated.fetch_add(runs.len() as u64, Ordering::Relaxed);
                                 for run in runs.into_iter().filter(|r| !r["page"].is_null()) {
-                                    let store = w.store.clone();
-                                    here.spawn(async move {
-                                        let plan = run["page"].clone();
-                                        let fleet = store.fleet().clone();
-                                        let delivered = page::deliver(store, plan, run.clone(), page::Event::Escalated).await;
-                                        // Escalated without its journal: the
-                                        // parked entry keeps what became of
-                                        // its page.
-                                        if run["escalated"]["journaled"] == false {
-                                            let id = run["run_id"].as_str().unwrap_or_default().to_string();
-                                            let _ = tokio::task::spawn_blocking(move || {
-                                                parked::mark_paged(&fleet, &id, &run, delivered)
-                                            })
-                                            .await;
-                                        }
-                                    });
+                                    here.spawn(page::escalated(w.store.clone(), run));
                                 }
                             }
                             Err(e) => tracing::debug!("escalating parked runs: {e:#}"),

@@ -166,10 +166,7 @@ impl Worker {
         let held = match &exit {
             Ok(runbook_engine::Outcome::Blocked(e)) | Err(e) => {
                 runbook_journal::holder::Held::in_chain(e)
-                    || e.chain().any(|c| {
-                        c.downcast_ref::<runbook_journal::chain::Untrusted>()
-                            .is_some()
-                    })
+                    || runbook_journal::chain::Untrusted::in_chain(e)
             }
             _ => false,
         };
