@@ -350,6 +350,108 @@ fn a_duplicate_alarm_is_one_run() {
     assert_eq!(worker.counter("completed_total"), 1);
 }
 
+/// Group commit on JetStream: a run's journal is one message per durable
+/// line, each message that durable line and the lines that waited for it
+/// (`runbook_journal::log::durable`) after a line that counts them, and
+/// read back it is the whole chain: every line, in order, verified.
+#[test]
+fn a_runs_journal_on_jetstream_is_one_publish_per_durable_line() {
+    let _serial = one_at_a_time();
+    let nats = Nats::start(1);
+    let store = nats.store();
+    let incident = format!("group-{}", common::now_nanos());
+    let out = output(runbook().args([
+        "run",
+        RB0031,
+        "--sim",
+        SIM,
+        "--incident",
+        &incident,
+        "--nats",
+        &nats.url(),
+    ]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let run = store.incident_runs(&incident).unwrap()[0].clone();
+    // The messages on the run's subject, as stored.
+    let (stream, subject) = (
+        store.fleet().journal.clone(),
+        format!("{}{run}", runbook_fleet::nats::JOURNAL_PREFIX),
+    );
+    let messages: Vec<String> = store
+        .fleet()
+        .wait("reading the journal's messages", async move {
+            let mut out = Vec::new();
+            let mut next = 1;
+            for _ in 0..1000 {
+                match stream
+                    .direct_get_next_for_subject(&subject, Some(next))
+                    .await
+                {
+                    Ok(m) => {
+                        out.push(String::from_utf8_lossy(&m.payload).into_owned());
+                        next = m.sequence + 1;
+                    }
+                    Err(_) => break,
+                }
+            }
+            Ok(out)
+        })
+        .unwrap();
+    let event = |line: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        v["event"].as_str().unwrap().to_string()
+    };
+    let mut lines = Vec::new();
+    for m in &messages {
+        let mut batch: Vec<&str> = m.split('\n').collect();
+        // Several lines: a first line that counts them (what keeps an
+        // older reader from taking the message for one line).
+        if batch.len() > 1 {
+            let count: serde_json::Value = serde_json::from_str(batch.remove(0)).unwrap();
+            assert_eq!(count, serde_json::json!({ "runbook_batch": batch.len() }));
+        }
+        let (last, waited) = batch.split_last().unwrap();
+        assert!(
+            runbook_journal::log::durable(&event(last)),
+            "a message ends with a durable line: {m}"
+        );
+        for w in waited {
+            assert!(
+                !runbook_journal::log::durable(&event(w)),
+                "only lines that may wait share a message: {m}"
+            );
+        }
+        lines.extend(batch.iter().map(|l| l.to_string()));
+    }
+    let events: Vec<String> = lines.iter().map(|l| event(l)).collect();
+    // RB-0031's session-store path: six steps, two changes.
+    assert_eq!(events.iter().filter(|e| *e == "step-start").count(), 6);
+    assert_eq!(events.iter().filter(|e| *e == "applied").count(), 2);
+    assert_eq!(events.first().map(String::as_str), Some("run-start"));
+    assert_eq!(events.last().map(String::as_str), Some("run-end"));
+    assert_eq!(
+        messages.len(),
+        events
+            .iter()
+            .filter(|e| runbook_journal::log::durable(e))
+            .count()
+    );
+    assert!(messages.len() < lines.len(), "{events:?}");
+    let text = lines.join("\n") + "\n";
+    assert_eq!(
+        runbook_journal::chain::verify_bytes(text.as_bytes()),
+        Ok(lines.len())
+    );
+    // What every reader gets: the same lines, one by one.
+    let read: Vec<String> = store
+        .read_run(&run)
+        .unwrap()
+        .iter()
+        .map(|l| l["event"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(read, events);
+}
+
 /// A stream made by something else, in a way that would lose or repeat
 /// runs, is refused with what to do.
 #[test]
@@ -387,8 +489,9 @@ fn an_incompatible_stream_is_refused() {
 /// subject sequence before it agrees on the write, not as part of it:
 /// updates racing with the same expected revision may all be stored
 /// (nats-server#4320). Twelve processes' worth of connections race for a
-/// lease that exists (released) on a three-node cluster, twenty times:
-/// someone gets it, and while one holds it nobody else does. (On 2.15 a
+/// lease that exists (released) on a three-node cluster, twenty times,
+/// and for one never taken (its key's first write, without the lock), ten
+/// times: someone gets it, and while one holds it nobody else does. (On 2.15 a
 /// clustered write takes longer here, so racers still queued when the
 /// winner lets go after 300 ms may win after it: 42 winners in 20 rounds,
 /// never two at once; on 2.9, 20.)
@@ -402,14 +505,19 @@ fn racing_for_a_lease_on_a_cluster_one_holds_it_at_a_time() {
         .map(|_| JetStreamStore::new(Fleet::connect(&url, None).unwrap()))
         .collect();
     let mut winners_total = 0;
-    for round in 0..20 {
+    let first_takes_checked = AtomicUsize::new(0);
+    for round in 0..30 {
         let resource = format!("ecs-service:race/{}-{round}", common::now_nanos());
-        // The lease exists and is free: taking it is an update.
-        drop(stores[0].lease(
-            &resource,
-            &runbook_journal::holder::Holder::me("setup"),
-            Duration::ZERO,
-        ));
+        // In 20 rounds the lease exists and is free: taking it is an
+        // update, under the lock. In 10 it was never taken: taking it is
+        // the key's first write, which goes without the lock.
+        if round < 20 {
+            drop(stores[0].lease(
+                &resource,
+                &runbook_journal::holder::Holder::me("setup"),
+                Duration::ZERO,
+            ));
+        }
         let barrier = Arc::new(std::sync::Barrier::new(racers));
         // Each winner: from when it was told it holds the lease to when it
         // let go. No two may overlap. (A racer slow to reach NATS may take
@@ -421,12 +529,33 @@ fn racing_for_a_lease_on_a_cluster_one_holds_it_at_a_time() {
                 .enumerate()
                 .map(|(i, store)| {
                     let (barrier, resource) = (barrier.clone(), resource.clone());
+                    let checked = &first_takes_checked;
                     s.spawn(move || {
                         let me = runbook_journal::holder::Holder::me(&format!("racer-{i}"));
                         barrier.wait();
                         let lease = store.lease(&resource, &me, Duration::ZERO).ok()?;
                         let from = Instant::now();
                         let token = lease.fencing_token();
+                        // A lease never taken before was taken without the
+                        // lock: its key has no lock hint while it is held.
+                        if round >= 20 && token == 1 {
+                            let hint = format!(
+                                "lockhint.lease.{}",
+                                &runbook_core::hash::sha256_hex(resource.as_bytes())[..32]
+                            );
+                            let state = store.fleet().state.clone();
+                            let found = store
+                                .fleet()
+                                .wait("reading a lock hint", async move {
+                                    Ok(state.get(hint).await?.is_some())
+                                })
+                                .unwrap();
+                            assert!(
+                                !found,
+                                "round {round}: the first take went through the lock"
+                            );
+                            checked.fetch_add(1, Ordering::SeqCst);
+                        }
                         // Held for a moment, so late racers meet it held.
                         std::thread::sleep(Duration::from_millis(300));
                         let to = Instant::now();
@@ -457,7 +586,8 @@ fn racing_for_a_lease_on_a_cluster_one_holds_it_at_a_time() {
         }
         winners_total += holds.len();
     }
-    eprintln!("20 rounds of {racers} racers: {winners_total} winners in all, never two at once");
+    assert_eq!(first_takes_checked.load(Ordering::SeqCst), 10);
+    eprintln!("30 rounds of {racers} racers: {winners_total} winners in all, never two at once");
 }
 
 /// A renewal that lands while its answer is lost (a timeout after the

@@ -9,7 +9,11 @@
 //!
 //! Writers append under an exclusive lock on the file and continue from its
 //! last line, so several processes may share one file (the audit log);
-//! with `fsync`, a line is on disk before `append` returns.
+//! with `fsync`, a line is on disk before `append` returns. A line appended
+//! with [`ChainLog::append_later`] reaches the file (a killed process loses
+//! nothing) but the disk only with the next synced line, whose `fsync`
+//! covers every byte of the file written before it: a machine that stops
+//! loses at most the lines after the last synced one.
 
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
@@ -27,6 +31,9 @@ pub struct ChainLog {
     /// length then: unchanged length means nobody else appended, and the
     /// tail need not be read again.
     file: Mutex<(File, Option<(u64, Head)>)>,
+    /// The events of lines written since the last sync (their `fsync` is
+    /// the next synced line's).
+    unsynced: Mutex<Vec<String>>,
     path: PathBuf,
     fsync: bool,
 }
@@ -51,6 +58,7 @@ impl ChainLog {
             .with_context(|| format!("opening `{}`", path.display()))?;
         Ok(Self {
             file: Mutex::new((file, None)),
+            unsynced: Mutex::new(Vec::new()),
             path: path.to_path_buf(),
             fsync,
         })
@@ -60,10 +68,22 @@ impl ChainLog {
         &self.path
     }
 
-    /// Appends `fields` (an object) as the next line; returns the bytes
-    /// written and the new head.
+    /// Appends `fields` (an object) as the next line, on disk before it
+    /// returns (with `fsync`, and every line before it too); returns the
+    /// bytes written and the new head.
     pub fn append(&self, fields: Value) -> Result<(usize, Head)> {
+        self.write(fields, true)
+    }
+
+    /// Appends `fields` as the next line, written to the file but synced
+    /// only with the next [`ChainLog::append`].
+    pub fn append_later(&self, fields: Value) -> Result<(usize, Head)> {
+        self.write(fields, false)
+    }
+
+    fn write(&self, fields: Value, sync: bool) -> Result<(usize, Head)> {
         let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unsynced = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
         let (file, known) = &mut *guard;
         file.lock()
             .with_context(|| format!("locking `{}`", self.path.display()))?;
@@ -86,17 +106,25 @@ impl ChainLog {
             (&*file)
                 .write_all(line.as_bytes())
                 .with_context(|| format!("writing `{}`", self.path.display()))?;
-            if let Some(why) = crate::failpoint(&format!("fsync-{event}")) {
-                anyhow::bail!(
-                    "failpoint `fsync-{event}` ({why}): syncing `{}`",
-                    self.path.display()
-                );
+            *known = Some((len + line.len() as u64, head.clone()));
+            if !sync {
+                unsynced.push(event);
+                return Ok((line.len(), head));
+            }
+            // This sync is also that of the lines written unsynced before.
+            for e in unsynced.iter().chain([&event]) {
+                if let Some(why) = crate::failpoint(&format!("fsync-{e}")) {
+                    anyhow::bail!(
+                        "failpoint `fsync-{e}` ({why}): syncing `{}`",
+                        self.path.display()
+                    );
+                }
             }
             if self.fsync {
                 file.sync_data()
                     .with_context(|| format!("syncing `{}`", self.path.display()))?;
             }
-            *known = Some((len + line.len() as u64, head.clone()));
+            unsynced.clear();
             Ok((line.len(), head))
         })();
         let _ = file.unlock();
@@ -311,6 +339,38 @@ mod tests {
         let all = read(&path).unwrap();
         assert_eq!(all[3]["seq"], 4);
         assert_eq!(all[3]["prev"], all[2]["hash"]);
+    }
+
+    /// A line appended to wait is in the file at once (a killed process
+    /// loses nothing) and is synced by the next durable line: a failed
+    /// sync of the line that waited is that line's error, and the log's
+    /// chain holds both lines either way. (Needs the failpoints, on in
+    /// the workspace's `cargo test`.)
+    #[cfg(feature = "failpoints")]
+    #[test]
+    fn a_line_that_waits_is_written_now_and_synced_with_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log.jsonl");
+        let log = ChainLog::open(&path, true).unwrap();
+        log.append(json!({ "event": "first" })).unwrap();
+        crate::set_failpoint("fsync-gc-waits", "return(disk gone)").unwrap();
+        let waited = log.append_later(json!({ "event": "gc-waits" }));
+        assert_eq!(waited.unwrap().1.seq, 2, "no sync yet, so no error");
+        assert_eq!(verify(&path).unwrap(), Ok(2), "written before any sync");
+        let err = log
+            .append(json!({ "event": "gc-durable" }))
+            .unwrap_err()
+            .to_string();
+        crate::clear_failpoint("fsync-gc-waits");
+        assert!(
+            err.contains("failpoint `fsync-gc-waits` (disk gone)"),
+            "{err}"
+        );
+        // Nothing waits once a sync went through.
+        log.append_later(json!({ "event": "gc-waits" })).unwrap();
+        log.append(json!({ "event": "gc-durable" })).unwrap();
+        assert!(log.unsynced.lock().unwrap().is_empty());
+        assert_eq!(verify(&path).unwrap(), Ok(5));
     }
 
     #[test]

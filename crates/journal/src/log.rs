@@ -6,6 +6,12 @@
 //! written to it by this process and every later [`Journal::record`]
 //! fails too. The run stops before its next change ([`Journal::failed`]);
 //! `runbook resume` continues it from what the journal does hold.
+//!
+//! Group commit: only the lines safety needs are made durable before the
+//! host goes on ([`durable`]); the others wait for the next durable line
+//! and become durable with it, in one `fsync` (a file) or one publish (a
+//! JetStream subject). A crash can then lose only lines after the last
+//! durable one, and those are lines that resume recomputes.
 
 use crate::chain::ChainLog;
 use anyhow::Result;
@@ -16,20 +22,52 @@ use std::sync::Mutex;
 /// JetStream subject (in `runbook-fleet`).
 pub trait JournalLog: Send + Sync {
     /// Appends one record (an object) as the next chained line; returns
-    /// its `seq`. An error means the line was not written.
-    fn append(&self, fields: Value) -> Result<u64>;
+    /// its `seq`. `durable`: the line, and every line before it, is kept
+    /// (on disk, stored by the server) before this returns; otherwise it
+    /// may be kept only with the next durable line. An error means the
+    /// line was not written.
+    fn append(&self, fields: Value, durable: bool) -> Result<u64>;
     /// Where the lines are, for people.
     fn location(&self) -> String;
 }
 
 impl JournalLog for ChainLog {
-    fn append(&self, fields: Value) -> Result<u64> {
-        Ok(ChainLog::append(self, fields)?.1.seq)
+    fn append(&self, fields: Value, durable: bool) -> Result<u64> {
+        let written = if durable {
+            ChainLog::append(self, fields)
+        } else {
+            ChainLog::append_later(self, fields)
+        };
+        Ok(written?.1.seq)
     }
 
     fn location(&self) -> String {
         self.path().display().to_string()
     }
+}
+
+/// Whether a line of `event` must be durable before the host goes on.
+///
+/// The rule: a line may wait for the next durable one if and only if
+/// losing it (with every line after it up to that one) leaves a journal
+/// that resume continues just as it would have with the line: it does
+/// again what the line recorded. Such a line is lost by a machine that
+/// stops before the next durable line is kept (a file), or by a process
+/// killed before then (JetStream: the line waits in memory). So:
+/// - `step-start`: a step without its `step-end` is run again on resume,
+///   and its start recorded again.
+/// - `awaiting`: the step's `step-end` and the run's `awaiting-approval`
+///   end, both durable, follow it before the run is parked; without them
+///   the step runs again and asks again.
+///
+/// Every other line is durable at once: `run-start` and `resume` (a run
+/// exists, who holds it), `intent` (before its change is issued),
+/// `applied` and `failed` (a change's result: resume cannot always tell
+/// it from the backend, a notification not at all, and the run's budget
+/// and own changes count it), `step-end` (a step's outcome, so no line
+/// waits past its step's end), `run-end`, `host-panic` and `page`.
+pub fn durable(event: &str) -> bool {
+    !matches!(event, "step-start" | "awaiting")
 }
 
 /// A journal line that could not be written: the run must stop before
@@ -119,7 +157,7 @@ impl Journal {
             }
             .into())
         });
-        self.log.append(fields).map_err(|e| {
+        self.log.append(fields, durable(event)).map_err(|e| {
             let why = format!("{e:#}");
             *failed = Some(format!("`{event}`: {why}"));
             Unrecorded {
@@ -154,7 +192,7 @@ mod tests {
     struct Flaky(AtomicUsize);
 
     impl JournalLog for Flaky {
-        fn append(&self, _: Value) -> Result<u64> {
+        fn append(&self, _: Value, _: bool) -> Result<u64> {
             let n = self.0.fetch_add(1, Ordering::SeqCst) + 1;
             anyhow::ensure!(n != 2, "disk full");
             Ok(n as u64)

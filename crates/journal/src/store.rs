@@ -2,7 +2,9 @@
 //! incident; changes take leases on what they change.
 //!
 //! The journal (`runs/RUN_ID.jsonl` in the state directory) is a chained
-//! log ([`crate::chain`]), each line fsync'd before the host goes on:
+//! log ([`crate::chain`]), its lines durable before the host goes on
+//! where safety needs it, with the next such line elsewhere
+//! ([`crate::log::durable`]):
 //! `run-start` (runbook and plugin digests, inputs, backend, incident,
 //! who), `step-start`, `intent` before every change (what, its
 //! precondition, who approved it and how, the lease's fencing token),

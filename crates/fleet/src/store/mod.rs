@@ -2,8 +2,9 @@
 //! of a fleet shares, so they exclude each other across machines.
 //!
 //! - A run's journal is the subject `runbook.journal.RUN_ID` of the
-//!   `RUNBOOK_JOURNAL` stream, one chained line ([`runbook_journal::chain`]) per
-//!   message. Each append says which message it follows
+//!   `RUNBOOK_JOURNAL` stream, chained lines ([`runbook_journal::chain`]),
+//!   one per message or a step's lines in one (group commit:
+//!   [`journal`]). Each append says which message it follows
 //!   (`Nats-Expected-Last-Subject-Sequence`): a process that lost the run
 //!   to another (it stalled past its hold, a worker took over) cannot add
 //!   a line, so it cannot journal an intent, so it changes nothing.
@@ -100,7 +101,7 @@ impl JetStreamStore {
     }
 
     /// The run's journal lines as written (to check their chain), and the
-    /// stream sequence of the last one.
+    /// stream sequence of the last message.
     pub fn raw_lines(&self, run_id: &str) -> Result<(Vec<String>, u64)> {
         check_run_id(run_id)?;
         let stream = self.fleet.journal.clone();
@@ -122,7 +123,9 @@ impl JetStreamStore {
                     .await
                 {
                     Ok(m) => {
-                        out.push(String::from_utf8_lossy(&m.payload).into_owned());
+                        // A message holds one line or a batch (a group
+                        // commit: `store::journal`).
+                        out.extend(journal::message_lines(&m.payload));
                         last = m.sequence;
                         next = m.sequence + 1;
                     }
@@ -220,6 +223,7 @@ impl JetStreamStore {
             fleet: self.fleet.clone(),
             subject: format!("{JOURNAL_PREFIX}{run_id}"),
             at: Mutex::new((head, last)),
+            waiting: Mutex::new(Vec::new()),
             lost: hold.lost.clone(),
         };
         Journal::new(Box::new(log), run_id, Box::new(hold))
