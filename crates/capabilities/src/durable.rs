@@ -60,13 +60,15 @@ pub struct Durable {
 }
 
 impl Durable {
-    /// The journaled intent of `operation` on `resource` in `step`, for
-    /// a reconciled result.
+    /// The journaled intent of `operation` on `resource` in `step` (the
+    /// `index`-th such call, where the intent says), for a reconciled
+    /// result.
     pub(crate) fn journal_intent(
         &self,
         step: &str,
         operation: &str,
         resource: &str,
+        index: usize,
     ) -> anyhow::Result<Option<u64>> {
         let lines = self.store.read_run(&self.journal.run_id)?;
         Ok(lines
@@ -77,6 +79,7 @@ impl Durable {
                     && l["step"] == step
                     && l["operation"] == operation
                     && l["resource"] == resource
+                    && l["index"].as_u64().is_none_or(|i| i as usize == index)
             })
             .and_then(|l| l["seq"].as_u64()))
     }

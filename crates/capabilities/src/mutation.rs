@@ -366,6 +366,10 @@ impl StepState {
                 "interface": call.interface,
                 "operation": call.operation,
                 "resource": call.resource,
+                // Which such call in the step this is, as resume counts
+                // them: a call replayed from the journal writes no intent,
+                // so intents alone cannot be counted.
+                "index": self.index_of(call),
                 "args": call.args,
                 "change": decision.change,
                 "would": would,
@@ -403,7 +407,12 @@ impl StepState {
             Some(i) => Some(i),
             // Reconciled on resume: the intent is the journaled one.
             None => durable
-                .journal_intent(&self.caller.step, call.operation, &call.resource)
+                .journal_intent(
+                    &self.caller.step,
+                    call.operation,
+                    &call.resource,
+                    self.index_of(call),
+                )
                 .map_err(|e| self.unrecorded(&e))?,
         };
         let (event, fields) = match result {

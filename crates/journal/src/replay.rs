@@ -81,9 +81,14 @@ impl Replay {
                         s(&l["operation"]),
                         s(&l["resource"]),
                     );
+                    // The call's index as the step counted it (every call
+                    // to the operation, replayed or refused ones too);
+                    // journals from before it was recorded: their intents
+                    // counted.
                     let n = seen.entry(base.clone()).or_insert(0);
-                    let key = (base.0, base.1, base.2, base.3, *n);
+                    let index = l["index"].as_u64().map_or(*n, |i| i as usize);
                     *n += 1;
+                    let key = (base.0, base.1, base.2, base.3, index);
                     if let Some(seq) = l["seq"].as_u64() {
                         intents.insert(seq, key.clone());
                     }
@@ -238,5 +243,60 @@ mod tests {
         assert_eq!(replay.awaited.len(), 2);
         assert_eq!(replay.awaited[&key(0)].change, "set `AUTH_X` to on");
         assert_eq!(replay.awaited[&key(1)].change, "set `AUTH_X` to off");
+    }
+
+    /// A step that makes the same change twice, killed after each: on the
+    /// second resume the first call was replayed (no intent of its own),
+    /// so the second call's intent is the step's second call by its
+    /// recorded index, not its first; both stay applied and neither is
+    /// issued again. A journal from before the index was recorded counts
+    /// intents as it did.
+    #[test]
+    fn a_replayed_call_keeps_the_index_of_the_calls_after_it() {
+        let intent = |seq: u64, index: Option<u64>| {
+            let mut l = json!({
+                "event": "intent", "seq": seq, "step": "s", "interface": "ecs",
+                "operation": "rollback", "resource": "svc",
+            });
+            if let Some(i) = index {
+                l["index"] = i.into();
+            }
+            l
+        };
+        let applied =
+            |intent: u64, r: &str| json!({ "event": "applied", "intent": intent, "result": r });
+        let key = |i: usize| {
+            (
+                "s".to_string(),
+                "ecs".to_string(),
+                "rollback".to_string(),
+                "svc".to_string(),
+                i,
+            )
+        };
+        let lines = [
+            json!({ "event": "step-start", "step": "s" }),
+            intent(2, Some(0)),
+            applied(2, "first"),
+            json!({ "event": "resume" }),
+            json!({ "event": "step-start", "step": "s" }),
+            intent(6, Some(1)),
+            applied(6, "second"),
+        ];
+        let replay = Replay::from_journal(&lines);
+        assert!(matches!(&replay.mutations[&key(0)], Done::Applied(r) if r == "first"));
+        assert!(matches!(&replay.mutations[&key(1)], Done::Applied(r) if r == "second"));
+        assert_eq!(replay.applied, 2);
+        // Older journals: intents without an index count as before.
+        let old = [
+            json!({ "event": "step-start", "step": "s" }),
+            intent(2, None),
+            applied(2, "first"),
+            intent(4, None),
+            applied(4, "second"),
+        ];
+        let replay = Replay::from_journal(&old);
+        assert!(matches!(&replay.mutations[&key(0)], Done::Applied(r) if r == "first"));
+        assert!(matches!(&replay.mutations[&key(1)], Done::Applied(r) if r == "second"));
     }
 }
