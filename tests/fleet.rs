@@ -2,7 +2,8 @@
 //! JetStream (a three-node cluster, or one node), `runbook worker`
 //! processes, moto (ECS) and `redis-server`. Workers are killed with -9
 //! mid-rollback and a NATS node is killed mid-batch; two CLIs race on one
-//! service; an alarm is submitted five times; leases race and lapse.
+//! service; an alarm is submitted five times; leases race and lapse; the
+//! host panics inside a worker's run; a run's journal is group-committed.
 //! (Runs parked for approvals: `tests/approvals.rs`.)
 
 mod common;
@@ -450,6 +451,66 @@ fn a_runs_journal_on_jetstream_is_one_publish_per_durable_line() {
         .map(|l| l["event"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(read, events);
+}
+
+/// A host panic inside a worker's run (a failpoint panics as the first
+/// change is about to reach its backend): the worker records it in the
+/// run's journal, stays up, and the run is continued from its journal to
+/// its end, with exactly one rollback.
+#[test]
+fn a_host_panic_in_a_workers_run_is_continued_and_rolls_back_once() {
+    let _serial = one_at_a_time();
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let nats = Nats::start(1);
+    let store = nats.store();
+    let logs = tempfile::tempdir().unwrap();
+    let worker = Worker::start_with(
+        &nats,
+        logs.path(),
+        "w",
+        &[("FAILPOINTS", "backend-apply=1*panic(injected)")],
+    );
+    let (cluster, service, family) = ecs_service(&moto);
+    let live = Live::new(
+        &bad_deploy_metrics(),
+        &redis.url(),
+        &moto,
+        (&cluster, &service),
+        FILE_FLAGS,
+    );
+    let incident = format!("panic-{family}");
+    let submitted = submit(&nats, &live.env(), &incident, &["--yes"]);
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    wait_until("the run to end", 120, &[&worker], || {
+        incident_state(&store, &incident).2.is_some()
+    });
+    let (runs, rollbacks, ended) = incident_state(&store, &incident);
+    assert_eq!((runs, rollbacks), (1, 1), "one run, one rollback");
+    // The recorded metrics stay bad after the rollback: the runbook
+    // verifies, finds no recovery and escalates, as it does unfaulted.
+    assert_eq!(ended.as_deref(), Some("escalated"));
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:2")
+    );
+    let run = store.incident_runs(&incident).unwrap()[0].clone();
+    let events: Vec<String> = store
+        .read_run(&run)
+        .unwrap()
+        .iter()
+        .map(|l| l["event"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let panicked = events.iter().position(|e| e == "host-panic");
+    let resumed = events.iter().position(|e| e == "resume");
+    assert!(panicked.is_some() && resumed > panicked, "{events:?}");
+    // The intent before the panic and the one the resumed step wrote: one
+    // `applied`, after the resume.
+    let applied: Vec<usize> = (0..events.len())
+        .filter(|&i| events[i] == "applied")
+        .collect();
+    assert!(applied.first() > resumed.as_ref(), "{events:?}");
+    assert!(worker.get("/healthz").is_some(), "the worker is still up");
 }
 
 /// A stream made by something else, in a way that would lose or repeat
