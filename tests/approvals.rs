@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::fleet::{FILE_FLAGS, Nats, Worker, incident_state, one_at_a_time, submit, wait_until};
+use common::fleet::{Nats, Worker, incident_state, one_at_a_time, submit, wait_until};
 use common::live::*;
 use common::{output, runbook};
 use runbook_fleet::store::JetStreamStore;
@@ -54,16 +54,9 @@ fn paged_service(
     redis: &RedisServer,
     paging: &str,
 ) -> (Live, (String, String, String)) {
-    let (cluster, service, family) = ecs_service(moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
+    let (live, service) = bad_deploy_service(moto, redis);
     live.set_notify(paging);
-    (live, (cluster, service, family))
+    (live, service)
 }
 
 /// `run`'s entry on the parked list (`Null` when it is not there).

@@ -163,14 +163,7 @@ fn a_lease_lost_while_its_intent_is_written_changes_nothing() {
     let moto = Moto::start();
     let redis = RedisServer::start();
     let nats = Nats::start(1);
-    let (cluster, service, family) = ecs_service(&moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        &moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
+    let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
     let state = tempfile::tempdir().unwrap();
     let store = nats.store();
     let place = Place::Nats(nats, store);
@@ -230,14 +223,7 @@ struct Stopped {
 fn stopped_before_rollback() -> Stopped {
     let moto = Moto::start();
     let redis = RedisServer::start();
-    let (cluster, service, family) = ecs_service(&moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        &moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
+    let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
     let state = tempfile::tempdir().unwrap();
     let status = cli(state.path())
         .args([
@@ -389,14 +375,7 @@ fn an_approval_after_the_world_moved_changes_nothing() {
 fn a_journal_whose_run_start_is_torn_is_not_resumed() {
     let moto = Moto::start();
     let redis = RedisServer::start();
-    let (cluster, service, family) = ecs_service(&moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        &moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
+    let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
     let state = tempfile::tempdir().unwrap();
     let (env, start) = (live.env(), soon());
     let first = cli(state.path())

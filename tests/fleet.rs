@@ -9,7 +9,7 @@
 mod common;
 
 use common::fleet::{
-    FILE_FLAGS, Nats, SIM, Worker, aws, incident_state, one_at_a_time, soon, submit, wait_until,
+    Nats, SIM, Worker, aws, incident_state, one_at_a_time, soon, submit, wait_until,
 };
 use common::live::*;
 use common::{RB0031, output, runbook};
@@ -245,14 +245,7 @@ fn two_clis_on_one_service_roll_back_once() {
     let nats = Nats::start(1);
     let store = nats.store();
     for pair in 0..2 {
-        let (cluster, service, family) = ecs_service(&moto);
-        let live = Live::new(
-            &bad_deploy_metrics(),
-            &redis.url(),
-            &moto,
-            (&cluster, &service),
-            FILE_FLAGS,
-        );
+        let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
         let start = soon();
         let env = live.env();
         let url = nats.url();
@@ -471,14 +464,7 @@ fn a_host_panic_in_a_workers_run_is_continued_and_rolls_back_once() {
         "w",
         &[("FAILPOINTS", "backend-apply=1*panic(injected)")],
     );
-    let (cluster, service, family) = ecs_service(&moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        &moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
+    let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
     let incident = format!("panic-{family}");
     let submitted = submit(&nats, &live.env(), &incident, &["--yes"]);
     assert_eq!(submitted.code, 0, "{}", submitted.stderr);

@@ -802,14 +802,7 @@ mod durable {
         let redis = RedisServer::start();
         // How long a whole run takes here, to spread the kills over it.
         let span = {
-            let (cluster, service, _) = ecs_service(&moto);
-            let live = Live::new(
-                &bad_deploy_metrics(),
-                &redis.url(),
-                &moto,
-                (&cluster, &service),
-                FILE_FLAGS,
-            );
+            let (live, _) = bad_deploy_service(&moto, &redis);
             let state = tempfile::tempdir().unwrap();
             let started = Instant::now();
             cli(state.path())
@@ -820,14 +813,7 @@ mod durable {
         };
         let trials = 6;
         for trial in 0..trials {
-            let (cluster, service, family) = ecs_service(&moto);
-            let live = Live::new(
-                &bad_deploy_metrics(),
-                &redis.url(),
-                &moto,
-                (&cluster, &service),
-                FILE_FLAGS,
-            );
+            let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
             let state = tempfile::tempdir().unwrap();
             let incident_start = soon();
             let env = live.env();
@@ -860,14 +846,7 @@ mod durable {
         let redis = RedisServer::start();
         for incidents in [None, Some(("first", "second"))] {
             for pair in 0..3 {
-                let (cluster, service, family) = ecs_service(&moto);
-                let live = Live::new(
-                    &bad_deploy_metrics(),
-                    &redis.url(),
-                    &moto,
-                    (&cluster, &service),
-                    FILE_FLAGS,
-                );
+                let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
                 let state = tempfile::tempdir().unwrap();
                 let incident_start = soon();
                 let env = live.env();
@@ -912,14 +891,7 @@ mod durable {
     fn a_rerun_of_a_resolved_incident_changes_nothing() {
         let moto = Moto::start();
         let redis = RedisServer::start();
-        let (cluster, service, family) = ecs_service(&moto);
-        let live = Live::new(
-            &bad_deploy_metrics(),
-            &redis.url(),
-            &moto,
-            (&cluster, &service),
-            FILE_FLAGS,
-        );
+        let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
         let state = tempfile::tempdir().unwrap();
         let incident_start = soon();
         let env = live.env();

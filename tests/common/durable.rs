@@ -7,8 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-pub const FILE_FLAGS: &str = "[flags]\nstore = \"file\"\npath = \"flags.json\"";
-
 /// The CLI for live runs, with the AWS test credentials.
 pub fn cli(state: &Path) -> Command {
     let mut cmd = runbook();

@@ -233,14 +233,7 @@ pub fn trial(
     action: &str,
     hang: Duration,
 ) -> Row {
-    let (cluster, service, family) = ecs_service(moto);
-    let live = Live::new(
-        &bad_deploy_metrics(),
-        &redis.url(),
-        moto,
-        (&cluster, &service),
-        FILE_FLAGS,
-    );
+    let (live, (cluster, service, family)) = bad_deploy_service(moto, redis);
     let state = tempfile::tempdir().unwrap();
     let runs = Runs {
         place,

@@ -221,7 +221,6 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub const FILE_FLAGS: &str = "[flags]\nstore = \"file\"\npath = \"flags.json\"";
 pub const SIM: &str = "runbooks/scenarios/session-store-outage.toml";
 
 pub fn soon() -> String {

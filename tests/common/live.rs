@@ -257,6 +257,24 @@ pub fn bad_deploy_metrics() -> String {
     recorded(1460.0, 121.0, 99.9)
 }
 
+/// Feature flags in a file in the environment's directory.
+pub const FILE_FLAGS: &str = "[flags]\nstore = \"file\"\npath = \"flags.json\"";
+
+/// RB-0031's bad-deploy path live on a new ECS service (`ecs_service`),
+/// redis-server and file flags: the environment, and the service's
+/// cluster, name and task family.
+pub fn bad_deploy_service(moto: &Moto, redis: &RedisServer) -> (Live, (String, String, String)) {
+    let (cluster, service, family) = ecs_service(moto);
+    let live = Live::new(
+        &bad_deploy_metrics(),
+        &redis.url(),
+        moto,
+        (&cluster, &service),
+        FILE_FLAGS,
+    );
+    (live, (cluster, service, family))
+}
+
 /// A wiremock server on a runtime of its own, so the test can stay
 /// synchronous.
 pub struct Hook {

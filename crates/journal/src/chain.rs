@@ -27,15 +27,21 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 const MAX_LINE: usize = 4 * 1024 * 1024;
 
 pub struct ChainLog {
-    /// The file, and the head as this writer last left it with the file's
-    /// length then: unchanged length means nobody else appended, and the
-    /// tail need not be read again.
-    file: Mutex<(File, Option<(u64, Head)>)>,
-    /// The events of lines written since the last sync (their `fsync` is
-    /// the next synced line's).
-    unsynced: Mutex<Vec<String>>,
+    file: Mutex<Writer>,
     path: PathBuf,
     fsync: bool,
+}
+
+/// The file and what this writer knows of it.
+struct Writer {
+    file: File,
+    /// The head as this writer last left it, with the file's length then:
+    /// unchanged length means nobody else appended, and the tail need not
+    /// be read again.
+    known: Option<(u64, Head)>,
+    /// The events of lines written since the last sync (their `fsync` is
+    /// the next synced line's).
+    unsynced: Vec<String>,
 }
 
 /// Where a chain stands: the last line's `seq` and `hash`.
@@ -57,8 +63,11 @@ impl ChainLog {
             .open(path)
             .with_context(|| format!("opening `{}`", path.display()))?;
         Ok(Self {
-            file: Mutex::new((file, None)),
-            unsynced: Mutex::new(Vec::new()),
+            file: Mutex::new(Writer {
+                file,
+                known: None,
+                unsynced: Vec::new(),
+            }),
             path: path.to_path_buf(),
             fsync,
         })
@@ -83,8 +92,11 @@ impl ChainLog {
 
     fn write(&self, fields: Value, sync: bool) -> Result<(usize, Head)> {
         let mut guard = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        let mut unsynced = self.unsynced.lock().unwrap_or_else(|e| e.into_inner());
-        let (file, known) = &mut *guard;
+        let Writer {
+            file,
+            known,
+            unsynced,
+        } = &mut *guard;
         file.lock()
             .with_context(|| format!("locking `{}`", self.path.display()))?;
         let written = (|| {
@@ -369,7 +381,7 @@ mod tests {
         // Nothing waits once a sync went through.
         log.append_later(json!({ "event": "gc-waits" })).unwrap();
         log.append(json!({ "event": "gc-durable" })).unwrap();
-        assert!(log.unsynced.lock().unwrap().is_empty());
+        assert!(log.file.lock().unwrap().unsynced.is_empty());
         assert_eq!(verify(&path).unwrap(), Ok(5));
     }
 

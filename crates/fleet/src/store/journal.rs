@@ -27,36 +27,41 @@ const BATCH: &str = "runbook_batch";
 pub(super) struct StreamLog {
     pub(super) fleet: Arc<Fleet>,
     pub(super) subject: String,
-    /// The chain's head (lines waiting included) and the stream sequence
-    /// of the last message stored.
-    pub(super) at: Mutex<(Option<Head>, u64)>,
-    /// Lines sealed and not yet published, oldest first, with their seq.
-    pub(super) waiting: Mutex<Vec<(String, u64)>>,
+    pub(super) at: Mutex<At>,
     pub(super) lost: Arc<AtomicBool>,
+}
+
+/// Where a [`StreamLog`] stands.
+pub(super) struct At {
+    /// The chain's head, lines waiting included.
+    pub(super) head: Option<Head>,
+    /// The stream sequence of the last message stored.
+    pub(super) sequence: u64,
+    /// Lines sealed and not yet published, oldest first, with their seq.
+    pub(super) waiting: Vec<(String, u64)>,
 }
 
 impl JournalLog for StreamLog {
     fn append(&self, fields: Value, durable: bool) -> Result<u64> {
         let mut at = self.at.lock().unwrap_or_else(|e| e.into_inner());
-        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         if self.lost.load(Ordering::SeqCst) {
             return Err(anyhow!(
                 "this process no longer holds the run (another process took it over)"
             ));
         }
-        let (line, head) = runbook_journal::chain::seal(at.0.as_ref(), fields);
+        let (line, head) = runbook_journal::chain::seal(at.head.as_ref(), fields);
         let line = line.trim_end().to_string();
         if !durable {
-            waiting.push((line, head.seq));
-            at.0 = Some(head.clone());
+            at.waiting.push((line, head.seq));
+            at.head = Some(head.clone());
             return Ok(head.seq);
         }
-        let mut batch = std::mem::take(&mut *waiting);
+        let mut batch = std::mem::take(&mut at.waiting);
         batch.push((line, head.seq));
         for message in messages(batch) {
-            at.1 = self.publish(message, at.1)?;
+            at.sequence = self.publish(message, at.sequence)?;
         }
-        at.0 = Some(head.clone());
+        at.head = Some(head.clone());
         Ok(head.seq)
     }
 

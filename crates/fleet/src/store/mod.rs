@@ -222,8 +222,11 @@ impl JetStreamStore {
         let log = StreamLog {
             fleet: self.fleet.clone(),
             subject: format!("{JOURNAL_PREFIX}{run_id}"),
-            at: Mutex::new((head, last)),
-            waiting: Mutex::new(Vec::new()),
+            at: Mutex::new(journal::At {
+                head,
+                sequence: last,
+                waiting: Vec::new(),
+            }),
             lost: hold.lost.clone(),
         };
         Journal::new(Box::new(log), run_id, Box::new(hold))
