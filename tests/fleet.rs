@@ -499,6 +499,90 @@ fn a_host_panic_in_a_workers_run_is_continued_and_rolls_back_once() {
     assert!(worker.get("/healthz").is_some(), "the worker is still up");
 }
 
+/// `runbook runs` on a fleet lists runs from `RUNBOOK_RUNS`: one message
+/// per run started (not a value that every start reads and rewrites
+/// under a lock), newest first, each once, cut at `--limit`; a first
+/// publish that fails is tried again at once. Runs listed by an earlier
+/// version in a `runs.X` value are still shown, merged by when they
+/// started, a run in both places once.
+#[test]
+fn runs_are_listed_one_message_each_and_older_listings_still_show() {
+    let _serial = one_at_a_time();
+    let nats = Nats::start(1);
+    let store = nats.store();
+    let run = |failpoints: &str| -> String {
+        let incident = format!("listed-{}", common::now_nanos());
+        let out = output(runbook().env("FAILPOINTS", failpoints).args([
+            "run",
+            RB0031,
+            "--sim",
+            SIM,
+            "--incident",
+            &incident,
+            "--nats",
+            &nats.url(),
+        ]));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        store.incident_runs(&incident).unwrap()[0].clone()
+    };
+    let first = run("");
+    // Listed the old way, by an earlier version, between the first run
+    // and the next: itself, and the first run once more (at another time:
+    // shown once all the same, where it is newest).
+    let kv = store.fleet().state.clone();
+    let old = format!(
+        r#"[[1000,"{first}"],[{},"oldrun-1"]]"#,
+        runbook_core::time::now_ms()
+    );
+    store
+        .fleet()
+        .wait("writing a listing as an earlier version did", async move {
+            kv.put("runs.7", old.into())
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            Ok(())
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    let second = run("");
+    // Its first publish fails (as NATS not answering would).
+    let third = run("nats-list-run=1*return(away)");
+    let mut runs = store.fleet().runs.clone();
+    let messages = store
+        .fleet()
+        .wait("reading the listing's stream", async move {
+            Ok(runs
+                .info()
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .state
+                .messages)
+        })
+        .unwrap();
+    assert_eq!(messages, 3, "one message per run started");
+    let listed = |limit: &str| -> Vec<String> {
+        let out =
+            output(runbook().args(["runs", "--json", "--limit", limit, "--nats", &nats.url()]));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        out.stdout
+            .lines()
+            .map(|l| {
+                let row: serde_json::Value = serde_json::from_str(l).unwrap();
+                row["run_id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let all = vec![
+        third.clone(),
+        second.clone(),
+        "oldrun-1".into(),
+        first.clone(),
+    ];
+    assert_eq!(listed("10"), all);
+    assert_eq!(listed("3"), all[..3].to_vec());
+    assert_eq!(listed("1"), all[..1].to_vec());
+}
+
 /// A stream made by something else, in a way that would lose or repeat
 /// runs, is refused with what to do.
 #[test]

@@ -173,7 +173,8 @@ impl Engine {
         .context("the run was not started")?;
         let durable = Durable {
             identities: p.backend.identities(),
-            own_changes: own_changes(&*store, &incident)?.into(),
+            // Started just now: nothing of its own applied yet.
+            own_changes: own_changes(&*store, &incident, Some(&run_id))?.into(),
             journal,
             store,
             replay: Arc::new(Replay::default()),
@@ -345,7 +346,7 @@ impl Engine {
         let incident = start["incident"].as_str().unwrap_or_default().to_string();
         let durable = Durable {
             identities: p.backend.identities(),
-            own_changes: own_changes(&*store, &incident)?.into(),
+            own_changes: own_changes(&*store, &incident, None)?.into(),
             journal,
             store,
             replay: Arc::new(Replay::from_journal(&lines)),

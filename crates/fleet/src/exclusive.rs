@@ -19,13 +19,16 @@
 //! Generations are never deleted: recreating a deleted key takes the
 //! racy path. Each write leaves one small message behind.
 //!
-//! The lock costs seven to eight round trips per write, so a key's very
-//! first write (expected sequence 0, the lock's own kind of write) goes
-//! without it. A stream with one
-//! replica has no replicas to disagree: its server checks the expected
-//! revision as it stores the write (none of the races above had two
-//! winners on one node), so there [`Locking::Off`] writes with the
-//! expected revision alone (two round trips: read, write). On a cluster
+//! The lock costs seven to eight round trips per write, so two kinds of
+//! write go without it: a key's very first write (expected sequence 0,
+//! the lock's own kind of write), and a run's hold renewed or let go by
+//! its holder while it is live ([`write_held`]: nobody else writes it
+//! then). A
+//! stream with one replica has no replicas to disagree: its server checks
+//! the expected revision as it stores the write (none of the races above
+//! had two winners on one node), so there [`Locking::Off`] writes with the
+//! expected revision alone (one round trip when the caller has just read
+//! the key, else two: read, write). On a cluster
 //! the lock stays, whatever the server's version: 2.9.21 fixed the race
 //! above, 2.10 (nats-server#5794) the unchecked expected sequence 0 of a
 //! first write, and the check is still the leader's alone across a leader
@@ -83,30 +86,44 @@ pub enum Write {
 /// Writes `key` if its live revision is still `expected` (`None`: absent
 /// or deleted): `Ok(Some(revision))` when written, `Ok(None)` when someone
 /// else changed it first.
+///
+/// `seen_last`: the revision of the key's last message of any kind (0:
+/// none), as the caller just read it from the stream's leader and decided
+/// `expected` on; `None` when it did not read. The write then carries that
+/// revision as the one it expects, so anything written since makes it fail
+/// as a changed key would, and the read this function would make again is
+/// saved (one round trip fewer per write), except under the lock, where
+/// the key must be read once the lock is held.
 pub async fn write_if(
     kv: &kv::Store,
     locking: Locking,
     key: &str,
     write: Write,
     expected: Option<u64>,
+    seen_last: Option<u64>,
 ) -> Result<Option<u64>> {
     // A key that has never had a message (a new run's hold and entry, a
     // new incident): its first write, with expected revision 0, is the
-    // write the lock itself is made of, checked as the replicas apply it.
-    // Two round trips instead of the lock's seven. A key with any message
-    // (a value, a deletion) takes the lock.
-    if let (Locking::On, None, Write::Put(bytes)) = (locking, expected, &write) {
-        let (value, last) = leader_get(kv, key, STEP).await?;
-        if value.is_some() {
-            return Ok(None);
-        }
-        if last == 0 {
-            return match tokio::time::timeout(STEP, kv.update(key, bytes.clone(), 0)).await {
-                Ok(Ok(r)) => Ok(Some(r)),
-                Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
-                Ok(Err(e)) => Err(anyhow!("writing `{key}`: {e}")),
-                Err(_) => Err(anyhow!("writing `{key}`: no answer in time")),
-            };
+    // write the lock itself is made of, checked as the replicas apply it
+    // (and on one replica as it is stored). One round trip, or two with
+    // the read that found the key new, instead of the lock's seven. A key
+    // with any message (a value, a deletion) takes the lock.
+    if let (None, Write::Put(bytes), None | Some(0)) = (expected, &write, seen_last) {
+        match tokio::time::timeout(STEP, kv.update(key, bytes.clone(), 0)).await {
+            Ok(Ok(r)) => return Ok(Some(r)),
+            Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => {
+                // It has a message: a value (someone wrote first), or a
+                // deletion (the path below, which reads it).
+                if seen_last.is_some() {
+                    return Ok(None);
+                }
+                let (value, _) = leader_get(kv, key, STEP).await?;
+                if value.is_some() {
+                    return Ok(None);
+                }
+            }
+            Ok(Err(e)) => return Err(anyhow!("writing `{key}`: {e}")),
+            Err(_) => return Err(anyhow!("writing `{key}`: no answer in time")),
         }
     }
     let generation = match locking {
@@ -114,10 +131,20 @@ pub async fn write_if(
         Locking::Off => None,
     };
     let written = async {
-        let (value, last) = leader_get(kv, key, STEP).await?;
-        if value.map(|v| v.1) != expected {
-            return Ok(None);
-        }
+        let last = match (generation, seen_last) {
+            // Without the lock the server's check of the expected
+            // revision is the whole check: the caller's read is as good
+            // as one made here.
+            (None, Some(last)) if expected.is_none_or(|r| r == last) => last,
+            (None, Some(_)) => return Ok(None),
+            _ => {
+                let (value, last) = leader_get(kv, key, STEP).await?;
+                if value.map(|v| v.1) != expected {
+                    return Ok(None);
+                }
+                last
+            }
+        };
         let done = match write {
             Write::Put(bytes) => {
                 match tokio::time::timeout(STEP, kv.update(key, bytes, last)).await {
@@ -142,6 +169,39 @@ pub async fn write_if(
         release(kv, key, generation).await;
     }
     written
+}
+
+/// Writes `key`, a run's hold (`running.ID`) this process has, while the
+/// hold is live by its own clock with a margin and no other write of its
+/// own is on the way: a renewal, or letting go. Nobody else writes a run's
+/// hold while a live process has it (a taker first reads that it lapsed,
+/// and a run is never taken again by its own holder), so no write races
+/// this one and the lock has nothing to exclude. It still expects
+/// `revision`, the hold's own last write: one round trip instead of the
+/// lock's eight.
+pub async fn write_held(
+    kv: &kv::Store,
+    key: &str,
+    write: Write,
+    revision: u64,
+) -> Result<Option<u64>> {
+    match write {
+        Write::Put(bytes) => {
+            match tokio::time::timeout(STEP, kv.update(key, bytes, revision)).await {
+                Ok(Ok(r)) => Ok(Some(r)),
+                Ok(Err(e)) if e.kind() == UpdateErrorKind::WrongLastRevision => Ok(None),
+                Ok(Err(e)) => Err(anyhow!("writing `{key}`: {e}")),
+                Err(_) => Err(anyhow!("writing `{key}`: no answer in time")),
+            }
+        }
+        Write::Delete => {
+            match tokio::time::timeout(STEP, kv.delete_expect_revision(key, Some(revision))).await {
+                Ok(Ok(())) => Ok(Some(0)),
+                Ok(Err(e)) => Err(anyhow!("deleting `{key}`: {e}")),
+                Err(_) => Err(anyhow!("deleting `{key}`: no answer in time")),
+            }
+        }
+    }
 }
 
 /// `key`'s last message as the stream's leader has it (a replica may not

@@ -23,6 +23,12 @@ pub const JOURNAL: &str = "RUNBOOK_JOURNAL";
 pub const JOURNAL_PREFIX: &str = "runbook.journal.";
 /// Incidents, runs, leases, who runs what, parked runs, approvals.
 pub const STATE: &str = "RUNBOOK_STATE";
+/// The runs `runbook runs` lists: one message per run started, in the
+/// order they started (a log, not a value every start rewrites).
+pub const RUNS: &str = "RUNBOOK_RUNS";
+pub const RUNS_SUBJECT: &str = "runbook.runs";
+/// The most runs `RUNBOOK_RUNS` keeps.
+pub const MAX_LISTED: i64 = 100_000;
 /// Events for people and tools (a run parked, escalated).
 pub const EVENT_PREFIX: &str = "runbook.events.";
 /// One request per incident key within this window, whatever else
@@ -51,6 +57,7 @@ pub struct Fleet {
     pub state: kv::Store,
     pub journal: stream::Stream,
     pub requests: stream::Stream,
+    pub runs: stream::Stream,
     /// Whether revision-checked writes need the per-key lock (a clustered
     /// state stream; see `exclusive`).
     pub locking: Locking,
@@ -104,6 +111,7 @@ impl Fleet {
             let js = jetstream::new(client.clone());
             let requests = ensure_stream(&js, requests_config(replicas)).await?;
             let journal = ensure_stream(&js, journal_config(replicas)).await?;
+            let runs = ensure_stream(&js, runs_config(replicas)).await?;
             // The bucket's stream made here, as the client library would
             // (it asks the server for account details 2.9 does not give).
             let state_replicas = ensure_stream(&js, state_config(replicas))
@@ -115,9 +123,9 @@ impl Fleet {
                 .get_key_value(STATE)
                 .await
                 .map_err(|e| jetstream_error(&format!("opening the bucket `{STATE}`"), e))?;
-            Ok((client, js, state, journal, requests, state_replicas))
+            Ok((client, js, state, journal, requests, runs, state_replicas))
         });
-        let (client, js, state, journal, requests, state_replicas) = match connected {
+        let (client, js, state, journal, requests, runs, state_replicas) = match connected {
             Ok(c) => c,
             Err(e) => {
                 // Not dropped here: this may be async code.
@@ -142,6 +150,7 @@ impl Fleet {
             state,
             journal,
             requests,
+            runs,
             rt: Some(rt),
         }))
     }
@@ -165,14 +174,26 @@ impl Fleet {
     }
 
     /// The JSON value at `key` (`Null` when absent) and its revision.
-    /// Every listing of the fleet's state is such a value, an index kept
-    /// by [`Fleet::change`], never a scan of the bucket's keys: listing
-    /// keys needs a consumer, and on a 2.9 cluster that lost a node such
-    /// consumers can stall for minutes, while a read of one key is
-    /// answered by any replica.
+    /// Every listing in the fleet's state (parked runs, approvals) is such
+    /// a value, kept by [`Fleet::change`], never a scan of the bucket's
+    /// keys: listing keys needs a consumer, and on a 2.9 cluster that lost
+    /// a node such consumers can stall for minutes, while a read of one
+    /// key is answered by any replica. (The runs `runbook runs` lists are
+    /// messages of their own stream, read by sequence: `store`.)
     pub fn read(&self, what: &str, key: &str) -> Result<(serde_json::Value, Option<u64>)> {
         let (kv, key, told) = (self.state.clone(), key.to_string(), what.to_string());
         self.wait(what, async move { read_key(&kv, &key, &told).await })
+    }
+
+    /// [`Fleet::read`], and the revision of the key's last message of any
+    /// kind, for a write decided on this read ([`crate::exclusive::write_if`]).
+    pub fn read_last(
+        &self,
+        what: &str,
+        key: &str,
+    ) -> Result<(serde_json::Value, Option<u64>, u64)> {
+        let (kv, key, told) = (self.state.clone(), key.to_string(), what.to_string());
+        self.wait(what, async move { read_key_last(&kv, &key, &told).await })
     }
 
     /// Changes the JSON value at `key` with `change` (given `Null` when
@@ -243,7 +264,7 @@ async fn change_until(
             let jitter = runbook_core::time::now_ms() % 20;
             tokio::time::sleep(Duration::from_millis(5 * attempt.min(50) + jitter)).await;
         }
-        let (mut value, revision) = match read_key(kv, key, told).await {
+        let (mut value, revision, seen) = match read_key_last(kv, key, told).await {
             Ok(r) => r,
             Err(e) => {
                 last = format!("{e:#}");
@@ -255,7 +276,7 @@ async fn change_until(
         }
         let bytes = bytes::Bytes::from(value.to_string());
         let put = super::exclusive::Write::Put(bytes);
-        match super::exclusive::write_if(kv, locking, key, put, revision).await {
+        match super::exclusive::write_if(kv, locking, key, put, revision, Some(seen)).await {
             Ok(Some(_)) => return Ok(true),
             Ok(None) => last = format!("`{key}` kept changing"),
             Err(e) => last = format!("{e:#}"),
@@ -271,12 +292,23 @@ pub(crate) async fn read_key(
     key: &str,
     what: &str,
 ) -> Result<(serde_json::Value, Option<u64>)> {
-    let (value, _) = super::exclusive::leader_get(kv, key, TIMEOUT)
+    let (value, revision, _) = read_key_last(kv, key, what).await?;
+    Ok((value, revision))
+}
+
+/// [`read_key`], and the revision of the key's last message of any kind
+/// (a deletion too; 0 if none): what a write decided on this read expects.
+pub(crate) async fn read_key_last(
+    kv: &kv::Store,
+    key: &str,
+    what: &str,
+) -> Result<(serde_json::Value, Option<u64>, u64)> {
+    let (value, last) = super::exclusive::leader_get(kv, key, TIMEOUT)
         .await
         .map_err(|e| anyhow!("{what}: {e:#}"))?;
     Ok(match value {
-        Some((v, revision)) => (v, Some(revision)),
-        None => (serde_json::Value::Null, None),
+        Some((v, revision)) => (v, Some(revision), last),
+        None => (serde_json::Value::Null, None, last),
     })
 }
 
@@ -338,6 +370,25 @@ fn journal_config(replicas: usize) -> stream::Config {
         num_replicas: replicas,
         // Reads of a run's lines from any replica.
         allow_direct: true,
+        ..Default::default()
+    }
+}
+
+fn runs_config(replicas: usize) -> stream::Config {
+    stream::Config {
+        name: RUNS.into(),
+        description: Some("runbook runs started, newest last".into()),
+        subjects: vec![RUNS_SUBJECT.into()],
+        retention: stream::RetentionPolicy::Limits,
+        storage: stream::StorageType::File,
+        num_replicas: replicas,
+        // Listed from any replica: a listing may lag a moment.
+        allow_direct: true,
+        // The newest runs are listed; older ones stay readable by id.
+        max_messages: MAX_LISTED,
+        // Longer than a listing is retried (`store::list_run`): a retry
+        // of one that landed is not listed twice.
+        duplicate_window: Duration::from_secs(900),
         ..Default::default()
     }
 }
@@ -432,8 +483,13 @@ pub fn incompatible(have: &stream::Config, want: &stream::Config) -> Option<anyh
     if want.allow_direct && !have.allow_direct {
         why.push("direct get is off".into());
     }
-    // Unset is 0 here and -1 from the server.
-    if have.max_age > want.max_age || have.max_messages > 0 || have.max_bytes > 0 {
+    // Unset is 0 here and -1 from the server. Only the listing of runs
+    // drops its oldest messages, and keeps at least as many as wanted.
+    let drops_count = match want.max_messages {
+        n if n > 0 => have.max_messages > 0 && have.max_messages < n,
+        _ => have.max_messages > 0,
+    };
+    if have.max_age > want.max_age || drops_count || have.max_bytes > 0 {
         why.push(
             "it drops messages by age or count: requests or journal lines would be lost".into(),
         );
@@ -475,5 +531,17 @@ mod tests {
         assert!(why.contains("would be lost"), "{why}");
         // Replicas are the operator's to choose.
         assert!(incompatible(&journal_config(3), &journal_config(1)).is_none());
+        // The listing of runs drops its oldest, and may keep more.
+        assert!(incompatible(&runs_config(1), &runs_config(1)).is_none());
+        let mut more = runs_config(1);
+        more.max_messages = MAX_LISTED * 2;
+        assert!(incompatible(&more, &runs_config(1)).is_none());
+        let mut fewer = runs_config(1);
+        fewer.max_messages = 10;
+        let why = incompatible(&fewer, &runs_config(1)).unwrap().to_string();
+        assert!(why.contains("would be lost"), "{why}");
+        let mut capped = journal_config(1);
+        capped.max_messages = MAX_LISTED;
+        assert!(incompatible(&capped, &journal_config(1)).is_some());
     }
 }

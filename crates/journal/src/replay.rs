@@ -167,8 +167,14 @@ pub struct OwnChange {
 
 /// Every change the runs of `incident` applied, from their journals. A
 /// journal that cannot be read is an error: a step told "nothing of ours"
-/// would take the incident's own rollback for the cause.
-pub fn own_changes(store: &dyn Store, incident: &str) -> anyhow::Result<Vec<OwnChange>> {
+/// would take the incident's own rollback for the cause. `fresh`: a run
+/// this process has just started and holds, which has applied nothing
+/// yet, so its journal is not read back.
+pub fn own_changes(
+    store: &dyn Store,
+    incident: &str,
+    fresh: Option<&str>,
+) -> anyhow::Result<Vec<OwnChange>> {
     let ms = |l: &Value| {
         l["time"]
             .as_str()
@@ -182,6 +188,8 @@ pub fn own_changes(store: &dyn Store, incident: &str) -> anyhow::Result<Vec<OwnC
     for run in store
         .incident_runs(incident)
         .with_context(|| format!("listing the runs of incident `{incident}`"))?
+        .into_iter()
+        .filter(|run| Some(run.as_str()) != fresh)
     {
         let lines = store
             .read_run(&run)

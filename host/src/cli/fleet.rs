@@ -49,8 +49,9 @@ pub struct SubmitArgs {
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Runs at once in this process.
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    /// Runs at once in this process (a fleet run mostly waits for NATS
+    /// and its backends: each has a thread and an instance slot).
+    #[arg(long, default_value_t = 16, value_name = "N")]
     pub concurrency: usize,
     /// Serve `/healthz` and `/metrics` here (e.g. `127.0.0.1:9464`).
     #[arg(long, value_name = "ADDR")]

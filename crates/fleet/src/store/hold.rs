@@ -16,6 +16,9 @@ pub(super) struct Hold {
     /// relied on only until `HOLD_FOR - RELY_MARGIN` after it.
     confirmed: Arc<Mutex<Instant>>,
     renew: tokio::task::JoinHandle<()>,
+    /// A renewal is on its way (sent, not answered): letting go then takes
+    /// the lock, since both writes would expect the same revision.
+    renewing: Arc<AtomicBool>,
     /// Let go by deleting the key (a run), else by marking it released (a
     /// lease: the next holder learns who held it and when it let go).
     delete: bool,
@@ -36,13 +39,15 @@ impl Hold {
         // Counted from before the write that took it: never later than
         // the expiry it wrote.
         let confirmed = Arc::new(Mutex::new(taken));
+        let renewing = Arc::new(AtomicBool::new(false));
         let renew = fleet.spawn({
-            let (fleet, key, shared, lost, confirmed) = (
+            let (fleet, key, shared, lost, confirmed, renewing) = (
                 fleet.clone(),
                 key.clone(),
                 shared.clone(),
                 lost.clone(),
                 confirmed.clone(),
+                renewing.clone(),
             );
             async move {
                 // Renewals whose answer never came (timed out, or NATS
@@ -63,8 +68,17 @@ impl Hold {
                             return Err(anyhow!("failpoint `nats-renew` ({why})"));
                         }
                         let put = Write::Put(bytes);
-                        let written =
-                            write_if(&fleet.state, fleet.locking, &key, put, Some(revision)).await;
+                        // A run's hold renewed on time, with nothing of
+                        // ours unanswered: without the lock.
+                        let live = delete
+                            && unanswered.is_empty()
+                            && unlocked(*confirmed.lock().unwrap_or_else(|e| e.into_inner()));
+                        let written = if live {
+                            write_held(&fleet.state, &key, put, revision).await
+                        } else {
+                            let locking = fleet.locking;
+                            write_if(&fleet.state, locking, &key, put, Some(revision), None).await
+                        };
                         if let Ok(Some(_)) = &written
                             && let Some(why) = runbook_journal::failpoint("nats-renewed")
                         {
@@ -74,7 +88,10 @@ impl Hold {
                         }
                         written
                     };
-                    match tokio::time::timeout(TIMEOUT, renewed).await {
+                    renewing.store(true, Ordering::SeqCst);
+                    let answer = tokio::time::timeout(TIMEOUT, renewed).await;
+                    renewing.store(false, Ordering::SeqCst);
+                    match answer {
                         Ok(Ok(Some(r))) => {
                             *shared.lock().unwrap_or_else(|e| e.into_inner()) = (value, r);
                             *confirmed.lock().unwrap_or_else(|e| e.into_inner()) = sent;
@@ -128,6 +145,7 @@ impl Hold {
             lost,
             confirmed,
             renew,
+            renewing,
             delete,
         }
     }
@@ -137,12 +155,9 @@ impl Hold {
         if self.lost.load(Ordering::SeqCst) {
             return Some("was taken over by another process".into());
         }
-        let age = self
-            .confirmed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .elapsed();
-        (age + RELY_MARGIN >= HOLD_FOR).then(|| {
+        let confirmed = *self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
+        let age = confirmed.elapsed();
+        (!relied_on(confirmed)).then(|| {
             format!(
                 "could not be renewed for {} s (NATS did not answer) and lapses after {} s",
                 age.as_secs(),
@@ -178,6 +193,22 @@ async fn landed(
 /// change started then still has this long to reach its backend.
 const RELY_MARGIN: Duration = Duration::from_secs(5);
 
+/// Whether a hold last confirmed (taken or renewed) at `confirmed` is
+/// still relied on: its lapse is more than `RELY_MARGIN` away, so no other
+/// process (its clock within a few seconds of ours) takes it yet.
+fn relied_on(confirmed: Instant) -> bool {
+    confirmed.elapsed() + RELY_MARGIN < HOLD_FOR
+}
+
+/// Whether a run's hold confirmed at `confirmed` may be written without
+/// the lock ([`write_held`]): taken or renewed on time, so its lapse is
+/// twice `RELY_MARGIN` away and no write of ours can still be on its way
+/// when another process could take it. Later (renewals late or
+/// unanswered: NATS struggling) the lock decides.
+fn unlocked(confirmed: Instant) -> bool {
+    confirmed.elapsed() + 2 * RELY_MARGIN < HOLD_FOR
+}
+
 impl runbook_journal::lease::Guard for Hold {
     fn lost(&self) -> Option<String> {
         self.lost_why()
@@ -193,6 +224,11 @@ impl Drop for Hold {
         let (mut value, revision) = self.value.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let (kv, key, delete) = (self.fleet.state.clone(), self.key.clone(), self.delete);
         let locking = self.fleet.locking;
+        // A run's hold, still ours for a while and no renewal of ours on
+        // its way: nobody else writes it, no lock needed. (Not a lease: a
+        // run may take its own lease again, a second writer of the key.)
+        let confirmed = *self.confirmed.lock().unwrap_or_else(|e| e.into_inner());
+        let live = self.delete && unlocked(confirmed) && !self.renewing.load(Ordering::SeqCst);
         let done = injected("nats-release").and_then(|()| {
             self.fleet.wait("letting go of a hold", async move {
                 let write = if delete {
@@ -201,9 +237,11 @@ impl Drop for Hold {
                     value["released_ms"] = runbook_core::time::now_ms().into();
                     Write::Put(bytes::Bytes::from(value.to_string()))
                 };
-                write_if(&kv, locking, &key, write, Some(revision))
-                    .await
-                    .map(|_| ())
+                match live {
+                    true => write_held(&kv, &key, write, revision).await,
+                    false => write_if(&kv, locking, &key, write, Some(revision), None).await,
+                }
+                .map(|_| ())
             })
         });
         if let Err(e) = done {

@@ -13,16 +13,20 @@
 //!   `run.ID` (who started it, when), `running.ID` and `lease.H` (held by
 //!   a live process: it renews the entry every few seconds; an entry not
 //!   renewed in time is free, so a process killed with -9 frees what it
-//!   held), `runs.0`..`runs.f` (the list `runbook runs` shows), `parked` and
+//!   held), `parked` and
 //!   `approvals.ID` (approvals without a terminal). Lists are single
 //!   values changed by revision-checked updates, not scans of keys: a
 //!   scan needs a consumer, which a 2.9 cluster that lost a node may
 //!   leave stalled for minutes.
+//! - The runs `runbook runs` lists are messages on `RUNBOOK_RUNS`, one per
+//!   run started (a publish, no read, no lock), read back by sequence
+//!   from the stream's end; `runs.0`..`runs.f`, values an earlier version
+//!   rewrote on every start, are still read.
 //!
 //! Holds assume the machines' clocks agree within a few seconds (NTP).
 
-use super::exclusive::{Write, write_if};
-use super::nats::{Fleet, JOURNAL_PREFIX, TIMEOUT};
+use super::exclusive::{Write, write_held, write_if};
+use super::nats::{Fleet, JOURNAL_PREFIX, RUNS_SUBJECT, TIMEOUT};
 use anyhow::{Context, Result, anyhow};
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use runbook_core::error::hinted;
@@ -49,12 +53,12 @@ const HOLD_FOR: Duration = Duration::from_secs(15);
 const UNREACHABLE_FOR: Duration = Duration::from_secs(30);
 /// How often a holder renews.
 const RENEW_EVERY: Duration = Duration::from_secs(4);
-/// The runs `runbook runs` can list: `[started_ms, run id]`, newest last,
-/// in `RUN_SHARDS` values by the run id's digest (`runs.0` .. `runs.f`), so
-/// workers starting runs at once rarely write the same one.
+/// The most runs one listing reads back.
+const MOST_READ: usize = 10_000;
+/// Where runs were listed before `RUNBOOK_RUNS`: `[started_ms, run id]`,
+/// newest last, in `RUN_SHARDS` values (`runs.0` .. `runs.f`). Read, never
+/// written any more.
 const RUN_SHARDS: usize = 16;
-/// The most runs each shard keeps (older runs stay readable by id).
-const MAX_LISTED: usize = 500;
 
 fn runs_key(shard: usize) -> String {
     format!("runs.{shard:x}")
@@ -96,8 +100,14 @@ impl JetStreamStore {
     /// decides whether a run may start, or who holds what, reads this, since
     /// a replica may lag (direct gets are answered by any).
     fn entry(&self, key: &str) -> Result<Option<(Value, u64)>> {
-        let (value, revision) = self.fleet.read("reading the fleet's state", key)?;
-        Ok(revision.map(|r| (value, r)))
+        Ok(self.entry_last(key)?.0)
+    }
+
+    /// [`Self::entry`], and the revision of the key's last message of any
+    /// kind: a write decided on this read expects it ([`put_if`]).
+    fn entry_last(&self, key: &str) -> Result<(Option<(Value, u64)>, u64)> {
+        let (value, revision, last) = self.fleet.read_last("reading the fleet's state", key)?;
+        Ok((revision.map(|r| (value, r)), last))
     }
 
     /// The run's journal lines as written (to check their chain), and the
@@ -158,7 +168,7 @@ impl JetStreamStore {
         let key = format!("running.{run_id}");
         let mut value = serde_json::to_value(holder)?;
         for _ in 0..5 {
-            let current = self.entry(&key)?;
+            let (current, seen) = self.entry_last(&key)?;
             if let Some((v, _)) = &current
                 && live(v)
             {
@@ -172,44 +182,114 @@ impl JetStreamStore {
             let taken = Instant::now();
             value["expires_ms"] = expiry().into();
             injected("nats-run-take")?;
-            if let Some(revision) = put_if(&self.fleet, &key, &value, current.map(|c| c.1))? {
+            if let Some(revision) = put_if(&self.fleet, &key, &value, current.map(|c| c.1), seen)? {
                 return Ok(Hold::start(&self.fleet, key, value, revision, true, taken));
             }
         }
         Err(anyhow!("run `{run_id}`: its hold kept changing; try again"))
     }
 
-    /// Adds the run to the listing. A run not listed is still itself (found
-    /// by id and by incident): a failure here is logged, not the run's.
+    /// Adds the run to the listing: one message on `RUNBOOK_RUNS` (one
+    /// acknowledged publish, no read, no lock; its id makes a retry land
+    /// once). A run not listed is still itself (found by id and by
+    /// incident): a failure here is logged, and tried again in the
+    /// background a while.
     fn list_run(&self, run_id: &str, started_ms: &Value) {
-        let shard =
-            usize::from_str_radix(&runbook_core::hash::sha256_hex(run_id.as_bytes())[..1], 16)
-                .unwrap_or(0);
-        let (id, at) = (run_id.to_string(), started_ms.clone());
-        let add = move |all: &mut Value| {
-            if !all.is_array() {
-                *all = json!([]);
-            }
-            if let Some(list) = all.as_array_mut() {
-                // A write retried after an unclear answer may have landed.
-                if list.iter().any(|r| r[1] == id.as_str()) {
-                    return false;
+        let entry = bytes::Bytes::from(json!([started_ms, run_id]).to_string());
+        let (js, id) = (self.fleet.js.clone(), format!("listed:{run_id}"));
+        let publish = move || {
+            let (js, id, entry) = (js.clone(), id.clone(), entry.clone());
+            async move {
+                let message = async_nats::jetstream::message::PublishMessage::build()
+                    .payload(entry)
+                    .message_id(&id);
+                let sent = async { js.send_publish(RUNS_SUBJECT, message).await?.await };
+                match tokio::time::timeout(TIMEOUT, sent).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(anyhow!("listing a run: {e}")),
+                    Err(_) => Err(anyhow!("listing a run: no answer in time")),
                 }
-                list.push(json!([at.clone(), id.clone()]));
-                let over = list.len().saturating_sub(MAX_LISTED);
-                list.drain(..over);
             }
-            true
         };
-        if let Err(e) = self
-            .fleet
-            .change("listing a run", &runs_key(shard), add.clone())
-        {
+        // A few tries here (a CLI's process may end soon after its run,
+        // and with it anything left in the background), then behind.
+        let mut listed = Err(anyhow!("not tried"));
+        for attempt in 0..3u64 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(250 * attempt));
+            }
+            listed = injected("nats-list-run")
+                .and_then(|()| self.fleet.wait("listing a run", publish()));
+            if listed.is_ok() {
+                return;
+            }
+        }
+        if let Err(e) = listed {
             // NATS away for longer: keep at it in the background a while.
             tracing::warn!(run_id, "listing the run later: {e:#}");
-            self.fleet
-                .change_later("listing a run", &runs_key(shard), add, 300);
+            let run_id = run_id.to_string();
+            self.fleet.spawn(async move {
+                for attempt in 1..=60u64 {
+                    tokio::time::sleep(Duration::from_secs(attempt.min(10))).await;
+                    if publish().await.is_ok() {
+                        return;
+                    }
+                }
+                tracing::warn!(run_id, "the run could not be listed; it is found by its id");
+            });
         }
+    }
+
+    /// The newest `limit` runs listed on `RUNBOOK_RUNS` (at most
+    /// `MOST_READ`), read back from its end (any replica answers; a
+    /// listing may lag a moment). A message that cannot be read is an
+    /// error, not a run left out unseen.
+    fn listed(&self, limit: usize) -> Result<Vec<(u64, String)>> {
+        let limit = limit.min(MOST_READ);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let stream = self.fleet.runs.clone();
+        self.fleet.wait("listing runs", async move {
+            let last = match tokio::time::timeout(
+                TIMEOUT,
+                stream.direct_get_last_for_subject(RUNS_SUBJECT),
+            )
+            .await
+            {
+                Ok(Ok(m)) => m.sequence,
+                Ok(Err(e)) if matches!(e.kind(), DirectGetErrorKind::NotFound) => {
+                    return Ok(vec![]);
+                }
+                Ok(Err(e)) => return Err(anyhow!("listing runs: {e}")),
+                Err(_) => return Err(anyhow!("listing runs: no answer in time")),
+            };
+            let first = last.saturating_sub(limit as u64 - 1).max(1);
+            let mut out = Vec::new();
+            // A few dozen reads in flight at a time.
+            let mut reads = tokio::task::JoinSet::new();
+            for seq in first..=last {
+                let stream = stream.clone();
+                reads.spawn(async move {
+                    match tokio::time::timeout(TIMEOUT, stream.direct_get(seq)).await {
+                        Ok(Ok(m)) => Ok(Some(m.payload)),
+                        // Dropped as the oldest meanwhile.
+                        Ok(Err(e)) if matches!(e.kind(), DirectGetErrorKind::NotFound) => Ok(None),
+                        Ok(Err(e)) => Err(anyhow!("listing runs: {e}")),
+                        Err(_) => Err(anyhow!("listing runs: no answer in time")),
+                    }
+                });
+                while reads.len() >= 32
+                    && let Some(read) = reads.join_next().await
+                {
+                    out.extend(entry_of(read??));
+                }
+            }
+            while let Some(read) = reads.join_next().await {
+                out.extend(entry_of(read??));
+            }
+            Ok(out)
+        })
     }
 
     fn journal(&self, run_id: &str, hold: Hold, lines: &[Value], last: u64) -> Journal {
@@ -231,6 +311,12 @@ impl JetStreamStore {
         };
         Journal::new(Box::new(log), run_id, Box::new(hold))
     }
+}
+
+/// `[started_ms, run id]` as listed, if it is that.
+fn entry_of(payload: Option<bytes::Bytes>) -> Option<(u64, String)> {
+    let v: Value = serde_json::from_slice(&payload?).ok()?;
+    Some((v[0].as_u64()?, v[1].as_str()?.to_string()))
 }
 
 fn check_run_id(run_id: &str) -> Result<()> {
@@ -271,15 +357,25 @@ fn injected(name: &str) -> Result<()> {
     }
 }
 
-fn put_if(fleet: &Fleet, key: &str, value: &Value, revision: Option<u64>) -> Result<Option<u64>> {
+/// Writes `key` if its revision is still `revision`; `seen`: the revision
+/// of its last message as the read that decided this write found it
+/// ([`JetStreamStore::entry_last`]), `None` for a key never read (a new
+/// run's entry: its first write).
+fn put_if(
+    fleet: &Fleet,
+    key: &str,
+    value: &Value,
+    revision: Option<u64>,
+    seen: impl Into<Option<u64>>,
+) -> Result<Option<u64>> {
     let (kv, key, bytes) = (
         fleet.state.clone(),
         key.to_string(),
         bytes::Bytes::from(value.to_string()),
     );
-    let locking = fleet.locking;
+    let (locking, seen) = (fleet.locking, seen.into());
     fleet.wait("writing the fleet's state", async move {
-        write_if(&kv, locking, &key, Write::Put(bytes), revision)
+        write_if(&kv, locking, &key, Write::Put(bytes), revision, seen)
             .await
             .map_err(|e| anyhow!("writing `{key}` to the fleet's state: {e:#}"))
     })
@@ -294,7 +390,7 @@ impl Store for JetStreamStore {
         // Read, decide, write if unchanged; again if another process wrote
         // in between (it is then among the runs read).
         for _ in 0..20 {
-            let current = self.entry(&key)?;
+            let (current, seen) = self.entry_last(&key)?;
             let runs: Vec<String> = current
                 .as_ref()
                 .and_then(|(v, _)| serde_json::from_value(v["runs"].clone()).ok())
@@ -354,13 +450,13 @@ impl Store for JetStreamStore {
             let mut next = runs.clone();
             next.push(run_id.to_string());
             let value = json!({ "incident": incident, "runs": next });
-            if put_if(&self.fleet, &key, &value, current.map(|c| c.1))?.is_some() {
+            if put_if(&self.fleet, &key, &value, current.map(|c| c.1), seen)?.is_some() {
                 let run = json!({
                     "incident": incident,
                     "holder": holder,
                     "started_ms": runbook_core::time::now_ms(),
                 });
-                put_if(&self.fleet, &format!("run.{run_id}"), &run, None)?;
+                put_if(&self.fleet, &format!("run.{run_id}"), &run, None, None)?;
                 self.list_run(run_id, &run["started_ms"]);
                 return Ok(self.journal(run_id, hold, &[], 0));
             }
@@ -427,7 +523,9 @@ impl Store for JetStreamStore {
     }
 
     fn recent_runs(&self, limit: usize) -> Result<Vec<String>> {
-        let mut runs: Vec<(u64, String)> = Vec::new();
+        let mut runs = self.listed(limit)?;
+        // Runs listed before `RUNBOOK_RUNS` (in values `runs.0`..`runs.f`
+        // that every start rewrote): still shown.
         for shard in 0..RUN_SHARDS {
             let (all, _) = self.fleet.read("listing runs", &runs_key(shard))?;
             runs.extend(
@@ -439,6 +537,9 @@ impl Store for JetStreamStore {
         }
         runs.sort();
         runs.reverse();
+        // Each once (a publish retried after its answer was lost).
+        let mut seen = std::collections::HashSet::new();
+        runs.retain(|(_, id)| seen.insert(id.clone()));
         Ok(runs.into_iter().take(limit).map(|(_, id)| id).collect())
     }
 
@@ -470,7 +571,7 @@ impl Store for JetStreamStore {
         let mut told = false;
         // Bounded by `wait`, and by a count should the clock stall.
         for _ in 0..100_000 {
-            let current = match self.entry(&key) {
+            let (current, seen) = match self.entry_last(&key) {
                 Ok(c) => c,
                 Err(e) if Instant::now() < unreachable_until => {
                     tracing::warn!(resource, "reading a lease: {e:#}; trying again");
@@ -500,7 +601,7 @@ impl Store for JetStreamStore {
             let taken = Instant::now();
             record["expires_ms"] = expiry().into();
             let written = injected("nats-lease-take")
-                .and_then(|()| put_if(&self.fleet, &key, &record, current.map(|c| c.1)));
+                .and_then(|()| put_if(&self.fleet, &key, &record, current.map(|c| c.1), seen));
             match written {
                 Ok(Some(revision)) => {
                     let hold = Hold::start(&self.fleet, key, record, revision, false, taken);

@@ -50,7 +50,10 @@ pub(super) async fn pull(
         let mut handing_back = false;
         // At most one message per permit, then the pull's end.
         for _ in 0..=permits.len() {
-            let next = tokio::time::timeout(Duration::from_secs(5), batch.next()).await;
+            // The pull ends by 2 s; a pull the server lost (sent while a
+            // new consumer was still being set up across a cluster) must
+            // not keep this worker idle long.
+            let next = tokio::time::timeout(Duration::from_secs(3), batch.next()).await;
             let Ok(Some(Ok(m))) = next else { break };
             if handing_back || *stop.borrow() {
                 handing_back = true;

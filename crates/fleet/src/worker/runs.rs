@@ -104,6 +104,10 @@ impl Worker {
             // Submitted with a lock (checked to be this worker's): every
             // plugin must be what it pins.
             locked: r.lock_sha256.is_some(),
+            // Whether the incident has had its run was read just now (in
+            // `run`), and this store starts no second run of an incident
+            // in any case: not read once more.
+            new: true,
             ..runbook_engine::RunRequest::new(r.runbook.clone(), backend)
         };
         tracing::info!(incident = r.incident, runbook = %r.runbook.display(), "starting a run");
