@@ -9,7 +9,7 @@
 mod common;
 
 use common::fleet::{
-    Nats, SIM, Worker, aws, incident_state, one_at_a_time, soon, submit, wait_until,
+    Nats, SIM, Worker, aws, incident_state, one_at_a_time, sim_run, soon, submit, wait_until,
 };
 use common::live::*;
 use common::{RB0031, output, runbook};
@@ -354,16 +354,7 @@ fn a_runs_journal_on_jetstream_is_one_publish_per_durable_line() {
     let nats = Nats::start(1);
     let store = nats.store();
     let incident = format!("group-{}", common::now_nanos());
-    let out = output(runbook().args([
-        "run",
-        RB0031,
-        "--sim",
-        SIM,
-        "--incident",
-        &incident,
-        "--nats",
-        &nats.url(),
-    ]));
+    let out = output(&mut sim_run(&nats, &incident));
     assert_eq!(out.code, 0, "{}", out.stderr);
     let run = store.incident_runs(&incident).unwrap()[0].clone();
     // The messages on the run's subject, as stored.
@@ -512,16 +503,7 @@ fn runs_are_listed_one_message_each_and_older_listings_still_show() {
     let store = nats.store();
     let run = |failpoints: &str| -> String {
         let incident = format!("listed-{}", common::now_nanos());
-        let out = output(runbook().env("FAILPOINTS", failpoints).args([
-            "run",
-            RB0031,
-            "--sim",
-            SIM,
-            "--incident",
-            &incident,
-            "--nats",
-            &nats.url(),
-        ]));
+        let out = output(sim_run(&nats, &incident).env("FAILPOINTS", failpoints));
         assert_eq!(out.code, 0, "{}", out.stderr);
         store.incident_runs(&incident).unwrap()[0].clone()
     };

@@ -223,6 +223,23 @@ pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
 
 pub const SIM: &str = "runbooks/scenarios/session-store-outage.toml";
 
+/// `runbook run` of RB-0031 in the session-store scenario for `incident`,
+/// its journal and state on `nats`.
+pub fn sim_run(nats: &Nats, incident: &str) -> Command {
+    let mut cmd = runbook();
+    cmd.args([
+        "run",
+        super::RB0031,
+        "--sim",
+        SIM,
+        "--incident",
+        incident,
+        "--nats",
+        &nats.url(),
+    ]);
+    cmd
+}
+
 pub fn soon() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(60))
         .to_string()

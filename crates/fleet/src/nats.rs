@@ -215,25 +215,6 @@ impl Fleet {
         })
     }
 
-    /// [`Fleet::change`] in the background, for up to `for_s` seconds: for
-    /// what may lag (a listing), not for what must be there before going on.
-    pub fn change_later(
-        &self,
-        what: &str,
-        key: &str,
-        change: impl FnMut(&mut serde_json::Value) -> bool + Send + 'static,
-        for_s: u64,
-    ) {
-        let (kv, key, told) = (self.state.clone(), key.to_string(), what.to_string());
-        let until = std::time::Instant::now() + Duration::from_secs(for_s);
-        let locking = self.locking;
-        self.spawn(async move {
-            if let Err(e) = change_until(&kv, locking, &key, &told, change, until).await {
-                tracing::warn!("{e:#}");
-            }
-        });
-    }
-
     fn handle(&self) -> &tokio::runtime::Handle {
         self.rt
             .as_ref()
