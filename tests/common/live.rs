@@ -367,8 +367,26 @@ impl Live {
         ecs: (&str, &str),
         flags: &str,
     ) -> Self {
+        let live = Self::with_metrics(
+            "[metrics]\nsource = \"replay\"\npath = \"metrics.toml\"",
+            redis_url,
+            moto,
+            ecs,
+            flags,
+        );
+        std::fs::write(live.dir.path().join("metrics.toml"), metrics).unwrap();
+        live
+    }
+
+    /// The same, with `metrics` as the environment's `[metrics]` section.
+    pub fn with_metrics(
+        metrics: &str,
+        redis_url: &str,
+        moto: &Moto,
+        ecs: (&str, &str),
+        flags: &str,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("metrics.toml"), metrics).unwrap();
         let env = format!(
             r#"
 [aws]
@@ -378,9 +396,7 @@ attempt_timeout_ms = 2000
 operation_timeout_ms = 5000
 max_attempts = 2
 
-[metrics]
-source = "replay"
-path = "metrics.toml"
+{metrics}
 
 # Generous: the fault matrix runs seven live processes at once on two
 # cores, where a 500 ms connect once timed out and sent a run down the

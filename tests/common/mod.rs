@@ -7,6 +7,7 @@ pub mod durable;
 pub mod faults;
 pub mod fleet;
 pub mod live;
+pub mod prometheus;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

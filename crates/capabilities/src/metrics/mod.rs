@@ -1,10 +1,11 @@
 //! `runbook:host/metrics`: query a time series. Resource: `Namespace/Name`.
 //! Simulated from a scenario's `[[metrics]]` (`sim.rs`); live from
-//! CloudWatch `GetMetricData` (`cloudwatch.rs`) or recorded values
-//! replayed from a file (`replay.rs`), as `[metrics]` in an environment
-//! says.
+//! CloudWatch `GetMetricData` (`cloudwatch.rs`), Prometheus's query API
+//! (`prometheus.rs`) or recorded values replayed from a file
+//! (`replay.rs`), as `[metrics]` in an environment says.
 
 pub mod cloudwatch;
+pub mod prometheus;
 pub mod replay;
 pub mod sim;
 
@@ -36,6 +37,9 @@ pub enum Source {
     /// Recorded responses replayed from a file, for rehearsals and for
     /// emulators that cannot answer metric queries.
     Replay { path: PathBuf },
+    /// Prometheus's HTTP API, each granted metric mapped to a Prometheus
+    /// metric by the environment (`prometheus.rs`).
+    Prometheus(Box<prometheus::Config>),
 }
 
 pub struct Cap;
@@ -68,12 +72,30 @@ impl Capability for Cap {
     }
 
     fn check_live(config: &mut Self::LiveConfig, base: &Path) -> Result<(), String> {
-        if let Source::Replay { path } = config
-            && path.is_relative()
-        {
-            *path = base.join(&*path);
+        match config {
+            Source::Replay { path } if path.is_relative() => *path = base.join(&*path),
+            Source::Prometheus(c) => c.check()?,
+            _ => {}
         }
         Ok(())
+    }
+
+    fn live_provides(
+        config: &Self::LiveConfig,
+        name: &str,
+    ) -> Result<(), crate::capability::Missing> {
+        // Wildcard grants are checked per call.
+        match config {
+            Source::Prometheus(c) if !name.ends_with('*') && !c.series.contains_key(name) => {
+                Err(crate::capability::Missing::new(
+                    "which {source} does not map to a Prometheus metric",
+                    format!(
+                        "add `[metrics.series.\"{name}\"]` with `metric` and `kind` to `{{path}}`"
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn live_uses_aws(config: &Self::LiveConfig) -> bool {
@@ -83,6 +105,7 @@ impl Capability for Cap {
     fn live(config: &Self::LiveConfig, ctx: &LiveContext) -> anyhow::Result<Arc<Self::Backend>> {
         Ok(match config {
             Source::Replay { path } => Arc::new(replay::Replay::load(path)?),
+            Source::Prometheus(c) => Arc::new(prometheus::Prometheus::new(c.as_ref().clone())?),
             Source::Cloudwatch => {
                 let aws = ctx
                     .aws
