@@ -33,8 +33,11 @@
 //! | gauge | `sum` / `sample-count` / `pNN` | `sum(sum_over_time(…))`, `sum(count_over_time(…))`, `max(quantile_over_time(0.NN, …))` |
 //! | counter | `sum` / `average` | `sum(increase(M{SEL}[P]))` (per period), `sum(rate(M{SEL}[P]))` (per second) |
 //!
-//! A window longer than the period is a range query with one point per
-//! period; a window of one period is an instant query. What Prometheus
+//! A window of several periods is a range query with one point per whole
+//! period, the last ending now; a window of one period is an instant
+//! query. A point's timestamp is its period's start, as CloudWatch's. A
+//! query without one of the mapped dimensions aggregates over every series
+//! of the metric (as CloudWatch's metric without that dimension would be). What Prometheus
 //! answers that is not a number is never passed on: `NaN` (a rate over no
 //! samples, a quantile of an empty histogram) is a point without data, and
 //! a series with no points is no data; `±Inf` (a quantile above the highest
@@ -112,11 +115,49 @@ pub enum Kind {
     Counter,
 }
 
+/// A conventional variable name (`PROMETHEUS_TOKEN`). Anything else may
+/// be the secret itself, pasted in: it is refused and never echoed.
 fn is_env_name(var: &str) -> bool {
-    !var.is_empty()
-        && var.len() <= 128
-        && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    let mut chars = var.chars();
+    var.len() <= 64
+        && chars.next().is_some_and(|c| c.is_ascii_uppercase())
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
+
+/// Names PromQL reads as keywords or functions' modifiers where a metric
+/// name would go.
+const KEYWORDS: &[&str] = &[
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "group",
+    "stddev",
+    "stdvar",
+    "count",
+    "count_values",
+    "bottomk",
+    "topk",
+    "quantile",
+    "limitk",
+    "limit_ratio",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "offset",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "atan2",
+    "inf",
+    "nan",
+    "start",
+    "end",
+];
 
 fn is_metric_name(s: &str) -> bool {
     let mut chars = s.chars();
@@ -124,6 +165,7 @@ fn is_metric_name(s: &str) -> bool {
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+        && !KEYWORDS.contains(&s.to_ascii_lowercase().as_str())
 }
 
 fn is_label_name(s: &str) -> bool {
@@ -180,7 +222,7 @@ impl Config {
             // Never echo the value: it may be the secret, pasted in.
             if !is_env_name(var) {
                 return Err(format!(
-                    "`metrics.{field}` must name an environment variable, not hold the secret itself"
+                    "`metrics.{field}` must name an environment variable (upper case, like `PROMETHEUS_TOKEN`), not hold the secret itself"
                 ));
             }
             if std::env::var_os(var).is_none() {
@@ -213,6 +255,11 @@ impl Config {
             for label in s.labels.values().chain(s.matchers.keys()) {
                 if !is_label_name(label) {
                     return Err(format!("{at}: `{label}` is not a label name"));
+                }
+                if s.kind == Kind::Histogram && label == "le" {
+                    return Err(format!(
+                        "{at}: `le` is the histogram's bucket label; a query cannot select on it"
+                    ));
                 }
             }
             let mut seen = std::collections::BTreeSet::new();
@@ -250,10 +297,18 @@ fn quote(value: &str) -> String {
     out
 }
 
-/// `0.99` for p99, `0.999` for p99.9.
-fn quantile(p: f64) -> String {
-    let s = format!("{:.6}", p / 100.0);
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
+/// `0.99` for p99, `0.999` for p99.9; a percentile finer than eight
+/// decimals of a quantile is refused rather than rounded to another.
+fn quantile(key: &str, p: f64) -> Result<String, Error> {
+    let q = p / 100.0;
+    let s = format!("{q:.8}");
+    let s = s.trim_end_matches('0').trim_end_matches('.').to_string();
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v < 1.0 && (v - q).abs() < 1e-9 => Ok(s),
+        _ => Err(Error::Invalid(format!(
+            "metric `{key}`: percentile p{p} is finer than Prometheus is asked for here (at most six decimals)"
+        ))),
+    }
 }
 
 /// The PromQL for query `q` of the series `key` maps to.
@@ -277,9 +332,10 @@ pub fn promql(key: &str, s: &Series, q: &MetricQuery) -> Result<String, Error> {
                 }
             )));
         };
-        if d.value.chars().any(char::is_control) {
+        // An empty value would also match series without the label.
+        if d.value.is_empty() || d.value.chars().any(char::is_control) {
             return Err(Error::Invalid(format!(
-                "dimension `{}` of metric `{key}` holds a control character",
+                "dimension `{}` of metric `{key}` is empty or holds a control character",
                 d.name
             )));
         }
@@ -297,7 +353,7 @@ pub fn promql(key: &str, s: &Series, q: &MetricQuery) -> Result<String, Error> {
     Ok(match (s.kind, statistic) {
         (Kind::Histogram, Statistic::Percentile(p)) => format!(
             "histogram_quantile({}, sum by (le) (rate({m}_bucket{sel}{range})))",
-            quantile(p)
+            quantile(key, p)?
         ),
         (Kind::Histogram, Statistic::Average) => {
             format!("sum(rate({m}_sum{sel}{range})) / sum(rate({m}_count{sel}{range}))")
@@ -315,7 +371,10 @@ pub fn promql(key: &str, s: &Series, q: &MetricQuery) -> Result<String, Error> {
             format!("sum(count_over_time({m}{sel}{range}))")
         }
         (Kind::Gauge, Statistic::Percentile(p)) => {
-            format!("max(quantile_over_time({}, {m}{sel}{range}))", quantile(p))
+            format!(
+                "max(quantile_over_time({}, {m}{sel}{range}))",
+                quantile(key, p)?
+            )
         }
         (Kind::Counter, Statistic::Sum) => format!("sum(increase({m}{sel}{range}))"),
         (Kind::Counter, Statistic::Average) => format!("sum(rate({m}{sel}{range}))"),
@@ -331,6 +390,8 @@ pub struct Prometheus {
 impl Prometheus {
     pub fn new(config: Config) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
+            // The query and its credentials go to `url`, nowhere else.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(config.timeout_ms))
             .connect_timeout(Duration::from_millis(config.timeout_ms.min(3_000)))
             .build()?;
@@ -385,6 +446,7 @@ impl Prometheus {
             }
         }
         let mut last = String::new();
+        let mut timed_out = false;
         for attempt in 0..self.config.max_attempts {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(backoff_ms(attempt))).await;
@@ -414,14 +476,17 @@ impl Prometheus {
                     )));
                 }
                 Err(e) if e.is_timeout() => last = "no answer in time".into(),
-                Err(e) if e.is_connect() => last = "connection refused".into(),
+                Err(e) if e.is_connect() => last = "could not connect".into(),
                 Err(e) => last = format!("request failed ({})", e.without_url()),
             }
+            timed_out = last == "no answer in time";
         }
-        Err(Error::Unavailable(format!(
-            "{what}: {last} after {} attempts",
-            self.config.max_attempts
-        )))
+        let why = format!("{what}: {last} after {} attempts", self.config.max_attempts);
+        Err(if timed_out {
+            Error::Timeout(why)
+        } else {
+            Error::Unavailable(why)
+        })
     }
 }
 
@@ -478,16 +543,26 @@ enum Data {
 struct RangeSeries {
     #[serde(default)]
     values: Vec<(f64, String)>,
+    /// Native histograms' points: not numbers this host passes on.
+    #[serde(default)]
+    histograms: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
 struct InstantSample {
     #[serde(default)]
     value: Option<(f64, String)>,
+    #[serde(default)]
+    histogram: Option<serde::de::IgnoredAny>,
 }
 
 /// The datapoints in a successful answer, scaled, oldest first.
-pub fn datapoints(what: &str, body: &[u8], scale: f64) -> Result<Vec<Datapoint>, Error> {
+pub fn datapoints(
+    what: &str,
+    body: &[u8],
+    scale: f64,
+    period_ms: u64,
+) -> Result<Vec<Datapoint>, Error> {
     let answer: Answer = serde_json::from_slice(body).map_err(|e| {
         Error::Invalid(format!(
             "{what}: Prometheus's answer is not one this host reads ({e})"
@@ -508,6 +583,12 @@ pub fn datapoints(what: &str, body: &[u8], scale: f64) -> Result<Vec<Datapoint>,
         Some(Data::Vector(samples)) if samples.len() > 1 => {
             return Err(several(what, samples.len()));
         }
+        Some(Data::Matrix(series)) if series.iter().any(|s| s.histograms.is_some()) => {
+            return Err(native(what));
+        }
+        Some(Data::Vector(samples)) if samples.iter().any(|s| s.histogram.is_some()) => {
+            return Err(native(what));
+        }
         Some(Data::Matrix(series)) => series.into_iter().flat_map(|s| s.values).collect(),
         Some(Data::Vector(samples)) => samples.into_iter().filter_map(|s| s.value).collect(),
         Some(Data::Scalar(v)) => vec![v],
@@ -523,9 +604,12 @@ pub fn datapoints(what: &str, body: &[u8], scale: f64) -> Result<Vec<Datapoint>,
             // A rate over no samples, the quantile of an empty histogram:
             // there was nothing to measure at this time.
             "NaN" => continue,
-            _ => raw
-                .parse()
-                .map_err(|_| Error::Invalid(format!("{what}: `{raw}` is not a number")))?,
+            _ => raw.parse().map_err(|_| {
+                Error::Invalid(format!(
+                    "{what}: `{}` is not a number",
+                    crate::limits::clip(raw.clone(), 40)
+                ))
+            })?,
         };
         if !value.is_finite() {
             return Err(Error::Invalid(format!(
@@ -538,13 +622,21 @@ pub fn datapoints(what: &str, body: &[u8], scale: f64) -> Result<Vec<Datapoint>,
                 "{what}: a point out of range (`{raw}` at {t})"
             )));
         }
+        // Prometheus stamps a point at the end of its `[P]` look-back; the
+        // contract's timestamp is the period's start.
         points.push(Datapoint {
-            timestamp_ms: (t * 1000.0).round() as u64,
+            timestamp_ms: ((t * 1000.0).round() as u64).saturating_sub(period_ms),
             value,
         });
     }
     points.sort_by_key(|p| p.timestamp_ms);
     Ok(points)
+}
+
+fn native(what: &str) -> Error {
+    Error::Invalid(format!(
+        "{what}: Prometheus answered a native histogram, not numbers: map the metric as `kind = \"histogram\"` with classic buckets"
+    ))
 }
 
 fn several(what: &str, n: usize) -> Error {
@@ -566,15 +658,16 @@ impl MetricsBackend for Prometheus {
         let what = format!("prometheus `{key}`");
         let end_ms = runbook_core::time::now_ms();
         let secs = |ms: u64| format!("{:.3}", ms as f64 / 1000.0);
-        let (path, params) = if q.window_seconds <= q.period_seconds {
+        // As many whole periods as the window holds, the last ending now.
+        let periods = u64::from(q.window_seconds / q.period_seconds);
+        let period_ms = u64::from(q.period_seconds) * 1000;
+        let (path, params) = if periods <= 1 {
             (
                 "/api/v1/query",
                 vec![("query", expr), ("time", secs(end_ms))],
             )
         } else {
-            // One point per period, the last at the end of the window.
-            let start_ms = end_ms
-                .saturating_sub((u64::from(q.window_seconds) - u64::from(q.period_seconds)) * 1000);
+            let start_ms = end_ms.saturating_sub((periods - 1) * period_ms);
             (
                 "/api/v1/query_range",
                 vec![
@@ -587,7 +680,7 @@ impl MetricsBackend for Prometheus {
         };
         bounded(&what, self.total(), deadline, async {
             let body = self.get(&what, path, &params).await?;
-            datapoints(&what, &body, series.scale)
+            datapoints(&what, &body, series.scale, period_ms)
         })
         .await
     }

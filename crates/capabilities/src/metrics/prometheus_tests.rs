@@ -225,6 +225,36 @@ fn a_dimension_value_cannot_become_promql() {
         promql(key, &c.series[key], &hostile).unwrap(),
         r#"histogram_quantile(0.99, sum by (le) (rate(auth_token_validation_duration_seconds_bucket{service="x\"} or vector(1) or up{a=\"\\"}[60s])))"#
     );
+    let empty = q(
+        "AuthService",
+        "auth-service.token.validation.duration",
+        &[("Service", "")],
+        "p99",
+    );
+    assert!(
+        matches!(promql(key, &c.series[key], &empty), Err(Error::Invalid(m)) if m.contains("empty"))
+    );
+    for fine in ["p99.999", "p0.000001"] {
+        let query = q(
+            "AuthService",
+            "auth-service.token.validation.duration",
+            &[],
+            fine,
+        );
+        assert!(promql(key, &c.series[key], &query).is_ok(), "{fine}");
+    }
+    for too_fine in ["p99.9999999", "p0.0000001"] {
+        let query = q(
+            "AuthService",
+            "auth-service.token.validation.duration",
+            &[],
+            too_fine,
+        );
+        assert!(
+            matches!(promql(key, &c.series[key], &query), Err(Error::Invalid(m)) if m.contains("finer")),
+            "{too_fine}"
+        );
+    }
     let control = q(
         "AuthService",
         "auth-service.token.validation.duration",
@@ -272,6 +302,10 @@ fn a_bad_section_is_refused_at_load() {
             "must name an environment variable",
         ),
         (
+            "url = \"http://127.0.0.1:9090\"\nbearer_token_env = \"ghp_s3cr3tTokenValue123\"",
+            "must name an environment variable",
+        ),
+        (
             "url = \"http://127.0.0.1:9090\"\nbearer_token_env = \"RUNBOOK_TEST_NEVER_SET_PROM\"",
             "`RUNBOOK_TEST_NEVER_SET_PROM`, which is not set",
         ),
@@ -294,6 +328,14 @@ fn a_bad_section_is_refused_at_load() {
         (
             "url = \"http://127.0.0.1:9090\"\n[series.\"A/b\"]\nmetric = \"m\"\nkind = \"gauge\"\nscale = 0.0",
             "`scale`",
+        ),
+        (
+            "url = \"http://127.0.0.1:9090\"\n[series.\"A/b\"]\nmetric = \"offset\"\nkind = \"gauge\"",
+            "not a Prometheus metric name",
+        ),
+        (
+            "url = \"http://127.0.0.1:9090\"\n[series.\"A/b\"]\nmetric = \"m\"\nkind = \"histogram\"\nlabels = { Bucket = \"le\" }",
+            "bucket label",
         ),
         (
             "url = \"http://127.0.0.1:9090\"\n[series.\"A/b\"]\nmetric = \"m\"\nkind = \"gauge\"\nlabels = { X = \"__name__\" }",
@@ -333,6 +375,11 @@ fn answer(result_type: &str, result: serde_json::Value) -> Vec<u8> {
     .unwrap()
 }
 
+/// Points of an instant answer (a period of 0: timestamps as answered).
+fn points_of(w: &str, body: &[u8], scale: f64) -> Result<Vec<Datapoint>, Error> {
+    datapoints(w, body, scale, 0)
+}
+
 #[test]
 fn what_is_not_a_number_is_never_passed_on() {
     let w = "prometheus `A/b`";
@@ -340,26 +387,27 @@ fn what_is_not_a_number_is_never_passed_on() {
         "matrix",
         serde_json::json!([{ "metric": {}, "values": [[1800000120.0, "0.2"], [1800000000.0, "NaN"], [1800000060.0, "1.5"]] }]),
     );
-    let points = datapoints(w, &range, 1000.0).unwrap();
+    // Stamped at the start of each 60 s period, as CloudWatch's are.
+    let points = datapoints(w, &range, 1000.0, 60_000).unwrap();
     assert_eq!(
         points
             .iter()
             .map(|p| (p.timestamp_ms, p.value))
             .collect::<Vec<_>>(),
-        [(1_800_000_060_000, 1500.0), (1_800_000_120_000, 200.0)]
+        [(1_800_000_000_000, 1500.0), (1_800_000_060_000, 200.0)]
     );
     let all_nan = answer(
         "vector",
         serde_json::json!([{ "metric": {}, "value": [1800000000.0, "NaN"] }]),
     );
-    assert!(datapoints(w, &all_nan, 1.0).unwrap().is_empty());
+    assert!(points_of(w, &all_nan, 1.0).unwrap().is_empty());
     assert!(
-        datapoints(w, &answer("vector", serde_json::json!([])), 1.0)
+        points_of(w, &answer("vector", serde_json::json!([])), 1.0)
             .unwrap()
             .is_empty()
     );
     assert!(
-        datapoints(w, &answer("matrix", serde_json::json!([])), 1.0)
+        points_of(w, &answer("matrix", serde_json::json!([])), 1.0)
             .unwrap()
             .is_empty()
     );
@@ -368,7 +416,7 @@ fn what_is_not_a_number_is_never_passed_on() {
             "vector",
             serde_json::json!([{ "metric": {}, "value": [1800000000.0, inf] }]),
         );
-        let err = datapoints(w, &body, 1.0).unwrap_err();
+        let err = points_of(w, &body, 1.0).unwrap_err();
         assert!(
             matches!(&err, Error::Invalid(m) if m.contains(inf) && m.contains("highest bucket")),
             "{err:?}"
@@ -378,30 +426,34 @@ fn what_is_not_a_number_is_never_passed_on() {
         "vector",
         serde_json::json!([{ "metric": {}, "value": [1800000000.0, "1e308"] }]),
     );
-    assert!(matches!(
-        datapoints(w, &big, 1000.0),
-        Err(Error::Invalid(_))
-    ));
+    assert!(matches!(points_of(w, &big, 1000.0), Err(Error::Invalid(_))));
     let two = answer(
         "vector",
         serde_json::json!([{ "metric": {"a": "1"}, "value": [1.0, "1"] }, { "metric": {"a": "2"}, "value": [1.0, "2"] }]),
     );
-    assert!(matches!(datapoints(w, &two, 1.0), Err(Error::Invalid(m)) if m.contains("2 series")));
+    assert!(matches!(points_of(w, &two, 1.0), Err(Error::Invalid(m)) if m.contains("2 series")));
+    let native = answer(
+        "vector",
+        serde_json::json!([{ "metric": {}, "histogram": [1.0, { "count": "3", "sum": "1", "buckets": [] }] }]),
+    );
+    assert!(
+        matches!(points_of(w, &native, 1.0), Err(Error::Invalid(m)) if m.contains("native histogram"))
+    );
     let scalar = answer("scalar", serde_json::json!([1800000000.0, "3"]));
-    assert_eq!(datapoints(w, &scalar, 1.0).unwrap()[0].value, 3.0);
+    assert_eq!(points_of(w, &scalar, 1.0).unwrap()[0].value, 3.0);
     let failed = br#"{"status":"error","errorType":"timeout","error":"query timed out"}"#;
     assert!(
-        matches!(datapoints(w, failed, 1.0), Err(Error::Unavailable(m)) if m.contains("query timed out"))
+        matches!(points_of(w, failed, 1.0), Err(Error::Unavailable(m)) if m.contains("query timed out"))
     );
     assert!(matches!(
-        datapoints(w, b"<html>", 1.0),
+        points_of(w, b"<html>", 1.0),
         Err(Error::Invalid(_))
     ));
     let word = answer(
         "vector",
         serde_json::json!([{ "metric": {}, "value": [1.0, "lots"] }]),
     );
-    assert!(matches!(datapoints(w, &word, 1.0), Err(Error::Invalid(m)) if m.contains("`lots`")));
+    assert!(matches!(points_of(w, &word, 1.0), Err(Error::Invalid(m)) if m.contains("`lots`")));
 }
 
 /// A wiremock server playing Prometheus, and the backend pointed at it.
@@ -475,11 +527,44 @@ async fn a_window_of_periods_is_a_range_query_and_one_period_an_instant_one() {
 }
 
 #[tokio::test]
+async fn a_window_holds_whole_periods_the_last_ending_now() {
+    let (server, prom) = server("").await;
+    Mock::given(method("GET"))
+        .respond_with(ok(answer("vector", serde_json::json!([]))))
+        .mount(&server)
+        .await;
+    let mut query = q("AuthService", "latency", &[], "p99");
+    // 300 s of 61 s periods: four whole ones, the last ending now.
+    query.period_seconds = 61;
+    prom.query(&query, far()).await.unwrap();
+    // 90 s of 60 s periods: one, an instant query.
+    query.period_seconds = 60;
+    query.window_seconds = 90;
+    prom.query(&query, far()).await.unwrap();
+    let seen = server.received_requests().await.unwrap();
+    let param = |i: usize, k: &str| -> Option<f64> {
+        seen[i]
+            .url
+            .query_pairs()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.parse().unwrap())
+    };
+    assert_eq!(seen[0].url.path(), "/api/v1/query_range");
+    assert_eq!(
+        (param(0, "end").unwrap() - param(0, "start").unwrap()).round(),
+        183.0
+    );
+    assert_eq!(seen[1].url.path(), "/api/v1/query");
+    assert!(param(1, "time").is_some());
+}
+
+#[tokio::test]
 async fn credentials_are_sent_and_a_refusal_is_unavailable() {
-    // SAFETY: a variable only this test reads, set before any request.
-    unsafe { std::env::set_var("RUNBOOK_TEST_PROM_BEARER", "tok-123") };
-    let (server, prom) = server("bearer_token_env = \"RUNBOOK_TEST_PROM_BEARER\"").await;
-    Mock::given(header("authorization", "Bearer tok-123"))
+    // A variable cargo sets for every test process (setting one here would
+    // race with the other tests reading the environment).
+    let token = std::env::var("CARGO_PKG_NAME").unwrap();
+    let (server, prom) = server("bearer_token_env = \"CARGO_PKG_NAME\"").await;
+    Mock::given(header("authorization", format!("Bearer {token}").as_str()))
         .respond_with(ok(answer("vector", serde_json::json!([]))))
         .expect(1)
         .mount(&server)
@@ -496,7 +581,7 @@ async fn credentials_are_sent_and_a_refusal_is_unavailable() {
         matches!(&err, Error::Unavailable(m) if m.contains("refused the credentials")),
         "{err:?}"
     );
-    assert!(!format!("{err:?}").contains("tok-123"));
+    assert!(!format!("{err:?}").contains(&token));
     assert_eq!(
         server.received_requests().await.unwrap().len(),
         1,
@@ -588,7 +673,7 @@ async fn a_server_that_never_answers_is_a_timeout_of_bounded_attempts() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, Error::Unavailable(m) if m.contains("no answer in time")),
+        matches!(&err, Error::Timeout(m) if m.contains("no answer in time after 3 attempts")),
         "{err:?}"
     );
     assert_eq!(server.received_requests().await.unwrap().len(), 3);
