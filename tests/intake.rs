@@ -80,11 +80,22 @@ impl Drop for Serve {
 
 /// One HTTP/1.0 request to 127.0.0.1: status and body.
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    http_with(port, method, path, "", body)
+}
+
+/// The same with `headers` (each line ending in `\r\n`).
+fn http_with(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
     write!(
         s,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Type: text/plain; charset=UTF-8\r\n{headers}Content-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .ok()?;
@@ -144,6 +155,170 @@ fn triggers_file(dir: &Path, topics: &[&str], alarm: &str) -> std::path::PathBuf
     )
     .unwrap();
     path
+}
+
+/// An Alertmanager version 4 notification of one alert.
+fn alert_payload(status: &str, fingerprint: &str, starts_at: &str) -> String {
+    serde_json::json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"AuthTokenValidationSlow\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "runbook",
+        "groupLabels": {"alertname": "AuthTokenValidationSlow"},
+        "commonLabels": {"alertname": "AuthTokenValidationSlow", "service": "auth-service"},
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": [{
+            "status": status,
+            "labels": {"alertname": "AuthTokenValidationSlow", "service": "auth-service"},
+            "annotations": {},
+            "startsAt": starts_at,
+            "endsAt": "0001-01-01T00:00:00Z",
+            "generatorURL": "http://127.0.0.1:9090/graph",
+            "fingerprint": fingerprint,
+        }],
+    })
+    .to_string()
+}
+
+/// Debian's Prometheus fires a rule, Debian's Alertmanager delivers it to
+/// `runbook serve` with a bearer token from a file, again every 2 s while
+/// it fires and once when it resolves: one run, which a worker completes;
+/// every re-sent notification a duplicate; the resolution noted. Before
+/// that, deliveries without the token, with another, or with a payload
+/// this host does not read are refused, and after it a replay of the
+/// firing starts nothing.
+#[test]
+fn alertmanager_alerts_become_one_run_per_firing() {
+    use common::prometheus::{Alertmanager, Prometheus};
+    let nats = Nats::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(&nats, dir.path(), "w0");
+    let token = format!("am-{}", common::now_nanos());
+    let token_file = dir.path().join("am.token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let triggers = dir.path().join("triggers.toml");
+    std::fs::write(
+        &triggers,
+        format!(
+            "[alertmanager]\nbearer_token_file = \"am.token\"\n\n[[trigger]]\nname = \"auth-slow\"\nalertname = \"AuthTokenValidationSlow\"\nlabels = {{ service = \"auth-service\" }}\nrunbook = {:?}\nsim = {:?}\nyes = true\n",
+            root().join(RB0031).to_str().unwrap(),
+            root().join(SIM).to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(&nats, &triggers, "http://127.0.0.1:9", dir.path());
+    let post = |headers: &str, body: &str| {
+        http_with(serve.port, "POST", "/alertmanager", headers, body)
+            .expect("`runbook serve` answers")
+    };
+    let auth = format!("Authorization: Bearer {token}\r\n");
+    let firing = alert_payload("firing", "0123456789abcdef", "2026-12-03T23:10:01.123Z");
+    let mut v3: serde_json::Value = serde_json::from_str(&firing).unwrap();
+    v3["version"] = "3".into();
+    let mut extra: serde_json::Value = serde_json::from_str(&firing).unwrap();
+    extra["alerts"][0]["silencedBy"] = serde_json::json!([]);
+    let refused = [
+        ("", firing.clone(), 401),
+        ("Authorization: Bearer wrong\r\n", firing.clone(), 401),
+        (
+            &format!("Authorization: Basic {token}\r\n")[..],
+            firing.clone(),
+            401,
+        ),
+        (&auth[..], "{".to_string(), 400),
+        (&auth[..], v3.to_string(), 400),
+        (&auth[..], extra.to_string(), 400),
+        (&auth[..], "x".repeat(600 * 1024), 413),
+    ];
+    for (headers, body, want) in &refused {
+        let (code, text) = post(headers, body);
+        assert_eq!(code, *want, "{headers:?}: {text}");
+        assert!(!text.contains(&token), "{text}");
+    }
+    assert_eq!(serve.counter("refused"), refused.len() as u64);
+    assert_eq!(serve.counter("submitted"), 0);
+
+    let webhook = format!("http://127.0.0.1:{}/alertmanager", serve.port);
+    let am = Alertmanager::start(&webhook, &token_file);
+    let rules = "groups:\n  - name: auth\n    interval: 1s\n    rules:\n      - alert: AuthTokenValidationSlow\n        expr: vector(1)\n        labels:\n          service: auth-service\n";
+    let mut prom = Prometheus::start_alerting(rules, &format!("127.0.0.1:{}", am.port));
+    let before = serve.counter("received");
+    let until = std::time::Instant::now() + Duration::from_secs(90);
+    while serve.counter("received") < before + 3 {
+        assert!(
+            std::time::Instant::now() < until,
+            "Alertmanager did not deliver three notifications in 90 s\nserve: {}\nalertmanager: {}\nprometheus: {}",
+            serve.log(),
+            am.log(),
+            prom.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let delivered = serve.counter("received") - before;
+    assert_eq!(serve.counter("submitted"), 1, "{}", serve.log());
+    assert!(serve.counter("duplicates") >= delivered - 1 - serve.counter("resolved"));
+    assert_eq!(
+        serve.counter("refused"),
+        refused.len() as u64,
+        "{}",
+        serve.log()
+    );
+    let runs = || -> Vec<serde_json::Value> {
+        let out = common::output(runbook().args(["runs", "--json", "--nats", &nats.url()]));
+        out.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|r: &serde_json::Value| {
+                r["incident"]
+                    .as_str()
+                    .is_some_and(|i| i.starts_with("AuthTokenValidationSlow:"))
+            })
+            .collect()
+    };
+    wait_until("the alert's run to end", 120, &[&worker], || {
+        runs().first().is_some_and(|r| r["status"] == "resolved")
+    });
+    let incident = runs()[0]["incident"].as_str().unwrap().to_string();
+    // `{alertname}:{fingerprint}:{starts_at}`.
+    let mut parts = incident.splitn(3, ':');
+    let (_, fingerprint, starts_at) = (
+        parts.next().unwrap(),
+        parts.next().unwrap().to_string(),
+        parts.next().unwrap().to_string(),
+    );
+    assert_eq!(fingerprint.len(), 16, "{incident}");
+
+    // It resolves once Prometheus no longer says it fires.
+    prom.stop();
+    wait_for("the resolved notification", || {
+        serve.counter("resolved") >= 1
+    });
+    // A replay of the firing, credentials and all, starts nothing.
+    let (code, text) = post(&auth, &alert_payload("firing", &fingerprint, &starts_at));
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("was already submitted"), "{text}");
+    assert_eq!(serve.counter("submitted"), 1);
+    assert_eq!(
+        runs().len(),
+        1,
+        "one run for {} notifications",
+        serve.counter("received")
+    );
+    eprintln!(
+        "alertmanager: {} notifications delivered, {} run started, {} duplicates, {} resolved, {} refused",
+        serve.counter("received") - refused.len() as u64,
+        serve.counter("submitted"),
+        serve.counter("duplicates"),
+        serve.counter("resolved"),
+        serve.counter("refused"),
+    );
 }
 
 /// moto's SNS delivers the alarm five times (five publishes of one state

@@ -105,16 +105,23 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(false, None)
+    }
+
+    /// With alerting `rules` (a rule file's YAML), sending what fires to
+    /// the Alertmanager at `alertmanager` (`host:port`) and sending it
+    /// again every second while it fires.
+    pub fn start_alerting(rules: &str, alertmanager: &str) -> Self {
+        Self::start_with(false, Some((rules, alertmanager)))
     }
 
     /// An auth service that validates no tokens: its series exist, never
     /// change, and every quantile of them is NaN.
     pub fn start_silent() -> Self {
-        Self::start_with(true)
+        Self::start_with(true, None)
     }
 
-    fn start_with(silent: bool) -> Self {
+    fn start_with(silent: bool, alerting: Option<(&str, &str)>) -> Self {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -136,19 +143,24 @@ impl Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("prometheus.yml");
         let target = exporter.address().to_string();
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: edge\n    static_configs:\n      - targets: [\"{target}\"]\n"
-            ),
-        )
-        .unwrap();
+        let mut yaml = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: edge\n    static_configs:\n      - targets: [\"{target}\"]\n"
+        );
+        if let Some((rules, alertmanager)) = alerting {
+            std::fs::write(dir.path().join("rules.yml"), rules).unwrap();
+            yaml += &format!(
+                "rule_files: [\"{}\"]\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"{alertmanager}\"]\n",
+                dir.path().join("rules.yml").display()
+            );
+        }
+        std::fs::write(&config, yaml).unwrap();
         let port = free_port();
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--log.level=warn")
+            .arg("--rules.alert.resend-delay=1s")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.path().join("prometheus.log")).unwrap())
@@ -272,6 +284,73 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's `prometheus-alertmanager` on a free loopback port (clustering
+/// off), routing every alert to one webhook with a bearer token from a
+/// file, re-sending what still fires every 2 s and what resolved once.
+pub struct Alertmanager {
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Alertmanager {
+    pub fn start(webhook: &str, token_file: &std::path::Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("alertmanager.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "route:\n  receiver: runbook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 2s\nreceivers:\n  - name: runbook\n    webhook_configs:\n      - url: \"{webhook}\"\n        send_resolved: true\n        http_config:\n          authorization:\n            type: Bearer\n            credentials_file: \"{}\"\n",
+                token_file.display()
+            ),
+        )
+        .unwrap();
+        let port = free_port();
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .arg("--log.level=warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("alertmanager.log")).unwrap())
+            .spawn()
+            .expect("`prometheus-alertmanager` must be installed for these tests (`apt-get install prometheus-alertmanager`; scripts/test does)");
+        let mut am = Self { port, child, dir };
+        wait_for("alertmanager", || {
+            let exited = am.child.try_wait().ok().flatten();
+            assert!(
+                exited.is_none(),
+                "alertmanager exited ({exited:?}): {}",
+                am.log()
+            );
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        am
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("alertmanager.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Stops this Prometheus now: what it had firing resolves once
+    /// Alertmanager stops hearing of it.
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

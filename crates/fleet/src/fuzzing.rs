@@ -1,6 +1,7 @@
 //! Fuzz targets for what reaches the fleet from the network or from
-//! people: an SNS delivery's envelope, a CloudWatch alarm message, a run
-//! request off the work queue, and the triggers file. `fuzz/` drives them
+//! people: an SNS delivery's envelope, a CloudWatch alarm message, an
+//! Alertmanager notification, a run request off the work queue, and the
+//! triggers file. `fuzz/` drives them
 //! with libFuzzer; `tests/fuzz_smoke.rs` runs them over their seeds and
 //! mutations on the stable toolchain. Each returns (valid or an error),
 //! never panics, never hangs.
@@ -11,6 +12,7 @@ use std::path::Path;
 pub const TARGETS: &[(&str, runbook_engine::fuzzing::Target)] = &[
     ("sns-envelope", sns_envelope),
     ("alarm-message", alarm_message),
+    ("alertmanager", alertmanager),
     ("run-request", run_request),
     ("triggers", triggers),
 ];
@@ -28,6 +30,18 @@ pub fn sns_envelope(data: &[u8]) {
 pub fn alarm_message(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = crate::triggers::Alarm::from_message("arn:aws:sns:us-east-1:1:t", "id", &text);
+}
+
+/// An Alertmanager webhook body, and each of its alerts as triggers see
+/// it (its incident key built).
+pub fn alertmanager(data: &[u8]) {
+    if let Ok(n) = crate::alertmanager::Notification::parse(data) {
+        for alert in &n.alerts {
+            let alarm = crate::triggers::Alarm::from_alert(alert);
+            let _ = alert.name();
+            let _ = alarm.alert.as_ref().map(|a| a.fingerprint.len());
+        }
+    }
 }
 
 /// A run request as a worker takes it off the queue, and its file check

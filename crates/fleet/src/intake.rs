@@ -1,6 +1,14 @@
-//! `runbook serve`: CloudWatch alarms, delivered by SNS over HTTP, become
-//! run requests. `POST /sns` takes an SNS delivery; `GET /healthz` and
-//! `GET /metrics` are as a worker's.
+//! `runbook serve`: CloudWatch alarms, delivered by SNS over HTTP, and
+//! Alertmanager's alerts become run requests. `POST /sns` takes an SNS
+//! delivery, `POST /alertmanager` a webhook notification (when the
+//! triggers file has `[alertmanager]`); `GET /healthz` and `GET /metrics`
+//! are as a worker's.
+//!
+//! Alertmanager gets 200 for what was handled, 401 without the
+//! credentials, 400 for a payload this host does not read (Alertmanager
+//! does not retry a 4xx), 413 past the size cap, and 503 when a run could
+//! not be submitted: it sends the whole notification again, and what was
+//! submitted already is a duplicate.
 //!
 //! What a delivery gets back decides whether SNS tries again: 200 for
 //! what was handled (submitted, a duplicate, or matching no trigger),
@@ -32,6 +40,7 @@ pub struct Counters {
     pub unmatched: AtomicU64,
     pub refused: AtomicU64,
     pub unavailable: AtomicU64,
+    pub resolved: AtomicU64,
 }
 
 impl Counters {
@@ -58,8 +67,13 @@ impl Counters {
             ),
             (
                 "unavailable",
-                "deliveries answered 503 for SNS to retry",
+                "deliveries answered 503 for SNS or Alertmanager to retry",
                 &self.unavailable,
+            ),
+            (
+                "resolved",
+                "resolved alerts whose trigger matched (recorded, nothing started)",
+                &self.resolved,
             ),
         ] {
             super::health::metric(&mut out, "runbook_intake", name, help, v, true);
@@ -79,6 +93,7 @@ pub struct Intake {
 pub async fn serve(intake: Arc<Intake>, addr: std::net::SocketAddr) -> Result<()> {
     let app = axum::Router::new()
         .route("/sns", post(deliver))
+        .route("/alertmanager", post(alerts))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -150,6 +165,127 @@ async fn deliver(State(intake): State<Arc<Intake>>, body: Bytes) -> (StatusCode,
     }
 }
 
+/// `POST /alertmanager`: the credentials before the body is read.
+async fn alerts(
+    State(intake): State<Arc<Intake>>,
+    request: axum::extract::Request,
+) -> (StatusCode, String) {
+    let c = &intake.counters;
+    c.received.fetch_add(1, Ordering::Relaxed);
+    let refuse = |status: StatusCode, why: String| {
+        c.refused.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(reason = ?why, "refused an Alertmanager delivery");
+        (status, format!("refused: {why}\n"))
+    };
+    let Some(auth) = &intake.triggers.alertmanager else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "the triggers file has no `[alertmanager]`: no alert is taken".into(),
+        );
+    };
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !auth.allows(header) {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong credentials (see `[alertmanager]` in the triggers file)".into(),
+        );
+    }
+    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a notification is at most {} KiB", MAX_BODY >> 10),
+            );
+        }
+    };
+    let notification = match crate::alertmanager::Notification::parse(&body) {
+        Ok(n) => n,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
+    };
+    let mut said = Vec::new();
+    for alert in &notification.alerts {
+        let alarm = Alarm::from_alert(alert);
+        let Some(index) = intake.triggers.find(&alarm) else {
+            c.unmatched.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(alert = alert.name(), "no trigger matches");
+            said.push(format!("`{}`: no trigger matches", alert.name()));
+            continue;
+        };
+        let trigger = &intake.triggers.triggers[index];
+        if alert.status == "resolved" {
+            c.resolved.fetch_add(1, Ordering::Relaxed);
+            let incident = trigger.incident(&alarm);
+            tracing::info!(
+                incident,
+                trigger = trigger.name,
+                ends_at = alert.ends_at,
+                "alert resolved"
+            );
+            said.push(format!("incident `{incident}`: resolved, noted"));
+            continue;
+        }
+        match submit(&intake, index, alarm, "alertmanager").await {
+            Ok(line) => said.push(line),
+            Err(Refusal::Bad(why) | Refusal::Unavailable(why)) => {
+                c.unavailable.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(reason = ?why, "could not submit an alert's run now (Alertmanager will retry)");
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("try again: {why}\n"),
+                );
+            }
+        }
+    }
+    (StatusCode::OK, format!("{}\n", said.join("\n")))
+}
+
+/// Submits the run trigger `index` makes for `alarm` (a duplicate if its
+/// incident was submitted already): what to answer, counted.
+async fn submit(
+    intake: &Arc<Intake>,
+    index: usize,
+    alarm: Alarm,
+    by: &'static str,
+) -> Result<String, Refusal> {
+    let c = &intake.counters;
+    let name = intake.triggers.triggers[index].name.clone();
+    let intake2 = intake.clone();
+    // Files read, a runbook parsed, NATS waited on: not on the server's
+    // threads.
+    let (incident, published) = tokio::task::spawn_blocking(move || {
+        let trigger = &intake2.triggers.triggers[index];
+        let request = trigger
+            .request(by, &alarm)
+            .map_err(|e| Refusal::Unavailable(format!("trigger `{}`: {e:#}", trigger.name)))?;
+        let incident = request.incident.clone();
+        let key = format!("incident:{incident}");
+        publish(&intake2.fleet, &Request::Run(request), &key)
+            .map(|p| (incident, p))
+            .map_err(|e| Refusal::Unavailable(format!("submitting: {e:#}")))
+    })
+    .await
+    .map_err(|e| Refusal::Unavailable(format!("submitting: {e}")))??;
+    let trigger = name;
+    if published.duplicate {
+        c.duplicates.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(incident, trigger, "already submitted");
+        Ok(format!("incident `{incident}` was already submitted"))
+    } else {
+        c.submitted.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            incident,
+            trigger,
+            sequence = published.sequence,
+            "submitted"
+        );
+        Ok(format!("submitted incident `{incident}`"))
+    }
+}
+
 async fn handle(intake: &Arc<Intake>, body: &[u8]) -> Result<String, Refusal> {
     let m = Envelope::parse(body)?;
     // Before any fetch: a message for a topic we do not take costs nothing.
@@ -187,38 +323,7 @@ async fn handle(intake: &Arc<Intake>, body: &[u8]) -> Result<String, Refusal> {
                 );
                 return Ok("no trigger matches".into());
             };
-            let name = intake.triggers.triggers[index].name.clone();
-            let (intake2, alarm2) = (intake.clone(), alarm.clone());
-            // Files read, a runbook parsed, NATS waited on: not on the
-            // server's threads.
-            let (incident, published) = tokio::task::spawn_blocking(move || {
-                let trigger = &intake2.triggers.triggers[index];
-                let request = trigger.request("sns", &alarm2).map_err(|e| {
-                    Refusal::Unavailable(format!("trigger `{}`: {e:#}", trigger.name))
-                })?;
-                let incident = request.incident.clone();
-                let key = format!("incident:{incident}");
-                publish(&intake2.fleet, &Request::Run(request), &key)
-                    .map(|p| (incident, p))
-                    .map_err(|e| Refusal::Unavailable(format!("submitting: {e:#}")))
-            })
-            .await
-            .map_err(|e| Refusal::Unavailable(format!("submitting: {e}")))??;
-            let trigger = name;
-            if published.duplicate {
-                c.duplicates.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(incident, trigger, "already submitted");
-                Ok(format!("incident `{incident}` was already submitted"))
-            } else {
-                c.submitted.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    incident,
-                    trigger,
-                    sequence = published.sequence,
-                    "submitted"
-                );
-                Ok(format!("submitted incident `{incident}`"))
-            }
+            submit(intake, index, alarm, "sns").await
         }
     }
 }

@@ -16,9 +16,11 @@
 //! - [`health`]: a worker's `/healthz` and `/metrics`.
 //! - [`triggers`]: the triggers file (which alarm starts which runbook).
 //! - [`sns`]: SNS deliveries, their signatures checked as AWS documents.
+//! - [`alertmanager`]: Alertmanager's webhook payload and its credentials.
 //! - [`intake`]: `runbook serve`, alarms in, run requests out.
 //! - [`fuzzing`]: fuzz targets for the network parsers.
 
+pub mod alertmanager;
 pub mod exclusive;
 pub mod fuzzing;
 pub mod health;

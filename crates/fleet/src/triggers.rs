@@ -19,6 +19,24 @@
 //! approval_timeout = 900                 # seconds a parked run waits
 //! ```
 //!
+//! Alertmanager's webhook (`POST /alertmanager`) is taken when the file
+//! has `[alertmanager]` with the credentials its receiver sends; a trigger
+//! with `alertname` (and optionally `labels`, all of which must match)
+//! takes firing alerts:
+//!
+//! ```toml
+//! [alertmanager]
+//! bearer_token_file = "alertmanager.token"  # or basic_user + basic_password_file
+//!
+//! [[trigger]]
+//! name = "auth-slow"
+//! alertname = "AuthTokenValidationSlow"
+//! labels = { service = "auth-service" }
+//! runbook = "RB-0031-auth-service-degradation.md"
+//! env = "environments/production.toml"
+//! incident = "{alertname}:{fingerprint}:{starts_at}"   # the default
+//! ```
+//!
 //! Paths are relative to the triggers file. The first trigger that
 //! matches a notification wins; one that matches none is answered and
 //! dropped. A trigger with `topic` and no `alarm` matches any message on
@@ -36,8 +54,15 @@ const HINT: &str = "see `runbook serve --help`; `runbook serve --triggers FILE -
 /// often SNS delivers it (its `StateChangeTime` stays the same).
 pub const DEFAULT_INCIDENT: &str = "{region}:{alarm}:{state_change_time}";
 
+/// The default incident key of an alert: one run per alert (its labels'
+/// fingerprint) and firing (`startsAt`), however often Alertmanager
+/// re-sends it and whichever group it comes in.
+pub const DEFAULT_ALERT_INCIDENT: &str = "{alertname}:{fingerprint}:{starts_at}";
+
 /// What tells one alarm from the next: a key must name one.
 const TIME_OR_MESSAGE: &[&str] = &["{state_change_time}", "{state_change_hour}", "{message_id}"];
+/// What tells one firing of an alert from the next.
+const ALERT_TIME: &[&str] = &["{starts_at}"];
 
 /// What an incident key template may name.
 const PLACEHOLDERS: &[&str] = &[
@@ -52,10 +77,16 @@ const PLACEHOLDERS: &[&str] = &[
     "trigger",
 ];
 
+/// What an alert trigger's incident key may name.
+const ALERT_PLACEHOLDERS: &[&str] = &["alertname", "fingerprint", "starts_at", "trigger"];
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Triggers {
+    #[serde(default)]
     pub topics: Vec<String>,
+    /// Who may send Alertmanager's webhook; without it, none is taken.
+    pub alertmanager: Option<crate::alertmanager::Auth>,
     #[serde(rename = "trigger", default)]
     pub triggers: Vec<Trigger>,
     #[serde(skip)]
@@ -66,6 +97,12 @@ pub struct Triggers {
 #[serde(deny_unknown_fields)]
 pub struct Trigger {
     pub name: String,
+    /// An Alertmanager alert's `alertname` label: this trigger takes
+    /// alerts, not SNS notifications.
+    pub alertname: Option<String>,
+    /// Further labels the alert must carry, each with this value.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
     pub alarm: Option<String>,
     pub state: Option<String>,
     pub topic: Option<String>,
@@ -91,6 +128,8 @@ pub struct Alarm {
     pub region: Option<String>,
     pub account: Option<String>,
     pub state_change_time: Option<String>,
+    /// The alert, when this came from Alertmanager.
+    pub alert: Option<crate::alertmanager::Alert>,
 }
 
 impl Alarm {
@@ -122,12 +161,30 @@ impl Alarm {
     }
 }
 
+impl Alarm {
+    /// An Alertmanager alert, as triggers see it.
+    pub fn from_alert(alert: &crate::alertmanager::Alert) -> Self {
+        Alarm {
+            alert: Some(alert.clone()),
+            ..Default::default()
+        }
+    }
+}
+
 impl Triggers {
     pub fn load(path: &Path) -> Result<Self> {
         let text = runbook_core::files::read_text(path, "triggers file")?;
         let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let mut t = Self::parse(&text, path)?;
         t.path = path.to_path_buf();
+        if let Some(auth) = &mut t.alertmanager {
+            auth.load(&base).map_err(|e| {
+                hinted(
+                    format!("invalid triggers file `{}`: {e:#}", path.display()),
+                    "the file holds the secret Alertmanager's `http_config` sends (`authorization.credentials_file`, `basic_auth.password_file`), readable by its owner only",
+                )
+            })?;
+        }
         for trigger in &mut t.triggers {
             for p in [
                 Some(&mut trigger.runbook),
@@ -168,11 +225,32 @@ impl Triggers {
     }
 
     fn check(&self) -> Result<(), String> {
-        if self.topics.is_empty() {
+        let alerts = self
+            .triggers
+            .iter()
+            .filter(|t| t.alertname.is_some())
+            .count();
+        if (self.triggers.len() > alerts || self.alertmanager.is_none()) && self.topics.is_empty() {
             return Err(
                 "`topics` is empty: name the SNS topic ARNs whose notifications may start runs"
                     .into(),
             );
+        }
+        match &self.alertmanager {
+            Some(auth) => {
+                auth.check()?;
+                if alerts == 0 {
+                    return Err("`[alertmanager]` is given but no trigger names an `alertname`: no alert would start a run".into());
+                }
+            }
+            None => {
+                if let Some(t) = self.triggers.iter().find(|t| t.alertname.is_some()) {
+                    return Err(format!(
+                        "trigger `{}` names an `alertname`, but the file has no `[alertmanager]` with the credentials Alertmanager sends, so no alert is taken",
+                        t.name
+                    ));
+                }
+            }
         }
         for topic in &self.topics {
             if !is_topic_arn(topic) {
@@ -193,7 +271,15 @@ impl Triggers {
             if !names.insert(t.name.as_str()) {
                 return Err(format!("{at} is named twice"));
             }
-            if t.alarm.is_none() && t.topic.is_none() {
+            if t.alertname.is_some() {
+                if t.alarm.is_some() || t.state.is_some() || t.topic.is_some() {
+                    return Err(format!(
+                        "{at}: `alertname` (an Alertmanager alert) and `alarm`, `state` or `topic` (an SNS notification) do not go together"
+                    ));
+                }
+            } else if !t.labels.is_empty() {
+                return Err(format!("{at}: `labels` needs `alertname`"));
+            } else if t.alarm.is_none() && t.topic.is_none() {
                 return Err(format!(
                     "{at} names neither `alarm` nor `topic`: it would match every notification"
                 ));
@@ -219,9 +305,9 @@ impl Triggers {
                 (Some(_), None) | (None, Some(_)) => {}
                 _ => return Err(format!("{at}: give exactly one of `env` (live) or `sim`")),
             }
-            let template = t.incident.as_deref().unwrap_or(DEFAULT_INCIDENT);
-            check_template(template).map_err(|why| format!("{at}: `incident`: {why}"))?;
-            if t.alarm.is_none() && t.incident.is_none() {
+            check_template(t.template(), t.alertname.is_some())
+                .map_err(|why| format!("{at}: `incident`: {why}"))?;
+            if t.alertname.is_none() && t.alarm.is_none() && t.incident.is_none() {
                 return Err(format!(
                     "{at} matches a topic, not an alarm: give it an `incident` key (e.g. `{{topic}}:{{message_id}}`)"
                 ));
@@ -272,16 +358,21 @@ fn walk<'t>(
     each(Piece::Text(rest))
 }
 
-fn check_template(template: &str) -> Result<(), String> {
+fn check_template(template: &str, alert: bool) -> Result<(), String> {
+    let (known, times) = if alert {
+        (ALERT_PLACEHOLDERS, ALERT_TIME)
+    } else {
+        (PLACEHOLDERS, TIME_OR_MESSAGE)
+    };
     let mut named = false;
     walk(template, |piece| {
         let Piece::Field(name) = piece else {
             return Ok(());
         };
-        if !PLACEHOLDERS.contains(&name) {
+        if !known.contains(&name) {
             return Err(format!(
                 "`{{{name}}}` is not known; use {}",
-                PLACEHOLDERS
+                known
                     .iter()
                     .map(|p| format!("`{{{p}}}`"))
                     .collect::<Vec<_>>()
@@ -293,10 +384,10 @@ fn check_template(template: &str) -> Result<(), String> {
     })?;
     // An incident that has had its run takes no other: a key that stays
     // the same from one alarm to the next would swallow every later one.
-    if !named || !TIME_OR_MESSAGE.iter().any(|p| template.contains(p)) {
+    if !named || !times.iter().any(|p| template.contains(p)) {
         return Err(format!(
             "`{template}` names no time or message: every later alarm would be the same incident, which has had its run, and start nothing; include {}",
-            TIME_OR_MESSAGE
+            times
                 .iter()
                 .map(|p| format!("`{p}`"))
                 .collect::<Vec<_>>()
@@ -307,7 +398,29 @@ fn check_template(template: &str) -> Result<(), String> {
 }
 
 impl Trigger {
+    /// Its incident key template (the default for its kind if none).
+    pub fn template(&self) -> &str {
+        self.incident
+            .as_deref()
+            .unwrap_or(if self.alertname.is_some() {
+                DEFAULT_ALERT_INCIDENT
+            } else {
+                DEFAULT_INCIDENT
+            })
+    }
+
     fn matches(&self, a: &Alarm) -> bool {
+        match (&self.alertname, &a.alert) {
+            (Some(name), Some(alert)) => {
+                return alert.name() == name
+                    && self
+                        .labels
+                        .iter()
+                        .all(|(k, v)| alert.labels.get(k) == Some(v));
+            }
+            (None, None) => {}
+            _ => return false,
+        }
         if self.topic.as_ref().is_some_and(|t| *t != a.topic) {
             return false;
         }
@@ -320,7 +433,7 @@ impl Trigger {
 
     /// The incident key for `alarm`.
     pub fn incident(&self, a: &Alarm) -> String {
-        let template = self.incident.as_deref().unwrap_or(DEFAULT_INCIDENT);
+        let template = self.template();
         let hour = a
             .state_change_time
             .as_deref()
@@ -341,6 +454,9 @@ impl Trigger {
                     .or_else(|| Some(a.message_id.clone())),
                 "state_change_hour" => hour.clone().or_else(|| Some(a.message_id.clone())),
                 "trigger" => Some(self.name.clone()),
+                "alertname" => a.alert.as_ref().map(|x| x.name().to_string()),
+                "fingerprint" => a.alert.as_ref().map(|x| x.fingerprint.clone()),
+                "starts_at" => a.alert.as_ref().map(|x| x.starts_at.clone()),
                 _ => None,
             }
             .unwrap_or_else(|| "-".into())
@@ -368,7 +484,13 @@ impl Trigger {
         r.yes = self.yes;
         r.approve = self.approve.clone();
         r.approval_timeout_s = self.approval_timeout;
-        r.incident_start = alarm.state_change_time.as_deref().and_then(rfc3339_utc);
+        r.incident_start = match &alarm.alert {
+            // Alertmanager writes RFC 3339 in UTC (`…Z`).
+            Some(alert) => runbook_core::time::Timestamp::parse(&alert.starts_at)
+                .ok()
+                .map(|_| alert.starts_at.clone()),
+            None => alarm.state_change_time.as_deref().and_then(rfc3339_utc),
+        };
         r.submitted_by = format!("{by} (trigger `{}`)", self.name);
         Ok(r)
     }
@@ -404,6 +526,8 @@ mod tests {
     fn trigger(alarm: Option<&str>, topic: Option<&str>) -> Trigger {
         Trigger {
             name: "t".into(),
+            alertname: None,
+            labels: Default::default(),
             alarm: alarm.map(Into::into),
             state: None,
             topic: topic.map(Into::into),
@@ -443,6 +567,82 @@ mod tests {
         assert!(trigger(None, Some("arn:aws:sns:us-east-1:1:x")).matches(&plain));
     }
 
+    fn alert(name: &str, service: &str, starts_at: &str) -> Alarm {
+        Alarm::from_alert(
+            &serde_json::from_value(serde_json::json!({
+                "status": "firing",
+                "labels": {"alertname": name, "service": service},
+                "startsAt": starts_at,
+                "fingerprint": "5e1b7c0d9a2f3e41",
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn an_alert_matches_by_name_and_labels_and_keys_its_firing() {
+        let mut t = trigger(None, None);
+        t.alertname = Some("AuthSlow".into());
+        t.labels.insert("service".into(), "auth-service".into());
+        let a = alert("AuthSlow", "auth-service", "2026-12-03T23:10:01.123Z");
+        assert!(t.matches(&a));
+        assert!(!t.matches(&alert("AuthSlow", "billing", "2026-12-03T23:10:01.123Z")));
+        assert!(!t.matches(&alert("Other", "auth-service", "2026-12-03T23:10:01.123Z")));
+        assert_eq!(
+            t.incident(&a),
+            "AuthSlow:5e1b7c0d9a2f3e41:2026-12-03T23:10:01.123Z"
+        );
+        // SNS triggers never take alerts, alert triggers never SNS messages.
+        assert!(!trigger(Some("AuthSlow"), None).matches(&a));
+        assert!(!t.matches(&alarm("AuthSlow", "ALARM")));
+    }
+
+    #[test]
+    fn alert_triggers_need_credentials_and_their_own_fields() {
+        let parse = |text: &str| Triggers::parse(text, Path::new("t.toml")).map(|_| ());
+        let alert = "[[trigger]]\nname = \"a\"\nalertname = \"AuthSlow\"\nrunbook = \"rb.md\"\nsim = \"s.toml\"\n";
+        let auth = "[alertmanager]\nbearer_token_file = \"token\"\n";
+        parse(&format!("{auth}{alert}")).unwrap();
+        let e = parse(alert).unwrap_err().to_string();
+        assert!(
+            e.contains("`topics` is empty") || e.contains("no `[alertmanager]`"),
+            "{e}"
+        );
+        let e = parse(&format!(
+            "topics = [\"arn:aws:sns:us-east-1:1:t\"]\n{alert}"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("no `[alertmanager]`"), "{e}");
+        let e = parse(&format!("{auth}{alert}alarm = \"x\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("do not go together"), "{e}");
+        let e = parse(&format!(
+            "{auth}{alert}incident = \"{{alertname}}:{{fingerprint}}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("{starts_at}"), "{e}");
+        let e = parse(&format!(
+            "{auth}{alert}incident = \"{{alarm}}:{{starts_at}}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`{alarm}` is not known"), "{e}");
+        let e = parse(&format!("[alertmanager]\n{alert}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("names no credentials"), "{e}");
+        let sns = "topics = [\"arn:aws:sns:us-east-1:1:t\"]\n[[trigger]]\nname = \"s\"\nalarm = \"x\"\nrunbook = \"rb.md\"\nsim = \"s.toml\"\n";
+        let e = parse(&format!("{sns}{auth}")).unwrap_err().to_string();
+        assert!(e.contains("no trigger names an `alertname`"), "{e}");
+        let e = parse(&format!("{sns}labels = {{ a = \"b\" }}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`labels` needs `alertname`"), "{e}");
+    }
+
     #[test]
     fn a_state_change_time_becomes_the_incident_start() {
         assert_eq!(
@@ -455,14 +655,23 @@ mod tests {
 
     #[test]
     fn templates_name_known_fields_only() {
-        assert!(check_template(DEFAULT_INCIDENT).is_ok());
-        let e = check_template("{alarm}-{colour}").unwrap_err();
+        assert!(check_template(DEFAULT_INCIDENT, false).is_ok());
+        let e = check_template("{alarm}-{colour}", false).unwrap_err();
         assert!(e.contains("`{colour}` is not known"), "{e}");
         for same in ["always-the-same", "{alarm}", "{region}:{alarm}:{trigger}"] {
-            let e = check_template(same).unwrap_err();
+            let e = check_template(same, false).unwrap_err();
             assert!(e.contains("every later alarm"), "{same}: {e}");
         }
-        assert!(check_template("{topic}:{message_id}").is_ok());
-        assert!(check_template("{alarm").unwrap_err().contains("without"));
+        assert!(check_template("{topic}:{message_id}", false).is_ok());
+        assert!(
+            check_template("{alarm", false)
+                .unwrap_err()
+                .contains("without")
+        );
+        // An alert's key names its firing; SNS fields are not an alert's.
+        assert!(check_template(DEFAULT_ALERT_INCIDENT, true).is_ok());
+        for bad in ["{alertname}:{fingerprint}", "{alarm}:{starts_at}"] {
+            assert!(check_template(bad, true).is_err(), "{bad}");
+        }
     }
 }

@@ -78,12 +78,13 @@ pub struct WorkerArgs {
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// The triggers file: which alarm (name and state, or SNS topic)
-    /// starts which runbook, against which environment, under which
-    /// incident key.
+    /// The triggers file: which alarm (name and state, or SNS topic) or
+    /// Alertmanager alert (`alertname`, labels) starts which runbook,
+    /// against which environment, under which incident key.
     #[arg(long, value_name = "FILE")]
     pub triggers: PathBuf,
-    /// Where to take deliveries (`POST /sns`; also `/healthz`, `/metrics`).
+    /// Where to take deliveries (`POST /sns`, `POST /alertmanager`; also
+    /// `/healthz`, `/metrics`).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8088")]
     pub listen: std::net::SocketAddr,
     /// Check the triggers file (and every runbook and environment it

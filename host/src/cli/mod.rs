@@ -148,13 +148,16 @@ pub enum Command {
     /// and its state: waiting, being escalated (claimed), or escalated
     /// without its journal (altered) and whether that page arrived.
     Parked(ParkedArgs),
-    /// Take CloudWatch alarms from SNS and submit the runs they map to
+    /// Take SNS alarms and Alertmanager alerts; submit the runs they map to
     ///
-    /// Deliveries over HTTP (`POST /sns`) are checked as AWS documents
-    /// them (signature version 2, certificate from an SNS host of AWS),
+    /// SNS deliveries over HTTP (`POST /sns`) are checked as AWS documents
+    /// (signature version 2, certificate from an SNS host of AWS),
     /// subscriptions confirmed, and only the triggers file's `topics`
-    /// accepted; the triggers file maps alarms to runbooks. 503 asks SNS to
-    /// deliver again (NATS away).
+    /// accepted. Alertmanager's webhook (`POST /alertmanager`, payload
+    /// version 4) is taken when the triggers file has `[alertmanager]`,
+    /// with the bearer token or basic authentication it names. The
+    /// triggers file maps alarms and alerts to runbooks. 503 asks the
+    /// sender to deliver again (NATS away).
     Serve(ServeArgs),
     /// Print a shell's completion script
     ///

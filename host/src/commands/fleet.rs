@@ -139,13 +139,31 @@ pub async fn serve(args: ServeArgs) -> Result<Exit> {
         let mut out = String::new();
         say!(
             out,
-            "triggers file `{}`: {} trigger(s), from {} topic(s)",
+            "triggers file `{}`: {} trigger(s), from {} topic(s){}",
             triggers.path.display(),
             triggers.triggers.len(),
-            triggers.topics.len()
+            triggers.topics.len(),
+            if triggers.alertmanager.is_some() {
+                " and Alertmanager (POST /alertmanager)"
+            } else {
+                ""
+            }
         );
         for t in &triggers.triggers {
             let what = match (&t.alarm, &t.topic) {
+                _ if t.alertname.is_some() => {
+                    let labels: Vec<String> =
+                        t.labels.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+                    format!(
+                        "alert `{}`{}",
+                        t.alertname.as_deref().unwrap_or_default(),
+                        if labels.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" with {}", labels.join(", "))
+                        }
+                    )
+                }
                 (Some(a), _) => {
                     format!("alarm `{a}` in `{}`", t.state.as_deref().unwrap_or("ALARM"))
                 }
@@ -163,9 +181,7 @@ pub async fn serve(args: ServeArgs) -> Result<Exit> {
                 t.name,
                 t.runbook.display(),
                 backend.unwrap_or_default(),
-                t.incident
-                    .as_deref()
-                    .unwrap_or(runbook_fleet::triggers::DEFAULT_INCIDENT)
+                t.template()
             );
         }
         emit(&out)?;
