@@ -78,6 +78,19 @@ impl Drop for Serve {
     }
 }
 
+/// A request written as given (`raw`: request line, headers, body), for
+/// what a well-behaved client would not send.
+fn http_raw(port: u16, raw: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    s.write_all(raw.as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split(' ').nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|b| b.1).unwrap_or("");
+    Some((code, body.to_string()))
+}
+
 /// One HTTP/1.0 request to 127.0.0.1: status and body.
 fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     http_with(port, method, path, "", body)
@@ -207,13 +220,16 @@ fn alertmanager_alerts_become_one_run_per_firing() {
     std::fs::write(
         &triggers,
         format!(
-            "[alertmanager]\nbearer_token_file = \"am.token\"\n\n[[trigger]]\nname = \"auth-slow\"\nalertname = \"AuthTokenValidationSlow\"\nlabels = {{ service = \"auth-service\" }}\nrunbook = {:?}\nsim = {:?}\nyes = true\n",
+            "[alertmanager]\nbearer_token_file = \"am.token\"\n\n[[trigger]]\nname = \"auth-slow\"\nalertname = \"AuthTokenValidationSlow\"\nlabels = {{ service = \"auth-service\" }}\nrunbook = {:?}\nsim = {sim:?}\nyes = true\n\n[[trigger]]\nname = \"doomed\"\nalertname = \"Doomed\"\nrunbook = \"doomed.md\"\nsim = {sim:?}\n",
             root().join(RB0031).to_str().unwrap(),
-            root().join(SIM).to_str().unwrap(),
+            sim = root().join(SIM).to_str().unwrap(),
         ),
     )
     .unwrap();
+    // A runbook that will be gone when its alert comes.
+    std::fs::copy(root().join(RB0031), dir.path().join("doomed.md")).unwrap();
     let serve = Serve::start(&nats, &triggers, "http://127.0.0.1:9", dir.path());
+    std::fs::remove_file(dir.path().join("doomed.md")).unwrap();
     let post = |headers: &str, body: &str| {
         http_with(serve.port, "POST", "/alertmanager", headers, body)
             .expect("`runbook serve` answers")
@@ -224,7 +240,7 @@ fn alertmanager_alerts_become_one_run_per_firing() {
     v3["version"] = "3".into();
     let mut extra: serde_json::Value = serde_json::from_str(&firing).unwrap();
     extra["alerts"][0]["silencedBy"] = serde_json::json!([]);
-    let refused = [
+    let bad = [
         ("", firing.clone(), 401),
         ("Authorization: Bearer wrong\r\n", firing.clone(), 401),
         (
@@ -235,14 +251,24 @@ fn alertmanager_alerts_become_one_run_per_firing() {
         (&auth[..], "{".to_string(), 400),
         (&auth[..], v3.to_string(), 400),
         (&auth[..], extra.to_string(), 400),
-        (&auth[..], "x".repeat(600 * 1024), 413),
     ];
-    for (headers, body, want) in &refused {
+    for (headers, body, want) in &bad {
         let (code, text) = post(headers, body);
         assert_eq!(code, *want, "{headers:?}: {text}");
         assert!(!text.contains(&token), "{text}");
     }
-    assert_eq!(serve.counter("refused"), refused.len() as u64);
+    // Over the cap: refused from its `Content-Length`, before the body.
+    let (code, text) = http_raw(
+        serve.port,
+        &format!(
+            "POST /alertmanager HTTP/1.0\r\n{auth}Content-Length: {}\r\n\r\n{{",
+            9 << 20
+        ),
+    )
+    .expect("`runbook serve` answers");
+    assert_eq!(code, 413, "{text}");
+    let refused = bad.len() as u64 + 1;
+    assert_eq!(serve.counter("refused"), refused);
     assert_eq!(serve.counter("submitted"), 0);
 
     let webhook = format!("http://127.0.0.1:{}/alertmanager", serve.port);
@@ -261,15 +287,25 @@ fn alertmanager_alerts_become_one_run_per_firing() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let delivered = serve.counter("received") - before;
+    // Each delivery is counted once it has been answered.
+    let answered = || -> u64 {
+        [
+            "submitted",
+            "duplicates",
+            "resolved",
+            "unmatched",
+            "unavailable",
+        ]
+        .map(|c| serve.counter(c))
+        .iter()
+        .sum()
+    };
+    wait_for("the deliveries to be answered", || {
+        answered() + refused >= serve.counter("received")
+    });
     assert_eq!(serve.counter("submitted"), 1, "{}", serve.log());
-    assert!(serve.counter("duplicates") >= delivered - 1 - serve.counter("resolved"));
-    assert_eq!(
-        serve.counter("refused"),
-        refused.len() as u64,
-        "{}",
-        serve.log()
-    );
+    assert!(serve.counter("duplicates") >= 2, "{}", serve.log());
+    assert_eq!(serve.counter("refused"), refused, "{}", serve.log());
     let runs = || -> Vec<serde_json::Value> {
         let out = common::output(runbook().args(["runs", "--json", "--nats", &nats.url()]));
         out.stdout
@@ -278,7 +314,7 @@ fn alertmanager_alerts_become_one_run_per_firing() {
             .filter(|r: &serde_json::Value| {
                 r["incident"]
                     .as_str()
-                    .is_some_and(|i| i.starts_with("AuthTokenValidationSlow:"))
+                    .is_some_and(|i| i.starts_with("alert:AuthTokenValidationSlow:"))
             })
             .collect()
     };
@@ -286,13 +322,9 @@ fn alertmanager_alerts_become_one_run_per_firing() {
         runs().first().is_some_and(|r| r["status"] == "resolved")
     });
     let incident = runs()[0]["incident"].as_str().unwrap().to_string();
-    // `{alertname}:{fingerprint}:{starts_at}`.
-    let mut parts = incident.splitn(3, ':');
-    let (_, fingerprint, starts_at) = (
-        parts.next().unwrap(),
-        parts.next().unwrap().to_string(),
-        parts.next().unwrap().to_string(),
-    );
+    // `alert:{alertname}:{fingerprint}:{starts_at}`.
+    let parts: Vec<&str> = incident.splitn(4, ':').collect();
+    let (fingerprint, starts_at) = (parts[2].to_string(), parts[3].to_string());
     assert_eq!(fingerprint.len(), 16, "{incident}");
 
     // It resolves once Prometheus no longer says it fires.
@@ -311,13 +343,35 @@ fn alertmanager_alerts_become_one_run_per_firing() {
         "one run for {} notifications",
         serve.counter("received")
     );
-    eprintln!(
-        "alertmanager: {} notifications delivered, {} run started, {} duplicates, {} resolved, {} refused",
-        serve.counter("received") - refused.len() as u64,
+    let delivered = serve.counter("received") - refused;
+    let (submitted, duplicates, resolved) = (
         serve.counter("submitted"),
         serve.counter("duplicates"),
         serve.counter("resolved"),
-        serve.counter("refused"),
+    );
+
+    // An alert whose runbook is gone does not hold back the other of its
+    // notification: that one is submitted, and the answer asks for both
+    // again (the submitted one is then a duplicate).
+    let mut two: serde_json::Value =
+        serde_json::from_str(&alert_payload("firing", "fedcba9876543210", &starts_at)).unwrap();
+    let mut doomed = two["alerts"][0].clone();
+    doomed["labels"] = serde_json::json!({"alertname": "Doomed"});
+    doomed["fingerprint"] = "0000000000000001".into();
+    two["alerts"] = serde_json::json!([doomed, two["alerts"][0].clone()]);
+    let (code, text) = post(&auth, &two.to_string());
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("`Doomed`: try again"), "{text}");
+    assert!(
+        text.contains("submitted incident `alert:AuthTokenValidationSlow:fedcba9876543210:"),
+        "{text}"
+    );
+    let (code, text) = post(&auth, &two.to_string());
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("was already submitted"), "{text}");
+    assert_eq!(serve.counter("submitted"), 2);
+    eprintln!(
+        "alertmanager: {delivered} notifications delivered (one of them a replay by the test), {submitted} run started, {duplicates} duplicates, {resolved} resolved, {refused} refused"
     );
 }
 

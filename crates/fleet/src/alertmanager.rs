@@ -18,8 +18,14 @@ use std::path::{Path, PathBuf};
 use subtle::ConstantTimeEq;
 
 /// Most alerts one notification may carry (Alertmanager's `max_alerts`
-/// is unlimited by default; a group of more is refused, not cut).
-pub const MAX_ALERTS: usize = 1000;
+/// is unlimited by default). A larger group is refused whole, every time
+/// it is sent again: set the receiver's `max_alerts` below this, and watch
+/// for `truncatedAlerts` in the log.
+pub const MAX_ALERTS: usize = 10_000;
+
+/// The largest notification read (an alert storm of thousands of alerts
+/// with their annotations fits).
+pub const MAX_BODY: usize = 8 << 20;
 
 /// `[alertmanager]` in the triggers file.
 #[derive(Debug, Clone, Deserialize)]
@@ -81,7 +87,8 @@ impl Auth {
                 ));
             }
             let text = runbook_core::files::read_text(p, "credentials file")?;
-            let secret = text.trim_end_matches(['\n', '\r']);
+            // As Alertmanager reads its own `credentials_file`.
+            let secret = text.trim();
             if secret.is_empty() || secret.len() > 4096 {
                 return Err(anyhow!(
                     "`alertmanager.{field}` `{}` holds no secret (or one over 4096 bytes)",
@@ -124,8 +131,13 @@ impl Auth {
             Secret::Bearer(t) => (b"Bearer ", t),
             Secret::Basic(b) => (b"Basic ", b),
         };
+        // Digests, so neither the content nor the length of the secret
+        // shows in how long a wrong guess takes.
+        use sha2::Digest;
         match header.split_at_checked(scheme.len()) {
-            Some((s, given)) if s.eq_ignore_ascii_case(scheme) => bool::from(given.ct_eq(expected)),
+            Some((s, given)) if s.eq_ignore_ascii_case(scheme) => {
+                bool::from(sha2::Sha256::digest(given).ct_eq(&sha2::Sha256::digest(expected)))
+            }
             _ => false,
         }
     }

@@ -5,10 +5,11 @@
 //! are as a worker's.
 //!
 //! Alertmanager gets 200 for what was handled, 401 without the
-//! credentials, 400 for a payload this host does not read (Alertmanager
-//! does not retry a 4xx), 413 past the size cap, and 503 when a run could
-//! not be submitted: it sends the whole notification again, and what was
-//! submitted already is a duplicate.
+//! credentials, 400 for a payload this host does not read, 413 past the
+//! size cap (it does not retry those at once, but sends the group again at
+//! its next `group_interval`), and 503 when a run could not be submitted:
+//! it sends the whole notification again, and what was submitted already
+//! is a duplicate.
 //!
 //! What a delivery gets back decides whether SNS tries again: 200 for
 //! what was handled (submitted, a duplicate, or matching no trigger),
@@ -47,7 +48,11 @@ impl Counters {
     fn render(&self) -> String {
         let mut out = String::new();
         for (name, help, v) in [
-            ("received", "SNS deliveries received", &self.received),
+            (
+                "received",
+                "deliveries received (SNS, Alertmanager)",
+                &self.received,
+            ),
             ("confirmed", "subscriptions confirmed", &self.confirmed),
             ("submitted", "runs submitted", &self.submitted),
             (
@@ -57,7 +62,7 @@ impl Counters {
             ),
             (
                 "unmatched",
-                "notifications no trigger matched",
+                "SNS notifications and Alertmanager alerts no trigger matched",
                 &self.unmatched,
             ),
             (
@@ -105,7 +110,13 @@ pub async fn serve(intake: Arc<Intake>, addr: std::net::SocketAddr) -> Result<()
         %addr,
         triggers = intake.triggers.triggers.len(),
         topics = intake.triggers.topics.len(),
-        "taking SNS deliveries at POST /sns"
+        alertmanager = intake.triggers.alertmanager.is_some(),
+        "taking SNS deliveries at POST /sns{}",
+        if intake.triggers.alertmanager.is_some() {
+            " and Alertmanager's at POST /alertmanager"
+        } else {
+            ""
+        }
     );
     if let Some(e) = intake.verifier.endpoint() {
         tracing::warn!(
@@ -193,20 +204,40 @@ async fn alerts(
             "missing or wrong credentials (see `[alertmanager]` in the triggers file)".into(),
         );
     }
-    let body = match axum::body::to_bytes(request.into_body(), MAX_BODY).await {
+    let cap = crate::alertmanager::MAX_BODY;
+    let too_large = || {
+        format!(
+            "a notification is at most {} MiB: lower the receiver's `max_alerts`",
+            cap >> 20
+        )
+    };
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > cap as u64) {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, too_large());
+    }
+    let body = match axum::body::to_bytes(request.into_body(), cap).await {
         Ok(b) => b,
-        Err(_) => {
-            return refuse(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!("a notification is at most {} KiB", MAX_BODY >> 10),
-            );
+        Err(e) if e.to_string().contains("length limit") => {
+            return refuse(StatusCode::PAYLOAD_TOO_LARGE, too_large());
         }
+        Err(e) => return refuse(StatusCode::BAD_REQUEST, format!("reading the body: {e}")),
     };
     let notification = match crate::alertmanager::Notification::parse(&body) {
         Ok(n) => n,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, why),
     };
+    if notification.truncated_alerts > 0 {
+        tracing::warn!(
+            truncated = notification.truncated_alerts,
+            receiver = notification.receiver,
+            "Alertmanager left alerts out of this notification (`max_alerts`): they start no run from here"
+        );
+    }
     let mut said = Vec::new();
+    let mut failed = false;
     for alert in &notification.alerts {
         let alarm = Alarm::from_alert(alert);
         let Some(index) = intake.triggers.find(&alarm) else {
@@ -228,17 +259,23 @@ async fn alerts(
             said.push(format!("incident `{incident}`: resolved, noted"));
             continue;
         }
+        // Every alert is tried: one that cannot be submitted does not hold
+        // back the others of its group (sent again, they are duplicates).
         match submit(&intake, index, alarm, "alertmanager").await {
             Ok(line) => said.push(line),
             Err(Refusal::Bad(why) | Refusal::Unavailable(why)) => {
-                c.unavailable.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(reason = ?why, "could not submit an alert's run now (Alertmanager will retry)");
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("try again: {why}\n"),
-                );
+                tracing::error!(reason = ?why, alert = alert.name(), "could not submit an alert's run now (Alertmanager will retry)");
+                said.push(format!("`{}`: try again: {why}", alert.name()));
+                failed = true;
             }
         }
+    }
+    if failed {
+        c.unavailable.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{}\n", said.join("\n")),
+        );
     }
     (StatusCode::OK, format!("{}\n", said.join("\n")))
 }

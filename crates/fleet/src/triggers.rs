@@ -34,7 +34,7 @@
 //! labels = { service = "auth-service" }
 //! runbook = "RB-0031-auth-service-degradation.md"
 //! env = "environments/production.toml"
-//! incident = "{alertname}:{fingerprint}:{starts_at}"   # the default
+//! incident = "alert:{alertname}:{fingerprint}:{starts_at}"   # the default
 //! ```
 //!
 //! Paths are relative to the triggers file. The first trigger that
@@ -57,12 +57,15 @@ pub const DEFAULT_INCIDENT: &str = "{region}:{alarm}:{state_change_time}";
 /// The default incident key of an alert: one run per alert (its labels'
 /// fingerprint) and firing (`startsAt`), however often Alertmanager
 /// re-sends it and whichever group it comes in.
-pub const DEFAULT_ALERT_INCIDENT: &str = "{alertname}:{fingerprint}:{starts_at}";
+/// (`alert:` keeps it apart from an SNS alarm's key.)
+pub const DEFAULT_ALERT_INCIDENT: &str = "alert:{alertname}:{fingerprint}:{starts_at}";
 
 /// What tells one alarm from the next: a key must name one.
 const TIME_OR_MESSAGE: &[&str] = &["{state_change_time}", "{state_change_hour}", "{message_id}"];
-/// What tells one firing of an alert from the next.
+/// What tells one firing of an alert from the next; alerts of one rule
+/// evaluation share a `startsAt`, so the fingerprint is needed too.
 const ALERT_TIME: &[&str] = &["{starts_at}"];
+const ALERT_WHICH: &str = "{fingerprint}";
 
 /// What an incident key template may name.
 const PLACEHOLDERS: &[&str] = &[
@@ -384,6 +387,11 @@ fn check_template(template: &str, alert: bool) -> Result<(), String> {
     })?;
     // An incident that has had its run takes no other: a key that stays
     // the same from one alarm to the next would swallow every later one.
+    if alert && !template.contains(ALERT_WHICH) {
+        return Err(format!(
+            "`{template}` does not name `{ALERT_WHICH}`: alerts of one rule that fire together share a `{{starts_at}}`, and would be one incident with one run"
+        ));
+    }
     if !named || !times.iter().any(|p| template.contains(p)) {
         return Err(format!(
             "`{template}` names no time or message: every later alarm would be the same incident, which has had its run, and start nothing; include {}",
@@ -485,10 +493,15 @@ impl Trigger {
         r.approve = self.approve.clone();
         r.approval_timeout_s = self.approval_timeout;
         r.incident_start = match &alarm.alert {
-            // Alertmanager writes RFC 3339 in UTC (`…Z`).
-            Some(alert) => runbook_core::time::Timestamp::parse(&alert.starts_at)
-                .ok()
-                .map(|_| alert.starts_at.clone()),
+            // Alertmanager writes RFC 3339 in UTC (`…Z`); a sender with an
+            // offset gets a run without an incident start, said so.
+            Some(alert) => match runbook_core::time::Timestamp::parse(&alert.starts_at) {
+                Ok(_) => Some(alert.starts_at.clone()),
+                Err(why) => {
+                    tracing::warn!(trigger = self.name, %why, "the alert's `startsAt` is not a UTC time: its run has no incident start");
+                    None
+                }
+            },
             None => alarm.state_change_time.as_deref().and_then(rfc3339_utc),
         };
         r.submitted_by = format!("{by} (trigger `{}`)", self.name);
@@ -590,7 +603,7 @@ mod tests {
         assert!(!t.matches(&alert("Other", "auth-service", "2026-12-03T23:10:01.123Z")));
         assert_eq!(
             t.incident(&a),
-            "AuthSlow:5e1b7c0d9a2f3e41:2026-12-03T23:10:01.123Z"
+            "alert:AuthSlow:5e1b7c0d9a2f3e41:2026-12-03T23:10:01.123Z"
         );
         // SNS triggers never take alerts, alert triggers never SNS messages.
         assert!(!trigger(Some("AuthSlow"), None).matches(&a));
@@ -670,7 +683,11 @@ mod tests {
         );
         // An alert's key names its firing; SNS fields are not an alert's.
         assert!(check_template(DEFAULT_ALERT_INCIDENT, true).is_ok());
-        for bad in ["{alertname}:{fingerprint}", "{alarm}:{starts_at}"] {
+        for bad in [
+            "{alertname}:{fingerprint}",
+            "{alarm}:{fingerprint}:{starts_at}",
+            "{alertname}:{starts_at}",
+        ] {
             assert!(check_template(bad, true).is_err(), "{bad}");
         }
     }
