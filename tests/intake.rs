@@ -332,6 +332,34 @@ fn alertmanager_alerts_become_one_run_per_firing() {
     wait_for("the resolved notification", || {
         serve.counter("resolved") >= 1
     });
+    // Recorded for the run it started: `runbook show` says so.
+    let run_id = runs()[0]["run_id"].as_str().unwrap().to_string();
+    let url = nats.url();
+    let show = |extra: &[&str]| {
+        let mut args = vec!["show", run_id.as_str(), "--nats", url.as_str()];
+        args.extend_from_slice(extra);
+        common::output(runbook().args(&args))
+    };
+    let shown = show(&["--json"]);
+    assert_eq!(shown.code, 0, "{}", shown.stderr);
+    let resolution = &shown.json()["alert_resolved"];
+    assert_eq!(
+        resolution["incident"],
+        incident.as_str(),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        resolution["ends_at"]
+            .as_str()
+            .is_some_and(|t| t > starts_at.as_str()),
+        "{resolution}"
+    );
+    let text = show(&[]).stdout;
+    assert!(
+        text.contains("the alert that started it resolved at"),
+        "{text}"
+    );
     // A replay of the firing, credentials and all, starts nothing.
     let (code, text) = post(&auth, &alert_payload("firing", &fingerprint, &starts_at));
     assert_eq!(code, 200, "{text}");

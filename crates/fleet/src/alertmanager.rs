@@ -236,6 +236,44 @@ impl Alert {
     }
 }
 
+/// Where the resolution of `incident`'s alert is kept in the fleet's state.
+fn resolved_key(incident: &str) -> String {
+    format!(
+        "alert-resolved.{}",
+        &runbook_core::hash::sha256_hex(incident.as_bytes())[..32]
+    )
+}
+
+/// Records that the alert behind `incident` resolved (`ends_at`, as
+/// Alertmanager says), for `runbook show` of its run; the same again
+/// (a re-sent notification) changes nothing.
+pub fn record_resolved(fleet: &crate::nats::Fleet, incident: &str, ends_at: &str) -> Result<()> {
+    let value = serde_json::json!({
+        "incident": incident,
+        "ends_at": ends_at,
+        "noted_at": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    });
+    let incident = incident.to_string();
+    fleet.change(
+        "recording a resolved alert",
+        &resolved_key(&incident),
+        move |v| {
+            if v["incident"] == incident.as_str() && v["ends_at"] == value["ends_at"] {
+                return false;
+            }
+            *v = value.clone();
+            true
+        },
+    )?;
+    Ok(())
+}
+
+/// The recorded resolution of `incident`'s alert, if any.
+pub fn resolved(fleet: &crate::nats::Fleet, incident: &str) -> Result<Option<serde_json::Value>> {
+    let (v, _) = fleet.read("reading a resolved alert", &resolved_key(incident))?;
+    Ok(Some(v).filter(|v| v["incident"] == incident))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

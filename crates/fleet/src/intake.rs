@@ -248,8 +248,25 @@ async fn alerts(
         };
         let trigger = &intake.triggers.triggers[index];
         if alert.status == "resolved" {
-            c.resolved.fetch_add(1, Ordering::Relaxed);
             let incident = trigger.incident(&alarm);
+            let (fleet, key, ends_at) = (
+                intake.fleet.clone(),
+                incident.clone(),
+                alert.ends_at.clone(),
+            );
+            let recorded = tokio::task::spawn_blocking(move || {
+                crate::alertmanager::record_resolved(&fleet, &key, &ends_at)
+            })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|r| r);
+            if let Err(e) = recorded {
+                tracing::error!(incident, error = %format!("{e:#}"), "could not record a resolved alert now (Alertmanager will retry)");
+                said.push(format!("incident `{incident}`: resolved, try again: {e:#}"));
+                failed = true;
+                continue;
+            }
+            c.resolved.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 incident,
                 trigger = trigger.name,

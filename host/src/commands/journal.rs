@@ -9,15 +9,29 @@ use runbook_journal::replay::finished;
 use serde_json::Value;
 
 pub fn show(args: ShowArgs) -> Result<Exit> {
-    let store = super::run::store_for(&args.state)?;
+    let (store, fleet) = super::run::store_and_fleet(&args.state)?;
     let Some(report) = runbook_engine::rebuild::report_of(&*store, &args.run_id)? else {
         return Err(runbook_core::error::hinted(
             format!("no run `{}` here", args.run_id),
             "`runbook runs` lists the runs; pass `--state-dir` if it was started with another",
         ));
     };
+    // An alert that started the run and has resolved since (fleet only).
+    let lines = store.read_run(&args.run_id).unwrap_or_default();
+    let incident = lines
+        .iter()
+        .find(|l| l["event"] == "run-start")
+        .and_then(|l| l["incident"].as_str());
+    let resolved = match (&fleet, incident) {
+        (Some(fleet), Some(incident)) => runbook_fleet::alertmanager::resolved(fleet, incident)?,
+        _ => None,
+    };
     emit(&if args.json {
-        serde_json::to_string_pretty(&report)? + "\n"
+        let mut v = serde_json::to_value(&report)?;
+        if let Some(r) = &resolved {
+            v["alert_resolved"] = r.clone();
+        }
+        serde_json::to_string_pretty(&v)? + "\n"
     } else if args.markdown {
         let lines = store.read_run(&args.run_id)?;
         let start = lines
@@ -31,7 +45,16 @@ pub fn show(args: ShowArgs) -> Result<Exit> {
         );
         runbook_engine::postmortem::markdown(&report, &context)
     } else {
-        report.render() + &pages(&store.read_run(&args.run_id).unwrap_or_default())
+        let mut text = report.render() + &pages(&lines);
+        if let Some(r) = &resolved {
+            say!(
+                text,
+                "the alert that started it resolved at {} (Alertmanager; noted {})",
+                r["ends_at"].as_str().unwrap_or("?"),
+                r["noted_at"].as_str().unwrap_or("?")
+            );
+        }
+        text
     })?;
     Ok(Exit::Ok)
 }

@@ -16,6 +16,14 @@ use std::sync::Arc;
 
 /// The journal store `--nats` or `--state-dir` (or the default) names.
 pub(super) fn store_for(state: &StateArgs) -> Result<Arc<dyn Store>> {
+    Ok(store_and_fleet(state)?.0)
+}
+
+/// A store, and the fleet behind it when it is NATS.
+pub(super) type StoreAndFleet = (Arc<dyn Store>, Option<Arc<runbook_fleet::nats::Fleet>>);
+
+/// The store, and the fleet when it is NATS.
+pub(super) fn store_and_fleet(state: &StateArgs) -> Result<StoreAndFleet> {
     if let Some(url) = state
         .nats
         .clone()
@@ -23,7 +31,9 @@ pub(super) fn store_for(state: &StateArgs) -> Result<Arc<dyn Store>> {
         .filter(|u| !u.trim().is_empty() && state.state_dir.is_none())
     {
         let fleet = runbook_fleet::nats::Fleet::connect(&url, None)?;
-        return Ok(runbook_fleet::store::JetStreamStore::new(fleet));
+        let store = runbook_fleet::store::JetStreamStore::new(fleet);
+        let fleet = store.fleet().clone();
+        return Ok((store, Some(fleet)));
     }
     let dir = state.state_dir.clone().or_else(default_state_dir).ok_or_else(|| {
         hinted(
@@ -31,7 +41,7 @@ pub(super) fn store_for(state: &StateArgs) -> Result<Arc<dyn Store>> {
             "pass `--state-dir DIR`",
         )
     })?;
-    Ok(LocalStore::open(&dir)?)
+    Ok((LocalStore::open(&dir)?, None))
 }
 
 /// Prints the timeline: the header, then each step as it ends (unless
