@@ -128,11 +128,24 @@ impl NotifyConfig {
                     ));
                 }
                 // Found out now, not when the page is due.
+                // Named only when it looks like a variable's name
+                // (`PD_ROUTING_KEY`): a token of letters and digits passes
+                // the check above and must not be printed either.
                 if let Some(var) = var
                     && std::env::var_os(var).is_none()
                 {
+                    let conventional = var.len() <= 64
+                        && var.starts_with(|c: char| c.is_ascii_uppercase())
+                        && var
+                            .chars()
+                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+                    let named = if conventional {
+                        format!("`{var}`")
+                    } else {
+                        "a variable".to_string()
+                    };
                     return Err(format!(
-                        "`notify.{section}.{alias}` names `{var}`, which is not set: export it (with the routing key or webhook URL) before the run"
+                        "`notify.{section}.{alias}` names {named}, which is not set: export it (with the routing key or webhook URL) before the run"
                     ));
                 }
             }
