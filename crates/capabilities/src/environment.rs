@@ -18,6 +18,32 @@ use std::sync::Arc;
 
 const HINT: &str = "see runbooks/environments/README.md for the environment file";
 
+/// A conventional environment variable's name (`PD_ROUTING_KEY`): what a
+/// `*_env` field may be printed as. Anything else may be the secret
+/// itself, pasted in.
+pub fn is_conventional_variable(var: &str) -> bool {
+    var.len() <= 64
+        && var.starts_with(|c: char| c.is_ascii_uppercase())
+        && var
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A section's `timeout_ms` (per attempt) and `max_attempts`, in bounds.
+pub fn check_attempts(section: &str, timeout_ms: u64, max_attempts: u32) -> Result<(), String> {
+    if timeout_ms == 0 || timeout_ms > 600_000 {
+        return Err(format!(
+            "`{section}.timeout_ms` must be between 1 and 600000, not {timeout_ms}"
+        ));
+    }
+    if max_attempts == 0 || max_attempts > 10 {
+        return Err(format!(
+            "`{section}.max_attempts` must be between 1 and 10, not {max_attempts}"
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! define_environment {
     ($($section:ident: $variant:ident($wit:literal, $form:literal, parts $parts:literal, $($access:ident)+) => $module:ident,)*) => {
         #[derive(Debug, Clone, Deserialize)]

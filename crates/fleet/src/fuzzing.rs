@@ -33,13 +33,11 @@ pub fn alarm_message(data: &[u8]) {
 }
 
 /// An Alertmanager webhook body, and each of its alerts as triggers see
-/// it (its incident key built).
+/// it.
 pub fn alertmanager(data: &[u8]) {
     if let Ok(n) = crate::alertmanager::Notification::parse(data) {
         for alert in &n.alerts {
-            let alarm = crate::triggers::Alarm::from_alert(alert);
-            let _ = alert.name();
-            let _ = alarm.alert.as_ref().map(|a| a.fingerprint.len());
+            let _ = crate::triggers::Alarm::from_alert(alert);
         }
     }
 }

@@ -17,7 +17,8 @@ pub fn show(args: ShowArgs) -> Result<Exit> {
         ));
     };
     // An alert that started the run and has resolved since (fleet only).
-    let lines = store.read_run(&args.run_id).unwrap_or_default();
+    let read = store.read_run(&args.run_id);
+    let lines: &[Value] = read.as_deref().unwrap_or_default();
     let incident = lines
         .iter()
         .find(|l| l["event"] == "run-start")
@@ -33,7 +34,9 @@ pub fn show(args: ShowArgs) -> Result<Exit> {
         }
         serde_json::to_string_pretty(&v)? + "\n"
     } else if args.markdown {
-        let lines = store.read_run(&args.run_id)?;
+        let lines = read
+            .as_deref()
+            .map_err(|e| anyhow::anyhow!("reading run `{}`: {e:#}", args.run_id))?;
         let start = lines
             .iter()
             .find(|l| l["event"] == "run-start")
@@ -45,7 +48,7 @@ pub fn show(args: ShowArgs) -> Result<Exit> {
         );
         runbook_engine::postmortem::markdown(&report, &context)
     } else {
-        let mut text = report.render() + &pages(&lines);
+        let mut text = report.render() + &pages(lines);
         if let Some(r) = &resolved {
             say!(
                 text,

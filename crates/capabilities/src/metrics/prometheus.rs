@@ -115,15 +115,6 @@ pub enum Kind {
     Counter,
 }
 
-/// A conventional variable name (`PROMETHEUS_TOKEN`). Anything else may
-/// be the secret itself, pasted in: it is refused and never echoed.
-fn is_env_name(var: &str) -> bool {
-    let mut chars = var.chars();
-    var.len() <= 64
-        && chars.next().is_some_and(|c| c.is_ascii_uppercase())
-        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-}
-
 /// Names PromQL reads as keywords or functions' modifiers where a metric
 /// name would go.
 const KEYWORDS: &[&str] = &[
@@ -196,18 +187,7 @@ impl Config {
         if url.query().is_some() || url.fragment().is_some() {
             return Err("`metrics.url` is the server's base URL, without `?` or `#`".into());
         }
-        if self.timeout_ms == 0 || self.timeout_ms > 600_000 {
-            return Err(format!(
-                "`metrics.timeout_ms` must be between 1 and 600000, not {}",
-                self.timeout_ms
-            ));
-        }
-        if self.max_attempts == 0 || self.max_attempts > 10 {
-            return Err(format!(
-                "`metrics.max_attempts` must be between 1 and 10, not {}",
-                self.max_attempts
-            ));
-        }
+        crate::environment::check_attempts("metrics", self.timeout_ms, self.max_attempts)?;
         if self.bearer_token_env.is_some() && self.basic_user.is_some() {
             return Err("`metrics` has both `bearer_token_env` and `basic_user`: use one".into());
         }
@@ -220,7 +200,7 @@ impl Config {
         ] {
             let Some(var) = var else { continue };
             // Never echo the value: it may be the secret, pasted in.
-            if !is_env_name(var) {
+            if !crate::environment::is_conventional_variable(var) {
                 return Err(format!(
                     "`metrics.{field}` must name an environment variable (upper case, like `PROMETHEUS_TOKEN`), not hold the secret itself"
                 ));

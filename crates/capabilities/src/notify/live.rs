@@ -89,18 +89,7 @@ pub enum Endpoint {
 
 impl NotifyConfig {
     pub fn check(&self) -> Result<(), String> {
-        if self.timeout_ms == 0 || self.timeout_ms > 600_000 {
-            return Err(format!(
-                "`notify.timeout_ms` must be between 1 and 600000, not {}",
-                self.timeout_ms
-            ));
-        }
-        if self.max_attempts == 0 || self.max_attempts > 10 {
-            return Err(format!(
-                "`notify.max_attempts` must be between 1 and 10, not {}",
-                self.max_attempts
-            ));
-        }
+        crate::environment::check_attempts("notify", self.timeout_ms, self.max_attempts)?;
         if let Some(alias) = &self.approvals
             && !self.targets.contains_key(alias)
         {
@@ -134,12 +123,7 @@ impl NotifyConfig {
                 if let Some(var) = var
                     && std::env::var_os(var).is_none()
                 {
-                    let conventional = var.len() <= 64
-                        && var.starts_with(|c: char| c.is_ascii_uppercase())
-                        && var
-                            .chars()
-                            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
-                    let named = if conventional {
+                    let named = if crate::environment::is_conventional_variable(var) {
                         format!("`{var}`")
                     } else {
                         "a variable".to_string()
