@@ -10,6 +10,7 @@ mod common;
 
 use common::fleet::{
     Nats, SIM, Worker, aws, incident_state, one_at_a_time, sim_run, soon, submit, wait_until,
+    worker_logs,
 };
 use common::live::*;
 use common::{RB0031, output, runbook};
@@ -192,7 +193,20 @@ fn a_killed_worker_and_a_lost_server_lose_nothing_and_repeat_nothing() {
             let run = store.incident_runs(&incident(i)).unwrap()[0].clone();
             output(runbook().args(["show", &run, "--nats", &nats.url()])).stdout
         };
-        assert_eq!(runs, 1, "incident {i}: one run, continued, not restarted");
+        if runs != 1 {
+            // Why: every run's journal and every worker's log (the killed
+            // one's too).
+            let journals: String = store
+                .incident_runs(&incident(i))
+                .unwrap_or_default()
+                .iter()
+                .map(|r| format!("run {r}: {:?}\n", store.read_run(r)))
+                .collect();
+            let logs = worker_logs(&workers.iter().collect::<Vec<_>>());
+            panic!(
+                "incident {i}: one run, continued, not restarted: {runs} runs\n{journals}worker logs:\n{logs}"
+            );
+        }
         assert_eq!(
             rollbacks,
             1,

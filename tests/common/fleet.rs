@@ -203,14 +203,27 @@ pub fn wait_until(what: &str, secs: u64, logs: &[&Worker], mut done: impl FnMut(
     let until = Instant::now() + Duration::from_secs(secs);
     while !done() {
         if Instant::now() > until {
-            let logs: String = logs
-                .iter()
-                .map(|w| std::fs::read_to_string(&w.log).unwrap_or_default())
-                .collect();
-            panic!("{what}: not within {secs} s; worker logs:\n{logs}");
+            panic!(
+                "{what}: not within {secs} s; worker logs:\n{}",
+                worker_logs(logs)
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// The workers' logs, one after another, each under its file's name.
+pub fn worker_logs(workers: &[&Worker]) -> String {
+    workers
+        .iter()
+        .map(|w| {
+            format!(
+                "--- {}\n{}",
+                w.log.display(),
+                std::fs::read_to_string(&w.log).unwrap_or_default()
+            )
+        })
+        .collect()
 }
 
 /// One test at a time (in a test binary): each starts its own servers and workers, and a

@@ -386,81 +386,126 @@ impl Store for JetStreamStore {
         let run_id = holder.run_id.as_str();
         check_run_id(run_id)?;
         let hold = self.take_running(run_id, holder)?;
+        let run = json!({
+            "incident": incident,
+            "holder": holder,
+            "started_ms": runbook_core::time::now_ms(),
+        });
+        let run_key = format!("run.{run_id}");
         let key = key_of("incident", incident);
-        // Read, decide, write if unchanged; again if another process wrote
-        // in between (it is then among the runs read).
-        for _ in 0..20 {
-            let (current, seen) = self.entry_last(&key)?;
-            let runs: Vec<String> = current
-                .as_ref()
-                .and_then(|(v, _)| serde_json::from_value(v["runs"].clone()).ok())
-                .unwrap_or_default();
-            for earlier in &runs {
-                // Unreadable is not empty: whether the incident is free
-                // cannot be known, so the run does not start.
-                let lines = self.lines(earlier).map(|l| l.0).with_context(|| {
-                    format!("reading run `{earlier}` of incident `{incident}` (is it finished?)")
-                })?;
-                if finished(&lines).is_some() {
-                    if self.once_per_incident {
+        // The revision of the run's entry, once written.
+        let mut entered: Option<u64> = None;
+        let mut list = || -> Result<bool> {
+            // Read, decide, write if unchanged; again if another process
+            // wrote in between (it is then among the runs read).
+            for _ in 0..20 {
+                let (current, seen) = self.entry_last(&key)?;
+                let runs: Vec<String> = current
+                    .as_ref()
+                    .and_then(|(v, _)| serde_json::from_value(v["runs"].clone()).ok())
+                    .unwrap_or_default();
+                for earlier in &runs {
+                    // Unreadable is not empty: whether the incident is free
+                    // cannot be known, so the run does not start.
+                    let lines = self.lines(earlier).map(|l| l.0).with_context(|| {
+                        format!(
+                            "reading run `{earlier}` of incident `{incident}` (is it finished?)"
+                        )
+                    })?;
+                    if finished(&lines).is_some() {
+                        if self.once_per_incident {
+                            return Err(anyhow::Error::new(Held {
+                                what: format!("incident `{incident}`"),
+                                by: self.started_by(earlier),
+                                unknown: None,
+                            })
+                            .context(format!(
+                                "incident `{incident}` was handled already, by run `{earlier}`"
+                            )));
+                        }
+                        continue;
+                    }
+                    let started = lines.iter().any(|l| l["event"] == "run-start");
+                    let running = self.is_running(earlier);
+                    // Listed moments ago: its `run-start` may not have reached
+                    // the replica read, so it counts as started.
+                    let young = self
+                        .entry(&format!("run.{earlier}"))?
+                        .and_then(|(v, _)| v["started_ms"].as_u64())
+                        .is_some_and(|t| {
+                            runbook_core::time::now_ms().saturating_sub(t)
+                                < HOLD_FOR.as_millis() as u64
+                        });
+                    if !started && !running && !young {
+                        continue;
+                    }
+                    // Listed, not running, nothing journaled: its process
+                    // failed before its first line, or the line is on its way.
+                    if !started && !running {
                         return Err(anyhow::Error::new(Held {
                             what: format!("incident `{incident}`"),
                             by: self.started_by(earlier),
                             unknown: None,
                         })
                         .context(format!(
-                            "incident `{incident}` was handled already, by run `{earlier}`"
+                            "incident `{incident}` has a run `{earlier}` listed moments ago that has journaled nothing yet (its first line may be on its way, or its process failed before writing it); try again in {} s",
+                            HOLD_FOR.as_secs()
                         )));
                     }
-                    continue;
+                    return Err(incident_taken(
+                        incident,
+                        earlier,
+                        self.started_by(earlier),
+                        running,
+                    ));
                 }
-                let started = lines.iter().any(|l| l["event"] == "run-start");
-                let running = self.is_running(earlier);
-                // Listed moments ago: its `run-start` may not have reached
-                // the replica read, so it counts as started.
-                let young = self
-                    .entry(&format!("run.{earlier}"))?
-                    .and_then(|(v, _)| v["started_ms"].as_u64())
-                    .is_some_and(|t| {
-                        runbook_core::time::now_ms().saturating_sub(t) < HOLD_FOR.as_millis() as u64
-                    });
-                if !started && !running && !young {
-                    continue;
+                // The run's entry before the incident lists it: a run listed
+                // has a start time, so one listed moments ago whose first line
+                // is on its way is seen as such (`young`) by whoever reads the
+                // incident next. (Written after the listing, a write that
+                // failed while NATS elected a leader left a run listed with no
+                // entry, which the next request took for one that died before
+                // its first line, and started a second run beside it.)
+                if entered.is_none() {
+                    entered = put_if(&self.fleet, &run_key, &run, None, None)?;
                 }
-                // Listed, not running, nothing journaled: its process
-                // failed before its first line, or the line is on its way.
-                if !started && !running {
-                    return Err(anyhow::Error::new(Held {
-                        what: format!("incident `{incident}`"),
-                        by: self.started_by(earlier),
-                        unknown: None,
-                    })
-                    .context(format!(
-                        "incident `{incident}` has a run `{earlier}` listed moments ago that has journaled nothing yet (its first line may be on its way, or its process failed before writing it); try again in {} s",
-                        HOLD_FOR.as_secs()
-                    )));
+                let mut next = runs.clone();
+                next.push(run_id.to_string());
+                let value = json!({ "incident": incident, "runs": next });
+                if put_if(&self.fleet, &key, &value, current.map(|c| c.1), seen)?.is_some() {
+                    return Ok(true);
                 }
-                return Err(incident_taken(
-                    incident,
-                    earlier,
-                    self.started_by(earlier),
-                    running,
-                ));
             }
-            let mut next = runs.clone();
-            next.push(run_id.to_string());
-            let value = json!({ "incident": incident, "runs": next });
-            if put_if(&self.fleet, &key, &value, current.map(|c| c.1), seen)?.is_some() {
-                let run = json!({
-                    "incident": incident,
-                    "holder": holder,
-                    "started_ms": runbook_core::time::now_ms(),
-                });
-                put_if(&self.fleet, &format!("run.{run_id}"), &run, None, None)?;
-                self.list_run(run_id, &run["started_ms"]);
-                return Ok(self.journal(run_id, hold, &[], 0));
+            Ok(false)
+        };
+        let listed = list();
+        if let Ok(true) = listed {
+            self.list_run(run_id, &run["started_ms"]);
+            return Ok(self.journal(run_id, hold, &[], 0));
+        }
+        // Not listed: its entry goes (best effort: an entry no incident
+        // lists is never read by anyone).
+        if let Some(revision) = entered {
+            let (kv, locking, run_key) = (
+                self.fleet.state.clone(),
+                self.fleet.locking,
+                run_key.clone(),
+            );
+            if let Err(e) = self
+                .fleet
+                .wait("removing an unlisted run's entry", async move {
+                    write_if(&kv, locking, &run_key, Write::Delete, Some(revision), None)
+                        .await
+                        .map(|_| ())
+                })
+            {
+                tracing::warn!(
+                    run_id,
+                    "could not remove the entry of a run that did not start: {e:#}"
+                );
             }
         }
+        listed?;
         Err(anyhow!(
             "incident `{incident}`: its list of runs kept changing; try again"
         ))
