@@ -912,3 +912,80 @@ fn the_example_triggers_file_checks() {
         out.stdout
     );
 }
+
+/// An alert delivered with a W3C `traceparent` becomes a run in that
+/// trace: the worker's run span is the delivery's child and carries the
+/// alert's identity and the trigger; the report and `runbook show` name
+/// the trace.
+#[test]
+fn an_alerts_run_joins_the_deliverys_trace_and_carries_the_alert() {
+    use common::otlp::Collector;
+    let collector = Collector::start();
+    let nats = Nats::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = collector.endpoint();
+    let worker = Worker::start_with(
+        &nats,
+        dir.path(),
+        "w0",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            // Sent as soon as a span ends, not every 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let token = format!("am-{}", common::now_nanos());
+    let token_file = dir.path().join("am.token");
+    std::fs::write(&token_file, &token).unwrap();
+    std::fs::set_permissions(
+        &token_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let triggers = dir.path().join("triggers.toml");
+    std::fs::write(
+        &triggers,
+        format!(
+            "[alertmanager]\nbearer_token_file = \"am.token\"\n\n[[trigger]]\nname = \"auth-slow\"\nalertname = \"AuthTokenValidationSlow\"\nrunbook = {:?}\nsim = {:?}\nyes = true\n",
+            root().join(RB0031).to_str().unwrap(),
+            root().join(SIM).to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let serve = Serve::start(&nats, &triggers, "http://127.0.0.1:9", dir.path());
+    let (trace, caller) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let fingerprint = format!("{:016x}", common::now_nanos() as u64);
+    let (code, text) = http_with(
+        serve.port,
+        "POST",
+        "/alertmanager",
+        &format!("Authorization: Bearer {token}\r\ntraceparent: 00-{trace}-{caller}-01\r\n"),
+        &alert_payload("firing", &fingerprint, "2026-12-04T05:00:00Z"),
+    )
+    .expect("`runbook serve` answers");
+    assert_eq!(code, 200, "{text}");
+    let spans = collector.wait_for("the alert's run span", |spans| {
+        spans.iter().any(|s| s.name == "run RB-0031")
+    });
+    let run = spans.iter().find(|s| s.name == "run RB-0031").unwrap();
+    assert_eq!(run.trace_id, trace, "{run:#?}");
+    assert_eq!(run.parent, caller, "the run is the delivery's child");
+    assert_eq!(run.attr("runbook.alert.name"), "AuthTokenValidationSlow");
+    assert_eq!(run.attr("runbook.alert.fingerprint"), fingerprint);
+    assert_eq!(run.attr("runbook.alert.starts_at"), "2026-12-04T05:00:00Z");
+    assert_eq!(run.attr("runbook.trigger"), "auth-slow");
+    assert_eq!(
+        run.attr("runbook.incident"),
+        format!("alert:AuthTokenValidationSlow:{fingerprint}:2026-12-04T05:00:00Z")
+    );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.parent == run.span_id && s.name.starts_with("step ")),
+        "its steps under it: {spans:#?}"
+    );
+    let run_id = run.attr("runbook.run_id").to_string();
+    let shown = common::output(runbook().args(["show", &run_id, "--json", "--nats", &nats.url()]));
+    assert_eq!(shown.json()["trace_id"], trace, "{}", shown.stdout);
+    drop(worker);
+}

@@ -7,6 +7,7 @@ pub mod durable;
 pub mod faults;
 pub mod fleet;
 pub mod live;
+pub mod otlp;
 pub mod prometheus;
 
 use serde_json::Value;

@@ -120,6 +120,7 @@ impl StepState {
             approval,
             at_ms: call.at_ms,
             duration_us: call.started.elapsed().as_micros() as u64,
+            began: Some(call.started),
         };
         let size = match &self.audit {
             Some(audit) => audit.record(&self.caller, &record),

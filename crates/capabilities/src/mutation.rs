@@ -471,6 +471,7 @@ impl StepState {
             approval: Some(decision.clone()),
             at_ms: call.at_ms,
             duration_us: 0,
+            began: Some(call.started),
         };
         let mut trail = self.shared.trail();
         trail.applying = Some(trail.calls.len());

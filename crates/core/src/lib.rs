@@ -18,7 +18,8 @@
 //! - [`exit`]: the binary's exit statuses, one type for every command.
 //! - [`files`], [`parse`], [`error`]: reading input safely, TOML files
 //!   with errors that name them, errors with hints; [`hash`], [`time`],
-//!   [`ids`], [`whoami`]: digests, time, names, who and where.
+//!   [`ids`], [`whoami`]: digests, time, names, who and where;
+//!   [`trace`]: a W3C `traceparent` and where a run's trace comes from.
 
 pub mod approval;
 pub mod contract;
@@ -36,4 +37,5 @@ pub mod review;
 pub mod runbook;
 pub mod signing;
 pub mod time;
+pub mod trace;
 pub mod whoami;

@@ -21,6 +21,7 @@ use crate::run_config::{OnStep, RunConfig};
 use crate::runtime::Runtime;
 use crate::sources::Sources;
 use crate::start::{Prepared, Started, file_digest, prepare, record_start, run_id};
+use crate::telemetry::{RunIdentity, RunTrace, Tracing};
 use crate::{expect, postmortem};
 use anyhow::{Context, Result};
 use runbook_capabilities::approval::Approver;
@@ -28,6 +29,7 @@ use runbook_capabilities::durable::{Budget, Durable};
 use runbook_core::error::hinted;
 use runbook_core::runbook::Runbook;
 use runbook_core::signing::Trust;
+use runbook_core::trace::{TraceOrigin, TraceParent};
 use runbook_journal::holder::{Held, Holder};
 use runbook_journal::replay::{Replay, default_incident, own_changes};
 use runbook_journal::store::Store;
@@ -41,12 +43,36 @@ use std::sync::Arc;
 pub struct Engine {
     runtime: Arc<Runtime>,
     store: Option<Arc<dyn Store>>,
+    /// Where runs' spans go; `None`: no tracing, no cost.
+    tracing: Option<Arc<Tracing>>,
 }
 
 impl Engine {
     /// Runs journaled in `store`; `None`: no journal (rehearsals, benches).
     pub fn new(runtime: Arc<Runtime>, store: Option<Arc<dyn Store>>) -> Self {
-        Self { runtime, store }
+        Self {
+            runtime,
+            store,
+            tracing: None,
+        }
+    }
+
+    /// Each run traced to `tracing` (when `Some`).
+    pub fn with_tracing(mut self, tracing: Option<Arc<Tracing>>) -> Self {
+        self.tracing = tracing;
+        self
+    }
+
+    /// A run's span, when tracing is on.
+    fn trace(
+        &self,
+        origin: &TraceOrigin,
+        continues: Option<TraceParent>,
+        run: RunIdentity<'_>,
+    ) -> Option<RunTrace> {
+        self.tracing
+            .as_ref()
+            .map(|t| t.start_run(origin, continues, run))
     }
 
     /// Loads and checks everything a simulated run of `runbook` against
@@ -69,8 +95,21 @@ impl Engine {
             p.backend.is_simulation(),
             "a run against live backends needs a journal and approvals: use `runbook run --env`"
         );
+        let mode = p.backend.mode();
+        let trace = self.trace(
+            &TraceOrigin::default(),
+            None,
+            RunIdentity {
+                runbook_id: &p.plan.runbook.runbook_id,
+                title: &p.plan.runbook.title,
+                run_id,
+                incident: run_id,
+                mode: &mode,
+            },
+        );
         let cfg = RunConfig {
             budget: Budget::new(p.plan.runbook.max_mutations, 0),
+            trace,
             ..RunConfig::simple(
                 run_id,
                 &p.backend.mode(),
@@ -82,7 +121,11 @@ impl Engine {
                 )),
             )
         };
-        Ok(execute(&p.plan, &self.runtime, &cfg).await)
+        let report = execute(&p.plan, &self.runtime, &cfg).await;
+        if let Some(t) = &cfg.trace {
+            t.end(&report);
+        }
+        Ok(report)
     }
 
     /// A plan for `runbook` (a runbook made in memory, e.g. one step of
@@ -155,6 +198,17 @@ impl Engine {
         };
         // Before any step reads anything.
         let since_ms = runbook_core::time::now_ms();
+        let trace = self.trace(
+            &req.trace,
+            None,
+            RunIdentity {
+                runbook_id: &p.plan.runbook.runbook_id,
+                title: &p.plan.runbook.title,
+                run_id: &run_id,
+                incident: &incident,
+                mode: &mode,
+            },
+        );
         // Nothing runs that the journal does not have.
         record_start(
             &journal,
@@ -168,6 +222,7 @@ impl Engine {
                 approvals: &req.approvals,
                 holder: &holder,
                 since_ms,
+                trace: trace.as_ref(),
             },
         )
         .context("the run was not started")?;
@@ -198,11 +253,11 @@ impl Engine {
         let report = self
             .execute(
                 &p,
-                (run_id, incident),
-                mode,
+                (run_id, incident, mode),
                 &req.approvals,
                 Some(durable),
                 watch,
+                trace,
             )
             .await?;
         Ok(Outcome::Ran(Box::new(ran(
@@ -337,13 +392,27 @@ impl Engine {
                 t.len()
             );
         }
-        journal
-            .record(
-                "resume",
-                json!({ "holder": holder, "policy": { "yes": approvals.all, "approve": approvals.steps }, "dropped_torn_line": torn }),
-            )
-            .context("the run was not resumed")?;
         let incident = start["incident"].as_str().unwrap_or_default().to_string();
+        let mode = format!("{}, resumed", p.backend.mode());
+        // Under the run's first span, in its trace, when it had one.
+        let trace = self.trace(
+            &req.trace,
+            journaled_trace(&start),
+            RunIdentity {
+                runbook_id: &p.plan.runbook.runbook_id,
+                title: &p.plan.runbook.title,
+                run_id,
+                incident: &incident,
+                mode: &mode,
+            },
+        );
+        let mut resumed = json!({ "holder": holder, "policy": { "yes": approvals.all, "approve": approvals.steps }, "dropped_torn_line": torn });
+        if let Some(t) = &trace {
+            resumed["trace"] = t.record();
+        }
+        journal
+            .record("resume", resumed)
+            .context("the run was not resumed")?;
         let durable = Durable {
             identities: p.backend.identities(),
             own_changes: own_changes(&*store, &incident, None)?.into(),
@@ -359,15 +428,14 @@ impl Engine {
         };
         let postmortem =
             postmortem::Context::from_run_start(&start, Some(durable.journal.location()));
-        let mode = format!("{}, resumed", p.backend.mode());
         let report = self
             .execute(
                 &p,
-                (run_id.to_string(), incident),
-                mode,
+                (run_id.to_string(), incident, mode),
                 &approvals,
                 Some(durable),
                 watch,
+                trace,
             )
             .await?;
         Ok(Outcome::Ran(Box::new(ran(&p, report, postmortem, false))))
@@ -378,11 +446,11 @@ impl Engine {
     async fn execute(
         &self,
         p: &Prepared,
-        (run_id, incident): (String, String),
-        mode: String,
+        (run_id, incident, mode): (String, String, String),
         approvals: &Approvals,
         durable: Option<Durable>,
         watch: Arc<dyn Watch>,
+        trace: Option<RunTrace>,
     ) -> Result<Report> {
         watch.started(
             &p.plan.runbook.runbook_id,
@@ -406,15 +474,20 @@ impl Engine {
             durable,
             budget: Budget::new(p.plan.runbook.max_mutations, used),
             on_step: Some(on_step),
+            trace,
         };
         // A panic in the host (a bug, or a backend's answer no code
         // expected) ends this run, not the process: the journal says so,
         // and the run stays resumable (a change in doubt is checked first).
         let run = std::panic::AssertUnwindSafe(execute(&p.plan, &self.runtime, &cfg));
-        match futures_util::FutureExt::catch_unwind(run).await {
-            Ok(report) => Ok(report),
-            Err(panic) => Ok(self.panicked(p, &cfg, panic)),
+        let report = match futures_util::FutureExt::catch_unwind(run).await {
+            Ok(report) => report,
+            Err(panic) => self.panicked(p, &cfg, panic),
+        };
+        if let Some(t) = &cfg.trace {
+            t.end(&report);
         }
+        Ok(report)
     }
 
     /// The report of a run the host panicked in: what the journal has,
@@ -461,7 +534,9 @@ impl Engine {
                     allowed: cfg.budget.allowed,
                 },
                 end_recorded: false,
+                trace_id: None,
             });
+        report.trace_id = cfg.trace.as_ref().map(|t| t.trace_id());
         report.status = Status::Failed;
         // Continued from its journal: never taken as ended.
         report.end_recorded = false;
@@ -509,6 +584,24 @@ pub(crate) fn expectation(
         .filter(|_| foreign_step.is_none())
         .map(|e| expect::check(e, report));
     (expectation, foreign_step)
+}
+
+/// The run span a run's `run-start` recorded: a resumed run continues
+/// its trace under it.
+fn journaled_trace(start: &Value) -> Option<TraceParent> {
+    let t = &start["trace"];
+    format!(
+        "00-{}-{}-{}",
+        t["trace_id"].as_str()?,
+        t["span_id"].as_str()?,
+        if t["sampled"] == json!(false) {
+            "00"
+        } else {
+            "01"
+        }
+    )
+    .parse()
+    .ok()
 }
 
 /// A refusal because another run holds the incident or the run.

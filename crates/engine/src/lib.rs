@@ -21,7 +21,8 @@
 //!   poll time counted by `busy`;
 //!   [`run_config`]: what a run is given; [`capture`]: a guest's output.
 //! - [`report`], [`postmortem`]: what a run leaves behind, as a report and
-//!   a Markdown timeline; [`rebuild`]: a report from a journal;
+//!   a Markdown timeline; [`telemetry`]: its OpenTelemetry trace (off
+//!   unless an OTLP endpoint is set); [`rebuild`]: a report from a journal;
 //!   [`expect`]: a run against its scenario's `[expect]`.
 //! - [`runtime`]: wasmtime engine, instance pool, epoch ticker, linkers
 //!   and instance templates; [`engine_config`]: its configuration, shared
@@ -56,6 +57,7 @@ pub mod runtime;
 pub mod sources;
 pub mod start;
 pub mod step;
+pub mod telemetry;
 
 pub use api::Engine;
 pub use backend::BackendChoice;

@@ -199,6 +199,9 @@ pub fn markdown(report: &Report, ctx: &Context) -> String {
             ),
         ),
     ];
+    if let Some(trace) = &report.trace_id {
+        facts_table.push(("Trace", format!("`{}`", inline(trace))));
+    }
     if !ctx.incident.is_empty() {
         facts_table.insert(0, ("Incident", format!("`{}`", inline(&ctx.incident))));
     }

@@ -127,5 +127,12 @@ pub fn report_of(store: &dyn Store, run_id: &str) -> Result<Option<Report>> {
             .and_then(|e| serde_json::from_value::<Mutations>(e["mutations"].clone()).ok())
             .unwrap_or_default(),
         end_recorded: end.is_some(),
+        // The trace it started in (a resumed run goes on in it), else the
+        // last one a resume started (it began untraced).
+        trace_id: start
+            .into_iter()
+            .chain(lines.iter().rev().filter(|l| l["event"] == "resume"))
+            .find_map(|l| l["trace"]["trace_id"].as_str())
+            .map(str::to_string),
     }))
 }

@@ -81,6 +81,9 @@ pub struct Report {
     /// panicked in (it is continued from its journal).
     #[serde(skip)]
     pub end_recorded: bool,
+    /// The run's OpenTelemetry trace, when tracing was on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ use crate::sources::Search;
 use anyhow::Result;
 use runbook_core::approval::Policy;
 use runbook_core::exit::Exit;
+use runbook_core::trace::TraceOrigin;
 use std::path::PathBuf;
 
 /// Which changes are approved up front, and whether anyone may be asked.
@@ -57,6 +58,8 @@ pub struct RunRequest {
     pub audit_log: Option<PathBuf>,
     /// Start a new run even when the incident's last run has ended.
     pub new: bool,
+    /// The caller's trace and what started the run (traced runs only).
+    pub trace: TraceOrigin,
 }
 
 impl RunRequest {
@@ -73,6 +76,7 @@ impl RunRequest {
             approvals: Approvals::default(),
             audit_log: None,
             new: false,
+            trace: TraceOrigin::default(),
         }
     }
 }
@@ -85,6 +89,9 @@ pub struct ResumeRequest {
     /// Approvals given now (a resumed run is never a dry run).
     pub approvals: Approvals,
     pub audit_log: Option<PathBuf>,
+    /// Used when the run's `run-start` recorded no trace (it started
+    /// with tracing off); else the run goes on in the trace it began.
+    pub trace: TraceOrigin,
 }
 
 /// What became of a request.

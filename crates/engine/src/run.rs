@@ -16,7 +16,7 @@ use crate::runtime::Runtime;
 use crate::step::run_step_after;
 use runbook_core::runbook::{ESCALATED, RESOLVED};
 use runbook_core::time::rfc3339 as time;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// A runbook that loops (e.g. retry routes) still ends.
 const MAX_STEPS: usize = 64;
@@ -118,9 +118,19 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
         }) {
             break unrecorded(&e, &format!("before step `{}`", step.def.id));
         }
+        // Clocks read for the step's span only when there is one.
+        let began = cfg
+            .trace
+            .as_ref()
+            .map(|_| (Instant::now(), SystemTime::now()));
         let mut report = run_step_after(step, runtime, cfg, &steps).await;
         let next = step.def.on.get(&report.outcome).cloned();
         report.next = next.clone();
+        if let (Some(trace), Some((began, began_at))) = (&cfg.trace, began) {
+            // One clock for the step and its calls (the wall clock may be
+            // stepped meanwhile).
+            trace.step(&report, began, began_at, began_at + began.elapsed());
+        }
         let ended = cfg.journal("step-end", || {
             serde_json::json!({
                 "step": report.id,
@@ -178,6 +188,7 @@ pub async fn execute(plan: &Plan, runtime: &Runtime, cfg: &RunConfig) -> Report 
             allowed: cfg.budget.allowed,
         },
         end_recorded: false,
+        trace_id: cfg.trace.as_ref().map(|t| t.trace_id()),
     };
     let mut report = report;
     let end = cfg.journal("run-end", || {

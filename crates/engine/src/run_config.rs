@@ -2,6 +2,7 @@
 //! durability and budget, and who is told each step as it ends.
 
 use crate::report::StepReport;
+use crate::telemetry::RunTrace;
 use runbook_capabilities::approval::Approver;
 use runbook_capabilities::backends::Backends;
 use runbook_capabilities::durable::{Budget, Durable};
@@ -25,6 +26,8 @@ pub struct RunConfig {
     pub budget: Arc<Budget>,
     /// Told each step's report as the step ends (the timeline as it goes).
     pub on_step: Option<OnStep>,
+    /// The run's span, when tracing is on: each step's spans go under it.
+    pub trace: Option<RunTrace>,
 }
 
 impl RunConfig {
@@ -40,6 +43,7 @@ impl RunConfig {
             durable: None,
             budget: Budget::new(runbook_core::runbook::DEFAULT_MAX_MUTATIONS, 0),
             on_step: None,
+            trace: None,
         }
     }
 

@@ -116,6 +116,8 @@ pub(crate) struct Started<'a> {
     pub approvals: &'a crate::request::Approvals,
     pub holder: &'a Holder,
     pub since_ms: u64,
+    /// The run's span, when tracing is on.
+    pub trace: Option<&'a crate::telemetry::RunTrace>,
 }
 
 /// The journal's first line: what runs, against what, for which
@@ -147,9 +149,7 @@ pub(crate) fn record_start(journal: &Journal, p: &Prepared, s: &Started<'_>) -> 
         .collect();
     let backend_path = absolute(p.backend.path());
     let sources = s.sources;
-    journal.record(
-        "run-start",
-        json!({
+    let mut start = json!({
             "holder": s.holder,
             "incident": s.incident,
             "runbook": {
@@ -182,7 +182,11 @@ pub(crate) fn record_start(journal: &Journal, p: &Prepared, s: &Started<'_>) -> 
             "policy": { "dry_run": s.approvals.dry_run, "yes": s.approvals.all, "approve": s.approvals.steps },
             "host_version": env!("CARGO_PKG_VERSION"),
             "started_ms": s.since_ms,
-        }),
-    )?;
+    });
+    // Only when tracing is on: a journal without it reads as before.
+    if let Some(trace) = s.trace {
+        start["trace"] = trace.record();
+    }
+    journal.record("run-start", start)?;
     Ok(())
 }

@@ -26,6 +26,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
+use runbook_core::trace::TraceParent;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -204,6 +205,12 @@ async fn alerts(
             "missing or wrong credentials (see `[alertmanager]` in the triggers file)".into(),
         );
     }
+    // The sender's trace, joined by each run (one that cannot be read is
+    // ignored, as W3C trace context asks: the run starts a trace).
+    let traceparent = request
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok()?.parse::<TraceParent>().ok());
     let cap = crate::alertmanager::MAX_BODY;
     let too_large = || {
         format!(
@@ -239,7 +246,10 @@ async fn alerts(
     let mut said = Vec::new();
     let mut failed = false;
     for alert in &notification.alerts {
-        let alarm = Alarm::from_alert(alert);
+        let alarm = Alarm {
+            traceparent,
+            ..Alarm::from_alert(alert)
+        };
         let Some(index) = intake.triggers.find(&alarm) else {
             c.unmatched.fetch_add(1, Ordering::Relaxed);
             tracing::info!(alert = alert.name(), "no trigger matches");

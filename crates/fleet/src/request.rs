@@ -8,11 +8,16 @@
 use super::nats::{Fleet, REQUEST_SUBJECT, TIMEOUT};
 use anyhow::{Context, Result, anyhow};
 use runbook_core::error::hinted;
+use runbook_core::trace::TraceOrigin;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one request per queue message, parsed once: its size does not matter"
+)]
 pub enum Request {
     /// Run a runbook for an incident (or continue the incident's run).
     Run(RunRequest),
@@ -49,6 +54,13 @@ pub struct RunRequest {
     pub approval_timeout_s: Option<u64>,
     pub submitted_by: String,
     pub submitted_ms: u64,
+    /// The submitter's trace and what started the run (an alert's
+    /// identity), for the run's OpenTelemetry span. Sent as the message's
+    /// `Runbook-Trace` header ([`TRACE_HEADER`]), not in the body: a worker
+    /// of an earlier version refuses a body with a field it does not know
+    /// (and drops the request), and ignores a header.
+    #[serde(skip)]
+    pub trace: TraceOrigin,
 }
 
 fn digest_of(path: &Path, what: &str) -> Result<String> {
@@ -109,6 +121,7 @@ impl RunRequest {
             approval_timeout_s: None,
             submitted_by: runbook_core::whoami::who(),
             submitted_ms: runbook_core::time::now_ms(),
+            trace: TraceOrigin::default(),
         })
     }
 
@@ -180,16 +193,47 @@ pub struct Published {
 
 /// Publishes `request` with `key` as its message id: within the stream's
 /// duplicate window the same key is stored once.
+/// The header a run request's [`TraceOrigin`] travels in, as JSON.
+pub const TRACE_HEADER: &str = "Runbook-Trace";
+
+/// The trace origin a request message's header carries; none when it has
+/// none, or one that cannot be read (said in the log: a run is never
+/// refused for its trace).
+pub fn trace_of(headers: Option<&async_nats::HeaderMap>) -> TraceOrigin {
+    let Some(text) = headers.and_then(|h| h.get(TRACE_HEADER)) else {
+        return TraceOrigin::default();
+    };
+    match serde_json::from_str::<TraceOrigin>(text.as_str()) {
+        Ok(t) => t.bounded(),
+        Err(e) => {
+            tracing::warn!("ignoring a request's `{TRACE_HEADER}` header: {e}");
+            TraceOrigin::default()
+        }
+    }
+}
+
 pub fn publish(fleet: &Fleet, request: &Request, key: &str) -> Result<Published> {
     let payload = bytes::Bytes::from(serde_json::to_vec(request)?);
+    // JSON escapes line breaks: always a valid header value.
+    let trace = match request {
+        Request::Run(r) if !r.trace.is_empty() => Some(
+            serde_json::to_string(&r.trace)?
+                .parse::<async_nats::HeaderValue>()
+                .map_err(|e| anyhow!("the request's trace as a header: {e}"))?,
+        ),
+        _ => None,
+    };
     let (js, key) = (fleet.js.clone(), key.to_string());
     fleet.wait("publishing a run request", async move {
         let mut last = String::new();
         // The same message id on a retry: stored once either way.
         for _ in 0..3 {
-            let publish = async_nats::jetstream::message::PublishMessage::build()
+            let mut publish = async_nats::jetstream::message::PublishMessage::build()
                 .payload(payload.clone())
                 .message_id(&key);
+            if let Some(t) = &trace {
+                publish = publish.header(TRACE_HEADER, t.clone());
+            }
             let sent = async { js.send_publish(REQUEST_SUBJECT, publish).await?.await };
             match tokio::time::timeout(TIMEOUT, sent).await {
                 Ok(Ok(ack)) => {
@@ -209,6 +253,32 @@ pub fn publish(fleet: &Fleet, request: &Request, key: &str) -> Result<Published>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_requests_trace_travels_in_a_header_that_earlier_workers_ignore() {
+        let mut r = RunRequest::new(
+            Path::new("../../runbooks/RB-0031-auth-service-degradation.md"),
+            Some(Path::new("../../runbooks/scenarios/bad-deploy.toml")),
+            None,
+            Some("i-1".into()),
+        )
+        .unwrap();
+        r.trace = TraceOrigin::default().with("alert.name", "Slow");
+        // Not in the body: a body with a field an earlier worker does not
+        // know is refused (and dropped) by it.
+        let body = serde_json::to_string(&Request::Run(r.clone())).unwrap();
+        assert!(!body.contains("trace") && !body.contains("Slow"), "{body}");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            TRACE_HEADER,
+            serde_json::to_string(&r.trace).unwrap().as_str(),
+        );
+        assert_eq!(trace_of(Some(&headers)), r.trace);
+        assert_eq!(trace_of(None), TraceOrigin::default());
+        let mut bad = async_nats::HeaderMap::new();
+        bad.insert(TRACE_HEADER, "{\"parent\":\"00-zz\"}");
+        assert_eq!(trace_of(Some(&bad)), TraceOrigin::default());
+    }
 
     #[test]
     fn a_request_reads_back_and_unknown_fields_are_refused() {
@@ -247,6 +317,7 @@ mod tests {
             approval_timeout_s: None,
             submitted_by: "t".into(),
             submitted_ms: 0,
+            trace: TraceOrigin::default(),
         };
         let lock = runbook_core::hash::sha256_hex(b"lock v1");
         let err = request("0123456789aé€xyz", &lock)

@@ -45,6 +45,7 @@
 
 use anyhow::Result;
 use runbook_core::error::hinted;
+use runbook_core::trace::{TraceOrigin, TraceParent};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -133,6 +134,9 @@ pub struct Alarm {
     pub state_change_time: Option<String>,
     /// The alert, when this came from Alertmanager.
     pub alert: Option<crate::alertmanager::Alert>,
+    /// The delivery's W3C `traceparent`, when it had one: the run joins
+    /// that trace.
+    pub traceparent: Option<TraceParent>,
 }
 
 impl Alarm {
@@ -170,6 +174,31 @@ impl Alarm {
         Alarm {
             alert: Some(alert.clone()),
             ..Default::default()
+        }
+    }
+
+    /// What the run's trace says started it: the alert's identity (or the
+    /// alarm's), the trigger, and the delivery's trace to join.
+    pub fn trace_origin(&self, trigger: &str) -> TraceOrigin {
+        let origin = TraceOrigin {
+            parent: self.traceparent,
+            ..TraceOrigin::default()
+        }
+        .with("trigger", trigger);
+        match &self.alert {
+            Some(a) => origin
+                .with("alert.name", a.name())
+                .with("alert.fingerprint", &a.fingerprint)
+                .with("alert.starts_at", &a.starts_at),
+            None => {
+                let origin = origin
+                    .with("alarm.topic", &self.topic)
+                    .with("alarm.message_id", &self.message_id);
+                match &self.name {
+                    Some(name) => origin.with("alarm.name", name),
+                    None => origin,
+                }
+            }
         }
     }
 }
@@ -505,6 +534,7 @@ impl Trigger {
             None => alarm.state_change_time.as_deref().and_then(rfc3339_utc),
         };
         r.submitted_by = format!("{by} (trigger `{}`)", self.name);
+        r.trace = alarm.trace_origin(&self.name);
         Ok(r)
     }
 }

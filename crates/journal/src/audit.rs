@@ -39,6 +39,10 @@ pub struct CallRecord {
     /// Run time (simulated under `--sim`) when the call was made.
     pub at_ms: u64,
     pub duration_us: u64,
+    /// When the call began on this machine's monotonic clock (the gate
+    /// reads it anyway): a call's span is placed by it. Not recorded.
+    #[serde(skip)]
+    pub began: Option<std::time::Instant>,
 }
 
 /// The audit log, in the journal's chained format ([`crate::chain`]):

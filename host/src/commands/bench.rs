@@ -10,10 +10,14 @@ use runbook_engine::runtime::{Runtime, default_cache_dir};
 use std::sync::Arc;
 
 pub async fn bench(args: BenchArgs) -> Result<Exit> {
+    // With an OTLP endpoint set, every run is traced: the cost of
+    // tracing is this bench with and without one.
+    let tracing = super::traces::from_env().await?;
     let engine = Engine::new(
         Runtime::with_instances(default_cache_dir(), args.instances)?,
         None,
-    );
+    )
+    .with_tracing(tracing.clone());
     let prepared = engine.prepare(
         &args.runbook,
         &args.sim,
@@ -27,8 +31,13 @@ pub async fn bench(args: BenchArgs) -> Result<Exit> {
         args.concurrency,
         || progress.inc(1),
     )
-    .await?;
+    .await;
     progress.finish();
+    let tracing_on = tracing.is_some();
+    // Before anything else can end the command: the last spans are sent
+    // off the async threads.
+    super::traces::shutdown(tracing).await;
+    let b = b?;
     let rss_mib = peak_rss_kib().unwrap_or(0) as f64 / 1024.0;
     let p = |v: &[u64], q| Bench::percentile(v, q);
     let mut out = String::new();
@@ -38,6 +47,7 @@ pub async fn bench(args: BenchArgs) -> Result<Exit> {
             "{}",
             serde_json::json!({
                 "runs": b.runs,
+                "traced": tracing_on,
                 "steps": b.steps,
                 "concurrency": args.concurrency,
                 "wall_s": b.wall.as_secs_f64(),

@@ -16,6 +16,7 @@ mod run;
 mod shell;
 mod sign;
 mod test;
+mod traces;
 
 use crate::cli::{Command, Search, Sources};
 use anyhow::Result;

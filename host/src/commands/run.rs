@@ -86,11 +86,14 @@ impl Drop for Timeline {
 }
 
 pub async fn run(args: RunArgs) -> Result<Exit> {
+    // Tracing configuration that cannot be honoured stops the run before
+    // anything (its journal included) is made.
+    let tracing = super::traces::from_env().await?;
     let store = store_for(&args.state)?;
     let cache = (!args.no_cache)
         .then(|| args.cache_dir.clone().or_else(default_cache_dir))
         .flatten();
-    let engine = Engine::new(Runtime::new(cache)?, Some(store));
+    let engine = Engine::new(Runtime::new(cache)?, Some(store)).with_tracing(tracing.clone());
     let request = RunRequest {
         runbook: args.runbook.clone(),
         backend: BackendChoice::from_flags(args.sim.as_deref(), args.env.as_deref())?,
@@ -106,8 +109,11 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
         },
         audit_log: args.audit_log.clone(),
         new: args.new,
+        trace: super::traces::origin_from_env(),
     };
-    let outcome = engine.run(request, Timeline::new(args.json)).await?;
+    let outcome = engine.run(request, Timeline::new(args.json)).await;
+    super::traces::shutdown(tracing).await;
+    let outcome = outcome?;
     if let (Outcome::Ran(ran), Some(file)) = (&outcome, &args.markdown) {
         let text = runbook_engine::postmortem::markdown(&ran.report, &ran.postmortem);
         // The run is over either way: a file that cannot be written is
@@ -127,8 +133,10 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
 }
 
 pub async fn resume(args: ResumeArgs) -> Result<Exit> {
+    let tracing = super::traces::from_env().await?;
     let store = store_for(&args.state)?;
-    let engine = Engine::new(Runtime::new(default_cache_dir())?, Some(store));
+    let engine =
+        Engine::new(Runtime::new(default_cache_dir())?, Some(store)).with_tracing(tracing.clone());
     let request = ResumeRequest {
         run_id: args.run_id.clone(),
         approvals: Approvals {
@@ -138,8 +146,11 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
             interactive: runbook_capabilities::approval::Approver::terminal(),
         },
         audit_log: args.audit_log.clone(),
+        trace: super::traces::origin_from_env(),
     };
-    let outcome = engine.resume(request, Timeline::new(args.json)).await?;
+    let outcome = engine.resume(request, Timeline::new(args.json)).await;
+    super::traces::shutdown(tracing).await;
+    let outcome = outcome?;
     finish(&outcome, args.json)
 }
 

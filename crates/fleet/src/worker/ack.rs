@@ -24,6 +24,10 @@ impl Worker {
             self.counters.redelivered.fetch_add(1, Ordering::Relaxed);
         }
         let request: Request = match serde_json::from_slice(&msg.payload) {
+            Ok(Request::Run(mut r)) => {
+                r.trace = crate::request::trace_of(msg.headers.as_ref());
+                Request::Run(r)
+            }
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("dropping a request that does not parse: {e}");

@@ -67,6 +67,9 @@ pub async fn work(
     let store = JetStreamStore::once_per_incident(fleet.clone());
     let runtime = Runtime::with_instances(settings.cache_dir.clone(), settings.concurrency as u32)?;
     let counters = Arc::new(Counters::default());
+    // The standard OpenTelemetry variables: each run traced, or nothing.
+    let tracing =
+        tokio::task::spawn_blocking(runbook_engine::telemetry::Tracing::from_env).await??;
     let consumer = consumer(&fleet, &settings).await?;
     if let Some(addr) = health {
         let render = counters.clone();
@@ -75,7 +78,7 @@ pub async fn work(
     let worker = Arc::new(Worker {
         fleet: fleet.clone(),
         store: store.clone(),
-        engine: Engine::new(runtime, Some(store.clone())),
+        engine: Engine::new(runtime, Some(store.clone())).with_tracing(tracing.clone()),
         settings: settings.clone(),
         counters: counters.clone(),
     });
@@ -159,6 +162,11 @@ pub async fn work(
             while tasks.join_next().await.is_some() {}
         })
         .await;
+    }
+    if let Some(t) = tracing
+        && let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.shutdown()).await
+    {
+        tracing::warn!("{e:#}");
     }
     tracing::info!("worker stopped\n{}", counters.render());
     Ok(Exit::Ok)

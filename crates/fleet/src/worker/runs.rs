@@ -108,6 +108,7 @@ impl Worker {
             // `run`), and this store starts no second run of an incident
             // in any case: not read once more.
             new: true,
+            trace: r.trace.clone(),
             ..runbook_engine::RunRequest::new(r.runbook.clone(), backend)
         };
         tracing::info!(incident = r.incident, runbook = %r.runbook.display(), "starting a run");
@@ -141,6 +142,8 @@ impl Worker {
                 ..Approvals::default()
             },
             audit_log: None,
+            // A run the fleet started recorded its trace at its start.
+            trace: r.map(|r| r.trace.clone()).unwrap_or_default(),
         };
         // Who is paged about it, from its parked entry (read, not taken:
         // it stays parked until the run has gone on).
