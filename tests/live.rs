@@ -521,6 +521,8 @@ mod faults {
         RedisTarget {
             url,
             password_env: None,
+            password_secret: None,
+            password: None,
             username: None,
             ca_file: None,
             connect_timeout_ms: 300,

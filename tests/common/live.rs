@@ -340,9 +340,14 @@ pub fn ok(status: u16) -> ResponseTemplate {
 /// of this binary: every POST is accepted as PagerDuty and Slack accept
 /// them.
 pub fn notify_hook() -> &'static str {
-    static HOOK: std::sync::OnceLock<Hook> = std::sync::OnceLock::new();
-    let hook = HOOK.get_or_init(|| Hook::start(202));
+    let hook = notify_hook_server();
     super::NOTIFY_HOOK.get_or_init(|| hook.uri())
+}
+
+/// The server behind [`notify_hook`]: what it was sent.
+pub fn notify_hook_server() -> &'static Hook {
+    static HOOK: std::sync::OnceLock<Hook> = std::sync::OnceLock::new();
+    HOOK.get_or_init(|| Hook::start(202))
 }
 
 /// The `[notify]` section RB-0031's escalation needs, at the hook.

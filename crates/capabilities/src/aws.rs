@@ -24,7 +24,8 @@ pub struct AwsConfig {
     /// For emulators (moto, LocalStack) or VPC endpoints: all services.
     #[serde(default)]
     pub endpoint_url: Option<String>,
-    /// Per service (`cloudwatch`, `ecs`, `ssm`, `sns`), over `endpoint_url`.
+    /// Per service (`cloudwatch`, `ecs`, `ssm`, `sns`, `secretsmanager`),
+    /// over `endpoint_url`.
     #[serde(default)]
     pub endpoints: BTreeMap<String, String>,
     /// Per attempt.
@@ -38,7 +39,7 @@ pub struct AwsConfig {
 }
 
 /// The services `[aws.endpoints]` may name.
-pub const SERVICES: &[&str] = &["cloudwatch", "ecs", "ssm", "sns"];
+pub const SERVICES: &[&str] = &["cloudwatch", "ecs", "ssm", "sns", "secretsmanager"];
 
 fn default_attempt_timeout() -> u64 {
     3_000

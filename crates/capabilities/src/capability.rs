@@ -72,6 +72,12 @@ pub trait Capability: Backed {
         false
     }
 
+    /// The secrets its live backend is given (where each is named, and
+    /// how): read once per run, before any step (`crate::secrets`).
+    fn live_secrets(_config: &Self::LiveConfig) -> Vec<(String, crate::secrets::SecretRef)> {
+        Vec::new()
+    }
+
     /// Its live backend.
     fn live(config: &Self::LiveConfig, ctx: &LiveContext) -> Result<Arc<Self::Backend>>;
 }
@@ -100,4 +106,6 @@ pub struct LiveContext {
     /// Shared AWS settings; `None` when no capability of this run needs AWS.
     pub aws: Option<crate::aws::Aws>,
     pub incident_start_ms: Option<u64>,
+    /// The secrets the run's backends name, read once.
+    pub secrets: crate::secrets::Secrets,
 }

@@ -99,12 +99,7 @@ macro_rules! define_environment {
                 used: &BTreeSet<Interface>,
                 incident_start_ms: Option<u64>,
             ) -> Result<Backends> {
-                let aws = if used.iter().any(|i| self.uses_aws(*i)) {
-                    Some(aws::load(&self.aws).await?)
-                } else {
-                    None
-                };
-                let ctx = LiveContext { aws, incident_start_ms };
+                let ctx = self.live_context(used, incident_start_ms).await?;
                 let builder = Backends::builder(Arc::new(RealClock { incident_start_ms }));
                 $(
                     let builder = if used.contains(&Interface::$variant) {
@@ -116,6 +111,37 @@ macro_rules! define_environment {
                     };
                 )*
                 Ok(builder.build())
+            }
+
+            /// What the live backends of `used` are built from: AWS
+            /// settings when one of them (or a Secrets Manager secret)
+            /// needs AWS, and their secrets, read once.
+            pub async fn live_context(
+                &self,
+                used: &BTreeSet<Interface>,
+                incident_start_ms: Option<u64>,
+            ) -> Result<LiveContext> {
+                let mut refs = Vec::new();
+                $(
+                    if used.contains(&Interface::$variant) {
+                        refs.extend(<crate::$module::Cap as Capability>::live_secrets(&self.$section));
+                    }
+                )*
+                let manager = refs
+                    .iter()
+                    .any(|(_, r)| matches!(r, crate::secrets::SecretRef::Manager { .. }));
+                let aws = if manager || used.iter().any(|i| self.uses_aws(*i)) {
+                    Some(aws::load(&self.aws).await?)
+                } else {
+                    None
+                };
+                let secrets = match &aws {
+                    Some(a) if manager => crate::secrets::fetch(a, &refs)
+                        .await
+                        .map_err(|e| e.context(format!("environment `{}`", self.path.display())))?,
+                    _ => crate::secrets::Secrets::default(),
+                };
+                Ok(LiveContext { aws, incident_start_ms, secrets })
             }
         }
     };

@@ -45,7 +45,9 @@
 //!   the host.
 //! - [`log`], [`history`]: linked for every step.
 //! - the capability modules: `metrics`, `redis`, `feature_flags`, `ecs`,
-//!   `notify` (from the registry); [`aws`]: settings they share.
+//!   `notify` (from the registry); [`aws`]: settings they share;
+//!   [`secrets`]: the secrets an environment names (variables or AWS
+//!   Secrets Manager), read once per run.
 //! - [`scenario`], [`environment`], [`sim`]: what backs the capabilities in
 //!   a run, simulated (one shared [`sim::World`]) or live.
 
@@ -63,6 +65,7 @@ pub mod log;
 pub mod mutation;
 pub mod registry;
 pub mod scenario;
+pub mod secrets;
 pub mod sim;
 pub mod state;
 

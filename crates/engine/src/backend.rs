@@ -36,6 +36,10 @@ impl BackendChoice {
 }
 
 /// A backend, loaded.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per run, made once: its size does not matter"
+)]
 pub enum Backend {
     /// `--sim SCENARIO`.
     Sim { scenario: Scenario, path: PathBuf },

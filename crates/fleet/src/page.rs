@@ -13,7 +13,6 @@
 
 use crate::store::JetStreamStore;
 use anyhow::{Context, Result};
-use runbook_capabilities::capability::LiveContext;
 use runbook_capabilities::environment::Environment;
 use runbook_capabilities::notify::NotifyBackend;
 use runbook_capabilities::notify::live::Notify;
@@ -60,15 +59,11 @@ pub async fn send(plan: &Value, parked: &Value, event: Event) -> Result<String> 
     let path = plan["env"].as_str().unwrap_or_default();
     let env = Environment::load(Path::new(path))?;
     let config = env.notify.clone();
-    let aws = if config.uses_sns() {
-        Some(runbook_capabilities::aws::load(&env.aws).await?)
-    } else {
-        None
-    };
-    let ctx = LiveContext {
-        aws,
-        incident_start_ms: None,
-    };
+    // AWS when SNS or a Secrets Manager secret needs it; the page's
+    // routing key read now.
+    let ctx = env
+        .live_context(&[runbook_core::interface::Interface::Notify].into(), None)
+        .await?;
     let notify = Notify::new(config, &ctx).context("setting up the page")?;
     let target = plan["target"].as_str().unwrap_or_default();
     let key = plan["dedup_key"].as_str().unwrap_or_default();

@@ -44,9 +44,10 @@ pub fn backend(
     Ok(match store {
         None => Arc::new(Unconfigured),
         Some(FlagStore::File { path }) => Arc::new(FileFlags::new(path.clone())),
-        Some(FlagStore::Redis { target, hash }) => {
-            Arc::new(RedisFlags::new(target.clone(), hash.clone()))
-        }
+        Some(FlagStore::Redis { target, hash }) => Arc::new(RedisFlags::new(
+            target.resolved("`flags`", &ctx.secrets)?,
+            hash.clone(),
+        )),
         Some(FlagStore::Ssm { prefix }) => {
             let aws = ctx
                 .aws

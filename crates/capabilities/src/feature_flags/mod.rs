@@ -78,6 +78,16 @@ impl Capability for Cap {
         matches!(config, Some(live::FlagStore::Ssm { .. }))
     }
 
+    fn live_secrets(config: &Self::LiveConfig) -> Vec<(String, crate::secrets::SecretRef)> {
+        match config {
+            Some(live::FlagStore::Redis { target, .. }) => target
+                .secret_ref()
+                .map(|r| vec![("`flags`".to_string(), r)])
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     fn live(config: &Self::LiveConfig, ctx: &LiveContext) -> anyhow::Result<Arc<Self::Backend>> {
         live::backend(config.as_ref(), ctx)
     }

@@ -102,10 +102,23 @@ impl Capability for Cap {
         matches!(config, Source::Cloudwatch)
     }
 
+    fn live_secrets(config: &Self::LiveConfig) -> Vec<(String, crate::secrets::SecretRef)> {
+        match config {
+            Source::Prometheus(c) => c
+                .secret_ref()
+                .map(|r| vec![("`metrics`".to_string(), r)])
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
     fn live(config: &Self::LiveConfig, ctx: &LiveContext) -> anyhow::Result<Arc<Self::Backend>> {
         Ok(match config {
             Source::Replay { path } => Arc::new(replay::Replay::load(path)?),
-            Source::Prometheus(c) => Arc::new(prometheus::Prometheus::new(c.as_ref().clone())?),
+            Source::Prometheus(c) => Arc::new(prometheus::Prometheus::new(
+                c.as_ref().clone(),
+                &ctx.secrets,
+            )?),
             Source::Cloudwatch => {
                 let aws = ctx
                     .aws

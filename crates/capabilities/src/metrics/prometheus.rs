@@ -68,6 +68,12 @@ pub struct Config {
     pub basic_user: Option<String>,
     #[serde(default)]
     pub basic_password_env: Option<String>,
+    /// Either credential from AWS Secrets Manager instead of a variable
+    /// (`NAME` or `NAME#KEY`): `crate::secrets`.
+    #[serde(default)]
+    pub bearer_token_secret: Option<String>,
+    #[serde(default)]
+    pub basic_password_secret: Option<String>,
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
     #[serde(default = "default_attempts")]
@@ -188,10 +194,22 @@ impl Config {
             return Err("`metrics.url` is the server's base URL, without `?` or `#`".into());
         }
         crate::environment::check_attempts("metrics", self.timeout_ms, self.max_attempts)?;
-        if self.bearer_token_env.is_some() && self.basic_user.is_some() {
+        let bearer = crate::secrets::SecretRef::either(
+            "`metrics`",
+            "bearer_token",
+            self.bearer_token_env.as_ref(),
+            self.bearer_token_secret.as_ref(),
+        )?;
+        let basic = crate::secrets::SecretRef::either(
+            "`metrics`",
+            "basic_password",
+            self.basic_password_env.as_ref(),
+            self.basic_password_secret.as_ref(),
+        )?;
+        if bearer.is_some() && self.basic_user.is_some() {
             return Err("`metrics` has both `bearer_token_env` and `basic_user`: use one".into());
         }
-        if self.basic_user.is_some() != self.basic_password_env.is_some() {
+        if self.basic_user.is_some() != basic.is_some() {
             return Err("`metrics.basic_user` and `metrics.basic_password_env` go together".into());
         }
         for (field, var) in [
@@ -365,17 +383,50 @@ pub fn promql(key: &str, s: &Series, q: &MetricQuery) -> Result<String, Error> {
 pub struct Prometheus {
     config: Config,
     http: reqwest::Client,
+    /// The bearer token or basic password, read once for the run.
+    credential: Option<crate::secrets::Secret>,
+}
+
+impl Config {
+    /// How its credential is named, if it has one (checked at load).
+    pub fn secret_ref(&self) -> Option<crate::secrets::SecretRef> {
+        let pick = |field, env: &Option<String>, secret: &Option<String>| {
+            crate::secrets::SecretRef::either("", field, env.as_ref(), secret.as_ref())
+                .ok()
+                .flatten()
+        };
+        pick(
+            "bearer_token",
+            &self.bearer_token_env,
+            &self.bearer_token_secret,
+        )
+        .or_else(|| {
+            pick(
+                "basic_password",
+                &self.basic_password_env,
+                &self.basic_password_secret,
+            )
+        })
+    }
 }
 
 impl Prometheus {
-    pub fn new(config: Config) -> anyhow::Result<Self> {
+    pub fn new(config: Config, secrets: &crate::secrets::Secrets) -> anyhow::Result<Self> {
+        let credential = match config.secret_ref() {
+            Some(r) => Some(secrets.resolve("`metrics`", &r)?),
+            None => None,
+        };
         let http = reqwest::Client::builder()
             // The query and its credentials go to `url`, nowhere else.
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(config.timeout_ms))
             .connect_timeout(Duration::from_millis(config.timeout_ms.min(3_000)))
             .build()?;
-        Ok(Self { config, http })
+        Ok(Self {
+            config,
+            http,
+            credential,
+        })
     }
 
     /// Every attempt and the pauses between them, and a second to spare.
@@ -386,24 +437,13 @@ impl Prometheus {
             .saturating_add(Duration::from_millis(pauses + 1_000))
     }
 
-    fn secret(var: &str) -> Result<String, Error> {
-        std::env::var(var).map_err(|_| {
-            Error::Unavailable(format!(
-                "prometheus: the variable `{var}` that `[metrics]` names for its credentials is not set"
-            ))
-        })
-    }
-
     fn request(&self, url: reqwest::Url) -> Result<reqwest::RequestBuilder, Error> {
-        let mut req = self.http.get(url);
-        if let Some(var) = &self.config.bearer_token_env {
-            req = req.bearer_auth(Self::secret(var)?);
-        }
-        if let (Some(user), Some(var)) = (&self.config.basic_user, &self.config.basic_password_env)
-        {
-            req = req.basic_auth(user, Some(Self::secret(var)?));
-        }
-        Ok(req)
+        let req = self.http.get(url);
+        Ok(match (&self.config.basic_user, &self.credential) {
+            (Some(user), Some(password)) => req.basic_auth(user, Some(password.expose())),
+            (None, Some(token)) => req.bearer_auth(token.expose()),
+            _ => req,
+        })
     }
 
     /// GETs `path` with `params`, retrying timeouts, refused connections,

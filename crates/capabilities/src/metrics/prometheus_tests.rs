@@ -458,6 +458,11 @@ fn what_is_not_a_number_is_never_passed_on() {
 
 /// A wiremock server playing Prometheus, and the backend pointed at it.
 async fn server(extra: &str) -> (MockServer, Prometheus) {
+    server_with(extra, &crate::secrets::Secrets::default()).await
+}
+
+/// The same, its credentials read from `secrets`.
+async fn server_with(extra: &str, secrets: &crate::secrets::Secrets) -> (MockServer, Prometheus) {
     let server = MockServer::start().await;
     let text = format!(
         "source = \"prometheus\"\nurl = \"{}\"\ntimeout_ms = 500\nmax_attempts = 3\n{extra}\n[series.\"AuthService/latency\"]\nmetric = \"latency_seconds\"\nkind = \"histogram\"\nscale = 1000.0\nlabels = {{ Service = \"service\" }}\n",
@@ -465,7 +470,7 @@ async fn server(extra: &str) -> (MockServer, Prometheus) {
     );
     let c = config(&text);
     c.check().unwrap();
-    (server, Prometheus::new(c).unwrap())
+    (server, Prometheus::new(c, secrets).unwrap())
 }
 
 fn far() -> Instant {
@@ -556,6 +561,34 @@ async fn a_window_holds_whole_periods_the_last_ending_now() {
     );
     assert_eq!(seen[1].url.path(), "/api/v1/query");
     assert!(param(1, "time").is_some());
+}
+
+#[tokio::test]
+async fn a_password_from_secrets_manager_is_sent_as_basic_auth() {
+    let secrets = crate::secrets::Secrets::default()
+        .with_fetched("prod/prometheus", r#"{"password":"s3cr3t-pw"}"#);
+    let (server, prom) = server_with(
+        "basic_user = \"prom\"\nbasic_password_secret = \"prod/prometheus#password\"",
+        &secrets,
+    )
+    .await;
+    // `prom:s3cr3t-pw`, base64: only this header is answered.
+    Mock::given(header("authorization", "Basic cHJvbTpzM2NyM3QtcHc="))
+        .respond_with(ok(answer("vector", serde_json::json!([]))))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let query = q("AuthService", "latency", &[], "p99");
+    assert!(prom.query(&query, far()).await.unwrap().is_empty());
+    // Named both ways: refused at load.
+    let both = config(
+        "source = \"prometheus\"\nurl = \"http://127.0.0.1:9090\"\nbearer_token_env = \"PATH\"\nbearer_token_secret = \"prod/prometheus\"\n",
+    );
+    assert!(
+        both.check()
+            .unwrap_err()
+            .contains("both name the bearer token")
+    );
 }
 
 #[tokio::test]

@@ -76,13 +76,25 @@ impl Default for NotifyConfig {
 pub enum Endpoint {
     /// PagerDuty Events API v2: trigger, acknowledge and resolve by dedup key.
     Pagerduty {
-        routing_key_env: String,
+        /// The variable holding the routing key, or (`routing_key_secret`)
+        /// the AWS Secrets Manager secret: one of them.
+        #[serde(default)]
+        routing_key_env: Option<String>,
+        #[serde(default)]
+        routing_key_secret: Option<String>,
         /// For a proxy or a test server; default PagerDuty's.
         #[serde(default)]
         url: Option<String>,
     },
-    /// A Slack-compatible incoming webhook (`{"text": ...}`).
-    Slack { webhook_url_env: String },
+    /// A Slack-compatible incoming webhook (`{"text": ...}`); its URL (a
+    /// secret: it carries a token) from a variable or a Secrets Manager
+    /// secret.
+    Slack {
+        #[serde(default)]
+        webhook_url_env: Option<String>,
+        #[serde(default)]
+        webhook_url_secret: Option<String>,
+    },
     /// An AWS SNS topic (`[aws]` gives region and credentials).
     Sns { topic_arn: String },
 }
@@ -99,12 +111,40 @@ impl NotifyConfig {
         }
         for (section, map) in [("targets", &self.targets), ("channels", &self.channels)] {
             for (alias, e) in map {
-                let var = match e {
+                let at = format!("`notify.{section}.{alias}`");
+                let (var, _) = match e {
                     Endpoint::Pagerduty {
-                        routing_key_env, ..
-                    } => Some(routing_key_env),
-                    Endpoint::Slack { webhook_url_env } => Some(webhook_url_env),
-                    Endpoint::Sns { .. } => None,
+                        routing_key_env,
+                        routing_key_secret,
+                        ..
+                    } => (
+                        routing_key_env.as_ref(),
+                        crate::secrets::SecretRef::either(
+                            &at,
+                            "routing_key",
+                            routing_key_env.as_ref(),
+                            routing_key_secret.as_ref(),
+                        )?
+                        .ok_or_else(|| {
+                            format!("{at}: name the routing key with `routing_key_env` (an environment variable) or `routing_key_secret` (an AWS Secrets Manager secret)")
+                        })?,
+                    ),
+                    Endpoint::Slack {
+                        webhook_url_env,
+                        webhook_url_secret,
+                    } => (
+                        webhook_url_env.as_ref(),
+                        crate::secrets::SecretRef::either(
+                            &at,
+                            "webhook_url",
+                            webhook_url_env.as_ref(),
+                            webhook_url_secret.as_ref(),
+                        )?
+                        .ok_or_else(|| {
+                            format!("{at}: name the webhook URL with `webhook_url_env` (an environment variable) or `webhook_url_secret` (an AWS Secrets Manager secret)")
+                        })?,
+                    ),
+                    Endpoint::Sns { .. } => continue,
                 };
                 // Never echo the value: it may be the secret, pasted in.
                 if let Some(var) = var
@@ -145,10 +185,47 @@ impl NotifyConfig {
     }
 }
 
+impl Endpoint {
+    /// How its secret (routing key, webhook URL) is named; `None` for SNS.
+    pub fn secret_ref(&self) -> Option<crate::secrets::SecretRef> {
+        let (field, env, secret) = match self {
+            Endpoint::Pagerduty {
+                routing_key_env,
+                routing_key_secret,
+                ..
+            } => ("routing_key", routing_key_env, routing_key_secret),
+            Endpoint::Slack {
+                webhook_url_env,
+                webhook_url_secret,
+            } => ("webhook_url", webhook_url_env, webhook_url_secret),
+            Endpoint::Sns { .. } => return None,
+        };
+        crate::secrets::SecretRef::either("", field, env.as_ref(), secret.as_ref())
+            .ok()
+            .flatten()
+    }
+}
+
+impl NotifyConfig {
+    /// Every secret its endpoints name, and where.
+    pub fn secrets(&self) -> Vec<(String, crate::secrets::SecretRef)> {
+        [("targets", &self.targets), ("channels", &self.channels)]
+            .into_iter()
+            .flat_map(|(section, map)| {
+                map.iter().filter_map(move |(alias, e)| {
+                    Some((format!("`notify.{section}.{alias}`"), e.secret_ref()?))
+                })
+            })
+            .collect()
+    }
+}
+
 pub struct Notify {
     config: NotifyConfig,
     http: reqwest::Client,
     sns: Option<aws_sdk_sns::Client>,
+    /// Routing keys and webhook URLs, read once for the run.
+    keys: BTreeMap<crate::secrets::SecretRef, crate::secrets::Secret>,
 }
 
 impl Notify {
@@ -167,15 +244,29 @@ impl Notify {
             }
             _ => None,
         };
-        Ok(Self { config, http, sns })
+        let mut keys = BTreeMap::new();
+        for (at, r) in config.secrets() {
+            let value = ctx.secrets.resolve(&at, &r)?;
+            keys.insert(r, value);
+        }
+        Ok(Self {
+            config,
+            http,
+            sns,
+            keys,
+        })
     }
 
-    fn secret(&self, alias: &str, var: &str) -> Result<String, Error> {
-        std::env::var(var).map_err(|_| {
-            Error::Unavailable(format!(
-                "`{alias}`: the variable its `*_env` names is not set"
-            ))
-        })
+    fn secret(&self, alias: &str, endpoint: &Endpoint) -> Result<String, Error> {
+        endpoint
+            .secret_ref()
+            .and_then(|r| self.keys.get(&r))
+            .map(|s| s.expose().to_string())
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "`{alias}`: its routing key or webhook URL was not read for this run"
+                ))
+            })
     }
 
     fn total(&self) -> Duration {
@@ -220,13 +311,13 @@ impl Notify {
     async fn pagerduty(
         &self,
         alias: &str,
-        routing_key_env: &str,
+        endpoint: &Endpoint,
         url: Option<&str>,
         action: &str,
         dedup_key: &str,
         payload: Option<serde_json::Value>,
     ) -> Result<Sent, Error> {
-        let key = self.secret(alias, routing_key_env)?;
+        let key = self.secret(alias, endpoint)?;
         let mut body = serde_json::json!({
             "routing_key": key,
             "event_action": action,
@@ -265,8 +356,8 @@ impl Notify {
         Ok(())
     }
 
-    async fn slack(&self, alias: &str, var: &str, text: &str) -> Result<(), Error> {
-        let url = self.secret(alias, var)?;
+    async fn slack(&self, alias: &str, endpoint: &Endpoint, text: &str) -> Result<(), Error> {
+        let url = self.secret(alias, endpoint)?;
         self.post(alias, &url, serde_json::json!({ "text": text }))
             .await
             .map(|_| ())
@@ -294,10 +385,7 @@ impl NotifyBackend for Notify {
         let what = format!("page `{target}`");
         bounded(&what, self.total(), deadline, async {
             match self.target(target)? {
-                Endpoint::Pagerduty {
-                    routing_key_env,
-                    url,
-                } => {
+                e @ Endpoint::Pagerduty { url, .. } => {
                     let payload = serde_json::json!({
                         "summary": crate::limits::clip(summary.to_string(), 1024),
                         "source": "runbook",
@@ -305,7 +393,7 @@ impl NotifyBackend for Notify {
                     });
                     self.pagerduty(
                         target,
-                        routing_key_env,
+                        e,
                         url.as_deref(),
                         "trigger",
                         dedup_key,
@@ -313,12 +401,12 @@ impl NotifyBackend for Notify {
                     )
                     .await
                 }
-                Endpoint::Slack { webhook_url_env } => {
+                e @ Endpoint::Slack { .. } => {
                     let text = format!(
                         "[{}] {summary} (dedup key `{dedup_key}`)",
                         severity_name(severity)
                     );
-                    self.slack(target, webhook_url_env, &text).await?;
+                    self.slack(target, e, &text).await?;
                     Ok(sent(target, "posted", Some(dedup_key)))
                 }
                 Endpoint::Sns { topic_arn } => {
@@ -341,22 +429,12 @@ impl NotifyBackend for Notify {
         let what = format!("resolve `{target}`");
         bounded(&what, self.total(), deadline, async {
             match self.target(target)? {
-                Endpoint::Pagerduty {
-                    routing_key_env,
-                    url,
-                } => {
-                    self.pagerduty(
-                        target,
-                        routing_key_env,
-                        url.as_deref(),
-                        "resolve",
-                        dedup_key,
-                        None,
-                    )
-                    .await
+                e @ Endpoint::Pagerduty { url, .. } => {
+                    self.pagerduty(target, e, url.as_deref(), "resolve", dedup_key, None)
+                        .await
                 }
-                Endpoint::Slack { webhook_url_env } => {
-                    self.slack(target, webhook_url_env, &format!("resolved: `{dedup_key}`"))
+                e @ Endpoint::Slack { .. } => {
+                    self.slack(target, e, &format!("resolved: `{dedup_key}`"))
                         .await?;
                     Ok(sent(target, "posted", Some(dedup_key)))
                 }
@@ -379,8 +457,8 @@ impl NotifyBackend for Notify {
                 ))
             })?;
             let status = match endpoint {
-                Endpoint::Slack { webhook_url_env } => {
-                    self.slack(channel, webhook_url_env, text).await?;
+                e @ Endpoint::Slack { .. } => {
+                    self.slack(channel, e, text).await?;
                     "posted"
                 }
                 Endpoint::Sns { topic_arn } => {

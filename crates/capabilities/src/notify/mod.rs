@@ -109,6 +109,10 @@ impl Capability for Cap {
         config.uses_sns()
     }
 
+    fn live_secrets(config: &Self::LiveConfig) -> Vec<(String, crate::secrets::SecretRef)> {
+        config.secrets()
+    }
+
     fn live(config: &Self::LiveConfig, ctx: &LiveContext) -> anyhow::Result<Arc<Self::Backend>> {
         Ok(Arc::new(live::Notify::new(config.clone(), ctx)?))
     }

@@ -24,6 +24,13 @@ pub struct RedisTarget {
     /// Environment variable holding the password (AUTH), if any.
     #[serde(default)]
     pub password_env: Option<String>,
+    /// Or the AWS Secrets Manager secret holding it (`NAME` or
+    /// `NAME#KEY`): `crate::secrets`.
+    #[serde(default)]
+    pub password_secret: Option<String>,
+    /// The password, once read for a run ([`RedisTarget::resolved`]).
+    #[serde(skip)]
+    pub password: Option<crate::secrets::Secret>,
     #[serde(default)]
     pub username: Option<String>,
     /// PEM file of the CA to trust for `rediss://` instead of the system's
@@ -76,12 +83,39 @@ impl RedisTarget {
                 ));
             }
         }
+        crate::secrets::SecretRef::either(
+            at,
+            "password",
+            self.password_env.as_ref(),
+            self.password_secret.as_ref(),
+        )?;
         if let Some(ca) = &mut self.ca_file
             && ca.is_relative()
         {
             *ca = base.join(&*ca);
         }
         Ok(())
+    }
+
+    /// How its password is named, if it has one (checked at load).
+    pub fn secret_ref(&self) -> Option<crate::secrets::SecretRef> {
+        crate::secrets::SecretRef::either(
+            "",
+            "password",
+            self.password_env.as_ref(),
+            self.password_secret.as_ref(),
+        )
+        .ok()
+        .flatten()
+    }
+
+    /// The same, its password read from `secrets` (once per run).
+    pub fn resolved(&self, at: &str, secrets: &crate::secrets::Secrets) -> anyhow::Result<Self> {
+        let mut t = self.clone();
+        if let Some(r) = self.secret_ref() {
+            t.password = Some(secrets.resolve(at, &r)?);
+        }
+        Ok(t)
     }
 }
 
@@ -131,7 +165,9 @@ pub async fn connect(
         .into_connection_info()
         .map_err(|e| Error::Invalid(format!("redis `{alias}`: bad url: {e}")))?;
     let mut settings = info.redis_settings().clone();
-    if let Some(var) = &t.password_env {
+    if let Some(password) = &t.password {
+        settings = settings.set_password(password.expose());
+    } else if let Some(var) = &t.password_env {
         let password = std::env::var(var).map_err(|_| {
             Error::Unavailable(format!(
                 "redis `{alias}`: the variable `password_env` names is not set"
@@ -273,6 +309,8 @@ mod tests {
         let mut t = RedisTarget {
             url: "redis://127.0.0.1:6379".into(),
             password_env: Some("hunter2 secret!".into()),
+            password_secret: None,
+            password: None,
             username: None,
             ca_file: None,
             connect_timeout_ms: 1000,

@@ -79,8 +79,24 @@ impl Capability for Cap {
         ))
     }
 
-    fn live(config: &Self::LiveConfig, _ctx: &LiveContext) -> anyhow::Result<Arc<Self::Backend>> {
-        Ok(Arc::new(live::Redis::new(config.clone())))
+    fn live_secrets(config: &Self::LiveConfig) -> Vec<(String, crate::secrets::SecretRef)> {
+        config
+            .iter()
+            .filter_map(|(alias, t)| Some((format!("`redis.{alias}`"), t.secret_ref()?)))
+            .collect()
+    }
+
+    fn live(config: &Self::LiveConfig, ctx: &LiveContext) -> anyhow::Result<Arc<Self::Backend>> {
+        let targets = config
+            .iter()
+            .map(|(alias, t)| {
+                Ok((
+                    alias.clone(),
+                    t.resolved(&format!("`redis.{alias}`"), &ctx.secrets)?,
+                ))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(Arc::new(live::Redis::new(targets)))
     }
 }
 
