@@ -26,6 +26,8 @@ struct Serve {
     child: Child,
     port: u16,
     log: std::path::PathBuf,
+    /// Serving HTTPS: a client that trusts its certificate's CA.
+    https: Option<reqwest::blocking::Client>,
 }
 
 impl Serve {
@@ -47,11 +49,72 @@ impl Serve {
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-        let s = Self { child, port, log };
+        let s = Self {
+            child,
+            port,
+            log,
+            https: None,
+        };
         wait_for("`runbook serve` to listen", || {
             http(s.port, "GET", "/healthz", "").is_some_and(|(c, _)| c == 200)
         });
         s
+    }
+
+    /// Over HTTPS with `cert` and `key`; the CA beside `cert`
+    /// (`server-ca.pem`) is trusted by [`Serve::get`].
+    fn start_tls(nats: &Nats, triggers: &Path, dir: &Path, cert: &Path, key: &Path) -> Self {
+        let port = free_port();
+        let log = dir.join("serve.log");
+        let child = aws(runbook().args([
+            "serve",
+            "--triggers",
+            triggers.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--nats",
+            &nats.url(),
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+        let ca = std::fs::read(cert.with_file_name("server-ca.pem")).unwrap();
+        let https = reqwest::blocking::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let s = Self {
+            child,
+            port,
+            log,
+            https: Some(https),
+        };
+        wait_for("`runbook serve` to listen over HTTPS", || {
+            s.get("/healthz").is_some()
+        });
+        s
+    }
+
+    /// `GET path`'s body, over HTTPS when serving it.
+    fn get(&self, path: &str) -> Option<String> {
+        match &self.https {
+            Some(c) => c
+                .get(format!("https://127.0.0.1:{}{path}", self.port))
+                .send()
+                .ok()
+                .filter(|r| r.status().is_success())
+                .and_then(|r| r.text().ok()),
+            None => http(self.port, "GET", path, "")
+                .filter(|(c, _)| *c == 200)
+                .map(|(_, t)| t),
+        }
     }
 
     fn post(&self, body: &str) -> (u16, String) {
@@ -59,7 +122,7 @@ impl Serve {
     }
 
     fn counter(&self, name: &str) -> u64 {
-        let (_, text) = http(self.port, "GET", "/metrics", "").unwrap_or_default();
+        let text = self.get("/metrics").unwrap_or_default();
         text.lines()
             .find_map(|l| l.strip_prefix(&format!("runbook_intake_{name}_total ")))
             .and_then(|v| v.trim().parse().ok())
@@ -988,4 +1051,195 @@ fn an_alerts_run_joins_the_deliverys_trace_and_carries_the_alert() {
     let shown = common::output(runbook().args(["show", &run_id, "--json", "--nats", &nats.url()]));
     assert_eq!(shown.json()["trace_id"], trace, "{}", shown.stdout);
     drop(worker);
+}
+
+/// `openssl` in `dir`, failing the test with its output.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("`openssl` must be installed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`NAME-ca.pem`) and, signed by it, a certificate and key for
+/// `NAME` (`NAME.pem`, `NAME.key`), valid for 127.0.0.1.
+fn issue(dir: &Path, name: &str) {
+    let ca = format!("{name}-ca");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={ca}"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ],
+    );
+    std::fs::write(
+        dir.join(format!("{name}.ext")),
+        "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth, clientAuth\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}.pem"),
+            "-CAkey",
+            &format!("{ca}.key"),
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ],
+    );
+}
+
+/// Alertmanager's client certificate (mutual TLS) instead of a token:
+/// `runbook serve --tls-cert` with `[alertmanager] client_ca_file`.
+/// Debian's Alertmanager delivers over HTTPS with its certificate and one
+/// run starts; a client with no certificate is refused (401), one whose
+/// certificate another CA signed fails its handshake, SNS's route still
+/// takes connections without one, and HTTP without TLS is refused at start.
+#[test]
+fn alertmanager_delivers_over_mutual_tls() {
+    use common::prometheus::{Alertmanager, Prometheus};
+    let nats = Nats::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let worker = Worker::start(&nats, dir.path(), "w0");
+    for name in ["server", "alertmanager", "rogue"] {
+        issue(dir.path(), name);
+    }
+    let triggers = dir.path().join("triggers.toml");
+    std::fs::write(
+        &triggers,
+        format!(
+            "[alertmanager]\nclient_ca_file = \"alertmanager-ca.pem\"\n\n[[trigger]]\nname = \"auth-slow\"\nalertname = \"AuthTokenValidationSlow\"\nrunbook = {:?}\nsim = {:?}\nyes = true\n",
+            root().join(RB0031).to_str().unwrap(),
+            root().join(SIM).to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    // Without HTTPS a client certificate cannot come: refused at start.
+    let plain = common::output(aws(runbook().args([
+        "serve",
+        "--triggers",
+        triggers.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--nats",
+        &nats.url(),
+    ])));
+    assert_eq!(plain.code, 2, "{}", plain.stderr);
+    assert!(
+        plain
+            .stderr
+            .contains("`[alertmanager] client_ca_file` asks for client certificates")
+            && plain.stderr.contains("--tls-cert"),
+        "{}",
+        plain.stderr
+    );
+    let serve = Serve::start_tls(
+        &nats,
+        &triggers,
+        dir.path(),
+        &dir.path().join("server.pem"),
+        &dir.path().join("server.key"),
+    );
+    let url = format!("https://127.0.0.1:{}/alertmanager", serve.port);
+    let client = |identity: Option<&str>| {
+        let ca = std::fs::read(dir.path().join("server-ca.pem")).unwrap();
+        let mut b = reqwest::blocking::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+            .timeout(Duration::from_secs(10));
+        if let Some(name) = identity {
+            let mut pem = std::fs::read(dir.path().join(format!("{name}.pem"))).unwrap();
+            pem.extend(std::fs::read(dir.path().join(format!("{name}.key"))).unwrap());
+            b = b.identity(reqwest::Identity::from_pem(&pem).unwrap());
+        }
+        b.build().unwrap()
+    };
+    let body = alert_payload("firing", "00000000000000aa", "2026-12-04T05:30:00Z");
+    // No certificate: the handshake goes on, the delivery is refused.
+    let none = client(None).post(&url).body(body.clone()).send().unwrap();
+    assert_eq!(none.status().as_u16(), 401);
+    assert!(none.text().unwrap().contains("no client certificate"));
+    // Another CA's certificate: no handshake.
+    let rogue = client(Some("rogue")).post(&url).body(body.clone()).send();
+    assert!(rogue.is_err(), "{rogue:?}");
+    // SNS's route takes connections without a certificate.
+    let health = client(None)
+        .get(format!("https://127.0.0.1:{}/healthz", serve.port))
+        .send()
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert_eq!(serve.counter("submitted"), 0);
+
+    // Debian's Alertmanager, with the certificate our CA signed.
+    let am = Alertmanager::start_tls(
+        &url,
+        &dir.path().join("server-ca.pem"),
+        &dir.path().join("alertmanager.pem"),
+        &dir.path().join("alertmanager.key"),
+    );
+    let rules = "groups:\n  - name: auth\n    interval: 1s\n    rules:\n      - alert: AuthTokenValidationSlow\n        expr: vector(1)\n        labels:\n          service: auth-service\n";
+    let _prom = Prometheus::start_alerting(rules, &format!("127.0.0.1:{}", am.port));
+    wait_until(
+        "Alertmanager's delivery over mutual TLS",
+        90,
+        &[&worker],
+        || serve.counter("submitted") >= 1,
+    );
+    assert_eq!(serve.counter("submitted"), 1, "{}", serve.log());
+    assert_eq!(
+        serve.log().matches("TLS handshake refused").count(),
+        1,
+        "only the rogue client's handshake was refused: {}",
+        serve.log()
+    );
+    eprintln!(
+        "mutual TLS: Alertmanager delivered {} notification(s), {} run submitted",
+        serve.counter("received"),
+        serve.counter("submitted")
+    );
 }

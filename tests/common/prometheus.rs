@@ -300,13 +300,42 @@ pub struct Alertmanager {
 
 impl Alertmanager {
     pub fn start(webhook: &str, token_file: &std::path::Path) -> Self {
+        Self::with_http_config(
+            webhook,
+            &format!(
+                "          authorization:\n            type: Bearer\n            credentials_file: \"{}\"\n",
+                token_file.display()
+            ),
+        )
+    }
+
+    /// Delivering over HTTPS, trusting `ca`, with the client certificate
+    /// `cert` and its `key` (mutual TLS).
+    pub fn start_tls(
+        webhook: &str,
+        ca: &std::path::Path,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Self {
+        Self::with_http_config(
+            webhook,
+            &format!(
+                "          tls_config:\n            ca_file: \"{}\"\n            cert_file: \"{}\"\n            key_file: \"{}\"\n",
+                ca.display(),
+                cert.display(),
+                key.display()
+            ),
+        )
+    }
+
+    /// `http_config`: its lines, indented under it.
+    fn with_http_config(webhook: &str, http_config: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("alertmanager.yml");
         std::fs::write(
             &config,
             format!(
-                "route:\n  receiver: runbook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 2s\nreceivers:\n  - name: runbook\n    webhook_configs:\n      - url: \"{webhook}\"\n        send_resolved: true\n        http_config:\n          authorization:\n            type: Bearer\n            credentials_file: \"{}\"\n",
-                token_file.display()
+                "route:\n  receiver: runbook\n  group_by: [alertname]\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 2s\nreceivers:\n  - name: runbook\n    webhook_configs:\n      - url: \"{webhook}\"\n        send_resolved: true\n        http_config:\n{http_config}"
             ),
         )
         .unwrap();

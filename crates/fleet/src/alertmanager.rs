@@ -36,6 +36,11 @@ pub struct Auth {
     /// Basic authentication: the user, and a file holding the password.
     pub basic_user: Option<String>,
     pub basic_password_file: Option<PathBuf>,
+    /// Mutual TLS: the CA (PEM) Alertmanager's client certificate must
+    /// chain to (its `http_config.tls_config` `cert_file`). Needs `runbook
+    /// serve --tls-cert`; with it, credentials are optional.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
     #[serde(skip)]
     secret: Option<Secret>,
 }
@@ -62,8 +67,9 @@ impl Auth {
                 "`[alertmanager]` has both `bearer_token_file` and basic authentication: use one"
                     .into(),
             ),
+            (None, None, None) if self.client_ca_file.is_some() => Ok(()),
             (None, None, None) => Err(
-                "`[alertmanager]` names no credentials: give `bearer_token_file`, or `basic_user` and `basic_password_file` (what the receiver's `http_config` sends)"
+                "`[alertmanager]` names no credentials: give `bearer_token_file`, or `basic_user` and `basic_password_file` (what the receiver's `http_config` sends), or `client_ca_file` for client certificates"
                     .into(),
             ),
             _ => Err("`alertmanager.basic_user` and `basic_password_file` go together".into()),
@@ -73,6 +79,11 @@ impl Auth {
     /// Resolves the files against `base` and reads the secret: a file
     /// others can read, or an empty one, is refused.
     pub fn load(&mut self, base: &Path) -> Result<()> {
+        if let Some(ca) = &mut self.client_ca_file
+            && ca.is_relative()
+        {
+            *ca = base.join(&*ca);
+        }
         let read = |p: &mut PathBuf, field: &str| -> Result<Vec<u8>> {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -116,6 +127,7 @@ impl Auth {
                         .into_bytes(),
                 )
             }
+            (None, None) if self.client_ca_file.is_some() => return Ok(()),
             (None, None) => return Err(anyhow!("`[alertmanager]` names no credentials")),
         });
         Ok(())
@@ -123,7 +135,18 @@ impl Auth {
 
     /// Whether the `Authorization` header is the configured secret
     /// (compared in constant time). Nothing passes before [`Auth::load`].
-    pub fn allows(&self, header: Option<&[u8]>) -> bool {
+    /// With `client_ca_file`, the connection must also have presented a
+    /// client certificate that chains to it (`client_certificate`, which
+    /// rustls verified).
+    pub fn allows(&self, header: Option<&[u8]>, client_certificate: bool) -> bool {
+        if self.client_ca_file.is_some() {
+            if !client_certificate {
+                return false;
+            }
+            if self.secret.is_none() {
+                return true;
+            }
+        }
         let (Some(secret), Some(header)) = (&self.secret, header) else {
             return false;
         };
@@ -341,9 +364,13 @@ mod tests {
             bearer_token_file: Some("token".into()),
             basic_user: None,
             basic_password_file: None,
+            client_ca_file: None,
             secret: None,
         };
-        assert!(!auth.allows(Some(b"Bearer s3cr3t")), "nothing before load");
+        assert!(
+            !auth.allows(Some(b"Bearer s3cr3t"), false),
+            "nothing before load"
+        );
         // Readable by others: refused.
         std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .unwrap();
@@ -352,8 +379,8 @@ mod tests {
         std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
             .unwrap();
         auth.load(dir.path()).unwrap();
-        assert!(auth.allows(Some(b"Bearer s3cr3t")));
-        assert!(auth.allows(Some(b"bearer s3cr3t")));
+        assert!(auth.allows(Some(b"Bearer s3cr3t"), false));
+        assert!(auth.allows(Some(b"bearer s3cr3t"), false));
         for wrong in [
             &b"Bearer s3cr3"[..],
             b"Bearer s3cr3t2",
@@ -362,12 +389,12 @@ mod tests {
             b"",
         ] {
             assert!(
-                !auth.allows(Some(wrong)),
+                !auth.allows(Some(wrong), false),
                 "{:?}",
                 String::from_utf8_lossy(wrong)
             );
         }
-        assert!(!auth.allows(None));
+        assert!(!auth.allows(None, false));
         std::fs::write(dir.path().join("pw"), "hunter2").unwrap();
         std::fs::set_permissions(
             dir.path().join("pw"),
@@ -378,14 +405,53 @@ mod tests {
             bearer_token_file: None,
             basic_user: Some("am".into()),
             basic_password_file: Some("pw".into()),
+            client_ca_file: None,
             secret: None,
         };
         basic.check().unwrap();
         basic.load(dir.path()).unwrap();
         // base64("am:hunter2")
-        assert!(basic.allows(Some(b"Basic YW06aHVudGVyMg==")));
-        assert!(!basic.allows(Some(b"Bearer hunter2")));
+        assert!(basic.allows(Some(b"Basic YW06aHVudGVyMg=="), false));
+        assert!(!basic.allows(Some(b"Bearer hunter2"), false));
         assert!(format!("{basic:?}").contains("Secret(…)"));
         assert!(!format!("{basic:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn with_a_client_ca_a_verified_certificate_is_required_and_may_be_enough() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut mtls = Auth {
+            bearer_token_file: None,
+            basic_user: None,
+            basic_password_file: None,
+            client_ca_file: Some("ca.pem".into()),
+            secret: None,
+        };
+        mtls.check().unwrap();
+        mtls.load(dir.path()).unwrap();
+        assert_eq!(mtls.client_ca_file, Some(dir.path().join("ca.pem")));
+        assert!(mtls.allows(None, true));
+        assert!(!mtls.allows(None, false));
+        // Both: the certificate and the token.
+        std::fs::write(dir.path().join("token"), "s3cr3t").unwrap();
+        std::fs::set_permissions(
+            dir.path().join("token"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let mut both = Auth {
+            bearer_token_file: Some("token".into()),
+            ..mtls.clone()
+        };
+        both.load(dir.path()).unwrap();
+        assert!(both.allows(Some(b"Bearer s3cr3t"), true));
+        assert!(!both.allows(Some(b"Bearer s3cr3t"), false));
+        assert!(!both.allows(None, true));
+        // Neither credentials nor a CA: refused at load.
+        let none = Auth {
+            client_ca_file: None,
+            ..mtls
+        };
+        assert!(none.check().unwrap_err().contains("client_ca_file"));
     }
 }

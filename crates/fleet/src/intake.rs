@@ -95,8 +95,30 @@ pub struct Intake {
     pub counters: Counters,
 }
 
-/// Serves until SIGTERM or Ctrl-C.
-pub async fn serve(intake: Arc<Intake>, addr: std::net::SocketAddr) -> Result<()> {
+/// Serves until SIGTERM or Ctrl-C; over HTTPS with `tls`.
+pub async fn serve(
+    intake: Arc<Intake>,
+    addr: std::net::SocketAddr,
+    tls: Option<crate::tls::TlsFiles>,
+) -> Result<()> {
+    let client_ca = intake
+        .triggers
+        .alertmanager
+        .as_ref()
+        .and_then(|a| a.client_ca_file.clone());
+    let tls = match (&tls, &client_ca) {
+        (None, Some(_)) => {
+            return Err(runbook_core::error::hinted(
+                format!(
+                    "triggers file `{}`: `[alertmanager] client_ca_file` asks for client certificates, which only HTTPS carries",
+                    intake.triggers.path.display()
+                ),
+                "serve HTTPS with `--tls-cert FILE --tls-key FILE` (PEM)",
+            ));
+        }
+        (None, None) => None,
+        (Some(files), _) => Some(crate::tls::server_config(files, client_ca.as_deref())?),
+    };
     let app = axum::Router::new()
         .route("/sns", post(deliver))
         .route("/alertmanager", post(alerts))
@@ -137,10 +159,15 @@ pub async fn serve(intake: Arc<Intake>, addr: std::net::SocketAddr) -> Result<()
         }
         tracing::info!("stopping: no more deliveries");
     };
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-        .context("serving SNS deliveries")
+    match tls {
+        Some(config) => crate::tls::serve(listener, app, config, stop)
+            .await
+            .context("serving deliveries over HTTPS"),
+        None => axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await
+            .context("serving SNS deliveries"),
+    }
 }
 
 async fn healthz(State(intake): State<Arc<Intake>>) -> (StatusCode, &'static str) {
@@ -199,10 +226,18 @@ async fn alerts(
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .map(|v| v.as_bytes());
-    if !auth.allows(header) {
+    let certificate = request
+        .extensions()
+        .get::<crate::tls::ClientCertificate>()
+        .is_some_and(|c| c.0);
+    if !auth.allows(header, certificate) {
         return refuse(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong credentials (see `[alertmanager]` in the triggers file)".into(),
+            if auth.client_ca_file.is_some() && !certificate {
+                "no client certificate (`[alertmanager] client_ca_file` asks for one signed by its CA)".into()
+            } else {
+                "missing or wrong credentials (see `[alertmanager]` in the triggers file)".into()
+            },
         );
     }
     // The sender's trace, joined by each run (one that cannot be read is

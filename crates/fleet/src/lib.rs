@@ -17,7 +17,8 @@
 //! - [`triggers`]: the triggers file (which alarm starts which runbook).
 //! - [`sns`]: SNS deliveries, their signatures checked as AWS documents.
 //! - [`alertmanager`]: Alertmanager's webhook payload and its credentials.
-//! - [`intake`]: `runbook serve`, alarms in, run requests out.
+//! - [`intake`]: `runbook serve`, alarms in, run requests out; [`tls`]:
+//!   its HTTPS and Alertmanager's client certificates.
 //! - [`fuzzing`]: fuzz targets for the network parsers.
 
 pub mod alertmanager;
@@ -32,5 +33,6 @@ pub mod request;
 pub mod sns;
 pub mod store;
 pub mod timeouts;
+pub mod tls;
 pub mod triggers;
 pub mod worker;

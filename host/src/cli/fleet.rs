@@ -87,6 +87,14 @@ pub struct ServeArgs {
     /// `/healthz`, `/metrics`).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8088")]
     pub listen: std::net::SocketAddr,
+    /// Serve HTTPS with this certificate chain (PEM); with `--tls-key`.
+    /// Needed for Alertmanager's client certificates
+    /// (`[alertmanager] client_ca_file`).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Check the triggers file (and every runbook and environment it
     /// names), print what it maps, and exit without serving.
     #[arg(long)]

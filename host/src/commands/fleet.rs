@@ -199,7 +199,11 @@ pub async fn serve(args: ServeArgs) -> Result<Exit> {
         fleet,
         counters: Default::default(),
     });
-    runbook_fleet::intake::serve(intake, args.listen).await?;
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(runbook_fleet::tls::TlsFiles { cert, key }),
+        _ => None,
+    };
+    runbook_fleet::intake::serve(intake, args.listen, tls).await?;
     Ok(Exit::Ok)
 }
 
