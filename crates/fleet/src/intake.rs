@@ -95,30 +95,39 @@ pub struct Intake {
     pub counters: Counters,
 }
 
-/// Serves until SIGTERM or Ctrl-C; over HTTPS with `tls`.
-pub async fn serve(
-    intake: Arc<Intake>,
-    addr: std::net::SocketAddr,
-    tls: Option<crate::tls::TlsFiles>,
-) -> Result<()> {
-    let client_ca = intake
-        .triggers
+/// The TLS configuration `runbook serve` runs with (`None`: plain HTTP):
+/// its files read and checked, and refused when the triggers file asks for
+/// client certificates without it. Before anything else starts.
+pub fn tls_config(
+    triggers: &Triggers,
+    tls: Option<&crate::tls::TlsFiles>,
+) -> Result<Option<Arc<rustls::ServerConfig>>> {
+    let client_ca = triggers
         .alertmanager
         .as_ref()
         .and_then(|a| a.client_ca_file.clone());
-    let tls = match (&tls, &client_ca) {
-        (None, Some(_)) => {
-            return Err(runbook_core::error::hinted(
-                format!(
-                    "triggers file `{}`: `[alertmanager] client_ca_file` asks for client certificates, which only HTTPS carries",
-                    intake.triggers.path.display()
-                ),
-                "serve HTTPS with `--tls-cert FILE --tls-key FILE` (PEM)",
-            ));
-        }
-        (None, None) => None,
-        (Some(files), _) => Some(crate::tls::server_config(files, client_ca.as_deref())?),
-    };
+    match (tls, &client_ca) {
+        (None, Some(_)) => Err(runbook_core::error::hinted(
+            format!(
+                "triggers file `{}`: `[alertmanager] client_ca_file` asks for client certificates, which only HTTPS carries",
+                triggers.path.display()
+            ),
+            "serve HTTPS with `--tls-cert FILE --tls-key FILE` (PEM)",
+        )),
+        (None, None) => Ok(None),
+        (Some(files), _) => Ok(Some(crate::tls::server_config(
+            files,
+            client_ca.as_deref(),
+        )?)),
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C; over HTTPS with `tls` ([`tls_config`]).
+pub async fn serve(
+    intake: Arc<Intake>,
+    addr: std::net::SocketAddr,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<()> {
     let app = axum::Router::new()
         .route("/sns", post(deliver))
         .route("/alertmanager", post(alerts))

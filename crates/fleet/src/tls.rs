@@ -6,7 +6,8 @@
 //! refuses the delivery ([`ClientCertificate`]).
 //!
 //! Connections are bounded in number ([`MAX_CONNECTIONS`]) and in time (a
-//! handshake, and a request's headers, within [`HANDSHAKE`]).
+//! handshake, and a request's headers, within [`HANDSHAKE`]; a request
+//! within [`REQUEST`]); at stop, requests in hand finish within [`DRAIN`].
 
 use anyhow::{Context, Result};
 use rustls::pki_types::pem::PemObject;
@@ -21,6 +22,10 @@ use std::time::Duration;
 pub const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Connections served at once; more wait to be accepted.
 pub const MAX_CONNECTIONS: usize = 256;
+/// How long one request (its body read, and its answer) may take.
+pub const REQUEST: Duration = Duration::from_secs(30);
+/// How long requests in hand may finish once serving stops.
+pub const DRAIN: Duration = Duration::from_secs(30);
 
 /// What the server presents.
 #[derive(Debug, Clone)]
@@ -89,14 +94,19 @@ pub fn server_config(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .context("`--tls-cert` and `--tls-key` do not make a certificate and its key")?;
+    let mut config = builder.with_single_cert(chain, key).map_err(|e| {
+        runbook_core::error::hinted(
+            format!("`--tls-cert` and `--tls-key` do not go together: {e}"),
+            "give the key the certificate was issued for (its chain first in `--tls-cert`)",
+        )
+    })?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 
-/// Serves `app` over TLS on `listener` until `stop` completes.
+/// Serves `app` over TLS on `listener` until `stop` completes, then lets
+/// the requests in hand finish for up to [`DRAIN`] (a delivery already
+/// submitted gets its answer, so it is not sent again).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: axum::Router,
@@ -105,14 +115,15 @@ pub async fn serve(
 ) -> Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(stop);
     loop {
         let slot = tokio::select! {
-            () = &mut stop => return Ok(()),
+            () = &mut stop => break,
             slot = slots.clone().acquire_owned() => slot?,
         };
         let (tcp, peer) = tokio::select! {
-            () = &mut stop => return Ok(()),
+            () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -123,17 +134,18 @@ pub async fn serve(
                 }
             },
         };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
+        let (acceptor, app, watcher) = (acceptor.clone(), app.clone(), graceful.watcher());
         tokio::spawn(async move {
             let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
+                // Scanners and plain HTTP on this port: not worth a warning.
                 Ok(Err(e)) => {
-                    tracing::warn!(%peer, "TLS handshake refused: {e}");
+                    tracing::debug!(%peer, "TLS handshake refused: {e}");
                     return;
                 }
                 Err(_) => {
-                    tracing::warn!(%peer, "TLS handshake: no answer within {} s", HANDSHAKE.as_secs());
+                    tracing::debug!(%peer, "TLS handshake: no answer within {} s", HANDSHAKE.as_secs());
                     return;
                 }
             };
@@ -143,16 +155,40 @@ pub async fn serve(
                 .1
                 .peer_certificates()
                 .is_some_and(|c| !c.is_empty());
-            let app = app.layer(axum::Extension(ClientCertificate(verified)));
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let served = hyper::server::conn::http1::Builder::new()
+            // Each request: told whether the connection had a certificate,
+            // and answered (its body read) within `REQUEST`.
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ClientCertificate(verified));
+                    let call = tower_service::Service::call(&mut app.clone(), req);
+                    async move {
+                        match tokio::time::timeout(REQUEST, call).await {
+                            Ok(answer) => answer,
+                            Err(_) => Ok(axum::response::IntoResponse::into_response((
+                                axum::http::StatusCode::REQUEST_TIMEOUT,
+                                format!("the request took longer than {} s\n", REQUEST.as_secs()),
+                            ))),
+                        }
+                    }
+                },
+            );
+            let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HANDSHAKE)
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await;
-            if let Err(e) = served {
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), service);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, "connection: {e}");
             }
         });
     }
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "stopping: requests still open after {} s were cut off",
+            DRAIN.as_secs()
+        );
+    }
+    Ok(())
 }

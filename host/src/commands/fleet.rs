@@ -136,6 +136,15 @@ pub async fn serve(args: ServeArgs) -> Result<Exit> {
     let triggers =
         tokio::task::spawn_blocking(move || runbook_fleet::triggers::Triggers::load(&path))
             .await??;
+    let files = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(runbook_fleet::tls::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    // Read and checked before anything connects (and by `--check`).
+    let tls = runbook_fleet::intake::tls_config(&triggers, files.as_ref())?;
     if args.check {
         let mut out = String::new();
         say!(
@@ -199,10 +208,6 @@ pub async fn serve(args: ServeArgs) -> Result<Exit> {
         fleet,
         counters: Default::default(),
     });
-    let tls = match (args.tls_cert, args.tls_key) {
-        (Some(cert), Some(key)) => Some(runbook_fleet::tls::TlsFiles { cert, key }),
-        _ => None,
-    };
     runbook_fleet::intake::serve(intake, args.listen, tls).await?;
     Ok(Exit::Ok)
 }
