@@ -152,3 +152,26 @@ fn malformed_triggers_files() {
             .collect(),
     );
 }
+
+/// Approvers files (`runbook check RUNBOOK --approvers FILE`, RB-0031
+/// with two approvals from `sre` on its rollback): refused at check, a
+/// pasted token never echoed.
+#[test]
+fn malformed_approvers_files() {
+    let ruled = "tests/fixtures/bad/approvers/RB-0031-ruled.md";
+    let cases = cases("approvers", "toml");
+    for c in &cases {
+        let out = run(&["check", ruled, "--approvers", c]);
+        assert!(
+            !out.stderr.contains("hunter2"),
+            "{c} printed a token:\n{}",
+            out.stderr
+        );
+    }
+    assert_all(
+        cases
+            .iter()
+            .map(|c| golden(c, &["check", ruled, "--approvers", c]))
+            .collect(),
+    );
+}

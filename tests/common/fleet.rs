@@ -259,10 +259,27 @@ pub fn soon() -> String {
 }
 
 pub fn submit(nats: &Nats, env: &str, incident: &str, extra: &[&str]) -> super::Run {
+    output(&mut submit_command(
+        nats,
+        super::RB0031,
+        env,
+        incident,
+        extra,
+    ))
+}
+
+/// `runbook submit` of `runbook` for `incident`, to be run.
+pub fn submit_command(
+    nats: &Nats,
+    runbook_path: &str,
+    env: &str,
+    incident: &str,
+    extra: &[&str],
+) -> Command {
     let start = soon();
     let mut args = vec![
         "submit",
-        super::RB0031,
+        runbook_path,
         "--env",
         env,
         "--incident",
@@ -273,7 +290,9 @@ pub fn submit(nats: &Nats, env: &str, incident: &str, extra: &[&str]) -> super::
     args.extend_from_slice(extra);
     let url = nats.url();
     args.extend(["--nats", &url]);
-    output(runbook().args(&args))
+    let mut cmd = runbook();
+    cmd.args(&args);
+    cmd
 }
 
 /// The incident's runs' journals, each line checked: the chain holds

@@ -453,6 +453,11 @@ service = "{service}"
     }
 
     pub fn command(&self, extra: &[&str]) -> Command {
+        self.command_for(RB0031, extra)
+    }
+
+    /// [`Self::command`] for another runbook.
+    pub fn command_for(&self, runbook_path: &str, extra: &[&str]) -> Command {
         let env = self.env();
         let audit = self.audit();
         let incident = humantime::format_rfc3339_seconds(
@@ -461,7 +466,7 @@ service = "{service}"
         .to_string();
         let mut args = vec![
             "run",
-            RB0031,
+            runbook_path,
             "--env",
             &env,
             "--json",

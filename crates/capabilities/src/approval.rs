@@ -1,9 +1,59 @@
 //! Who allows a mutation (flag set, rollback), decided per call before the
 //! backend is touched. Live runs need approval; dry runs perform none.
 
-use runbook_core::approval::{Decision, Policy, Verdict};
+use runbook_core::approval::{Decision, Policy, Rule, TIMEOUT, Tally, Verdict};
 use runbook_core::whoami::who;
+use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+
+/// A step whose changes need approvals under a [`Rule`]: where the
+/// change it waited for stands, from the journal's decisions. Neither
+/// `--yes`, `--approve` nor the terminal decides for it.
+#[derive(Debug)]
+pub struct Gate {
+    pub rule: Rule,
+    pub tally: Tally,
+    /// The decisions are for one change: the first one the step makes
+    /// after it resumed (the one it waited for; a fresh preview that
+    /// differs is blocked before it is decided on). Later changes of the
+    /// step wait for decisions of their own.
+    used: AtomicBool,
+}
+
+impl Gate {
+    pub fn new(rule: Rule, tally: Tally) -> Self {
+        Self {
+            rule,
+            tally,
+            used: AtomicBool::new(false),
+        }
+    }
+
+    fn decide(&self, change: String) -> Decision {
+        let decided = |decision, how: &str, by: Option<String>| Decision {
+            decision,
+            how: Some(how.to_string()),
+            by,
+            change: change.clone(),
+        };
+        match &self.tally {
+            Tally::Approved(by) if !self.used.swap(true, SeqCst) => {
+                decided(Verdict::Approved, "approvers", Some(by.join(", ")))
+            }
+            Tally::Denied(by) if !self.used.swap(true, SeqCst) => {
+                let how = if by == TIMEOUT { TIMEOUT } else { "approvers" };
+                decided(Verdict::Refused, how, Some(by.clone()))
+            }
+            _ => Decision {
+                decision: Verdict::AwaitingApproval,
+                how: None,
+                by: None,
+                change: change.clone(),
+            },
+        }
+    }
+}
 
 pub struct Approver {
     policy: Policy,
@@ -13,6 +63,8 @@ pub struct Approver {
     interactive: bool,
     /// Serialises prompts: one question on the terminal at a time.
     prompt: tokio::sync::Mutex<()>,
+    /// Steps under an approval rule, by id.
+    gates: BTreeMap<String, Gate>,
 }
 
 impl Approver {
@@ -22,7 +74,15 @@ impl Approver {
             simulation,
             interactive,
             prompt: tokio::sync::Mutex::new(()),
+            gates: BTreeMap::new(),
         }
+    }
+
+    /// The steps whose changes need approvals under a rule (live runs;
+    /// a simulation or a dry run decides as before).
+    pub fn with_gates(mut self, gates: BTreeMap<String, Gate>) -> Self {
+        self.gates = gates;
+        self
     }
 
     /// Whether this process can ask a person: stdin and stderr are a terminal.
@@ -38,6 +98,12 @@ impl Approver {
             by,
             change: change.clone(),
         };
+        if let Some(gate) = self.gates.get(step)
+            && !self.simulation
+            && self.policy != Policy::DryRun
+        {
+            return gate.decide(change);
+        }
         match &self.policy {
             Policy::DryRun => decided(Verdict::DryRun, None, None),
             Policy::All if self.simulation => decided(Verdict::Approved, Some("simulation"), None),

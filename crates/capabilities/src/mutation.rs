@@ -185,10 +185,18 @@ impl StepState {
                 Err(e) => Err(e),
             },
             Verdict::DryRun => Ok(would),
-            Verdict::Refused => Err(Error::Denied(format!(
-                "the operator refused to {}",
-                decision.change
-            ))),
+            Verdict::Refused => Err(Error::Denied(
+                match (decision.how.as_deref(), &decision.by) {
+                    (Some("approvers"), Some(by)) => {
+                        format!("`{by}` denied the change to {}", decision.change)
+                    }
+                    (Some(runbook_core::approval::TIMEOUT), _) => format!(
+                        "nobody approved the change to {} in time; its rule denies it then",
+                        decision.change
+                    ),
+                    _ => format!("the operator refused to {}", decision.change),
+                },
+            )),
             Verdict::AwaitingApproval => {
                 // The picture the approval will be for: a resumed run
                 // applies the change only if it still holds.

@@ -14,7 +14,9 @@
 //!   yes/no.
 //! - [`lock`]: `runbook.lock`'s types; [`review`]: the capability diff
 //!   between two locks; [`signing`]: plugin signatures and the trust file.
-//! - [`approval`]: approval policies and decisions, as recorded.
+//! - [`approval`]: approval policies, per-step rules (M of N), votes
+//!   and their tally, as recorded; [`approvers`]: the approvers file
+//!   (people, groups, Argon2id token hashes).
 //! - [`exit`]: the binary's exit statuses, one type for every command.
 //! - [`files`], [`parse`], [`error`]: reading input safely, TOML files
 //!   with errors that name them, errors with hints; [`hash`], [`time`],
@@ -22,6 +24,7 @@
 //!   [`trace`]: a W3C `traceparent` and where a run's trace comes from.
 
 pub mod approval;
+pub mod approvers;
 pub mod contract;
 pub mod error;
 pub mod exit;

@@ -102,6 +102,10 @@ pub struct LockedStep {
     /// Outcome label → next step, `resolved` or `escalated`.
     #[serde(default)]
     pub on: BTreeMap<String, String>,
+    /// Who must approve the step's changes (none: `--yes`, `--approve`
+    /// or a person at the terminal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<crate::approval::Rule>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]

@@ -72,6 +72,10 @@ pub struct StepDef {
     pub grants: Option<Grants>,
     /// Outcome label → next step id, `resolved` or `escalated`.
     pub on: BTreeMap<String, String>,
+    /// Who must approve this step's changes (M of N people, not the
+    /// run's starter, a timeout); `--yes` and `--approve` do not.
+    #[serde(default)]
+    pub approval: Option<crate::approval::Rule>,
 }
 
 impl StepDef {
@@ -212,6 +216,10 @@ impl Runbook {
             if let Some(g) = &step.grants {
                 g.validate()
                     .map_err(|why| format!("step `{id}`: grants: {why}"))?;
+            }
+            if let Some(rule) = &step.approval {
+                rule.validate()
+                    .map_err(|why| format!("step `{id}`: approval: {why}"))?;
             }
         }
         // Every step must be reachable from the first: a stranded step is

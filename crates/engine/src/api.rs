@@ -254,7 +254,7 @@ impl Engine {
             .execute(
                 &p,
                 (run_id, incident, mode),
-                &req.approvals,
+                (&req.approvals, &[]),
                 Some(durable),
                 watch,
                 trace,
@@ -432,7 +432,7 @@ impl Engine {
             .execute(
                 &p,
                 (run_id.to_string(), incident, mode),
-                &approvals,
+                (&approvals, &lines),
                 Some(durable),
                 watch,
                 trace,
@@ -447,7 +447,7 @@ impl Engine {
         &self,
         p: &Prepared,
         (run_id, incident, mode): (String, String, String),
-        approvals: &Approvals,
+        (approvals, journaled): (&Approvals, &[Value]),
         durable: Option<Durable>,
         watch: Arc<dyn Watch>,
         trace: Option<RunTrace>,
@@ -466,11 +466,20 @@ impl Engine {
             mode,
             backends: p.backend.backends(&p.plan).await?,
             audit: p.audit.clone(),
-            approver: Arc::new(Approver::new(
-                approvals.policy(),
-                p.backend.is_simulation(),
-                approvals.interactive,
-            )),
+            // Steps under an approval rule are decided by the decisions
+            // in the journal (of a resumed run), not by flags.
+            approver: Arc::new(
+                Approver::new(
+                    approvals.policy(),
+                    p.backend.is_simulation(),
+                    approvals.interactive,
+                )
+                .with_gates(crate::approvals::gates(
+                    &crate::approvals::rules_of(&p.plan.runbook),
+                    journaled,
+                    runbook_core::time::now_ms(),
+                )),
+            ),
             durable,
             budget: Budget::new(p.plan.runbook.max_mutations, used),
             on_step: Some(on_step),

@@ -10,7 +10,9 @@
 //!
 //! # Layout
 //! - [`api`]: [`Engine`]: run, resume, run a prepared plan; [`request`]:
-//!   what is asked and what comes back, the [`Watch`] told each step.
+//!   what is asked and what comes back, the [`Watch`] told each step;
+//!   [`approvals`]: steps under an approval rule (M of N): their gates,
+//!   and a person's decision recorded in a parked run's journal.
 //! - [`start`]: what a run is made of before its first step, and the
 //!   journal's first line; [`backend`]: simulated or live backends;
 //!   [`sources`]: where plugins come from.
@@ -34,6 +36,7 @@
 //!   parsers' fuzz targets.
 
 pub mod api;
+pub mod approvals;
 pub mod backend;
 pub mod bench;
 pub mod builtin;

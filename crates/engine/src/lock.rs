@@ -52,6 +52,7 @@ pub fn of_plan(plan: &Plan) -> (LockedRunbook, Vec<LockedPlugin>) {
                 resources,
                 inputs: s.def.input_pairs().into_iter().collect(),
                 on: s.def.on.clone(),
+                approval: s.def.approval.clone(),
             }
         })
         .collect();

@@ -24,6 +24,10 @@ pub struct Approvals {
     pub dry_run: bool,
     /// A person at this terminal may be asked for the rest.
     pub interactive: bool,
+    /// Who asked for the run (a person's login; a fleet request's
+    /// submitter); by default this process's user. A step whose rule
+    /// says so may not be approved by them.
+    pub starter: Option<String>,
 }
 
 impl Approvals {

@@ -36,12 +36,18 @@ fn route(step: &PlannedStep, report: &StepReport) -> Route {
         );
     }
     if let Some(change) = &report.awaiting_approval {
+        let run = report_run_id(report);
         return Route::End(
             Status::AwaitingApproval,
-            Some(format!(
-                "step `{id}` stopped before it could {change}: nobody approved it; continue with `runbook resume {} --approve {id}` (or `--yes`), or from a terminal to be asked",
-                report_run_id(report)
-            )),
+            Some(match &step.def.approval {
+                Some(rule) => format!(
+                    "step `{id}` stopped before it could {change}: it needs {}; each approver runs `runbook approve {run} {id} --as NAME` (with their token), then `runbook resume {run}` continues it",
+                    rule.describe()
+                ),
+                None => format!(
+                    "step `{id}` stopped before it could {change}: nobody approved it; continue with `runbook resume {run} --approve {id}` (or `--yes`), or from a terminal to be asked"
+                ),
+            }),
         );
     }
     match report.next.as_deref() {

@@ -187,6 +187,17 @@ pub(crate) fn record_start(journal: &Journal, p: &Prepared, s: &Started<'_>) -> 
     if let Some(trace) = s.trace {
         start["trace"] = trace.record();
     }
+    // Only when a step has a rule: a journal without it reads as before.
+    let rules = crate::approvals::rules_of(&plan.runbook);
+    if !rules.is_empty() {
+        start["approval_rules"] = serde_json::to_value(&rules)?;
+    }
+    start["starter"] = s
+        .approvals
+        .starter
+        .clone()
+        .unwrap_or_else(runbook_core::whoami::who)
+        .into();
     journal.record("run-start", start)?;
     Ok(())
 }

@@ -39,19 +39,20 @@ pub fn waiting_step(lines: &[Value]) -> Option<(String, String)> {
 }
 
 /// Parks `run_id` (stopped at `step` for `change`) until an approval or
-/// `timeout_s`; tells `runbook.events.parked`. `page`: who is paged about
-/// it ([`super::page::planned`]), on record before the page goes out.
-/// Returns the parked entry.
+/// `timeout_s`, when it is escalated (or, `deny`, its change is denied
+/// and the run goes on); tells `runbook.events.parked`. `page`: who is
+/// paged about it ([`super::page::planned`]), on record before the page
+/// goes out. Returns the parked entry.
 pub fn park(
     store: &JetStreamStore,
     run_id: &str,
     incident: &str,
     (step, change): (&str, &str),
-    timeout_s: u64,
+    (timeout_s, deny): (u64, bool),
     page: Option<Value>,
 ) -> Result<Value> {
     let now = runbook_core::time::now_ms();
-    let value = json!({
+    let mut value = json!({
         "run_id": run_id,
         "incident": incident,
         "step": step,
@@ -60,6 +61,9 @@ pub fn park(
         "deadline_ms": now + timeout_s * 1000,
         "page": page,
     });
+    if deny {
+        value["on_timeout"] = "deny".into();
+    }
     let (id, entry) = (run_id.to_string(), value.clone());
     store.fleet().change("parking a run", PARKED, move |all| {
         if !all.is_object() {
@@ -91,15 +95,15 @@ pub fn approvals(fleet: &Fleet, run_id: &str) -> Result<Vec<String>> {
 
 /// `runbook approve`: records who approved `step` of `run_id` and queues
 /// the run to continue. Refused unless the run is parked at that step.
-pub fn approve(store: &JetStreamStore, run_id: &str, step: &str) -> Result<u64> {
+pub fn approve(store: &dyn Store, fleet: &Fleet, run_id: &str, step: &str) -> Result<u64> {
     let lines = store.read_run(run_id)?;
     if lines.is_empty() {
         return Err(hinted(
-            format!("no run `{run_id}` in NATS `{}`", store.fleet().url),
+            format!("no run `{run_id}` in NATS `{}`", fleet.url),
             "`runbook runs --nats URL` lists the runs there",
         ));
     }
-    let entry = list(store.fleet())?[run_id].clone();
+    let entry = list(fleet)?[run_id].clone();
     if entry["escalated"].is_object() {
         return Err(hinted(
             format!(
@@ -127,26 +131,88 @@ pub fn approve(store: &JetStreamStore, run_id: &str, step: &str) -> Result<u64> 
             ));
         }
     }
-    let by = runbook_core::whoami::who();
+    queue_resume(fleet, run_id, step, runbook_core::whoami::who(), "")
+}
+
+/// Records that `step` of `run_id` was decided on (by `by`) and queues
+/// the run to continue: a worker resumes it, and the change goes ahead
+/// or not as decided (a step under an approval rule: by the decisions in
+/// its journal). `intent`, when given, names the change decided on: the
+/// request's deduplication id carries it, so a later parking of the same
+/// step decided within NATS's deduplication window is not taken for this one.
+pub fn queue_resume(
+    fleet: &Fleet,
+    run_id: &str,
+    step: &str,
+    by: String,
+    intent: &str,
+) -> Result<u64> {
     let approval = json!({ "step": step, "by": by, "at_ms": runbook_core::time::now_ms(), "host": runbook_core::whoami::hostname() });
-    store
-        .fleet()
-        .change("recording an approval", &approvals_key(run_id), move |v| {
-            if !v["steps"].is_array() {
-                *v = json!({ "steps": [] });
-            }
-            if let Some(steps) = v["steps"].as_array_mut() {
-                steps.push(approval.clone());
-            }
-            true
-        })?;
+    fleet.change("recording an approval", &approvals_key(run_id), move |v| {
+        if !v["steps"].is_array() {
+            *v = json!({ "steps": [] });
+        }
+        if let Some(steps) = v["steps"].as_array_mut() {
+            steps.push(approval.clone());
+        }
+        true
+    })?;
     let request = Request::Resume {
         run_id: run_id.to_string(),
         step: step.to_string(),
         by,
     };
-    let published = publish(store.fleet(), &request, &format!("approve:{run_id}:{step}"))?;
+    let id = match intent {
+        "" => format!("approve:{run_id}:{step}"),
+        intent => format!("approve:{run_id}:{step}:{intent}"),
+    };
+    let published = publish(fleet, &request, &id)?;
     Ok(published.sequence)
+}
+
+/// A parked change whose rule denies it on timeout: the denial is
+/// journaled (a decision by `timeout`, once) and the run queued to go
+/// on without the change.
+fn deny_on_timeout(
+    journal: &runbook_journal::log::Journal,
+    lines: &[Value],
+    fleet: &Fleet,
+    run_id: &str,
+) -> Result<()> {
+    use runbook_core::approval::{Choice, TIMEOUT, Vote};
+    let pending = runbook_journal::approvals::pending(lines)
+        .ok_or_else(|| anyhow!("run `{run_id}` is no longer waiting"))?;
+    let votes = runbook_journal::approvals::votes(lines);
+    if !votes
+        .iter()
+        .any(|v| v.by == TIMEOUT && v.intent == pending.intent)
+    {
+        let vote = Vote {
+            step: pending.step.clone(),
+            intent: pending.intent.clone(),
+            decision: Choice::Deny,
+            by: TIMEOUT.into(),
+            groups: Vec::new(),
+            logins: Vec::new(),
+            how: TIMEOUT.into(),
+            from: runbook_core::whoami::hostname(),
+            at_ms: runbook_core::time::now_ms(),
+        };
+        journal.record("approval", json!({ "step": pending.step, "vote": vote }))?;
+    }
+    tracing::warn!(
+        run_id,
+        step = pending.step,
+        "nobody approved the change in time; its rule denies it: the run goes on without it"
+    );
+    queue_resume(
+        fleet,
+        run_id,
+        &pending.step,
+        TIMEOUT.into(),
+        &pending.intent,
+    )?;
+    Ok(())
 }
 
 /// How long a process's claim on an overdue parked run keeps others
@@ -258,6 +324,15 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         if waiting_step(&lines).is_none_or(|(step, _)| value["step"] != step.as_str()) {
             drop(journal);
             forget(store.fleet(), &run_id, &value);
+            continue;
+        }
+        if value["on_timeout"] == "deny" {
+            let denied = deny_on_timeout(&journal, &lines, store.fleet(), &run_id);
+            drop(journal);
+            if let Err(e) = denied {
+                later(&e);
+            }
+            // Off the list once its journal says it went on.
             continue;
         }
         let waited = runbook_core::time::now_ms()

@@ -14,11 +14,13 @@
 //! - [`holder`]: who holds a run or a resource; [`lease`]: leases with
 //!   fencing tokens.
 //! - [`replay`]: a journal read back: finished or not, what resuming
-//!   replays, an incident's own changes.
+//!   replays, an incident's own changes; [`approvals`]: a parked run's
+//!   pending change, its rule, its starter and the decisions on it.
 //!
 //! Failpoints (`fail::fail_point!`) mark every write on the mutation path;
 //! they are nothing unless the `failpoints` feature is on (tests only).
 
+pub mod approvals;
 pub mod audit;
 pub mod chain;
 pub mod holder;

@@ -105,12 +105,41 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct ApproveArgs {
-    /// The parked run (`runbook runs --nats URL` lists them).
+    /// The parked run (`runbook runs` lists them).
     pub run_id: String,
     /// The step whose change is approved.
     pub step: String,
+    /// Decide as this person of the approvers file (a step with an
+    /// `approval:` rule counts only such decisions). Their token is read
+    /// from `RUNBOOK_APPROVER_TOKEN`, or `--token-file`; never a flag.
+    #[arg(long = "as", value_name = "PERSON")]
+    pub person: Option<String>,
+    /// The approvers file (default `RUNBOOK_APPROVERS`).
+    #[arg(long, value_name = "FILE", requires = "person")]
+    pub approvers: Option<PathBuf>,
+    /// A file holding the token (instead of `RUNBOOK_APPROVER_TOKEN`).
+    #[arg(long, value_name = "FILE", requires = "person")]
+    pub token_file: Option<PathBuf>,
+    /// Deny the change instead of approving it.
+    #[arg(long, requires = "person")]
+    pub deny: bool,
+    /// The change decided on, by the digest `runbook approve` and
+    /// `runbook show` print (`sha256:...`): refused if the run now waits
+    /// for another.
+    #[arg(long, value_name = "DIGEST", requires = "person")]
+    pub intent: Option<String>,
     #[command(flatten)]
-    pub nats: NatsArgs,
+    pub state: super::StateArgs,
+    /// Copies of each NATS stream this creates (at most the number of
+    /// servers in the cluster); existing streams keep theirs.
+    #[arg(long, value_name = "N", requires = "nats")]
+    pub replicas: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApproverTokenArgs {
+    /// The person's name in the approvers file (kebab-case).
+    pub person: String,
 }
 
 #[derive(Debug, Args)]

@@ -137,11 +137,19 @@ pub enum Command {
     /// SIGTERM: runs in hand finish within `--grace`, the rest are handed
     /// back.
     Worker(WorkerArgs),
-    /// Approve the change a parked fleet run waits for
+    /// Approve (or deny) the change a parked run waits for
     ///
-    /// And queue the run to continue (from any machine that reaches the
-    /// NATS).
+    /// A step with an `approval:` rule (M of N people, not the run's
+    /// starter) counts decisions made `--as` a person of the approvers
+    /// file, each recorded in the run's journal; once the rule is met, a
+    /// fleet run is queued to continue (a local one: `runbook resume`).
+    /// Without a rule, a fleet run is approved and queued at once.
     Approve(ApproveArgs),
+    /// Make an approver's token and its approvers-file entry
+    ///
+    /// The token is printed once, to be given to the person; the entry
+    /// holds only its Argon2id hash.
+    ApproverToken(ApproverTokenArgs),
     /// List the fleet's runs parked for an approval
     ///
     /// Each with its step and change, since when it waits, its deadline,
@@ -187,7 +195,17 @@ pub const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("Authoring", &["new", "build", "plugin"]),
-    ("Fleet", &["submit", "worker", "approve", "parked", "serve"]),
+    (
+        "Fleet",
+        &[
+            "submit",
+            "worker",
+            "approve",
+            "approver-token",
+            "parked",
+            "serve",
+        ],
+    ),
     ("Shell", &["completions", "man"]),
 ];
 

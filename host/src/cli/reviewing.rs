@@ -12,6 +12,10 @@ pub struct CheckArgs {
     /// steps' grants name.
     #[arg(long, value_name = "FILE")]
     pub env: Option<PathBuf>,
+    /// Also check that the approvers file (default `RUNBOOK_APPROVERS`)
+    /// can meet every step's approval rule.
+    #[arg(long, value_name = "FILE")]
+    pub approvers: Option<PathBuf>,
     #[command(flatten)]
     pub sources: Sources,
 }

@@ -3,6 +3,7 @@
 use super::{emit, say, sources};
 use crate::cli::CheckArgs;
 use anyhow::Result;
+use runbook_core::error::hinted;
 use runbook_core::exit::Exit;
 use runbook_core::runbook::Runbook;
 use runbook_engine::BackendChoice;
@@ -33,6 +34,27 @@ pub fn check(args: CheckArgs) -> Result<Exit> {
     loading.finish_and_clear();
     if let Some(env) = &args.env {
         Backend::load(&BackendChoice::Live(env.clone()), None)?.check(&plan)?;
+    }
+    let approvers = args
+        .approvers
+        .clone()
+        .or_else(|| std::env::var_os("RUNBOOK_APPROVERS").map(std::path::PathBuf::from));
+    if let Some(path) = approvers {
+        let approvers = runbook_core::approvers::Approvers::load(&path)?;
+        for s in &plan.steps {
+            if let Some(rule) = &s.def.approval {
+                let at = format!("runbook `{}` step `{}`", args.runbook.display(), s.def.id);
+                let hint =
+                    "add people (or groups) to the approvers file, or ask for fewer approvals";
+                let warning = approvers
+                    .can_meet(rule)
+                    .map_err(|why| hinted(format!("{at}: approval: {why}"), hint))?;
+                if let Some(w) = warning {
+                    eprintln!("warning: {at}: approval: {w}");
+                    eprintln!("hint: {hint}");
+                }
+            }
+        }
     }
     say!(
         out,
@@ -70,6 +92,9 @@ pub fn check(args: CheckArgs) -> Result<Exit> {
         );
         for line in s.grants.describe() {
             say!(out, "      {line}");
+        }
+        if let Some(rule) = &s.def.approval {
+            say!(out, "      approval: {}", rule.describe());
         }
         let routes: Vec<String> = s.def.on.iter().map(|(k, v)| format!("{k} → {v}")).collect();
         say!(out, "      routes: {}", routes.join(", "));

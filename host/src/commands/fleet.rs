@@ -1,13 +1,12 @@
-//! `runbook submit`, `runbook worker`, `runbook approve`, `runbook parked`: the fleet's
+//! `runbook submit`, `runbook worker`, `runbook parked`: the fleet's
 //! commands (see [`runbook_fleet`]).
 
 use super::{emit, say};
-use crate::cli::{ApproveArgs, ParkedArgs, ServeArgs, SubmitArgs, WorkerArgs};
+use crate::cli::{ParkedArgs, ServeArgs, SubmitArgs, WorkerArgs};
 use anyhow::Result;
 use runbook_core::exit::Exit;
 use runbook_fleet::nats::{Fleet, url_of};
 use runbook_fleet::request::{Request, RunRequest, publish};
-use runbook_fleet::store::JetStreamStore;
 use runbook_fleet::worker::{Settings, work};
 use std::time::Duration;
 
@@ -60,17 +59,6 @@ pub async fn worker(args: WorkerArgs) -> Result<Exit> {
             .or_else(runbook_engine::runtime::default_cache_dir),
     };
     work(fleet, settings, args.health).await
-}
-
-pub fn approve(args: ApproveArgs) -> Result<Exit> {
-    let fleet = Fleet::connect(&url_of(args.nats.nats.as_deref())?, args.nats.replicas)?;
-    let store = JetStreamStore::new(fleet);
-    runbook_fleet::parked::approve(&store, &args.run_id, &args.step)?;
-    emit(&format!(
-        "approved step `{}` of run {}: a worker continues it (`runbook show {} --nats URL`)\n",
-        args.step, args.run_id, args.run_id
-    ))?;
-    Ok(Exit::Ok)
 }
 
 /// `runbook parked`: the runs waiting for an approval, and those

@@ -48,7 +48,7 @@ pub fn show(args: ShowArgs) -> Result<Exit> {
         );
         runbook_engine::postmortem::markdown(&report, &context)
     } else {
-        let mut text = report.render() + &pages(lines);
+        let mut text = report.render() + &pages(lines) + &decisions(lines);
         if let Some(r) = &resolved {
             say!(
                 text,
@@ -60,6 +60,46 @@ pub fn show(args: ShowArgs) -> Result<Exit> {
         text
     })?;
     Ok(Exit::Ok)
+}
+
+/// The decisions recorded on the run's parked changes and, when it
+/// waits for one under an approval rule, the change (by its digest, which
+/// `runbook approve --intent` takes) and where it stands.
+fn decisions(lines: &[Value]) -> String {
+    use runbook_core::approval::{Choice, Tally};
+    use runbook_journal::approvals;
+    let mut out = String::new();
+    for v in approvals::votes(lines) {
+        say!(
+            out,
+            "{} {} step `{}` at {} ({}, from {}; change {})",
+            v.by,
+            match v.decision {
+                Choice::Approve => "approved",
+                Choice::Deny => "denied",
+            },
+            v.step,
+            runbook_core::time::rfc3339(v.at_ms),
+            v.how,
+            v.from,
+            v.intent
+        );
+    }
+    if let Some(p) = approvals::pending(lines)
+        && let Some(rule) = approvals::rules(lines).get(&p.step)
+    {
+        say!(out, "waits for: {} ({})", p.change, p.intent);
+        let standing = match approvals::standing(lines, rule, &p) {
+            Tally::Waiting { have, need } if have.is_empty() => format!("0 of {need} approvals"),
+            Tally::Waiting { have, need } => {
+                format!("{} of {need} approvals ({})", have.len(), have.join(", "))
+            }
+            Tally::Approved(by) => format!("approved by {}: resume the run", by.join(", ")),
+            Tally::Denied(by) => format!("denied by {by}: resume the run"),
+        };
+        say!(out, "approvals: {standing}; rule: {}", rule.describe());
+    }
+    out
 }
 
 /// The approvers' pages a fleet journaled for the run (parked, escalated,

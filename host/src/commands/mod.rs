@@ -2,6 +2,7 @@
 //! exit status ([`Exit`]); errors go to `main`, which prints them with
 //! their hint and exits [`Exit::Invalid`].
 
+mod approve;
 mod bench;
 mod check;
 mod fleet;
@@ -54,7 +55,8 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
         Command::Show(args) => show(args),
         Command::Submit(args) => fleet::submit(args),
         Command::Worker(args) => fleet::worker(args).await,
-        Command::Approve(args) => fleet::approve(args),
+        Command::Approve(args) => approve::approve(args),
+        Command::ApproverToken(args) => approve::approver_token(args),
         Command::Parked(args) => fleet::parked(args),
         Command::Serve(args) => fleet::serve(args).await,
         Command::Runs(args) => runs(args),

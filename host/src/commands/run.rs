@@ -24,13 +24,22 @@ pub(super) type StoreAndFleet = (Arc<dyn Store>, Option<Arc<runbook_fleet::nats:
 
 /// The store, and the fleet when it is NATS.
 pub(super) fn store_and_fleet(state: &StateArgs) -> Result<StoreAndFleet> {
+    store_and_fleet_with(state, None)
+}
+
+/// [`store_and_fleet`], with `replicas` copies of each NATS stream this
+/// creates.
+pub(super) fn store_and_fleet_with(
+    state: &StateArgs,
+    replicas: Option<usize>,
+) -> Result<StoreAndFleet> {
     if let Some(url) = state
         .nats
         .clone()
         .or_else(|| std::env::var("RUNBOOK_NATS_URL").ok())
         .filter(|u| !u.trim().is_empty() && state.state_dir.is_none())
     {
-        let fleet = runbook_fleet::nats::Fleet::connect(&url, None)?;
+        let fleet = runbook_fleet::nats::Fleet::connect(&url, replicas)?;
         let store = runbook_fleet::store::JetStreamStore::new(fleet);
         let fleet = store.fleet().clone();
         return Ok((store, Some(fleet)));
@@ -106,6 +115,7 @@ pub async fn run(args: RunArgs) -> Result<Exit> {
             steps: args.approve.clone(),
             dry_run: args.dry_run,
             interactive: runbook_capabilities::approval::Approver::terminal(),
+            starter: None,
         },
         audit_log: args.audit_log.clone(),
         new: args.new,
@@ -144,6 +154,7 @@ pub async fn resume(args: ResumeArgs) -> Result<Exit> {
             steps: args.approve.clone(),
             dry_run: false,
             interactive: runbook_capabilities::approval::Approver::terminal(),
+            starter: None,
         },
         audit_log: args.audit_log.clone(),
         trace: super::traces::origin_from_env(),

@@ -182,6 +182,7 @@ pub async fn step(args: StepArgs) -> Result<Exit> {
         inputs,
         grants: Some(manifest.grants.clone()),
         on,
+        approval: None,
     };
     let runbook = Runbook {
         runbook_id: format!("step {name}"),

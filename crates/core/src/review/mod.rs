@@ -360,6 +360,9 @@ fn runbook_diff(old: &LockedRunbook, new: &LockedRunbook, out: &mut Vec<Change>)
         for (kind, what) in limits_diff(&before.limits, &s.limits) {
             push(kind, what);
         }
+        if let Some((kind, what)) = approval_diff(before.approval.as_ref(), s.approval.as_ref()) {
+            push(kind, what);
+        }
         for r in &s.resources {
             if !before.resources.contains(r) {
                 push(
@@ -409,6 +412,9 @@ fn step_added(r: &LockedRunbook, s: &LockedStep, out: &mut Vec<Change>) {
             .collect();
         what.push_str(&format!("; its inputs name {}", named.join(", ")));
     }
+    if let Some(rule) = &s.approval {
+        what.push_str(&format!("; approval: {}", rule.describe()));
+    }
     out.push(Change {
         kind: Kind::Widened,
         runbook: Some(runbook_name(r)),
@@ -416,6 +422,47 @@ fn step_added(r: &LockedRunbook, s: &LockedStep, out: &mut Vec<Change>) {
         plugin: s.plugin.to_string(),
         what,
     });
+}
+
+/// A step's approval rule from `old` to `new`: fewer approvals, more
+/// people who may give them, the starter allowed, a timeout that denies
+/// no more, or no rule at all is a widening (a change needs less to
+/// happen); the reverse narrows; anything else (a timeout's length)
+/// changes.
+fn approval_diff(
+    old: Option<&crate::approval::Rule>,
+    new: Option<&crate::approval::Rule>,
+) -> Option<(Kind, String)> {
+    use crate::approval::OnTimeout;
+    let said = |r: Option<&crate::approval::Rule>| {
+        r.map_or("none (`--yes` approves)".to_string(), |r| {
+            format!("`{}`", r.describe())
+        })
+    };
+    let what = format!("approval {} → {}", said(old), said(new));
+    match (old, new) {
+        (None, None) => None,
+        (a, b) if a == b => None,
+        (Some(_), None) => Some((Kind::Widened, what)),
+        (None, Some(_)) => Some((Kind::Narrowed, what)),
+        (Some(a), Some(b)) => {
+            let wider = b.approvals < a.approvals
+                || (b.from.is_empty() && !a.from.is_empty())
+                || (!a.from.is_empty() && b.from.iter().any(|f| !a.from.contains(f)))
+                || (b.starter_may_approve && !a.starter_may_approve)
+                || (a.on_timeout == OnTimeout::Deny && b.on_timeout == OnTimeout::Escalate);
+            let narrower = b.approvals > a.approvals
+                || (a.from.is_empty() && !b.from.is_empty())
+                || (!b.from.is_empty() && a.from.iter().any(|f| !b.from.contains(f)))
+                || (a.starter_may_approve && !b.starter_may_approve);
+            let kind = match (wider, narrower) {
+                (true, _) => Kind::Widened,
+                (false, true) => Kind::Narrowed,
+                (false, false) => Kind::Changed,
+            };
+            Some((kind, what))
+        }
+    }
 }
 
 fn short(digest: &str) -> &str {
@@ -470,5 +517,31 @@ redis = { read = ["s"] }"#,
             vec![(Kind::Widened, "`feature-flags` read → mutate `F`".into())]
         );
         assert!(grants_diff(&new, &new).is_empty());
+    }
+
+    #[test]
+    fn an_approval_rule_that_asks_less_is_a_widening() {
+        let rule = |yaml: &str| -> crate::approval::Rule { serde_yaml_ng::from_str(yaml).unwrap() };
+        let two = rule("approvals: 2\nfrom: [sre]");
+        let one = rule("approvals: 1\nfrom: [sre]");
+        let anyone = rule("approvals: 2");
+        let starter = rule("approvals: 2\nfrom: [sre]\nstarter_may_approve: true");
+        let longer = rule("approvals: 2\nfrom: [sre]\ntimeout: 2h");
+        let kind = |a: Option<&crate::approval::Rule>, b: Option<&crate::approval::Rule>| {
+            approval_diff(a, b).map(|(k, _)| k)
+        };
+        assert_eq!(kind(Some(&two), Some(&one)), Some(Kind::Widened));
+        assert_eq!(kind(Some(&two), Some(&anyone)), Some(Kind::Widened));
+        assert_eq!(kind(Some(&two), Some(&starter)), Some(Kind::Widened));
+        assert_eq!(kind(Some(&two), None), Some(Kind::Widened));
+        assert_eq!(kind(None, Some(&two)), Some(Kind::Narrowed));
+        assert_eq!(kind(Some(&one), Some(&two)), Some(Kind::Narrowed));
+        assert_eq!(kind(Some(&two), Some(&longer)), Some(Kind::Changed));
+        assert_eq!(kind(Some(&two), Some(&two)), None);
+        let (_, what) = approval_diff(Some(&two), None).unwrap();
+        assert_eq!(
+            what,
+            "approval `2 approvals from `sre`; not the run's starter; no timeout of its own` → none (`--yes` approves)"
+        );
     }
 }

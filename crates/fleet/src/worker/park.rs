@@ -92,7 +92,17 @@ impl Worker {
                 else {
                     return Outcome::Done;
                 };
-                let timeout = timeout_s.unwrap_or(self.settings.approval_timeout.as_secs());
+                // A step's approval rule has the last word on how long
+                // its change waits, and what happens then.
+                let rule = runbook_journal::approvals::rules(&lines).remove(&step);
+                let timeout = rule
+                    .as_ref()
+                    .and_then(|r| r.timeout())
+                    .map(|t| t.as_secs())
+                    .or(timeout_s)
+                    .unwrap_or(self.settings.approval_timeout.as_secs());
+                let deny =
+                    rule.is_some_and(|r| r.on_timeout == runbook_core::approval::OnTimeout::Deny);
                 // The line that parked it names its page (a key of this
                 // parking's own).
                 let Some(parking) = finished(&lines).and_then(|e| e["seq"].as_u64()) else {
@@ -108,7 +118,7 @@ impl Worker {
                     &run_id,
                     incident,
                     (&step, &change),
-                    timeout,
+                    (timeout, deny),
                     plan.clone(),
                 ) {
                     Ok(entry) => {

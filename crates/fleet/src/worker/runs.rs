@@ -99,6 +99,9 @@ impl Worker {
             approvals: Approvals {
                 all: r.yes,
                 steps: r.approve.clone(),
+                // Whoever submitted it asked for it: a step whose rule
+                // says so is not theirs to approve.
+                starter: Some(r.submitted_by.clone()),
                 ..Approvals::default()
             },
             // Submitted with a lock (checked to be this worker's): every
@@ -132,12 +135,36 @@ impl Worker {
                 .and_then(Result::ok)
                 .unwrap_or_default()
         };
+        // What the run was submitted with still holds when it goes on
+        // after an approval: `--yes` approved everything up front (but
+        // the changes of a step under an approval rule).
+        let submitted = {
+            let (store, id) = (self.store.clone(), run_id.to_string());
+            tokio::task::spawn_blocking(move || store.read_run(&id))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|lines| {
+                    lines
+                        .iter()
+                        .find(|l| l["event"] == "run-start")
+                        .map(|s| s["policy"].clone())
+                })
+                .unwrap_or_default()
+        };
         let mut steps = r.map(|r| r.approve.clone()).unwrap_or_default();
         steps.extend(approved);
+        steps.extend(
+            submitted["approve"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string)),
+        );
         let request = ResumeRequest {
             run_id: run_id.to_string(),
             approvals: Approvals {
-                all: r.is_some_and(|r| r.yes),
+                all: r.is_some_and(|r| r.yes) || submitted["yes"] == true,
                 steps,
                 ..Approvals::default()
             },

@@ -1,0 +1,108 @@
+//! A parked run's approvals, read back from its journal: the change it
+//! waits for (its last `awaiting` line, named by its digest), the rule
+//! each step's changes are under (recorded in `run-start`), who started
+//! the run, and the decisions (`approval` lines) recorded since.
+
+use runbook_core::approval::{Rule, Tally, Vote, intent_digest, tally};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// The change a run stopped at for an approval.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub step: String,
+    /// [`intent_digest`] of its `awaiting` line.
+    pub intent: String,
+    /// What it will do, for people.
+    pub change: String,
+    pub resource: String,
+    /// When it stopped for it (the `awaiting` line's time), unix ms.
+    pub since_ms: u64,
+}
+
+/// A journal line's time, unix ms (0 when it has none).
+pub fn line_ms(l: &Value) -> u64 {
+    l["time"]
+        .as_str()
+        .and_then(|t| humantime::parse_rfc3339(t).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The change the run waits for, if its last end is `awaiting-approval`.
+pub fn pending(lines: &[Value]) -> Option<Pending> {
+    let end = crate::replay::finished(lines)?;
+    if end["status"] != "awaiting-approval" {
+        return None;
+    }
+    last_awaiting(lines).map(|(_, p)| p)
+}
+
+/// The last `awaiting` line of each step, as the change it names.
+pub fn last_awaited(lines: &[Value]) -> BTreeMap<String, Pending> {
+    let mut out = BTreeMap::new();
+    for l in lines.iter().filter(|l| l["event"] == "awaiting") {
+        let p = as_pending(l);
+        out.insert(p.step.clone(), p);
+    }
+    out
+}
+
+fn last_awaiting(lines: &[Value]) -> Option<(usize, Pending)> {
+    lines
+        .iter()
+        .enumerate()
+        .rev()
+        .find(|(_, l)| l["event"] == "awaiting")
+        .map(|(i, l)| (i, as_pending(l)))
+}
+
+fn as_pending(l: &Value) -> Pending {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Pending {
+        step: s(&l["step"]),
+        intent: intent_digest(l),
+        change: s(&l["change"]),
+        resource: s(&l["resource"]),
+        since_ms: line_ms(l),
+    }
+}
+
+/// Each step's approval rule, as the run started with it.
+pub fn rules(lines: &[Value]) -> BTreeMap<String, Rule> {
+    let start = lines.iter().find(|l| l["event"] == "run-start");
+    start
+        .and_then(|s| s["approval_rules"].as_object())
+        .into_iter()
+        .flatten()
+        .filter_map(|(step, rule)| Some((step.clone(), serde_json::from_value(rule.clone()).ok()?)))
+        .collect()
+}
+
+/// Who started the run: `run-start`'s `starter` (the person who asked
+/// for it: the CLI's user, a fleet request's submitter), else its holder.
+pub fn starter(lines: &[Value]) -> Option<String> {
+    let start = lines.iter().find(|l| l["event"] == "run-start")?;
+    start["starter"]
+        .as_str()
+        .or_else(|| start["holder"]["who"].as_str())
+        .map(str::to_string)
+}
+
+/// Every decision recorded in the journal, in order.
+pub fn votes(lines: &[Value]) -> Vec<Vote> {
+    lines
+        .iter()
+        .filter(|l| l["event"] == "approval")
+        .filter_map(|l| serde_json::from_value(l["vote"].clone()).ok())
+        .collect()
+}
+
+/// Where `pending` stands under `rule` with the journal's decisions.
+pub fn standing(lines: &[Value], rule: &Rule, pending: &Pending) -> Tally {
+    let votes: Vec<Vote> = votes(lines)
+        .into_iter()
+        .filter(|v| v.step == pending.step)
+        .collect();
+    tally(rule, starter(lines).as_deref(), &pending.intent, &votes)
+}
