@@ -32,6 +32,16 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
             "runbook-engine",
         ],
     ),
+    (
+        "runbook-console",
+        "crates/console",
+        &[
+            "runbook-core",
+            "runbook-journal",
+            "runbook-engine",
+            "runbook-fleet",
+        ],
+    ),
     ("runbook-kit", "crates/kit", &["runbook-core"]),
 ];
 

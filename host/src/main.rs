@@ -51,9 +51,11 @@ fn run(cli: Cli) -> anyhow::Result<Exit> {
     // prompts, file locks) goes to tokio's blocking pool. Many runs at once
     // (`bench`) use every core.
     let rt = match &cli.command {
-        Command::Worker(_) | Command::Serve(_) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?,
+        Command::Worker(_) | Command::Serve(_) | Command::Console(_) => {
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+        }
         Command::Bench(args) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
             if let Some(n) = args.threads {

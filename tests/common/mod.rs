@@ -3,6 +3,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod approvers;
 pub mod durable;
 pub mod faults;
 pub mod fleet;

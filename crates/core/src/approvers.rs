@@ -101,6 +101,12 @@ impl Approvers {
         self.people.values()
     }
 
+    /// The person of that name (for a session opened earlier, or a name
+    /// a trusted proxy gives).
+    pub fn get(&self, name: &str) -> Option<&Person> {
+        self.people.get(name)
+    }
+
     /// Whether `rule` can be met by the people of this file: every name
     /// it gives is a person or a group here, and enough different people
     /// may approve. `Ok(Some(warning))` when it can be met only if none
@@ -187,19 +193,21 @@ fn check(f: &mut File) -> Result<(), String> {
 /// A new token for a person and the Argon2id hash that goes in the
 /// approvers file. The token is shown once, to be given to them.
 pub fn new_token() -> Result<(String, String)> {
-    use password_hash::rand_core::{OsRng, RngCore};
-    let mut bytes = [0u8; 24];
-    OsRng.fill_bytes(&mut bytes);
-    let token = format!(
-        "rbk_{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    );
-    let salt = SaltString::generate(&mut OsRng);
+    let token = format!("rbk_{}", random_hex(24));
+    let salt = SaltString::generate(&mut password_hash::rand_core::OsRng);
     let hash = argon2::Argon2::default()
         .hash_password(token.as_bytes(), &salt)
         .map_err(|e| anyhow::anyhow!("hashing the token failed: {e}"))?
         .to_string();
     Ok((token, hash))
+}
+
+/// `n` bytes from the OS's random source, as hex (tokens, session ids).
+pub fn random_hex(n: usize) -> String {
+    use password_hash::rand_core::{OsRng, RngCore};
+    let mut bytes = vec![0u8; n];
+    OsRng.fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

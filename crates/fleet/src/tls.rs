@@ -160,6 +160,8 @@ pub async fn serve(
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ClientCertificate(verified));
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(peer));
                     let call = tower_service::Service::call(&mut app.clone(), req);
                     async move {
                         match tokio::time::timeout(REQUEST, call).await {

@@ -150,3 +150,29 @@ pub struct ParkedArgs {
     #[command(flatten)]
     pub nats: NatsArgs,
 }
+
+#[derive(Debug, Args)]
+pub struct ConsoleArgs {
+    /// Where to listen: loopback unless `--tls-cert` is given.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8480")]
+    pub listen: std::net::SocketAddr,
+    /// Who may sign in and decide (default `RUNBOOK_APPROVERS`).
+    #[arg(long, value_name = "FILE")]
+    pub approvers: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// A header naming the person, set by an authenticating reverse proxy
+    /// (oauth2-proxy's `X-Forwarded-User`, say); believed only from
+    /// `--trusted-proxy` addresses.
+    #[arg(long, value_name = "NAME", requires = "trusted_proxy")]
+    pub trusted_header: Option<String>,
+    /// The proxy's address (repeatable).
+    #[arg(long, value_name = "IP", requires = "trusted_header")]
+    pub trusted_proxy: Vec<std::net::IpAddr>,
+    #[command(flatten)]
+    pub state: super::StateArgs,
+}

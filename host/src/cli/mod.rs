@@ -145,6 +145,14 @@ pub enum Command {
     /// fleet run is queued to continue (a local one: `runbook resume`).
     /// Without a rule, a fleet run is approved and queued at once.
     Approve(ApproveArgs),
+    /// Serve the responder console: runs, timelines, approvals in a browser
+    ///
+    /// The run list (filter by status, runbook, incident, age), each run's
+    /// timeline as it happens, its postmortem, and for a change parked
+    /// under an approval rule exactly what it will do, with Approve and
+    /// Deny for people of the approvers file (signed in with their token,
+    /// or named by a trusted reverse proxy). Loopback by default.
+    Console(ConsoleArgs),
     /// Make an approver's token and its approvers-file entry
     ///
     /// The token is printed once, to be given to the person; the entry
@@ -204,6 +212,7 @@ pub const GROUPS: &[(&str, &[&str])] = &[
             "approver-token",
             "parked",
             "serve",
+            "console",
         ],
     ),
     ("Shell", &["completions", "man"]),

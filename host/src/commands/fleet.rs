@@ -201,7 +201,7 @@ pub async fn serve(args: ServeArgs) -> Result<Exit> {
 }
 
 /// Worker logs: `RUST_LOG` (default `info`) to stderr.
-fn init_tracing() {
+pub(super) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
     let _ = tracing_subscriber::fmt()

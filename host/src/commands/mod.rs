@@ -5,6 +5,7 @@
 mod approve;
 mod bench;
 mod check;
+mod console;
 mod fleet;
 mod inspect;
 mod journal;
@@ -57,6 +58,7 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
         Command::Worker(args) => fleet::worker(args).await,
         Command::Approve(args) => approve::approve(args),
         Command::ApproverToken(args) => approve::approver_token(args),
+        Command::Console(args) => console::console(args).await,
         Command::Parked(args) => fleet::parked(args),
         Command::Serve(args) => fleet::serve(args).await,
         Command::Runs(args) => runs(args),

@@ -1,0 +1,585 @@
+//! The responder console (`runbook console`) as a person uses it: headless
+//! Chromium (Debian's `chromium` and `chromium-driver`, which
+//! `scripts/test` installs) driven over WebDriver, against a fleet run of
+//! RB-0031 parked at its rollback under a rule of two approvers from
+//! `sre` (nats-server, a `runbook worker`, moto, redis-server). The run
+//! list, the parked run's page with the change it waits for, two people
+//! approving in turn, the timeline going on to `resolved`; and the
+//! requests a browser would not send (no session, a forged form, a body
+//! too large, too many sign-ins) refused with nothing recorded.
+
+mod common;
+
+use common::fleet::{Nats, Worker, aws, one_at_a_time, submit_command, wait_until};
+use common::live::*;
+use common::{output, runbook};
+use fantoccini::{Client, ClientBuilder, Locator};
+use runbook_journal::store::Store;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A process killed when the test ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `runbook console` on a free port over `store` (`--nats URL` or
+/// `--state-dir DIR`, and more): its address and process.
+fn console(store: &[&str], approvers: &Path, log: &Path) -> (String, Killed) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = aws(runbook()
+        .args(["console", "--listen", &addr])
+        .args(store)
+        .arg("--approvers")
+        .arg(approvers))
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(std::fs::File::create(log).unwrap())
+    .spawn()
+    .unwrap();
+    let base = format!("http://{addr}");
+    let client = http();
+    wait_for("the console's /healthz", || {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    (base, Killed(child))
+}
+
+/// A client that follows no redirects and keeps no cookies.
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Debian's chromedriver on a free port.
+fn chromedriver(log: &Path) -> (u16, Killed) {
+    let port = free_port();
+    let driver = ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect(
+            "chromedriver is not installed: `scripts/test` installs Debian's `chromium-driver`",
+        );
+    let child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("chromedriver", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (port, Killed(child))
+}
+
+async fn browser(port: u16) -> Client {
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1100,1300"],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{port}"))
+        .await
+        .expect("connecting to chromedriver")
+}
+
+/// The page's text.
+async fn text(b: &Client) -> String {
+    b.find(Locator::Css("body"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits (bounded) until the page's text holds `what`, reloading by
+/// itself (the page's own script) or not.
+async fn until_text(b: &Client, what: &str, secs: u64) -> String {
+    let until = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let t = b.find(Locator::Css("body")).await;
+        if let Ok(el) = t
+            && let Ok(t) = el.text().await
+            && t.contains(what)
+        {
+            return t;
+        }
+        assert!(
+            Instant::now() < until,
+            "the page never said `{what}`:\n{}",
+            text(b).await
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn sign_in(b: &Client, base: &str, run: &str, who: &str, token: &str) {
+    b.goto(&format!("{base}/login?next=/runs/{run}"))
+        .await
+        .unwrap();
+    b.find(Locator::Css("#person"))
+        .await
+        .unwrap()
+        .send_keys(who)
+        .await
+        .unwrap();
+    b.find(Locator::Css("#token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    b.find(Locator::Css("form.login button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until_text(b, &format!("signed in as {who}"), 20).await;
+}
+
+async fn shot(b: &Client, name: &str) -> PathBuf {
+    let dir = common::root().join("target").join("console-screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, b.screenshot().await.unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn two_people_approve_a_parked_rollback_in_the_browser_and_the_run_resolves() {
+    let _serial = one_at_a_time();
+    let took = Instant::now();
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let nats = Nats::start(1);
+    let logs = tempfile::tempdir().unwrap();
+    let worker = Worker::start(&nats, logs.path(), "w");
+    let store = nats.store();
+    let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
+    let rb = common::approvers::ruled(live.dir.path(), "approvals: 2\nfrom: [sre]");
+    let people = common::approvers::people(live.dir.path());
+    let incident = format!("console-{}", common::now_nanos());
+    let submitted = output(
+        submit_command(&nats, &rb, &live.env(), &incident, &["--yes"])
+            .env("USER", common::approvers::STARTER),
+    );
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let waiting = || {
+        let run = store.incident_runs(&incident).ok()?.first()?.clone();
+        let lines = store.read_run(&run).ok()?;
+        runbook_fleet::parked::waiting_step(&lines).map(|(s, _)| (run, s))
+    };
+    wait_until("the run to park", 90, &[&worker], || waiting().is_some());
+    let (run, step) = waiting().unwrap();
+    assert_eq!(step, "rollback");
+    // Recovered once it goes on: the worker's replayed metrics start over.
+    std::fs::write(
+        live.dir.path().join("metrics.toml"),
+        recorded(121.0, 121.0, 99.9),
+    )
+    .unwrap();
+    let url = nats.url();
+    let (base, _console) = console(
+        &["--nats", &url],
+        &people.file,
+        &logs.path().join("console.log"),
+    );
+
+    // What a browser would not send: refused, nothing recorded.
+    let client = http();
+    let decide = format!("{base}/runs/{run}/decide");
+    let form = [
+        ("csrf", "x"),
+        ("step", "rollback"),
+        ("intent", "sha256:0"),
+        ("choice", "approve"),
+    ];
+    let r = client.post(&decide).form(&form).send().unwrap();
+    assert_eq!(r.status(), 401, "no session");
+    let login = |who: &str, token: &str| {
+        client
+            .post(format!("{base}/login"))
+            .form(&[("person", who), ("token", token), ("next", "/")])
+            .send()
+            .unwrap()
+    };
+    let alice = login("alice", &people.tokens["alice"]);
+    assert_eq!(alice.status(), 303);
+    let cookie = alice.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let forged = client
+        .post(&decide)
+        .header("cookie", &session)
+        .form(&form)
+        .send()
+        .unwrap();
+    assert_eq!(
+        forged.status(),
+        403,
+        "a form without the session's CSRF token"
+    );
+    assert!(forged.text().unwrap().contains("CSRF token does not match"));
+    let big = "a".repeat(64 * 1024);
+    let oversized = client
+        .post(&decide)
+        .header("cookie", &session)
+        .form(&[("csrf", big.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(oversized.status(), 413);
+    // The page itself: no token, the CSRF token only in its own forms,
+    // headers that keep it out of frames and caches.
+    let page = client
+        .get(format!("{base}/runs/{run}"))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("script-src 'self'")
+    );
+    let page = page.text().unwrap();
+    for t in people.tokens.values() {
+        assert!(!page.contains(t.as_str()), "a token on the page");
+    }
+    assert!(page.contains("Approve as alice"), "{page}");
+    let lines = store.read_run(&run).unwrap();
+    assert!(
+        !lines.iter().any(|l| l["event"] == "approval"),
+        "something was recorded"
+    );
+
+    // In the browser.
+    let logs_dir = logs.path().to_path_buf();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let clicked_ms = rt.block_on(async {
+        let (driver_port, _driver) = chromedriver(&logs_dir.join("chromedriver.log"));
+        let b = browser(driver_port).await;
+        b.goto(&base).await.unwrap();
+        let list = until_text(&b, &run, 20).await;
+        assert!(list.contains("awaiting-approval"), "{list}");
+        b.find(Locator::Css(&format!("a[href='/runs/{run}']")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let parked = until_text(&b, "Waiting for approval", 20).await;
+        assert!(
+            parked.contains(&format!("{family}:3 → {family}:2")),
+            "{parked}"
+        );
+        assert!(parked.contains("production/auth-service"), "{parked}");
+        assert!(parked.contains("ecs-rollback"), "{parked}");
+        assert!(parked.contains("2 approvals from `sre`"), "{parked}");
+        assert!(parked.contains("0 of 2 approvals"), "{parked}");
+        shot(&b, "parked.png").await;
+
+        sign_in(&b, &base, &run, "alice", &people.tokens["alice"]).await;
+        b.find(Locator::Css("button.approve"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until_text(&b, "1 of 2 approvals", 20).await;
+        b.find(Locator::Css("form.inline button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until_text(&b, "Sign in", 20).await;
+
+        sign_in(&b, &base, &run, "bob", &people.tokens["bob"]).await;
+        assert!(text(&b).await.contains("1 of 2 approvals (alice)"));
+        let clicked = runbook_core::time::now_ms();
+        b.find(Locator::Css("button.approve"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until_text(&b, "a worker continues the run", 20).await;
+        // The page follows the journal by itself.
+        until_text(&b, "resolved", 120).await;
+        let done = text(&b).await;
+        assert!(done.contains("verify-rollback → recovered"), "{done}");
+        shot(&b, "resolved.png").await;
+        b.close().await.unwrap();
+        clicked
+    });
+
+    // Five failed sign-ins from one address, then 429 (even for the
+    // right token) for the rest of the minute.
+    let codes: Vec<u16> = (0..5)
+        .map(|_| login("alice", "rbk_wrong").status().as_u16())
+        .collect();
+    assert_eq!(codes, [401, 401, 401, 401, 401]);
+    assert_eq!(login("alice", &people.tokens["alice"]).status(), 429);
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:2")
+    );
+    let lines = store.read_run(&run).unwrap();
+    let votes: Vec<&Value> = lines.iter().filter(|l| l["event"] == "approval").collect();
+    assert_eq!(votes.len(), 2, "{votes:?}");
+    assert_eq!(votes[0]["vote"]["by"], "alice");
+    assert_eq!(votes[1]["vote"]["by"], "bob");
+    assert_eq!(votes[1]["vote"]["how"], "token");
+    assert_eq!(votes[1]["vote"]["from"], "127.0.0.1");
+    let ms = |l: &Value| runbook_journal::approvals::line_ms(l);
+    let at = votes[1].get("seq").and_then(Value::as_u64).unwrap();
+    let next_step = lines
+        .iter()
+        .find(|l| l["event"] == "step-start" && l["seq"].as_u64().is_some_and(|s| s > at))
+        .expect("a step started after the second approval");
+    eprintln!(
+        "console (JetStream): approval click to the next step's start {} ms ({} ms from the decision's journal line); browser test {:.1} s",
+        ms(next_step).saturating_sub(clicked_ms),
+        ms(next_step).saturating_sub(ms(votes[1])),
+        took.elapsed().as_secs_f64()
+    );
+}
+
+/// The form's CSRF token on a page.
+fn csrf_of(page: &str) -> String {
+    let needle = "name=\"csrf\" value=\"";
+    let at = page.find(needle).expect("a form with a CSRF token") + needle.len();
+    page[at..at + 64].to_string()
+}
+
+/// A run of a state directory: decided in the console (one person signed
+/// in with a token, one named by a trusted proxy's header), it continues
+/// in the console's own process and resolves.
+#[test]
+fn a_decided_run_of_a_state_directory_continues_in_the_console() {
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
+    let rb = common::approvers::ruled(live.dir.path(), "approvals: 2\nfrom: [sre]");
+    let people = common::approvers::people(live.dir.path());
+    let state = live.dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let first = output(
+        live.command_for(&rb, &["--yes", "--state-dir", st])
+            .env("USER", common::approvers::STARTER),
+    );
+    assert_eq!(first.code, 4, "{}\n{}", first.stdout, first.stderr);
+    let run = first.json()["run_id"].as_str().unwrap().to_string();
+    std::fs::write(
+        live.dir.path().join("metrics.toml"),
+        recorded(121.0, 121.0, 99.9),
+    )
+    .unwrap();
+    let log = live.dir.path().join("console.log");
+    let (base, _console) = console(
+        &[
+            "--state-dir",
+            st,
+            "--trusted-header",
+            "X-Forwarded-User",
+            "--trusted-proxy",
+            "127.0.0.1",
+        ],
+        &people.file,
+        &log,
+    );
+    let client = http();
+    let page_url = format!("{base}/runs/{run}");
+    let decide = format!("{base}/runs/{run}/decide");
+
+    // alice signs in with her token.
+    let signed = client
+        .post(format!("{base}/login"))
+        .form(&[
+            ("person", "alice"),
+            ("token", people.tokens["alice"].as_str()),
+            ("next", "/"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let alice = signed.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = client
+        .get(&page_url)
+        .header("cookie", &alice)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    let intent = {
+        let needle = "name=\"intent\" value=\"";
+        let at = page.find(needle).unwrap() + needle.len();
+        page[at..at + 71].to_string()
+    };
+    let form = |csrf: &str, choice: &str| {
+        vec![
+            ("csrf".to_string(), csrf.to_string()),
+            ("step".to_string(), "rollback".to_string()),
+            ("intent".to_string(), intent.clone()),
+            ("choice".to_string(), choice.to_string()),
+        ]
+    };
+    let r = client
+        .post(&decide)
+        .header("cookie", &alice)
+        .form(&form(&csrf_of(&page), "approve"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // A stale page's form (a change since: none here, so a forged digest).
+    let stale = {
+        let mut f = form(&csrf_of(&page), "approve");
+        f[2].1 = format!("sha256:{}", "0".repeat(64));
+        f
+    };
+    let r = client
+        .post(&decide)
+        .header("cookie", &alice)
+        .form(&stale)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 409);
+
+    // bob is named by the trusted proxy; a name the approvers file does
+    // not have signs nobody in.
+    let nobody = client
+        .get(&page_url)
+        .header("x-forwarded-user", "mallory")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(!nobody.contains("signed in as"), "{nobody}");
+    let via_proxy = client
+        .get(&page_url)
+        .header("x-forwarded-user", "bob")
+        .send()
+        .unwrap();
+    let bob = via_proxy.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let page = via_proxy.text().unwrap();
+    assert!(page.contains("signed in as <strong>bob</strong>"), "{page}");
+    assert!(page.contains("1 of 2 approvals (alice)"), "{page}");
+    let clicked = runbook_core::time::now_ms();
+    let r = client
+        .post(&decide)
+        .header("cookie", &bob)
+        .header("x-forwarded-user", "bob")
+        .form(&form(&csrf_of(&page), "approve"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let said = client
+        .get(&page_url)
+        .header("cookie", &bob)
+        .header("x-forwarded-user", "bob")
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(said.contains("decided: the run continues"), "{said}");
+
+    let journal = |run: &str| -> Vec<Value> {
+        std::fs::read_to_string(state.join("runs").join(format!("{run}.jsonl")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let until = Instant::now() + Duration::from_secs(60);
+    let lines = loop {
+        let lines = journal(&run);
+        if runbook_journal::replay::finished(&lines)
+            .is_some_and(|e| e["status"] != "awaiting-approval")
+        {
+            break lines;
+        }
+        assert!(
+            Instant::now() < until,
+            "the run did not go on:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        runbook_journal::replay::finished(&lines).unwrap()["status"],
+        "resolved"
+    );
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:2")
+    );
+    let votes: Vec<&Value> = lines.iter().filter(|l| l["event"] == "approval").collect();
+    assert_eq!(votes.len(), 2, "{votes:?}");
+    assert_eq!(
+        (
+            votes[0]["vote"]["by"].as_str(),
+            votes[0]["vote"]["how"].as_str()
+        ),
+        (Some("alice"), Some("token"))
+    );
+    assert_eq!(
+        (
+            votes[1]["vote"]["by"].as_str(),
+            votes[1]["vote"]["how"].as_str()
+        ),
+        (Some("bob"), Some("header"))
+    );
+    let at = votes[1]["seq"].as_u64().unwrap();
+    let next = lines
+        .iter()
+        .find(|l| l["event"] == "step-start" && l["seq"].as_u64().is_some_and(|s| s > at))
+        .expect("a step started after the second approval");
+    let ms = runbook_journal::approvals::line_ms;
+    eprintln!(
+        "console (state directory): approval click to the next step's start {} ms ({} ms from the decision's journal line)",
+        ms(next).saturating_sub(clicked),
+        ms(next).saturating_sub(ms(votes[1]))
+    );
+}
