@@ -135,10 +135,9 @@ async fn until_text(b: &Client, what: &str, secs: u64) -> String {
     }
 }
 
-async fn sign_in(b: &Client, base: &str, run: &str, who: &str, token: &str) {
-    b.goto(&format!("{base}/login?next=/runs/{run}"))
-        .await
-        .unwrap();
+/// Signs `who` in on the sign-in page, going to `next` after.
+async fn sign_in(b: &Client, base: &str, next: &str, who: &str, token: &str) {
+    b.goto(&format!("{base}/login?next={next}")).await.unwrap();
     b.find(Locator::Css("#person"))
         .await
         .unwrap()
@@ -288,7 +287,10 @@ fn two_people_approve_a_parked_rollback_in_the_browser_and_the_run_resolves() {
     let clicked_ms = rt.block_on(async {
         let (driver_port, _driver) = chromedriver(&logs_dir.join("chromedriver.log"));
         let b = browser(driver_port).await;
+        // Nothing is shown to nobody: the console asks who is there.
         b.goto(&base).await.unwrap();
+        until_text(&b, "Name (as in the approvers file)", 20).await;
+        sign_in(&b, &base, "/", "alice", &people.tokens["alice"]).await;
         let list = until_text(&b, &run, 20).await;
         assert!(list.contains("awaiting-approval"), "{list}");
         b.find(Locator::Css(&format!("a[href='/runs/{run}']")))
@@ -306,9 +308,8 @@ fn two_people_approve_a_parked_rollback_in_the_browser_and_the_run_resolves() {
         assert!(parked.contains("ecs-rollback"), "{parked}");
         assert!(parked.contains("2 approvals from `sre`"), "{parked}");
         assert!(parked.contains("0 of 2 approvals"), "{parked}");
+        assert!(parked.contains("Approve as alice"), "{parked}");
         shot(&b, "parked.png").await;
-
-        sign_in(&b, &base, &run, "alice", &people.tokens["alice"]).await;
         b.find(Locator::Css("button.approve"))
             .await
             .unwrap()
@@ -324,7 +325,14 @@ fn two_people_approve_a_parked_rollback_in_the_browser_and_the_run_resolves() {
             .unwrap();
         until_text(&b, "Sign in", 20).await;
 
-        sign_in(&b, &base, &run, "bob", &people.tokens["bob"]).await;
+        sign_in(
+            &b,
+            &base,
+            &format!("/runs/{run}"),
+            "bob",
+            &people.tokens["bob"],
+        )
+        .await;
         assert!(text(&b).await.contains("1 of 2 approvals (alice)"));
         let clicked = runbook_core::time::now_ms();
         b.find(Locator::Css("button.approve"))
@@ -343,13 +351,25 @@ fn two_people_approve_a_parked_rollback_in_the_browser_and_the_run_resolves() {
         clicked
     });
 
-    // Five failed sign-ins from one address, then 429 (even for the
-    // right token) for the rest of the minute.
+    // Five sign-ins as one person from one address a minute, then 429
+    // (even with the right token); another person is not locked out.
     let codes: Vec<u16> = (0..5)
-        .map(|_| login("alice", "rbk_wrong").status().as_u16())
+        .map(|_| login("erin", "rbk_wrong").status().as_u16())
         .collect();
     assert_eq!(codes, [401, 401, 401, 401, 401]);
-    assert_eq!(login("alice", &people.tokens["alice"]).status(), 429);
+    assert_eq!(login("erin", &people.tokens["erin"]).status(), 429);
+    assert_eq!(login("bob", &people.tokens["bob"]).status(), 303);
+    // Pages need someone signed in.
+    let anonymous = client.get(format!("{base}/runs/{run}")).send().unwrap();
+    assert_eq!(anonymous.status(), 303);
+    assert_eq!(
+        client
+            .get(format!("{base}/runs/{run}/events"))
+            .send()
+            .unwrap()
+            .status(),
+        401
+    );
     assert_eq!(
         service_task_definition(&moto, &cluster, &service),
         format!("{family}:2")

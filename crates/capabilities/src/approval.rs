@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 pub struct Gate {
     pub rule: Rule,
     pub tally: Tally,
+    /// The digest of the change the decisions are for: only that change
+    /// is decided by them (another change of the step waits for its own).
+    pub intent: Option<String>,
     /// The decisions are for one change: the first one the step makes
     /// after it resumed (the one it waited for; a fresh preview that
     /// differs is blocked before it is decided on). Later changes of the
@@ -22,21 +25,30 @@ pub struct Gate {
 }
 
 impl Gate {
-    pub fn new(rule: Rule, tally: Tally) -> Self {
+    pub fn new(rule: Rule, tally: Tally, intent: Option<String>) -> Self {
         Self {
             rule,
             tally,
+            intent,
             used: AtomicBool::new(false),
         }
     }
 
-    fn decide(&self, change: String) -> Decision {
+    fn decide(&self, change: String, intent: &str) -> Decision {
         let decided = |decision, how: &str, by: Option<String>| Decision {
             decision,
             how: Some(how.to_string()),
             by,
             change: change.clone(),
         };
+        if self.intent.as_deref() != Some(intent) {
+            return Decision {
+                decision: Verdict::AwaitingApproval,
+                how: None,
+                by: None,
+                change,
+            };
+        }
         match &self.tally {
             Tally::Approved(by) if !self.used.swap(true, SeqCst) => {
                 decided(Verdict::Approved, "approvers", Some(by.join(", ")))
@@ -90,7 +102,10 @@ impl Approver {
         std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
     }
 
-    pub async fn decide(&self, step: &str, change: String) -> Decision {
+    /// Decides on `change` of `step`; `intent` is its digest
+    /// ([`runbook_core::approval::intent_digest`] of what an `awaiting`
+    /// line would record), which a step under a rule is decided by.
+    pub async fn decide(&self, step: &str, change: String, intent: &str) -> Decision {
         let user = || Some(who());
         let decided = |decision, how: Option<&'static str>, by| Decision {
             decision,
@@ -102,7 +117,7 @@ impl Approver {
             && !self.simulation
             && self.policy != Policy::DryRun
         {
-            return gate.decide(change);
+            return gate.decide(change, intent);
         }
         match &self.policy {
             Policy::DryRun => decided(Verdict::DryRun, None, None),
@@ -141,4 +156,46 @@ fn ask(step: &str, change: &str) -> bool {
         return false;
     }
     matches!(line.trim(), "y" | "Y" | "yes" | "YES")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule() -> Rule {
+        serde_json::from_str(r#"{"approvals": 2}"#).unwrap()
+    }
+
+    #[tokio::test]
+    async fn decisions_go_to_the_change_they_were_given_for_once() {
+        let approved = Tally::Approved(vec!["alice".into(), "bob".into()]);
+        let gate = Gate::new(rule(), approved, Some("sha256:b".into()));
+        let approver =
+            Approver::new(Policy::All, false, false).with_gates([("s".to_string(), gate)].into());
+        // Another change of the step (its first, say, which waits too):
+        // not decided by the approvals of the one after it.
+        let a = approver.decide("s", "to A".into(), "sha256:a").await;
+        assert_eq!(a.decision, Verdict::AwaitingApproval);
+        let b = approver.decide("s", "to B".into(), "sha256:b").await;
+        assert_eq!(b.decision, Verdict::Approved);
+        assert_eq!(b.by.as_deref(), Some("alice, bob"));
+        // Once: the same change again waits for decisions of its own.
+        let again = approver.decide("s", "to B".into(), "sha256:b").await;
+        assert_eq!(again.decision, Verdict::AwaitingApproval);
+        // `--yes` (Policy::All) decides the steps without a rule.
+        let other = approver.decide("t", "to C".into(), "sha256:c").await;
+        assert_eq!(other.decision, Verdict::Approved);
+    }
+
+    #[tokio::test]
+    async fn a_step_with_a_rule_and_nothing_decided_waits_whatever_the_flags() {
+        let waiting = Tally::Waiting {
+            have: vec![],
+            need: 2,
+        };
+        let approver = Approver::new(Policy::All, false, true)
+            .with_gates([("s".to_string(), Gate::new(rule(), waiting, None))].into());
+        let d = approver.decide("s", "to A".into(), "sha256:a").await;
+        assert_eq!(d.decision, Verdict::AwaitingApproval);
+    }
 }

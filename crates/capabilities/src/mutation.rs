@@ -146,7 +146,21 @@ impl StepState {
         }
         self.shared.asking.store(true, SeqCst);
         let asked = Instant::now();
-        let decision = self.approver.decide(&self.caller.step, change).await;
+        // The change's digest, as its `awaiting` line would name it: a step
+        // under an approval rule is decided for that very change.
+        let intent = runbook_core::approval::intent_digest(&serde_json::json!({
+            "step": self.caller.step,
+            "interface": start.interface,
+            "operation": start.operation,
+            "resource": start.resource,
+            "index": self.index_of(&start),
+            "change": change,
+            "would": would,
+        }));
+        let decision = self
+            .approver
+            .decide(&self.caller.step, change, &intent)
+            .await;
         // Time spent waiting for a person is not the step's time.
         self.shared.extend(asked.elapsed());
         self.shared.asking.store(false, SeqCst);

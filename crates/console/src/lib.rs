@@ -53,7 +53,16 @@ pub struct Console {
     pub sessions: auth::Sessions,
     pub limits: auth::Limits,
     pub counters: Counters,
+    /// Argon2 checks at once (each takes 19 MiB and a core for tens of
+    /// milliseconds).
+    pub checking: tokio::sync::Semaphore,
+    /// Live timelines open at once.
+    pub following: Arc<tokio::sync::Semaphore>,
 }
+
+/// Live timelines (server-sent events) open at once; more are refused
+/// (503) until one ends.
+pub const MAX_FOLLOWING: usize = 64;
 
 impl Console {
     pub fn new(
@@ -74,6 +83,8 @@ impl Console {
             sessions: auth::Sessions::default(),
             limits: auth::Limits::default(),
             counters: Counters::default(),
+            checking: tokio::sync::Semaphore::new(2),
+            following: Arc::new(tokio::sync::Semaphore::new(MAX_FOLLOWING)),
         })
     }
 }

@@ -114,6 +114,9 @@ async fn list(
 ) -> Response {
     Counters::bump(&c.counters.pages);
     let (session, set) = viewer(&c, &headers, &peer);
+    if session.is_none() {
+        return Redirect::to("/login").into_response();
+    }
     let v = Viewer {
         session: session.as_ref(),
     };
@@ -136,6 +139,10 @@ async fn run_page(
 ) -> Response {
     Counters::bump(&c.counters.pages);
     let (session, set) = viewer(&c, &headers, &peer);
+    if session.is_none() {
+        return Redirect::to(&format!("/login?next={}", local(&format!("/runs/{id}"))))
+            .into_response();
+    }
     let said = auth::session_id(&headers).and_then(|sid| c.sessions.take_flash(&sid));
     show(
         &c,
@@ -250,29 +257,32 @@ async fn decide(
     let (store, fleet) = (c.store.clone(), c.fleet.clone());
     let cast_now = blocking(move || {
         let recorded = cast(&*store, &person, &ballot)?;
+        // Recorded: whatever happens next, the page says so.
         let decided = match &recorded.tally {
             Tally::Approved(by) => Some(by.join(", ")),
             Tally::Denied(by) => Some(by.clone()),
             Tally::Waiting { .. } => None,
         };
+        // On a fleet: queued for a worker (or why it could not be).
         let queued = match (&fleet, decided) {
-            (Some(fleet), Some(by)) => {
+            (Some(fleet), Some(by)) => Some(
                 runbook_fleet::parked::queue_resume(
                     fleet,
                     &ballot.run_id,
                     &ballot.step,
                     by,
                     &recorded.pending.intent,
-                )?;
-                true
-            }
-            _ => false,
+                )
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}")),
+            ),
+            _ => None,
         };
         Ok((recorded, queued))
     })
     .await;
     let continued = match &cast_now {
-        Ok((recorded, false)) if !matches!(recorded.tally, Tally::Waiting { .. }) => {
+        Ok((recorded, None)) if !matches!(recorded.tally, Tally::Waiting { .. }) => {
             continue_here(&c, &id)
         }
         _ => false,
@@ -288,9 +298,12 @@ async fn decide(
                 (Tally::Waiting { have, need }, _, _) => {
                     format!("{} of {need} approvals", have.len())
                 }
-                (_, true, _) => "decided: a worker continues the run".into(),
-                (_, false, true) => "decided: the run continues".into(),
-                (_, false, false) => format!("decided: `runbook resume {id}` continues the run"),
+                (_, Some(Ok(())), _) => "decided: a worker continues the run".into(),
+                (_, Some(Err(e)), _) => format!(
+                    "decided, but the run could not be queued for a worker ({e}): a worker's sweep queues it at its deadline, or `runbook resume {id} --nats URL` continues it now"
+                ),
+                (_, None, true) => "decided: the run continues".into(),
+                (_, None, false) => format!("decided: `runbook resume {id}` continues the run"),
             };
             let said = format!("You {verb} {}. {next}.", recorded.pending.change);
             // Shown after a redirect: reloading the page (the live
@@ -396,8 +409,11 @@ struct Login {
 
 async fn login(State(c): Shared, ConnectInfo(peer): Peer, Form(form): Form<Login>) -> Response {
     let v = Viewer { session: None };
-    let key = format!("login:{}", peer.ip());
-    if c.limits.exhausted(&key, SIGN_INS) {
+    // Per address and name: one person's name tried from one place cannot
+    // lock everyone else out (all of them may come through one proxy).
+    let person = form.person.trim().to_string();
+    let key = format!("login:{}:{person}", peer.ip());
+    if !c.limits.allow(&key, SIGN_INS) {
         Counters::bump(&c.counters.rate_limited);
         return html(
             StatusCode::TOO_MANY_REQUESTS,
@@ -405,25 +421,29 @@ async fn login(State(c): Shared, ConnectInfo(peer): Peer, Form(form): Form<Login
             pages::login(
                 &v,
                 Some(&format!(
-                    "more than {SIGN_INS} failed sign-ins from here in a minute: wait a minute"
+                    "more than {SIGN_INS} sign-ins as `{person}` from here in a minute: wait a minute"
                 )),
                 local(&form.next),
             ),
         );
     }
-    let c2 = c.clone();
-    let (person, token) = (form.person.trim().to_string(), form.token);
-    let known = tokio::task::spawn_blocking(move || {
-        c2.approvers
-            .authenticate(&person, &token)
-            .map(|p| p.name.clone())
+    let known = match c.checking.acquire().await {
+        Ok(_checking) => {
+            let c2 = c.clone();
+            let token = form.token;
+            tokio::task::spawn_blocking(move || {
+                c2.approvers
+                    .authenticate(&person, &token)
+                    .map(|p| p.name.clone())
+                    .ok()
+            })
+            .await
             .ok()
-    })
-    .await
-    .ok()
-    .flatten();
+            .flatten()
+        }
+        Err(_) => None,
+    };
     let Some(name) = known else {
-        c.limits.allow(&key, SIGN_INS);
         Counters::bump(&c.counters.logins_refused);
         return html(
             StatusCode::UNAUTHORIZED,
@@ -450,13 +470,20 @@ struct Csrf {
 }
 
 async fn logout(State(c): Shared, headers: HeaderMap, Form(form): Form<Csrf>) -> Response {
-    if let Some(id) = auth::session_id(&headers)
-        && let Some(s) = c.sessions.get(&id)
-        && auth::csrf_ok(&s, &form.csrf)
-    {
-        c.sessions.close(&id);
-    }
-    let mut r = Redirect::to("/").into_response();
+    let Some(id) = auth::session_id(&headers).filter(|id| {
+        c.sessions
+            .get(id)
+            .is_some_and(|s| auth::csrf_ok(&s, &form.csrf))
+    }) else {
+        // Another site's form cannot sign anyone out.
+        return (
+            StatusCode::FORBIDDEN,
+            "not signed out: the form's CSRF token does not match\n",
+        )
+            .into_response();
+    };
+    c.sessions.close(&id);
+    let mut r = Redirect::to("/login").into_response();
     if let Ok(v) = HeaderValue::from_str(&auth::cookie(None, c.https)) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
@@ -471,13 +498,29 @@ struct After {
 
 /// The live timeline: an event each time the run's journal grows, for up
 /// to [`FOLLOW_FOR`] (the page then opens another).
-async fn events(State(c): Shared, Path(id): Path<String>, Query(a): Query<After>) -> Response {
+async fn events(
+    State(c): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(a): Query<After>,
+) -> Response {
+    if viewer(&c, &headers, &peer).0.is_none() {
+        return (StatusCode::UNAUTHORIZED, "sign in first\n").into_response();
+    }
     if !runbook_journal::store::is_run_id(&id) {
         return (StatusCode::NOT_FOUND, "no such run\n").into_response();
     }
+    let Ok(permit) = c.following.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live timelines are open; reload the page later\n",
+        )
+            .into_response();
+    };
     let until = Instant::now() + FOLLOW_FOR;
-    let state = (c.store.clone(), id, a.after);
-    let stream = futures_util::stream::unfold(state, move |(store, id, seen)| async move {
+    let state = (c.store.clone(), id, a.after, permit);
+    let stream = futures_util::stream::unfold(state, move |(store, id, seen, permit)| async move {
         loop {
             if Instant::now() >= until {
                 return None;
@@ -491,7 +534,10 @@ async fn events(State(c): Shared, Path(id): Path<String>, Query(a): Query<After>
                 .unwrap_or(seen);
             if now > seen {
                 let event = Event::default().event("line").data(now.to_string());
-                return Some((Ok::<_, std::convert::Infallible>(event), (store, id, now)));
+                return Some((
+                    Ok::<_, std::convert::Infallible>(event),
+                    (store, id, now, permit),
+                ));
             }
         }
     });

@@ -9,7 +9,7 @@ use runbook_capabilities::approval::Gate;
 use runbook_core::approval::{Choice, OnTimeout, Rule, TIMEOUT, Tally, Vote};
 use runbook_core::approvers::Person;
 use runbook_core::error::hinted;
-use runbook_journal::approvals::{Pending, last_awaited, pending, rules, standing, starter, votes};
+use runbook_journal::approvals::{Pending, pending, rules, standing, starter, votes};
 use runbook_journal::holder::Held;
 use runbook_journal::store::Store;
 use serde_json::Value;
@@ -24,18 +24,27 @@ pub fn gates(
     lines: &[Value],
     now_ms: u64,
 ) -> BTreeMap<String, Gate> {
-    let awaited = last_awaited(lines);
+    // Only the change the run stopped for can have been decided on.
+    let waited = pending(lines);
     rules_of
         .iter()
         .map(|(step, rule)| {
-            let tally = match awaited.get(step) {
-                Some(p) => decided_by_time(rule, p, standing(lines, rule, p), now_ms),
-                None => Tally::Waiting {
-                    have: Vec::new(),
-                    need: rule.approvals,
-                },
+            let gate = match waited.as_ref().filter(|p| p.step == *step) {
+                Some(p) => Gate::new(
+                    rule.clone(),
+                    decided_by_time(rule, p, standing(lines, rule, p), now_ms),
+                    Some(p.intent.clone()),
+                ),
+                None => Gate::new(
+                    rule.clone(),
+                    Tally::Waiting {
+                        have: Vec::new(),
+                        need: rule.approvals,
+                    },
+                    None,
+                ),
             };
-            (step.clone(), Gate::new(rule.clone(), tally))
+            (step.clone(), gate)
         })
         .collect()
 }
@@ -120,6 +129,7 @@ pub fn cast(store: &dyn Store, person: &Person, ballot: &Ballot) -> Result<Recor
     judge(&lines, person, ballot, now)?;
     let journal = hold(store, &ballot.run_id)?;
     let lines = store.read_run(&ballot.run_id)?;
+    let now = runbook_core::time::now_ms();
     let (pending, rule) = judge(&lines, person, ballot, now)?;
     let vote = Vote {
         step: ballot.step.clone(),

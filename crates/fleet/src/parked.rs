@@ -170,6 +170,19 @@ pub fn queue_resume(
     Ok(published.sequence)
 }
 
+/// Who decided the change a run waits for, if its rule's decisions are
+/// all in: approvers (or a denier) whose run only waits to be continued.
+fn decided(lines: &[Value]) -> Option<String> {
+    use runbook_core::approval::Tally;
+    let pending = runbook_journal::approvals::pending(lines)?;
+    let rule = runbook_journal::approvals::rules(lines).remove(&pending.step)?;
+    match runbook_journal::approvals::standing(lines, &rule, &pending) {
+        Tally::Approved(by) => Some(by.join(", ")),
+        Tally::Denied(by) => Some(by),
+        Tally::Waiting { .. } => None,
+    }
+}
+
 /// A parked change whose rule denies it on timeout: the denial is
 /// journaled (a decision by `timeout`, once) and the run queued to go
 /// on without the change.
@@ -324,6 +337,23 @@ pub fn escalate_overdue(store: &JetStreamStore) -> Result<Vec<Value>> {
         if waiting_step(&lines).is_none_or(|(step, _)| value["step"] != step.as_str()) {
             drop(journal);
             forget(store.fleet(), &run_id, &value);
+            continue;
+        }
+        // Decided in time (the run waits for a worker to continue it):
+        // queued again, never escalated or denied over it.
+        if let Some(by) = decided(&lines) {
+            drop(journal);
+            if let Err(e) = queue_resume(
+                store.fleet(),
+                &run_id,
+                value["step"].as_str().unwrap_or_default(),
+                by,
+                &runbook_journal::approvals::pending(&lines)
+                    .map(|p| p.intent)
+                    .unwrap_or_default(),
+            ) {
+                later(&e);
+            }
             continue;
         }
         if value["on_timeout"] == "deny" {

@@ -89,16 +89,21 @@ pub fn approve(args: ApproveArgs) -> Result<Exit> {
             };
             match &fleet {
                 Some(fleet) => {
-                    runbook_fleet::parked::queue_resume(
+                    match runbook_fleet::parked::queue_resume(
                         fleet,
                         run,
                         step,
                         by,
                         &recorded.pending.intent,
-                    )?;
-                    out.push_str(&format!(
-                        "decided: a worker continues the run (`runbook show {run} --nats URL`)\n"
-                    ));
+                    ) {
+                        Ok(_) => out.push_str(&format!(
+                            "decided: a worker continues the run (`runbook show {run} --nats URL`)\n"
+                        )),
+                        // The decision is recorded either way.
+                        Err(e) => out.push_str(&format!(
+                            "decided, but the run could not be queued for a worker ({e:#}): a worker's sweep queues it at its deadline, or `runbook resume {run} --nats URL` continues it now\n"
+                        )),
+                    }
                 }
                 None => out.push_str(&format!(
                     "decided: `runbook resume {run}` continues the run\n"
