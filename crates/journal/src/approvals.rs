@@ -16,7 +16,9 @@ pub struct Pending {
     /// What it will do, for people.
     pub change: String,
     pub resource: String,
-    /// When it stopped for it (the `awaiting` line's time), unix ms.
+    /// When it first stopped for this very change (the first `awaiting`
+    /// line with its digest), unix ms: parking again for it (a resume
+    /// without enough approvals) does not start its time over.
     pub since_ms: u64,
 }
 
@@ -35,17 +37,16 @@ pub fn pending(lines: &[Value]) -> Option<Pending> {
     if end["status"] != "awaiting-approval" {
         return None;
     }
-    last_awaiting(lines).map(|(_, p)| p)
-}
-
-/// The last `awaiting` line of each step, as the change it names.
-pub fn last_awaited(lines: &[Value]) -> BTreeMap<String, Pending> {
-    let mut out = BTreeMap::new();
-    for l in lines.iter().filter(|l| l["event"] == "awaiting") {
-        let p = as_pending(l);
-        out.insert(p.step.clone(), p);
-    }
-    out
+    let (_, mut p) = last_awaiting(lines)?;
+    p.since_ms = lines
+        .iter()
+        .filter(|l| l["event"] == "awaiting")
+        .map(as_pending)
+        .filter(|q| q.intent == p.intent)
+        .map(|q| q.since_ms)
+        .min()
+        .unwrap_or(p.since_ms);
+    Some(p)
 }
 
 fn last_awaiting(lines: &[Value]) -> Option<(usize, Pending)> {
@@ -105,4 +106,44 @@ pub fn standing(lines: &[Value], rule: &Rule, pending: &Pending) -> Tally {
         .filter(|v| v.step == pending.step)
         .collect();
     tally(rule, starter(lines).as_deref(), &pending.intent, &votes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn awaiting(to: &str, time: &str) -> Value {
+        json!({ "event": "awaiting", "step": "s", "interface": "ecs", "operation": "rollback",
+                "resource": "r", "index": 0, "change": "roll back", "would": { "to": to }, "time": time })
+    }
+
+    fn parked() -> Value {
+        json!({ "event": "run-end", "status": "awaiting-approval" })
+    }
+
+    #[test]
+    fn parking_again_for_the_same_change_does_not_start_its_time_over() {
+        let resume = json!({ "event": "resume" });
+        let lines = [
+            awaiting("x:2", "2026-12-04T10:00:00.000Z"),
+            parked(),
+            resume.clone(),
+            awaiting("x:2", "2026-12-04T10:20:00.000Z"),
+            parked(),
+        ];
+        let p = pending(&lines).unwrap();
+        assert_eq!(p.since_ms, line_ms(&lines[0]));
+        // Another change (the world moved): its own time.
+        let lines = [
+            awaiting("x:2", "2026-12-04T10:00:00.000Z"),
+            parked(),
+            resume,
+            awaiting("x:1", "2026-12-04T10:20:00.000Z"),
+            parked(),
+        ];
+        assert_eq!(pending(&lines).unwrap().since_ms, line_ms(&lines[3]));
+        // Not parked: nothing pending.
+        assert!(pending(&lines[..4]).is_none());
+    }
 }

@@ -95,10 +95,18 @@ impl Worker {
                 // A step's approval rule has the last word on how long
                 // its change waits, and what happens then.
                 let rule = runbook_journal::approvals::rules(&lines).remove(&step);
+                // A rule's time runs from the first parking for the change.
+                let left = |t: std::time::Duration| {
+                    let since = runbook_journal::approvals::pending(&lines)
+                        .map_or_else(runbook_core::time::now_ms, |p| p.since_ms);
+                    let ends = since.saturating_add(t.as_millis() as u64);
+                    ends.saturating_sub(runbook_core::time::now_ms())
+                        .div_ceil(1000)
+                };
                 let timeout = rule
                     .as_ref()
                     .and_then(|r| r.timeout())
-                    .map(|t| t.as_secs())
+                    .map(left)
                     .or(timeout_s)
                     .unwrap_or(self.settings.approval_timeout.as_secs());
                 let deny =
