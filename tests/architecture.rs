@@ -38,6 +38,7 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
         &[
             "runbook-core",
             "runbook-journal",
+            "runbook-capabilities",
             "runbook-engine",
             "runbook-fleet",
         ],

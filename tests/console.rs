@@ -246,7 +246,9 @@ fn two_people_approve_a_parked_rollback_in_the_browser_and_the_run_resolves() {
     );
     assert!(forged.text().unwrap().contains("CSRF token does not match"));
     let big = "a".repeat(64 * 1024);
-    let oversized = client
+    // A client of its own: the server answers before reading the body
+    // and closes the connection, which a pooled client would reuse.
+    let oversized = http()
         .post(&decide)
         .header("cookie", &session)
         .form(&[("csrf", big.as_str())])
@@ -602,4 +604,214 @@ fn a_decided_run_of_a_state_directory_continues_in_the_console() {
         ms(next).saturating_sub(clicked),
         ms(next).saturating_sub(ms(votes[1]))
     );
+}
+
+/// A Slack interaction as Slack posts it: `payload=JSON`, signed with
+/// `secret` at `ts` (unless `signature` is given).
+fn slack_post(
+    base: &str,
+    secret: &str,
+    ts: u64,
+    payload: &Value,
+    signature: Option<&str>,
+) -> (u16, String) {
+    let body = serde_urlencoded::to_string([("payload", payload.to_string())]).unwrap();
+    let ts = ts.to_string();
+    let signed = runbook_console::slack::sign(secret.as_bytes(), &ts, body.as_bytes());
+    let r = http()
+        .post(format!("{base}/slack/interactions"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-slack-request-timestamp", &ts)
+        .header("x-slack-signature", signature.unwrap_or(&signed))
+        .body(body)
+        .send()
+        .unwrap();
+    (r.status().as_u16(), r.text().unwrap())
+}
+
+/// Slack approvals on a fleet: the parked rollback is posted to Slack
+/// (a local server standing in for Slack) with Approve and Deny buttons;
+/// clicks come back signed as Slack signs them. A bad signature, a stale
+/// timestamp, a replay, a Slack user who is nobody, and the run's own
+/// starter are refused with nothing recorded; two approvers' clicks let
+/// the run go on, the message updated at each.
+#[test]
+fn slack_buttons_decide_a_parked_change_when_slack_signed_the_click() {
+    let _serial = one_at_a_time();
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let nats = Nats::start(1);
+    let logs = tempfile::tempdir().unwrap();
+    let slack_api = Hook::start(200);
+    let worker = Worker::start_with(
+        &nats,
+        logs.path(),
+        "w",
+        &[(
+            "RUNBOOK_TEST_SLACK_APPROVALS",
+            &format!("{}/slack/approvals", slack_api.uri()),
+        )],
+    );
+    let store = nats.store();
+    let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
+    live.set_notify(&format!(
+        "[notify]\napprovals = \"approvers\"\n\n[notify.targets.approvers]\nkind = \"slack\"\nwebhook_url_env = \"RUNBOOK_TEST_SLACK_APPROVALS\"\n\n{}",
+        notify_section()
+    ));
+    let rb = common::approvers::ruled(live.dir.path(), "approvals: 2\nfrom: [sre]");
+    let people = common::approvers::people(live.dir.path());
+    let incident = format!("slack-{}", common::now_nanos());
+    let submitted = output(
+        submit_command(&nats, &rb, &live.env(), &incident, &["--yes"])
+            .env("USER", common::approvers::STARTER),
+    );
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let waiting = || {
+        let run = store.incident_runs(&incident).ok()?.first()?.clone();
+        let lines = store.read_run(&run).ok()?;
+        runbook_fleet::parked::waiting_step(&lines).map(|(s, _)| (run, s))
+    };
+    wait_until("the run to park", 90, &[&worker], || waiting().is_some());
+    let (run, _) = waiting().unwrap();
+    slack_api.wait_for("/slack/approvals", 1);
+    let asked = slack_api.bodies("/slack/approvals")[0].clone();
+    let buttons = &asked["blocks"][1]["elements"];
+    assert_eq!(buttons[0]["action_id"], "approve", "{asked:#}");
+    assert_eq!(buttons[1]["action_id"], "deny", "{asked:#}");
+    let value = buttons[0]["value"].as_str().unwrap().to_string();
+    assert!(
+        value.starts_with(&format!("{run} rollback sha256:")),
+        "{value}"
+    );
+    assert!(
+        asked["text"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{family}:3 → {family}:2")),
+        "{asked:#}"
+    );
+    std::fs::write(
+        live.dir.path().join("metrics.toml"),
+        recorded(121.0, 121.0, 99.9),
+    )
+    .unwrap();
+
+    let secret = "slack-signing-secret-0123456789abcdef";
+    let url = nats.url();
+    let log = logs.path().join("console.log");
+    let respond = format!("{}/slack/respond", slack_api.uri());
+    let (base, _console) = {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = aws(runbook()
+            .args(["console", "--listen", &addr, "--nats", &url, "--approvers"])
+            .arg(&people.file)
+            .args(["--slack-signing-secret-env", "RUNBOOK_TEST_SLACK_SECRET"])
+            .args(["--slack-response-base", &slack_api.uri()])
+            .env("RUNBOOK_TEST_SLACK_SECRET", secret))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+        let base = format!("http://{addr}");
+        wait_for("the console's /healthz", || {
+            http()
+                .get(format!("{base}/healthz"))
+                .send()
+                .is_ok_and(|r| r.status() == 200)
+        });
+        (base, Killed(child))
+    };
+    let click = |user: &str, action: &str| {
+        serde_json::json!({
+            "type": "block_actions",
+            "user": { "id": user },
+            "actions": [{ "action_id": action, "value": value }],
+            "response_url": respond,
+        })
+    };
+    let now = || runbook_core::time::now_ms() / 1000;
+    let alice = common::approvers::slack_id("alice");
+
+    // Refused, nothing recorded.
+    let (code, text) = slack_post(
+        &base,
+        "not-the-secret-0123456789",
+        now(),
+        &click(&alice, "approve"),
+        None,
+    );
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("signature is not Slack's"), "{text}");
+    let (code, text) = slack_post(&base, secret, now() - 600, &click(&alice, "approve"), None);
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("more than five minutes"), "{text}");
+    let (code, text) = slack_post(&base, secret, now(), &click("UMALLORY", "approve"), None);
+    assert_eq!(code, 403, "{text}");
+    let dave = common::approvers::slack_id("dave");
+    let (code, text) = slack_post(&base, secret, now(), &click(&dave, "approve"), None);
+    assert_eq!(code, 409, "{text}");
+    assert!(text.contains("`dave` started this run"), "{text}");
+    let lines = store.read_run(&run).unwrap();
+    assert!(
+        !lines.iter().any(|l| l["event"] == "approval"),
+        "something was recorded"
+    );
+
+    // alice approves; the same request again is a replay.
+    let ts = now();
+    let body = click(&alice, "approve");
+    let (code, text) = slack_post(&base, secret, ts, &body, None);
+    assert_eq!(code, 200, "{text}");
+    let (code, text) = slack_post(&base, secret, ts, &body, None);
+    assert_eq!(code, 401, "{text}");
+    assert!(text.contains("replay"), "{text}");
+    slack_api.wait_for("/slack/respond", 1);
+    let updated = slack_api.bodies("/slack/respond");
+    let first = updated
+        .iter()
+        .find(|b| b["replace_original"] == true)
+        .unwrap_or_else(|| panic!("{updated:#?}"));
+    assert!(
+        first["text"]
+            .as_str()
+            .unwrap()
+            .contains("alice approved: 1 of 2 approvals"),
+        "{first:#}"
+    );
+    assert_eq!(
+        first["blocks"][1]["elements"][0]["action_id"], "approve",
+        "{first:#}"
+    );
+
+    let bob = common::approvers::slack_id("bob");
+    let (code, text) = slack_post(&base, secret, now(), &click(&bob, "approve"), None);
+    assert_eq!(code, 200, "{text}");
+    wait_until("the approved run to end", 120, &[&worker], || {
+        let lines = store.read_run(&run).unwrap_or_default();
+        runbook_journal::replay::finished(&lines).is_some_and(|e| e["status"] == "resolved")
+    });
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:2")
+    );
+    let last = slack_api.bodies("/slack/respond").last().cloned().unwrap();
+    assert!(
+        last["text"]
+            .as_str()
+            .unwrap()
+            .contains("bob approved: decided: a worker continues the run"),
+        "{last:#}"
+    );
+    assert!(
+        last["blocks"].is_null(),
+        "the buttons stay after the decision: {last:#}"
+    );
+    let lines = store.read_run(&run).unwrap();
+    let votes: Vec<&Value> = lines.iter().filter(|l| l["event"] == "approval").collect();
+    assert_eq!(votes.len(), 2, "{votes:?}");
+    assert_eq!(votes[0]["vote"]["how"], "slack");
+    assert_eq!(votes[0]["vote"]["from"], format!("slack:{alice}"));
+    assert_eq!(votes[1]["vote"]["by"], "bob");
 }

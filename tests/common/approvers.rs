@@ -33,6 +33,11 @@ pub struct People {
 
 pub const STARTER: &str = "dsmith";
 
+/// Each person's Slack user id: `U` and their name in capitals.
+pub fn slack_id(name: &str) -> String {
+    format!("U{}", name.to_uppercase())
+}
+
 pub fn people(dir: &Path) -> People {
     let mut text = String::new();
     let mut tokens = BTreeMap::new();
@@ -54,7 +59,10 @@ pub fn people(dir: &Path) -> People {
         let entry: Vec<&str> = out.stdout.lines().filter(|l| !l.starts_with('#')).collect();
         let entry = entry.join("\n").replace(
             "groups = []",
-            &format!("groups = {groups}\nlogins = {logins}"),
+            &format!(
+                "groups = {groups}\nlogins = {logins}\nslack = \"{}\"",
+                slack_id(name)
+            ),
         );
         assert!(!entry.contains(&token), "the file's entry holds the token");
         text.push_str(&entry);

@@ -11,6 +11,7 @@
 //! - [`runs`]: runs read back from the store for the list and a run's page.
 //! - [`pages`]: the HTML.
 //! - [`routes`]: the HTTP routes, decisions and the live timeline.
+//! - [`slack`]: Slack's Approve and Deny buttons: signed clicks.
 //!
 //! A decision goes through `runbook_engine::approvals::cast`, as `runbook
 //! approve` does: the same rule, the same journal line, the same refusals.
@@ -22,6 +23,7 @@ pub mod auth;
 pub mod pages;
 pub mod routes;
 pub mod runs;
+pub mod slack;
 
 use runbook_core::approvers::Approvers;
 use runbook_fleet::nats::Fleet;
@@ -48,6 +50,8 @@ pub struct Console {
     pub engine: Option<runbook_engine::Engine>,
     pub approvers: Approvers,
     pub trusted: Option<TrustedHeader>,
+    /// Slack approvals, when a signing secret is given.
+    pub slack: Option<slack::Slack>,
     /// Cookies marked `Secure` (served over HTTPS).
     pub https: bool,
     pub sessions: auth::Sessions,
@@ -70,7 +74,7 @@ impl Console {
         fleet: Option<Arc<Fleet>>,
         engine: Option<runbook_engine::Engine>,
         approvers: Approvers,
-        trusted: Option<TrustedHeader>,
+        (trusted, slack): (Option<TrustedHeader>, Option<slack::Slack>),
         https: bool,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -79,6 +83,7 @@ impl Console {
             engine,
             approvers,
             trusted,
+            slack,
             https,
             sessions: auth::Sessions::default(),
             limits: auth::Limits::default(),

@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 /// The largest request body read (a form is a few hundred bytes).
 pub const MAX_BODY: usize = 16 * 1024;
+/// The largest Slack interaction read (it carries the message clicked).
+pub const SLACK_BODY: usize = 256 * 1024;
 /// How long one live timeline stays open; the page opens another.
 const FOLLOW_FOR: Duration = Duration::from_secs(15 * 60);
 /// How often the live timeline looks at the journal.
@@ -36,6 +38,10 @@ pub fn router(console: Arc<Console>) -> axum::Router {
         .route("/runs/{id}", get(run_page))
         .route("/runs/{id}/events", get(events))
         .route("/runs/{id}/decide", post(decide))
+        .route(
+            "/slack/interactions",
+            post(slack_click).layer(DefaultBodyLimit::max(SLACK_BODY)),
+        )
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/console.css", get(css))
@@ -254,10 +260,38 @@ async fn decide(
         how: s.how.to_string(),
         from: peer.ip().to_string(),
     };
+    match record(&c, person, ballot).await {
+        Ok((recorded, next)) => {
+            let verb = match choice {
+                Choice::Approve => "approved",
+                Choice::Deny => "denied",
+            };
+            let said = format!("You {verb} {}. {next}.", recorded.pending.change);
+            // Shown after a redirect: reloading the page (the live
+            // timeline does) must not post the decision again.
+            if let Some(sid) = auth::session_id(&headers) {
+                c.sessions.flash(&sid, said);
+            }
+            Redirect::to(&format!("/runs/{id}")).into_response()
+        }
+        Err(e) => refuse(&c, StatusCode::CONFLICT, &e),
+    }
+}
+
+/// Records a decision (`approvals::cast`) and, once the change is
+/// decided, sets the run going: queued for a fleet's worker, or continued
+/// here. The decision, and what comes next in words; or why nothing was
+/// recorded.
+pub async fn record(
+    c: &Arc<Console>,
+    person: runbook_core::approvers::Person,
+    ballot: Ballot,
+) -> std::result::Result<(runbook_engine::approvals::Recorded, String), String> {
+    let id = ballot.run_id.clone();
     let (store, fleet) = (c.store.clone(), c.fleet.clone());
     let cast_now = blocking(move || {
         let recorded = cast(&*store, &person, &ballot)?;
-        // Recorded: whatever happens next, the page says so.
+        // Recorded: whatever happens next, the answer says so.
         let decided = match &recorded.tally {
             Tally::Approved(by) => Some(by.join(", ")),
             Tally::Denied(by) => Some(by.clone()),
@@ -281,43 +315,171 @@ async fn decide(
         Ok((recorded, queued))
     })
     .await;
-    let continued = match &cast_now {
-        Ok((recorded, None)) if !matches!(recorded.tally, Tally::Waiting { .. }) => {
-            continue_here(&c, &id)
-        }
-        _ => false,
-    };
-    match cast_now {
-        Ok((recorded, queued)) => {
-            Counters::bump(&c.counters.decisions);
-            let verb = match choice {
-                Choice::Approve => "approved",
-                Choice::Deny => "denied",
-            };
-            let next = match (&recorded.tally, queued, continued) {
-                (Tally::Waiting { have, need }, _, _) => {
-                    format!("{} of {need} approvals", have.len())
-                }
-                (_, Some(Ok(())), _) => "decided: a worker continues the run".into(),
-                (_, Some(Err(e)), _) => format!(
-                    "decided, but the run could not be queued for a worker ({e}): a worker's sweep queues it at its deadline, or `runbook resume {id} --nats URL` continues it now"
-                ),
-                (_, None, true) => "decided: the run continues".into(),
-                (_, None, false) => format!("decided: `runbook resume {id}` continues the run"),
-            };
-            let said = format!("You {verb} {}. {next}.", recorded.pending.change);
-            // Shown after a redirect: reloading the page (the live
-            // timeline does) must not post the decision again.
-            if let Some(sid) = auth::session_id(&headers) {
-                c.sessions.flash(&sid, said);
-            }
-            Redirect::to(&format!("/runs/{id}")).into_response()
-        }
+    let (recorded, queued) = match cast_now {
+        Ok(done) => done,
         Err(e) => {
             let hint = runbook_core::error::hint_of(&e)
                 .map(|h| format!(" ({h})"))
                 .unwrap_or_default();
-            refuse(&c, StatusCode::CONFLICT, &format!("{e:#}{hint}"))
+            return Err(format!("{e:#}{hint}"));
+        }
+    };
+    Counters::bump(&c.counters.decisions);
+    let continued = queued.is_none()
+        && !matches!(recorded.tally, Tally::Waiting { .. })
+        && continue_here(c, &id);
+    let next = match (&recorded.tally, queued, continued) {
+        (Tally::Waiting { have, need }, _, _) => format!("{} of {need} approvals", have.len()),
+        (_, Some(Ok(())), _) => "decided: a worker continues the run".into(),
+        (_, Some(Err(e)), _) => format!(
+            "decided, but the run could not be queued for a worker ({e}): a worker's sweep queues it at its deadline, or `runbook resume {id} --nats URL` continues it now"
+        ),
+        (_, None, true) => "decided: the run continues".into(),
+        (_, None, false) => format!("decided: `runbook resume {id}` continues the run"),
+    };
+    Ok((recorded, next))
+}
+
+/// A click on a Slack approval message's button (`POST
+/// /slack/interactions`), believed only when Slack signed it
+/// ([`crate::slack`]); the message is updated with where the change
+/// stands, a refusal told only to the person who clicked.
+async fn slack_click(State(c): Shared, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let Some(slack) = &c.slack else {
+        return (
+            StatusCode::NOT_FOUND,
+            "Slack approvals are not set up here (`--slack-signing-secret-env`)\n",
+        )
+            .into_response();
+    };
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let now_s = runbook_core::time::now_ms() / 1000;
+    let signed = slack.verify(
+        &header("x-slack-request-timestamp"),
+        &header("x-slack-signature"),
+        &body,
+        now_s,
+    );
+    if let Err(why) = signed {
+        Counters::bump(&c.counters.decisions_refused);
+        return (
+            StatusCode::UNAUTHORIZED,
+            format!("{why}: nothing was recorded\n"),
+        )
+            .into_response();
+    }
+    let bad = |why: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("{why}: nothing was recorded\n"),
+        )
+            .into_response()
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<crate::slack::Form>(&body) else {
+        return bad("not a Slack interaction (no `payload`)");
+    };
+    let Ok(click) = serde_json::from_str::<crate::slack::Interaction>(&form.payload) else {
+        return bad("the interaction's `payload` is not one Slack sends");
+    };
+    if click.kind != "block_actions" {
+        return (StatusCode::OK, "").into_response();
+    }
+    let Some(action) = click.actions.first() else {
+        return bad("no action in the interaction");
+    };
+    let choice = match action.action_id.as_str() {
+        "approve" => Choice::Approve,
+        "deny" => Choice::Deny,
+        _ => return bad("not a runbook approval button"),
+    };
+    let Some((run, step, intent)) = crate::slack::parse_value(&action.value) else {
+        return bad("the button does not name a run, a step and a change");
+    };
+    let answer_at = click.response_url.clone().filter(|u| slack.may_answer(u));
+    let tell = |text: String, replace: bool, blocks: Option<serde_json::Value>| {
+        let (c, url) = (c.clone(), answer_at.clone());
+        async move {
+            let (Some(slack), Some(url)) = (&c.slack, url) else {
+                return;
+            };
+            let mut body = serde_json::json!({ "text": text, "replace_original": replace });
+            if !replace {
+                body["response_type"] = "ephemeral".into();
+            }
+            if let Some(b) = blocks {
+                body["blocks"] = b;
+            }
+            if let Err(e) = slack.http.post(&url).json(&body).send().await {
+                tracing::warn!("updating the Slack message: {}", e.without_url());
+            }
+        }
+    };
+    let Some(person) = c.approvers.by_slack(&click.user.id).cloned() else {
+        Counters::bump(&c.counters.decisions_refused);
+        tell(
+            format!(
+                "Slack user `{}` is nobody of the approvers file: nothing was recorded",
+                click.user.id
+            ),
+            false,
+            None,
+        )
+        .await;
+        return (
+            StatusCode::FORBIDDEN,
+            "not an approver: nothing was recorded\n",
+        )
+            .into_response();
+    };
+    if !c
+        .limits
+        .allow(&format!("decide:{}", person.name), DECISIONS)
+    {
+        Counters::bump(&c.counters.rate_limited);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many decisions in a minute\n",
+        )
+            .into_response();
+    }
+    let who = person.name.clone();
+    let ballot = Ballot {
+        run_id: run.clone(),
+        step: step.clone(),
+        choice,
+        intent: Some(intent.clone()),
+        how: "slack".into(),
+        from: format!("slack:{}", click.user.id),
+    };
+    match record(&c, person, ballot).await {
+        Ok((recorded, next)) => {
+            let verb = match choice {
+                Choice::Approve => "approved",
+                Choice::Deny => "denied",
+            };
+            let text = format!("{} — {who} {verb}: {next}", recorded.pending.change);
+            // Still waiting: the buttons stay for the next approver.
+            let blocks = matches!(recorded.tally, Tally::Waiting { .. }).then(|| {
+                runbook_capabilities::notify::live::approval_message(
+                    &text,
+                    &action.value,
+                    &format!("runbook-approval-{run}-{step}"),
+                )["blocks"]
+                    .clone()
+            });
+            tell(text, true, blocks).await;
+            (StatusCode::OK, "").into_response()
+        }
+        Err(why) => {
+            Counters::bump(&c.counters.decisions_refused);
+            tell(why.clone(), false, None).await;
+            (StatusCode::CONFLICT, format!("{why}\n")).into_response()
         }
     }
 }

@@ -8,6 +8,7 @@
 //! token = "$argon2id$v=19$m=19456,t=2,p=1$..."   # `runbook approver-token alice`
 //! groups = ["sre", "incident-commander"]
 //! logins = ["asmith"]     # other names the run's starter may be known by
+//! slack = "U0123ABCD"     # their Slack user id, for Slack's buttons
 //! ```
 
 use crate::error::hinted;
@@ -33,6 +34,10 @@ struct PersonEntry {
     groups: Vec<Name>,
     #[serde(default)]
     logins: Vec<String>,
+    /// Their Slack user id (`U0123ABCD`): a click on a Slack approval
+    /// message by that user is theirs.
+    #[serde(default)]
+    slack: Option<String>,
 }
 
 /// Someone who may approve, as the file has them.
@@ -41,6 +46,7 @@ pub struct Person {
     pub name: String,
     pub groups: Vec<String>,
     pub logins: Vec<String>,
+    pub slack: Option<String>,
     token: String,
 }
 
@@ -69,6 +75,7 @@ impl Approvers {
                         name: name.clone(),
                         groups: p.groups.iter().map(|g| g.to_string()).collect(),
                         logins: p.logins,
+                        slack: p.slack,
                         token: p.token,
                     };
                     (name, person)
@@ -99,6 +106,13 @@ impl Approvers {
 
     pub fn people(&self) -> impl Iterator<Item = &Person> {
         self.people.values()
+    }
+
+    /// The person whose Slack user id this is.
+    pub fn by_slack(&self, user: &str) -> Option<&Person> {
+        self.people
+            .values()
+            .find(|p| p.slack.as_deref() == Some(user))
     }
 
     /// The person of that name (for a session opened earlier, or a name
@@ -175,6 +189,28 @@ fn check(f: &mut File) -> Result<(), String> {
             return Err(format!(
                 "person `{name}`: `token` is hashed with `{}`; use Argon2id (`runbook approver-token {name}`)",
                 hash.algorithm
+            ));
+        }
+        if let Some(id) = &p.slack
+            && (id.len() < 2
+                || id.len() > 32
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+        {
+            return Err(format!(
+                "person `{name}`: `slack` `{id}` is not a Slack user id (like `U0123ABCD`)"
+            ));
+        }
+        if let Some(twice) = f
+            .people
+            .iter()
+            .filter(|(other, q)| *other != name && q.slack.is_some() && q.slack == p.slack)
+            .map(|(other, _)| other)
+            .next()
+        {
+            return Err(format!(
+                "person `{name}`: `slack` is also `{twice}`'s; a Slack user is one person"
             ));
         }
         if let Some(l) = p

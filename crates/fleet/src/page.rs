@@ -92,9 +92,22 @@ pub async fn send(plan: &Value, parked: &Value, event: Event) -> Result<String> 
         )),
         Event::Continued => None,
     };
-    let sent = match page {
-        Some((summary, severity)) => notify.page(target, &summary, severity, key, deadline).await,
-        None => notify.resolve(target, key, deadline).await,
+    // A change under an approval rule: on Slack, a message with buttons
+    // the console takes the clicks of.
+    let intent = parked["intent"]
+        .as_str()
+        .filter(|_| matches!(event, Event::Parked));
+    let sent = match (page, intent) {
+        (Some((summary, _)), Some(intent)) => {
+            let value = format!("{run} {step} {intent}");
+            notify
+                .approval_request(target, &summary, &value, key, deadline)
+                .await
+        }
+        (Some((summary, severity)), None) => {
+            notify.page(target, &summary, severity, key, deadline).await
+        }
+        (None, _) => notify.resolve(target, key, deadline).await,
     };
     sent.map(|s| s.status)
         .map_err(|e| anyhow::anyhow!("paging `{target}`: {e:?}"))

@@ -47,7 +47,7 @@ pub fn park(
     store: &JetStreamStore,
     run_id: &str,
     incident: &str,
-    (step, change): (&str, &str),
+    (step, change, intent): (&str, &str, Option<&str>),
     (timeout_s, deny): (u64, bool),
     page: Option<Value>,
 ) -> Result<Value> {
@@ -63,6 +63,11 @@ pub fn park(
     });
     if deny {
         value["on_timeout"] = "deny".into();
+    }
+    // A change under an approval rule: its digest, which Slack's buttons
+    // carry.
+    if let Some(intent) = intent {
+        value["intent"] = intent.into();
     }
     let (id, entry) = (run_id.to_string(), value.clone());
     store.fleet().change("parking a run", PARKED, move |all| {

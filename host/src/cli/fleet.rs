@@ -173,6 +173,14 @@ pub struct ConsoleArgs {
     /// The proxy's address (repeatable).
     #[arg(long, value_name = "IP", requires = "trusted_header")]
     pub trusted_proxy: Vec<std::net::IpAddr>,
+    /// Take Slack's Approve and Deny clicks at `/slack/interactions`,
+    /// signed with the Slack app's signing secret this variable holds.
+    #[arg(long, value_name = "VAR")]
+    pub slack_signing_secret_env: Option<String>,
+    /// Where Slack's `response_url`s may point (the message is updated
+    /// there).
+    #[arg(long, value_name = "URL", default_value = "https://hooks.slack.com/")]
+    pub slack_response_base: String,
     #[command(flatten)]
     pub state: super::StateArgs,
 }

@@ -45,6 +45,21 @@ pub async fn console(args: ConsoleArgs) -> Result<Exit> {
         header,
         proxies: args.trusted_proxy.clone(),
     });
+    let slack = match &args.slack_signing_secret_env {
+        Some(var) => {
+            let secret = std::env::var(var).map_err(|_| {
+                hinted(
+                    format!("`--slack-signing-secret-env` names `{var}`, which is not set"),
+                    "export the Slack app's signing secret (Basic Information → App Credentials) in that variable",
+                )
+            })?;
+            Some(runbook_console::slack::Slack::new(
+                secret,
+                args.slack_response_base.clone(),
+            )?)
+        }
+        None => None,
+    };
     let (store, fleet) = store_and_fleet(&args.state)?;
     // A state directory's decided runs continue here; a fleet's workers
     // continue its own.
@@ -55,7 +70,14 @@ pub async fn console(args: ConsoleArgs) -> Result<Exit> {
             Some(store.clone()),
         )),
     };
-    let console = Console::new(store, fleet, engine, approvers, trusted, tls.is_some());
+    let console = Console::new(
+        store,
+        fleet,
+        engine,
+        approvers,
+        (trusted, slack),
+        tls.is_some(),
+    );
     runbook_console::routes::serve(console, args.listen, tls).await?;
     Ok(Exit::Ok)
 }

@@ -363,6 +363,36 @@ impl Notify {
             .map(|_| ())
     }
 
+    /// Asks for a decision on a parked change (`[notify] approvals`): on
+    /// Slack a message with Approve and Deny buttons whose value names
+    /// the run, the step and the change's digest (the console's
+    /// `/slack/interactions` takes the click); on another target a page.
+    pub async fn approval_request(
+        &self,
+        target: &str,
+        summary: &str,
+        value: &str,
+        dedup_key: &str,
+        deadline: Instant,
+    ) -> Result<Sent, Error> {
+        match self.target(target)? {
+            e @ Endpoint::Slack { .. } => {
+                let what = format!("page `{target}`");
+                bounded(&what, self.total(), deadline, async {
+                    let url = self.secret(target, e)?;
+                    self.post(target, &url, approval_message(summary, value, dedup_key))
+                        .await?;
+                    Ok(sent(target, "posted", Some(dedup_key)))
+                })
+                .await
+            }
+            _ => {
+                self.page(target, summary, Severity::Warning, dedup_key, deadline)
+                    .await
+            }
+        }
+    }
+
     fn target(&self, alias: &str) -> Result<&Endpoint, Error> {
         self.config.targets.get(alias).ok_or_else(|| {
             Error::NotFound(format!(
@@ -370,6 +400,33 @@ impl Notify {
             ))
         })
     }
+}
+
+/// The Slack message asking for a decision: the change, and Approve and
+/// Deny buttons carrying `value` (`RUN STEP DIGEST`).
+pub fn approval_message(summary: &str, value: &str, dedup_key: &str) -> serde_json::Value {
+    let text = crate::limits::clip(summary.to_string(), 2900);
+    let button = |id: &str, label: &str, style: &str| {
+        serde_json::json!({
+            "type": "button",
+            "action_id": id,
+            "style": style,
+            "text": { "type": "plain_text", "text": label },
+            "value": value,
+        })
+    };
+    serde_json::json!({
+        "text": text,
+        "blocks": [
+            { "type": "section", "text": { "type": "mrkdwn", "text": text } },
+            {
+                "type": "actions",
+                "block_id": "runbook-approval",
+                "elements": [button("approve", "Approve", "primary"), button("deny", "Deny", "danger")],
+            },
+            { "type": "context", "elements": [{ "type": "mrkdwn", "text": format!("dedup key `{dedup_key}`") }] },
+        ],
+    })
 }
 
 #[async_trait::async_trait]

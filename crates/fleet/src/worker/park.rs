@@ -109,6 +109,10 @@ impl Worker {
                     .map(left)
                     .or(timeout_s)
                     .unwrap_or(self.settings.approval_timeout.as_secs());
+                let intent = rule
+                    .as_ref()
+                    .and(runbook_journal::approvals::pending(&lines))
+                    .map(|p| p.intent);
                 let deny =
                     rule.is_some_and(|r| r.on_timeout == runbook_core::approval::OnTimeout::Deny);
                 // The line that parked it names its page (a key of this
@@ -125,7 +129,7 @@ impl Worker {
                     &self.store,
                     &run_id,
                     incident,
-                    (&step, &change),
+                    (&step, &change, intent.as_deref()),
                     (timeout, deny),
                     plan.clone(),
                 ) {
