@@ -579,6 +579,21 @@ fn a_decided_run_of_a_state_directory_continues_in_the_console() {
     );
     let votes: Vec<&Value> = lines.iter().filter(|l| l["event"] == "approval").collect();
     assert_eq!(votes.len(), 2, "{votes:?}");
+    // Counted like a worker's.
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        metrics.contains("runbook_console_decisions_total 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("runbook_console_decisions_refused_total 1"),
+        "{metrics}"
+    );
     assert_eq!(
         (
             votes[0]["vote"]["by"].as_str(),
@@ -814,4 +829,82 @@ fn slack_buttons_decide_a_parked_change_when_slack_signed_the_click() {
     assert_eq!(votes[0]["vote"]["how"], "slack");
     assert_eq!(votes[0]["vote"]["from"], format!("slack:{alice}"));
     assert_eq!(votes[1]["vote"]["by"], "bob");
+}
+
+/// Over HTTPS (`--tls-cert`, `--tls-key`: a certificate from a CA of the
+/// test's own, made by `openssl`): sign-in works, the session cookie is
+/// `Secure`, and the person is known on the next page; plain HTTP to the
+/// port gets nothing. Without HTTPS, only loopback.
+#[test]
+fn the_console_serves_https_and_refuses_a_public_address_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tls::issue(dir.path(), "console");
+    let people = common::approvers::people(dir.path());
+    let state = dir.path().join("state");
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = runbook()
+        .args(["console", "--listen", &addr, "--approvers"])
+        .arg(&people.file)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--tls-cert")
+        .arg(dir.path().join("console.pem"))
+        .arg("--tls-key")
+        .arg(dir.path().join("console.key"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("console.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _console = Killed(child);
+    let ca = std::fs::read(dir.path().join("console-ca.pem")).unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).unwrap()])
+        .build()
+        .unwrap();
+    let base = format!("https://{addr}");
+    wait_for("the console over HTTPS", || {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    let signed = client
+        .post(format!("{base}/login"))
+        .form(&[
+            ("person", "alice"),
+            ("token", people.tokens["alice"].as_str()),
+            ("next", "/"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(signed.status(), 303);
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_string();
+    let list = client
+        .get(format!("{base}/"))
+        .header("cookie", &session)
+        .send()
+        .unwrap();
+    assert_eq!(list.status(), 200);
+    assert!(
+        list.text()
+            .unwrap()
+            .contains("signed in as <strong>alice</strong>")
+    );
+    assert!(http().get(format!("http://{addr}/healthz")).send().is_err());
+
+    let public = output(runbook().args([
+        "console",
+        "--listen",
+        "0.0.0.0:0",
+        "--approvers",
+        people.file.to_str().unwrap(),
+    ]));
+    assert_eq!(public.code, 2, "{}", public.stderr);
+    assert!(public.stderr.contains("without HTTPS"), "{}", public.stderr);
 }

@@ -10,6 +10,7 @@ mod common;
 use base64::Engine;
 use common::fleet::{Nats, Worker, aws, wait_until};
 use common::live::{Moto, free_port, wait_for};
+use common::tls::issue;
 use common::{RB0031, root, runbook};
 use runbook_journal::store::Store;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -1051,88 +1052,6 @@ fn an_alerts_run_joins_the_deliverys_trace_and_carries_the_alert() {
     let shown = common::output(runbook().args(["show", &run_id, "--json", "--nats", &nats.url()]));
     assert_eq!(shown.json()["trace_id"], trace, "{}", shown.stdout);
     drop(worker);
-}
-
-/// `openssl` in `dir`, failing the test with its output.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("`openssl` must be installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA (`NAME-ca.pem`) and, signed by it, a certificate and key for
-/// `NAME` (`NAME.pem`, `NAME.key`), valid for 127.0.0.1.
-fn issue(dir: &Path, name: &str) {
-    let ca = format!("{name}-ca");
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{ca}.key"),
-            "-out",
-            &format!("{ca}.pem"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={ca}"),
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={name}"),
-        ],
-    );
-    std::fs::write(
-        dir.join(format!("{name}.ext")),
-        "subjectAltName = IP:127.0.0.1\nextendedKeyUsage = serverAuth, clientAuth\n",
-    )
-    .unwrap();
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.pem"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.pem"),
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-        ],
-    );
 }
 
 /// Alertmanager's client certificate (mutual TLS) instead of a token:

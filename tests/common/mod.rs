@@ -10,6 +10,7 @@ pub mod fleet;
 pub mod live;
 pub mod otlp;
 pub mod prometheus;
+pub mod tls;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
