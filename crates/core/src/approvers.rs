@@ -57,7 +57,7 @@ pub struct Approvers {
     people: BTreeMap<String, Person>,
 }
 
-const HINT: &str = "see runbooks/README.md (Approvals): `[people.NAME]` with `token` (from `runbook approver-token NAME`), `groups` and `logins`";
+const HINT: &str = "see runbooks/README.md (Approvals): `[people.NAME]` with `token` (from `runbook approver-token NAME`), `groups`, `logins` and `slack`";
 
 impl Approvers {
     pub fn load(path: &Path) -> Result<Self> {
