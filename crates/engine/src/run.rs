@@ -41,7 +41,7 @@ fn route(step: &PlannedStep, report: &StepReport) -> Route {
             Status::AwaitingApproval,
             Some(match &step.def.approval {
                 Some(rule) => format!(
-                    "step `{id}` stopped before it could {change}: it needs {}; each approver runs `runbook approve {run} {id} --as NAME` (with their token), then `runbook resume {run}` continues it",
+                    "step `{id}` stopped before it could {change}: it needs {}; each approver decides with `runbook approve {run} {id} --as NAME` (with their token) or in the console; once decided, a fleet's worker continues the run (in a state directory: `runbook resume {run}`, or the console)",
                     rule.describe()
                 ),
                 None => format!(
