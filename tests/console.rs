@@ -33,13 +33,24 @@ impl Drop for Killed {
 /// `runbook console` on a free port over `store` (`--nats URL` or
 /// `--state-dir DIR`, and more): its address and process.
 fn console(store: &[&str], approvers: &Path, log: &Path) -> (String, Killed) {
+    console_with(store, &[], approvers, log)
+}
+
+/// [`console`] with `env` set.
+fn console_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+    approvers: &Path,
+    log: &Path,
+) -> (String, Killed) {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let child = aws(runbook()
         .args(["console", "--listen", &addr])
-        .args(store)
+        .args(args)
         .arg("--approvers")
-        .arg(approvers))
+        .arg(approvers)
+        .envs(env.iter().copied()))
     .stdin(Stdio::null())
     .stdout(Stdio::null())
     .stderr(std::fs::File::create(log).unwrap())
@@ -54,6 +65,30 @@ fn console(store: &[&str], approvers: &Path, log: &Path) -> (String, Killed) {
             .is_ok_and(|r| r.status() == 200)
     });
     (base, Killed(child))
+}
+
+/// `runbook submit` of `runbook` (with `--yes`) by the approvers' run
+/// starter, waited for (bounded) until it parks: the run and its step.
+fn submit_and_park(
+    nats: &Nats,
+    worker: &Worker,
+    runbook_path: &str,
+    env: &str,
+    incident: &str,
+) -> (String, String) {
+    let submitted = output(
+        submit_command(nats, runbook_path, env, incident, &["--yes"])
+            .env("USER", common::approvers::STARTER),
+    );
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    let store = nats.store();
+    let waiting = || {
+        let run = store.incident_runs(incident).ok()?.first()?.clone();
+        let lines = store.read_run(&run).ok()?;
+        runbook_fleet::parked::waiting_step(&lines).map(|(s, _)| (run, s))
+    };
+    wait_until("the run to park", 90, &[worker], || waiting().is_some());
+    waiting().unwrap()
 }
 
 /// A client that follows no redirects and keeps no cookies.
@@ -181,18 +216,7 @@ fn two_people_approve_a_parked_rollback_in_the_browser_and_the_run_resolves() {
     let rb = common::approvers::ruled(live.dir.path(), "approvals: 2\nfrom: [sre]");
     let people = common::approvers::people(live.dir.path());
     let incident = format!("console-{}", common::now_nanos());
-    let submitted = output(
-        submit_command(&nats, &rb, &live.env(), &incident, &["--yes"])
-            .env("USER", common::approvers::STARTER),
-    );
-    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
-    let waiting = || {
-        let run = store.incident_runs(&incident).ok()?.first()?.clone();
-        let lines = store.read_run(&run).ok()?;
-        runbook_fleet::parked::waiting_step(&lines).map(|(s, _)| (run, s))
-    };
-    wait_until("the run to park", 90, &[&worker], || waiting().is_some());
-    let (run, step) = waiting().unwrap();
+    let (run, step) = submit_and_park(&nats, &worker, &rb, &live.env(), &incident);
     assert_eq!(step, "rollback");
     // Recovered once it goes on: the worker's replayed metrics start over.
     std::fs::write(
@@ -676,18 +700,7 @@ fn slack_buttons_decide_a_parked_change_when_slack_signed_the_click() {
     let rb = common::approvers::ruled(live.dir.path(), "approvals: 2\nfrom: [sre]");
     let people = common::approvers::people(live.dir.path());
     let incident = format!("slack-{}", common::now_nanos());
-    let submitted = output(
-        submit_command(&nats, &rb, &live.env(), &incident, &["--yes"])
-            .env("USER", common::approvers::STARTER),
-    );
-    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
-    let waiting = || {
-        let run = store.incident_runs(&incident).ok()?.first()?.clone();
-        let lines = store.read_run(&run).ok()?;
-        runbook_fleet::parked::waiting_step(&lines).map(|(s, _)| (run, s))
-    };
-    wait_until("the run to park", 90, &[&worker], || waiting().is_some());
-    let (run, _) = waiting().unwrap();
+    let (run, _) = submit_and_park(&nats, &worker, &rb, &live.env(), &incident);
     slack_api.wait_for("/slack/approvals", 1);
     let asked = slack_api.bodies("/slack/approvals")[0].clone();
     let buttons = &asked["blocks"][1]["elements"];
@@ -715,29 +728,19 @@ fn slack_buttons_decide_a_parked_change_when_slack_signed_the_click() {
     let url = nats.url();
     let log = logs.path().join("console.log");
     let respond = format!("{}/slack/respond", slack_api.uri());
-    let (base, _console) = {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = aws(runbook()
-            .args(["console", "--listen", &addr, "--nats", &url, "--approvers"])
-            .arg(&people.file)
-            .args(["--slack-signing-secret-env", "RUNBOOK_TEST_SLACK_SECRET"])
-            .args(["--slack-response-base", &slack_api.uri()])
-            .env("RUNBOOK_TEST_SLACK_SECRET", secret))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-        let base = format!("http://{addr}");
-        wait_for("the console's /healthz", || {
-            http()
-                .get(format!("{base}/healthz"))
-                .send()
-                .is_ok_and(|r| r.status() == 200)
-        });
-        (base, Killed(child))
-    };
+    let (base, _console) = console_with(
+        &[
+            "--nats",
+            &url,
+            "--slack-signing-secret-env",
+            "RUNBOOK_TEST_SLACK_SECRET",
+            "--slack-response-base",
+            &slack_api.uri(),
+        ],
+        &[("RUNBOOK_TEST_SLACK_SECRET", secret)],
+        &people.file,
+        &log,
+    );
     let click = |user: &str, action: &str| {
         serde_json::json!({
             "type": "block_actions",

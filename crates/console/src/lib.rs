@@ -10,16 +10,18 @@
 //!   sessions, CSRF tokens and rate limits.
 //! - [`runs`]: runs read back from the store for the list and a run's page.
 //! - [`pages`]: the HTML.
-//! - [`routes`]: the HTTP routes, decisions and the live timeline.
+//! - [`routes`]: the HTTP routes, the pages' handlers and the live
+//!   timeline; [`decisions`]: a decision recorded and its run set going.
 //! - [`slack`]: Slack's Approve and Deny buttons: signed clicks.
 //!
 //! A decision goes through `runbook_engine::approvals::cast`, as `runbook
 //! approve` does: the same rule, the same journal line, the same refusals.
 //! Once a change is decided, a fleet's run is queued for a worker; a run
 //! in a state directory is continued by the console itself
-//! ([`routes::continue_here`]), with what it was started with.
+//! ([`decisions::continue_here`]), with what it was started with.
 
 pub mod auth;
+pub mod decisions;
 pub mod pages;
 pub mod routes;
 pub mod runs;

@@ -4,6 +4,7 @@
 //! console's own script and style; bodies are capped at [`MAX_BODY`].
 
 use crate::auth::{self, DECISIONS, SIGN_INS, Session};
+use crate::decisions::{blocking, record};
 use crate::pages::{self, Viewer};
 use crate::runs::{self, Filter};
 use crate::{Console, Counters};
@@ -13,8 +14,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use runbook_core::approval::{Choice, Tally};
-use runbook_engine::approvals::{Ballot, cast};
+use runbook_core::approval::Choice;
+use runbook_engine::approvals::Ballot;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +41,7 @@ pub fn router(console: Arc<Console>) -> axum::Router {
         .route("/runs/{id}/decide", post(decide))
         .route(
             "/slack/interactions",
-            post(slack_click).layer(DefaultBodyLimit::max(SLACK_BODY)),
+            post(crate::slack::click).layer(DefaultBodyLimit::max(SLACK_BODY)),
         )
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
@@ -103,13 +104,6 @@ fn html(status: StatusCode, set_cookie: Option<String>, body: maud::Markup) -> R
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
-}
-
-/// Store reads are synchronous (NATS, files): off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .context("a store read stopped")?
 }
 
 async fn list(
@@ -276,258 +270,6 @@ async fn decide(
         }
         Err(e) => refuse(&c, StatusCode::CONFLICT, &e),
     }
-}
-
-/// Records a decision (`approvals::cast`) and, once the change is
-/// decided, sets the run going: queued for a fleet's worker, or continued
-/// here. The decision, and what comes next in words; or why nothing was
-/// recorded.
-pub async fn record(
-    c: &Arc<Console>,
-    person: runbook_core::approvers::Person,
-    ballot: Ballot,
-) -> std::result::Result<(runbook_engine::approvals::Recorded, String), String> {
-    let id = ballot.run_id.clone();
-    let (store, fleet) = (c.store.clone(), c.fleet.clone());
-    let cast_now = blocking(move || {
-        let recorded = cast(&*store, &person, &ballot)?;
-        // Recorded: whatever happens next, the answer says so.
-        let decided = match &recorded.tally {
-            Tally::Approved(by) => Some(by.join(", ")),
-            Tally::Denied(by) => Some(by.clone()),
-            Tally::Waiting { .. } => None,
-        };
-        // On a fleet: queued for a worker (or why it could not be).
-        let queued = match (&fleet, decided) {
-            (Some(fleet), Some(by)) => Some(
-                runbook_fleet::parked::queue_resume(
-                    fleet,
-                    &ballot.run_id,
-                    &ballot.step,
-                    by,
-                    &recorded.pending.intent,
-                )
-                .map(|_| ())
-                .map_err(|e| format!("{e:#}")),
-            ),
-            _ => None,
-        };
-        Ok((recorded, queued))
-    })
-    .await;
-    let (recorded, queued) = match cast_now {
-        Ok(done) => done,
-        Err(e) => {
-            let hint = runbook_core::error::hint_of(&e)
-                .map(|h| format!(" ({h})"))
-                .unwrap_or_default();
-            return Err(format!("{e:#}{hint}"));
-        }
-    };
-    Counters::bump(&c.counters.decisions);
-    let continued = queued.is_none()
-        && !matches!(recorded.tally, Tally::Waiting { .. })
-        && continue_here(c, &id);
-    let next = match (&recorded.tally, queued, continued) {
-        (Tally::Waiting { have, need }, _, _) => format!("{} of {need} approvals", have.len()),
-        (_, Some(Ok(())), _) => "decided: a worker continues the run".into(),
-        (_, Some(Err(e)), _) => format!(
-            "decided, but the run could not be queued for a worker ({e}): a worker's sweep queues it at its deadline, or `runbook resume {id} --nats URL` continues it now"
-        ),
-        (_, None, true) => "decided: the run continues".into(),
-        (_, None, false) => format!("decided: `runbook resume {id}` continues the run"),
-    };
-    Ok((recorded, next))
-}
-
-/// A click on a Slack approval message's button (`POST
-/// /slack/interactions`), believed only when Slack signed it
-/// ([`crate::slack`]); the message is updated with where the change
-/// stands, a refusal told only to the person who clicked.
-async fn slack_click(State(c): Shared, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let Some(slack) = &c.slack else {
-        return (
-            StatusCode::NOT_FOUND,
-            "Slack approvals are not set up here (`--slack-signing-secret-env`)\n",
-        )
-            .into_response();
-    };
-    let header = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_string()
-    };
-    let now_s = runbook_core::time::now_ms() / 1000;
-    let signed = slack.verify(
-        &header("x-slack-request-timestamp"),
-        &header("x-slack-signature"),
-        &body,
-        now_s,
-    );
-    if let Err(why) = signed {
-        Counters::bump(&c.counters.decisions_refused);
-        return (
-            StatusCode::UNAUTHORIZED,
-            format!("{why}: nothing was recorded\n"),
-        )
-            .into_response();
-    }
-    let bad = |why: &str| {
-        (
-            StatusCode::BAD_REQUEST,
-            format!("{why}: nothing was recorded\n"),
-        )
-            .into_response()
-    };
-    let Ok(form) = serde_urlencoded::from_bytes::<crate::slack::Form>(&body) else {
-        return bad("not a Slack interaction (no `payload`)");
-    };
-    let Ok(click) = serde_json::from_str::<crate::slack::Interaction>(&form.payload) else {
-        return bad("the interaction's `payload` is not one Slack sends");
-    };
-    if click.kind != "block_actions" {
-        return (StatusCode::OK, "").into_response();
-    }
-    let Some(action) = click.actions.first() else {
-        return bad("no action in the interaction");
-    };
-    let choice = match action.action_id.as_str() {
-        "approve" => Choice::Approve,
-        "deny" => Choice::Deny,
-        _ => return bad("not a runbook approval button"),
-    };
-    let Some((run, step, intent)) = crate::slack::parse_value(&action.value) else {
-        return bad("the button does not name a run, a step and a change");
-    };
-    let answer_at = click.response_url.clone().filter(|u| slack.may_answer(u));
-    let tell = |text: String, replace: bool, blocks: Option<serde_json::Value>| {
-        let (c, url) = (c.clone(), answer_at.clone());
-        async move {
-            let (Some(slack), Some(url)) = (&c.slack, url) else {
-                return;
-            };
-            let mut body = serde_json::json!({ "text": text, "replace_original": replace });
-            if !replace {
-                body["response_type"] = "ephemeral".into();
-            }
-            if let Some(b) = blocks {
-                body["blocks"] = b;
-            }
-            if let Err(e) = slack.http.post(&url).json(&body).send().await {
-                tracing::warn!("updating the Slack message: {}", e.without_url());
-            }
-        }
-    };
-    let Some(person) = c.approvers.by_slack(&click.user.id).cloned() else {
-        Counters::bump(&c.counters.decisions_refused);
-        tell(
-            format!(
-                "Slack user `{}` is nobody of the approvers file: nothing was recorded",
-                click.user.id
-            ),
-            false,
-            None,
-        )
-        .await;
-        return (
-            StatusCode::FORBIDDEN,
-            "not an approver: nothing was recorded\n",
-        )
-            .into_response();
-    };
-    if !c
-        .limits
-        .allow(&format!("decide:{}", person.name), DECISIONS)
-    {
-        Counters::bump(&c.counters.rate_limited);
-        return (
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many decisions in a minute\n",
-        )
-            .into_response();
-    }
-    let who = person.name.clone();
-    let ballot = Ballot {
-        run_id: run.clone(),
-        step: step.clone(),
-        choice,
-        intent: Some(intent.clone()),
-        how: "slack".into(),
-        from: format!("slack:{}", click.user.id),
-    };
-    match record(&c, person, ballot).await {
-        Ok((recorded, next)) => {
-            let verb = match choice {
-                Choice::Approve => "approved",
-                Choice::Deny => "denied",
-            };
-            let text = format!("{} — {who} {verb}: {next}", recorded.pending.change);
-            // Still waiting: the buttons stay for the next approver.
-            let blocks = matches!(recorded.tally, Tally::Waiting { .. }).then(|| {
-                runbook_capabilities::notify::live::approval_message(
-                    &text,
-                    &action.value,
-                    &format!("runbook-approval-{run}-{step}"),
-                )["blocks"]
-                    .clone()
-            });
-            tell(text, true, blocks).await;
-            (StatusCode::OK, "").into_response()
-        }
-        Err(why) => {
-            Counters::bump(&c.counters.decisions_refused);
-            tell(why.clone(), false, None).await;
-            (StatusCode::CONFLICT, format!("{why}\n")).into_response()
-        }
-    }
-}
-
-/// Continues a decided run of a state directory in this process, on a
-/// thread of its own (the store's calls are synchronous), with what it
-/// was started with (`--yes`, `--approve`); the change goes ahead or not
-/// as decided. Whether it was set going.
-pub fn continue_here(c: &Arc<Console>, run_id: &str) -> bool {
-    let Some(engine) = c.engine.clone() else {
-        return false;
-    };
-    let (store, id) = (c.store.clone(), run_id.to_string());
-    std::thread::spawn(move || {
-        let started = store
-            .read_run(&id)
-            .ok()
-            .and_then(|l| l.into_iter().find(|l| l["event"] == "run-start"))
-            .unwrap_or_default();
-        let policy = &started["policy"];
-        let request = runbook_engine::ResumeRequest {
-            run_id: id.clone(),
-            approvals: runbook_engine::request::Approvals {
-                all: policy["yes"] == true,
-                steps: policy["approve"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|s| s.as_str().map(str::to_string))
-                    .collect(),
-                ..Default::default()
-            },
-            audit_log: None,
-            trace: Default::default(),
-        };
-        let rt = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => return tracing::error!(run_id = id, "continuing the run: {e}"),
-        };
-        match rt.block_on(engine.resume(request, Arc::new(runbook_engine::request::Unwatched))) {
-            Ok(outcome) => tracing::info!(run_id = id, "continued: {:?}", outcome.exit()),
-            Err(e) => tracing::error!(run_id = id, "continuing the run: {e:#}"),
-        }
-    });
-    true
 }
 
 #[derive(Deserialize)]
@@ -749,15 +491,7 @@ pub async fn serve(
         .with_context(|| format!("listening on `{addr}` (`--listen`)"))?;
     tracing::info!(%addr, https = tls.is_some(), "the console is at {}://{addr}/", if tls.is_some() { "https" } else { "http" });
     let stop = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        runbook_fleet::tls::stop_signal().await;
         tracing::info!("stopping the console");
     };
     match tls {

@@ -9,7 +9,15 @@
 //! the same as the page's and `runbook approve`'s, and the message is
 //! updated at Slack's `response_url` (only under the configured base).
 
+use crate::Counters;
+use crate::auth::DECISIONS;
+use crate::decisions::record;
 use anyhow::Result;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use runbook_core::approval::{Choice, Tally};
+use runbook_engine::approvals::Ballot;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -150,6 +158,154 @@ pub fn parse_value(value: &str) -> Option<(String, String, String)> {
         && intent.starts_with("sha256:")
         && intent.len() == 71)
         .then(|| (run.to_string(), step.to_string(), intent.to_string()))
+}
+
+/// A click on a Slack approval message's button (`POST
+/// /slack/interactions`), believed only when Slack signed it
+/// ([`crate::slack`]); the message is updated with where the change
+/// stands, a refusal told only to the person who clicked.
+pub async fn click(
+    State(c): State<std::sync::Arc<crate::Console>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(slack) = &c.slack else {
+        return (
+            StatusCode::NOT_FOUND,
+            "Slack approvals are not set up here (`--slack-signing-secret-env`)\n",
+        )
+            .into_response();
+    };
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let now_s = runbook_core::time::now_ms() / 1000;
+    let signed = slack.verify(
+        &header("x-slack-request-timestamp"),
+        &header("x-slack-signature"),
+        &body,
+        now_s,
+    );
+    if let Err(why) = signed {
+        Counters::bump(&c.counters.decisions_refused);
+        return (
+            StatusCode::UNAUTHORIZED,
+            format!("{why}: nothing was recorded\n"),
+        )
+            .into_response();
+    }
+    let bad = |why: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!("{why}: nothing was recorded\n"),
+        )
+            .into_response()
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<crate::slack::Form>(&body) else {
+        return bad("not a Slack interaction (no `payload`)");
+    };
+    let Ok(click) = serde_json::from_str::<crate::slack::Interaction>(&form.payload) else {
+        return bad("the interaction's `payload` is not one Slack sends");
+    };
+    if click.kind != "block_actions" {
+        return (StatusCode::OK, "").into_response();
+    }
+    let Some(action) = click.actions.first() else {
+        return bad("no action in the interaction");
+    };
+    let choice = match action.action_id.as_str() {
+        "approve" => Choice::Approve,
+        "deny" => Choice::Deny,
+        _ => return bad("not a runbook approval button"),
+    };
+    let Some((run, step, intent)) = crate::slack::parse_value(&action.value) else {
+        return bad("the button does not name a run, a step and a change");
+    };
+    let answer_at = click.response_url.clone().filter(|u| slack.may_answer(u));
+    let tell = |text: String, replace: bool, blocks: Option<serde_json::Value>| {
+        let (c, url) = (c.clone(), answer_at.clone());
+        async move {
+            let (Some(slack), Some(url)) = (&c.slack, url) else {
+                return;
+            };
+            let mut body = serde_json::json!({ "text": text, "replace_original": replace });
+            if !replace {
+                body["response_type"] = "ephemeral".into();
+            }
+            if let Some(b) = blocks {
+                body["blocks"] = b;
+            }
+            if let Err(e) = slack.http.post(&url).json(&body).send().await {
+                tracing::warn!("updating the Slack message: {}", e.without_url());
+            }
+        }
+    };
+    let Some(person) = c.approvers.by_slack(&click.user.id).cloned() else {
+        Counters::bump(&c.counters.decisions_refused);
+        tell(
+            format!(
+                "Slack user `{}` is nobody of the approvers file: nothing was recorded",
+                click.user.id
+            ),
+            false,
+            None,
+        )
+        .await;
+        return (
+            StatusCode::FORBIDDEN,
+            "not an approver: nothing was recorded\n",
+        )
+            .into_response();
+    };
+    if !c
+        .limits
+        .allow(&format!("decide:{}", person.name), DECISIONS)
+    {
+        Counters::bump(&c.counters.rate_limited);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many decisions in a minute\n",
+        )
+            .into_response();
+    }
+    let who = person.name.clone();
+    let ballot = Ballot {
+        run_id: run.clone(),
+        step: step.clone(),
+        choice,
+        intent: Some(intent.clone()),
+        how: "slack".into(),
+        from: format!("slack:{}", click.user.id),
+    };
+    match record(&c, person, ballot).await {
+        Ok((recorded, next)) => {
+            let verb = match choice {
+                Choice::Approve => "approved",
+                Choice::Deny => "denied",
+            };
+            let text = format!("{} — {who} {verb}: {next}", recorded.pending.change);
+            // Still waiting: the buttons stay for the next approver.
+            let blocks = matches!(recorded.tally, Tally::Waiting { .. }).then(|| {
+                runbook_capabilities::notify::live::approval_message(
+                    &text,
+                    &action.value,
+                    &format!("runbook-approval-{run}-{step}"),
+                )["blocks"]
+                    .clone()
+            });
+            tell(text, true, blocks).await;
+            (StatusCode::OK, "").into_response()
+        }
+        Err(why) => {
+            Counters::bump(&c.counters.decisions_refused);
+            tell(why.clone(), false, None).await;
+            (StatusCode::CONFLICT, format!("{why}\n")).into_response()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -157,15 +157,7 @@ pub async fn serve(
         );
     }
     let stop = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
+        crate::tls::stop_signal().await;
         tracing::info!("stopping: no more deliveries");
     };
     match tls {

@@ -104,6 +104,19 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Completes at SIGTERM or Ctrl-C: when a server (`runbook serve`,
+/// `runbook console`) stops taking requests.
+pub async fn stop_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
 /// Serves `app` over TLS on `listener` until `stop` completes, then lets
 /// the requests in hand finish for up to [`DRAIN`] (a delivery already
 /// submitted gets its answer, so it is not sent again).
