@@ -12,15 +12,21 @@ use std::path::Path;
 const LAYERS: &[(&str, &str, &[&str])] = &[
     ("runbook-core", "crates/core", &[]),
     ("runbook-journal", "crates/journal", &["runbook-core"]),
+    ("runbook-policy", "crates/policy", &["runbook-core"]),
     (
         "runbook-capabilities",
         "crates/capabilities",
-        &["runbook-core", "runbook-journal"],
+        &["runbook-core", "runbook-journal", "runbook-policy"],
     ),
     (
         "runbook-engine",
         "crates/engine",
-        &["runbook-core", "runbook-journal", "runbook-capabilities"],
+        &[
+            "runbook-core",
+            "runbook-journal",
+            "runbook-policy",
+            "runbook-capabilities",
+        ],
     ),
     (
         "runbook-fleet",
@@ -28,6 +34,7 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
         &[
             "runbook-core",
             "runbook-journal",
+            "runbook-policy",
             "runbook-capabilities",
             "runbook-engine",
         ],
@@ -38,6 +45,7 @@ const LAYERS: &[(&str, &str, &[&str])] = &[
         &[
             "runbook-core",
             "runbook-journal",
+            "runbook-policy",
             "runbook-capabilities",
             "runbook-engine",
             "runbook-fleet",

@@ -153,6 +153,33 @@ fn malformed_triggers_files() {
     );
 }
 
+/// Policy directories (`runbook check RB-0031 --policies DIR`): each
+/// directory under `tests/fixtures/bad/policies/` beside its `.err`.
+/// Refused with the file and line, before anything is loaded or run.
+#[test]
+fn malformed_policy_directories() {
+    let dir = root().join("tests/fixtures/bad/policies");
+    let mut cases: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| {
+            format!(
+                "tests/fixtures/bad/policies/{}",
+                p.file_name().unwrap().to_string_lossy()
+            )
+        })
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 8, "too few policy cases");
+    assert_all(
+        cases
+            .iter()
+            .map(|c| golden(c, &["check", RB0031, "--policies", c]))
+            .collect(),
+    );
+}
+
 /// Approvers files (`runbook check RUNBOOK --approvers FILE`, RB-0031
 /// with two approvals from `sre` on its rollback): refused at check, a
 /// pasted token never echoed.

@@ -325,6 +325,7 @@ fn built_with(plugin_dirs: PathBuf) -> runbook_engine::sources::Sources {
         component_dirs: vec![common::built_plugins()],
         locked: false,
         trust: None,
+        policies: None,
     }
 }
 

@@ -3,6 +3,7 @@
 
 use runbook_core::approval::{Decision, Policy, Rule, TIMEOUT, Tally, Verdict};
 use runbook_core::whoami::who;
+use runbook_policy::Approval;
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
@@ -22,6 +23,9 @@ pub struct Gate {
     /// differs is blocked before it is decided on). Later changes of the
     /// step wait for decisions of their own.
     used: AtomicBool,
+    /// Who approved it, with their groups (what the organisation's
+    /// policies are told).
+    voters: Vec<Approval>,
 }
 
 impl Gate {
@@ -31,7 +35,13 @@ impl Gate {
             tally,
             intent,
             used: AtomicBool::new(false),
+            voters: Vec::new(),
         }
+    }
+
+    pub fn with_voters(mut self, voters: Vec<Approval>) -> Self {
+        self.voters = voters;
+        self
     }
 
     fn decide(&self, change: String, intent: &str) -> Decision {
@@ -95,6 +105,19 @@ impl Approver {
     pub fn with_gates(mut self, gates: BTreeMap<String, Gate>) -> Self {
         self.gates = gates;
         self
+    }
+
+    /// Who approved `step`'s change with digest `intent`, when its rule
+    /// is met (nobody otherwise): what the policies are asked with.
+    pub fn approved(&self, step: &str, intent: &str) -> Vec<Approval> {
+        match self.gates.get(step) {
+            Some(g)
+                if g.intent.as_deref() == Some(intent) && matches!(g.tally, Tally::Approved(_)) =>
+            {
+                g.voters.clone()
+            }
+            _ => Vec::new(),
+        }
     }
 
     /// Whether this process can ask a person: stdin and stderr are a terminal.

@@ -36,7 +36,10 @@ impl StepState {
         let start = self.start(C::INTERFACE, operation, Access::Read, resource, args)?;
         let result = match self.admit::<C>(&start) {
             Err(e) => Err(e),
-            Ok(backend) => call(backend, self.deadline()).await,
+            Ok(backend) => match self.guarded(&start).await {
+                Err(e) => Err(e),
+                Ok(()) => call(backend, self.deadline()).await,
+            },
         };
         self.record(start, &result, None)?;
         Ok(result)
@@ -90,6 +93,32 @@ impl StepState {
         self.backends.get::<C>().ok_or_else(|| {
             Error::Unavailable(format!("no backend is configured for `{}`", C::INTERFACE))
         })
+    }
+
+    /// A read the organisation's policies forbid is denied (people do
+    /// not approve reads).
+    async fn guarded(&mut self, call: &Started) -> Result<(), Error> {
+        let Some(guard) = self.guard.clone() else {
+            return Ok(());
+        };
+        let now = self.backends.clock().now_ms();
+        let step = self.caller.step.clone();
+        let answer = guard
+            .ask_off_fiber(
+                &step,
+                call.interface,
+                call.access,
+                &call.resource,
+                Vec::new(),
+                now,
+            )
+            .await;
+        match answer.verdict {
+            runbook_policy::Verdict::Allow => Ok(()),
+            _ => Err(Error::Denied(
+                guard.refusal(&answer, &format!("reading `{}`", call.resource)),
+            )),
+        }
     }
 
     pub(crate) fn before_deadline(&self) -> Result<(), Error> {

@@ -41,7 +41,8 @@
 //! - [`state`]: a step's store data and what it leaves behind; [`gate`]:
 //!   every call's checks; [`mutation`]: the protocol of a change;
 //!   [`durable`]: journal, leases and budget a change needs;
-//!   [`approval`]: who approves; [`limits`]: bounds on what a step hands
+//!   [`approval`]: who approves; [`guardrails`]: the organisation's
+//!   Cedar policies, asked after the grant; [`limits`]: bounds on what a step hands
 //!   the host.
 //! - [`log`], [`history`]: linked for every step.
 //! - the capability modules: `metrics`, `redis`, `feature_flags`, `ecs`,
@@ -59,6 +60,7 @@ pub mod capability;
 pub mod durable;
 pub mod environment;
 pub mod gate;
+pub mod guardrails;
 pub mod history;
 pub mod limits;
 pub mod log;

@@ -19,6 +19,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Instant;
 
+/// How a change waiting for approvals the policies ask for is decided on.
+const POLICY: &str = "policy";
+
 impl StepState {
     /// Every mutation: grant, deadline, budget; then `preview` says what
     /// would change and what the step would be told, the approver decides,
@@ -144,8 +147,6 @@ impl StepState {
                 return Ok(result);
             }
         }
-        self.shared.asking.store(true, SeqCst);
-        let asked = Instant::now();
         // The change's digest, as its `awaiting` line would name it: a step
         // under an approval rule is decided for that very change.
         let intent = runbook_core::approval::intent_digest(&serde_json::json!({
@@ -157,10 +158,56 @@ impl StepState {
             "change": change,
             "would": would,
         }));
-        let decision = self
-            .approver
-            .decide(&self.caller.step, change, &intent)
-            .await;
+        // The organisation's policies, told who approved this very change:
+        // allowed (the approver decides as ever), forbidden, or waiting for
+        // people under the rule the policies imply. Journaled either way.
+        let guarded = match self.guard.clone() {
+            None => None,
+            Some(guard) => {
+                let approvals = self.approver.approved(&self.caller.step, &intent);
+                let now = self.backends.clock().now_ms();
+                let answer = guard
+                    .ask_off_fiber(
+                        &self.caller.step,
+                        start.interface,
+                        Access::Mutate,
+                        &start.resource,
+                        approvals,
+                        now,
+                    )
+                    .await;
+                if let Err(e) = self.journal_policy(&start, &guard, &answer) {
+                    let result = Err(e);
+                    self.record(start, &result, None)?;
+                    return Ok(result);
+                }
+                Some((guard, answer))
+            }
+        };
+        if let Some((guard, answer)) = &guarded
+            && answer.verdict == runbook_policy::Verdict::Forbid
+        {
+            let result = Err(Error::Denied(
+                guard.refusal(answer, &format!("the change to {change}")),
+            ));
+            self.record(start, &result, None)?;
+            return Ok(result);
+        }
+        self.shared.asking.store(true, SeqCst);
+        let asked = Instant::now();
+        let decision = match &guarded {
+            Some((_, answer)) if answer.verdict != runbook_policy::Verdict::Allow => Decision {
+                decision: Verdict::AwaitingApproval,
+                how: Some(POLICY.to_string()),
+                by: None,
+                change,
+            },
+            _ => {
+                self.approver
+                    .decide(&self.caller.step, change, &intent)
+                    .await
+            }
+        };
         // Time spent waiting for a person is not the step's time.
         self.shared.extend(asked.elapsed());
         self.shared.asking.store(false, SeqCst);
@@ -234,14 +281,42 @@ impl StepState {
                     }
                 }
                 self.shared.trail().awaiting = Some(decision.change.clone());
-                Err(Error::Denied(format!(
-                    "awaiting approval to {}",
-                    decision.change
-                )))
+                Err(Error::Denied(match &guarded {
+                    Some((guard, answer)) if decision.how.as_deref() == Some(POLICY) => {
+                        guard.refusal(answer, &format!("the change to {}", decision.change))
+                    }
+                    _ => format!("awaiting approval to {}", decision.change),
+                }))
             }
         };
         self.record(start, &result, Some(decision))?;
         Ok(result)
+    }
+
+    /// The policies' decision on a change, before anything else of it is
+    /// journaled: decision, the policies that made it, the rule of
+    /// approvals it asks for, the context, the policy directory's digest.
+    fn journal_policy(
+        &self,
+        start: &Started,
+        guard: &crate::guardrails::Guard,
+        answer: &runbook_policy::Answer,
+    ) -> Result<(), Error> {
+        let Some(durable) = &self.durable else {
+            return Ok(());
+        };
+        let mut fields = serde_json::to_value(answer).unwrap_or_default();
+        fields["step"] = self.caller.step.clone().into();
+        fields["interface"] = start.interface.wit_name().into();
+        fields["operation"] = start.operation.into();
+        fields["resource"] = start.resource.clone().into();
+        fields["index"] = self.index_of(start).into();
+        fields["policies_sha256"] = guard.policies.digest.clone().into();
+        durable
+            .journal
+            .record("policy", fields)
+            .map(|_| ())
+            .map_err(|e| self.unrecorded(&e))
     }
 
     /// What the journal of a resumed run says this call already did: the

@@ -121,6 +121,8 @@ pub struct StepState {
     pub(crate) occurrences: std::collections::HashMap<(String, String, String), usize>,
     /// Leases this step took; released when it ends.
     pub(crate) leases: Vec<Box<dyn runbook_journal::lease::Lease>>,
+    /// The organisation's policies, when the run has them.
+    pub(crate) guard: Option<Arc<crate::guardrails::Guard>>,
 }
 
 /// Everything a [`StepState`] is made of.
@@ -136,6 +138,7 @@ pub struct StepSetup {
     pub durable: Option<Durable>,
     pub budget: Arc<Budget>,
     pub history: Arc<[crate::bindings::runbook::host::history::StepSummary]>,
+    pub guard: Option<Arc<crate::guardrails::Guard>>,
 }
 
 /// Entries a step may hold in its WASI resource table (streams, pollables).
@@ -160,6 +163,7 @@ impl StepState {
             history: s.history,
             occurrences: Default::default(),
             leases: Vec::new(),
+            guard: s.guard,
         }
     }
 

@@ -84,6 +84,7 @@ fn build(grants: &str, backends: Backends, approver: Approver) -> StepState {
         durable: None,
         budget: crate::durable::Budget::new(100, 0),
         history: Arc::from(Vec::new()),
+        guard: None,
     })
 }
 

@@ -110,6 +110,25 @@ impl Rule {
         Ok(())
     }
 
+    /// This step's rule together with the one the organisation's policies
+    /// ask for: the larger number of approvals, from the people the
+    /// policies name when they name any (else this rule's), the starter
+    /// only when both allow it, this rule's time. The policies are asked
+    /// again, with the approvals given, before the change is made.
+    pub fn and_policy(&self, policy: &Rule) -> Rule {
+        Rule {
+            approvals: self.approvals.max(policy.approvals),
+            from: if policy.from.is_empty() {
+                self.from.clone()
+            } else {
+                policy.from.clone()
+            },
+            starter_may_approve: self.starter_may_approve && policy.starter_may_approve,
+            timeout: self.timeout.clone(),
+            on_timeout: self.on_timeout,
+        }
+    }
+
     /// The timeout, if the rule has one (validated at load).
     pub fn timeout(&self) -> Option<std::time::Duration> {
         self.timeout

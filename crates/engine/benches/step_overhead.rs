@@ -117,6 +117,7 @@ fn main() {
         component_dirs: vec![],
         locked: false,
         trust: None,
+        policies: None,
     };
     let plan = Plan::load(&runtime, Runbook::load(&rb_path).unwrap(), &sources).unwrap();
     let scenario = Scenario::load(&sim_path).unwrap();
@@ -307,5 +308,6 @@ fn state(c: &RunConfig) -> runbook_capabilities::state::StepState {
         durable: None,
         budget: runbook_capabilities::durable::Budget::new(5, 0),
         history: std::sync::Arc::from(Vec::new()),
+        guard: None,
     })
 }

@@ -331,6 +331,15 @@ impl Engine {
                 Some(t) => Some(Arc::new(Trust::load(Path::new(t))?)),
                 None => None,
             },
+            // So do its policies, as they are now (a security team's
+            // change since applies); a directory gone is an error.
+            policies: match start["sources"]["policies"]["dir"].as_str() {
+                Some(d) => Some(Arc::new(
+                    runbook_policy::Policies::load(Path::new(d))
+                        .context("the run started under this policy directory")?,
+                )),
+                None => None,
+            },
         };
         let p = prepare(
             &self.runtime,
@@ -460,6 +469,15 @@ impl Engine {
         )?;
         let used = durable.as_ref().map_or(0, |d| d.replay.applied);
         let on_step: OnStep = Box::new(move |s| watch.step(s));
+        let guard = p.policies.as_ref().map(|policies| {
+            Arc::new(crate::guard::of_run(
+                policies,
+                &p.plan,
+                (&run_id, &incident, &mode),
+                approvals,
+                journaled,
+            ))
+        });
         let cfg = RunConfig {
             run_id,
             incident,
@@ -475,11 +493,15 @@ impl Engine {
                     approvals.interactive,
                 )
                 .with_gates(crate::approvals::gates(
-                    &crate::approvals::rules_of(&p.plan.runbook),
+                    &runbook_journal::approvals::with_policies(
+                        crate::approvals::rules_of(&p.plan.runbook),
+                        journaled,
+                    ),
                     journaled,
                     runbook_core::time::now_ms(),
                 )),
             ),
+            guard,
             durable,
             budget: Budget::new(p.plan.runbook.max_mutations, used),
             on_step: Some(on_step),

@@ -30,11 +30,14 @@ pub fn gates(
         .iter()
         .map(|(step, rule)| {
             let gate = match waited.as_ref().filter(|p| p.step == *step) {
-                Some(p) => Gate::new(
-                    rule.clone(),
-                    decided_by_time(rule, p, standing(lines, rule, p), now_ms),
-                    Some(p.intent.clone()),
-                ),
+                Some(p) => {
+                    let tally = decided_by_time(rule, p, standing(lines, rule, p), now_ms);
+                    let voters = match &tally {
+                        Tally::Approved(by) => voters(lines, p, by),
+                        _ => Vec::new(),
+                    };
+                    Gate::new(rule.clone(), tally, Some(p.intent.clone())).with_voters(voters)
+                }
                 None => Gate::new(
                     rule.clone(),
                     Tally::Waiting {
@@ -45,6 +48,22 @@ pub fn gates(
                 ),
             };
             (step.clone(), gate)
+        })
+        .collect()
+}
+
+/// The people who approved `p`, with the groups their decisions
+/// recorded.
+fn voters(lines: &[Value], p: &Pending, by: &[String]) -> Vec<runbook_policy::Approval> {
+    let votes = votes(lines);
+    by.iter()
+        .map(|person| runbook_policy::Approval {
+            person: person.clone(),
+            groups: votes
+                .iter()
+                .find(|v| v.intent == p.intent && &v.by == person)
+                .map(|v| v.groups.clone())
+                .unwrap_or_default(),
         })
         .collect()
 }

@@ -46,6 +46,7 @@ pub mod capture;
 pub mod engine_config;
 pub mod expect;
 pub mod fuzzing;
+pub mod guard;
 pub mod lock;
 pub mod oci;
 pub mod plan;

@@ -28,6 +28,9 @@ pub struct Plugin {
     pub memory_at_start: u64,
     /// The contract version it was built against (`0.2.0`, `0.1.0`).
     pub api: &'static str,
+    /// The trusted keys whose signatures it carries (checked against a
+    /// trust file; none without one, or built in).
+    pub signers: Vec<String>,
 }
 
 /// How an import relates to the grant.
@@ -262,9 +265,10 @@ impl Plugin {
         }
         // Before the bytes are compiled: an unsigned or altered component
         // is never even parsed.
-        if let Some(trust) = trust {
-            trust.verify(&runbook_core::signing::Subject::of(&manifest, &digest))?;
-        }
+        let signers = match trust {
+            Some(trust) => trust.verify(&runbook_core::signing::Subject::of(&manifest, &digest))?,
+            None => Vec::new(),
+        };
         let facts = read_facts(&bytes).map_err(|why| {
             hinted(
                 format!(
@@ -291,6 +295,7 @@ impl Plugin {
             source: Source::Unloaded,
             imports: facts.imports,
             memory_at_start: facts.memory_at_start,
+            signers,
         };
         Ok((plugin, bytes))
     }
@@ -313,6 +318,7 @@ impl Plugin {
             size: b.wasm.len(),
             compiled: std::sync::OnceLock::new(),
             source: Source::Builtin(b),
+            signers: Vec::new(),
         })
     }
 

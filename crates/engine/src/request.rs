@@ -28,6 +28,9 @@ pub struct Approvals {
     /// submitter); by default this process's user. A step whose rule
     /// says so may not be approved by them.
     pub starter: Option<String>,
+    /// The incident's severity (`--severity HIGH`), as the organisation's
+    /// policies see it; recorded in `run-start`.
+    pub severity: Option<String>,
 }
 
 impl Approvals {

@@ -28,6 +28,8 @@ pub struct RunConfig {
     pub on_step: Option<OnStep>,
     /// The run's span, when tracing is on: each step's spans go under it.
     pub trace: Option<RunTrace>,
+    /// The organisation's policies, asked before every change.
+    pub guard: Option<Arc<runbook_capabilities::guardrails::Guard>>,
 }
 
 impl RunConfig {
@@ -44,6 +46,7 @@ impl RunConfig {
             budget: Budget::new(runbook_core::runbook::DEFAULT_MAX_MUTATIONS, 0),
             on_step: None,
             trace: None,
+            guard: None,
         }
     }
 

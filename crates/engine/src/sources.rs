@@ -9,6 +9,7 @@ use runbook_core::error::hinted;
 use runbook_core::ids::Name;
 use runbook_core::manifest::{self, LoadedManifest};
 use runbook_core::signing::Trust;
+use runbook_policy::Policies;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ pub struct Search {
     pub plugins: Vec<PathBuf>,
     pub components: Vec<PathBuf>,
     pub trust: Option<PathBuf>,
+    /// A policy directory (`--policies`, else `RUNBOOK_POLICIES`).
+    pub policies: Option<PathBuf>,
 }
 
 /// Where plugins and their components are found: the plugin directories
@@ -34,6 +37,8 @@ pub struct Sources {
     /// Which keys may sign which plugins, and how many signatures a
     /// directory plugin needs.
     pub trust: Option<Arc<Trust>>,
+    /// The organisation's guardrails, asked before every change.
+    pub policies: Option<Arc<Policies>>,
 }
 
 impl Sources {
@@ -49,8 +54,22 @@ impl Sources {
                 runbook.map(|r| r.parent().unwrap_or(Path::new("."))),
             )?
             .map(Arc::new),
+            policies: policies(search.policies.as_deref())?,
         })
     }
+}
+
+/// The policy directory: `--policies`, else `RUNBOOK_POLICIES`; none
+/// when neither is given. One that cannot be read is an error: nothing
+/// runs on a policy it cannot read.
+pub fn policies(flag: Option<&Path>) -> Result<Option<Arc<Policies>>> {
+    let dir = match flag {
+        Some(d) => Some(d.to_path_buf()),
+        None => std::env::var_os("RUNBOOK_POLICIES")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from),
+    };
+    dir.map(|d| Policies::load(&d).map(Arc::new)).transpose()
 }
 
 /// `--plugins`, else `plugins/` beside the runbook.

@@ -21,6 +21,9 @@ pub struct Prepared {
     pub plan: Arc<Plan>,
     pub backend: Backend,
     pub audit: Option<Arc<AuditLog>>,
+    /// The organisation's guardrails (`--policies`), asked before every
+    /// change of a run.
+    pub policies: Option<Arc<runbook_policy::Policies>>,
 }
 
 impl Prepared {
@@ -32,6 +35,7 @@ impl Prepared {
             plan,
             backend,
             audit: None,
+            policies: None,
         })
     }
 }
@@ -72,6 +76,7 @@ pub fn prepare(
         plan,
         backend,
         audit,
+        policies: sources.policies.clone(),
     })
 }
 
@@ -187,10 +192,21 @@ pub(crate) fn record_start(journal: &Journal, p: &Prepared, s: &Started<'_>) -> 
     if let Some(trace) = s.trace {
         start["trace"] = trace.record();
     }
+    // Only under policies: a journal without them reads as before. A
+    // resumed run is asked of the policies in this directory then.
+    if let Some(policies) = &sources.policies {
+        start["sources"]["policies"] = json!({
+            "dir": absolute(&policies.dir),
+            "sha256": policies.digest,
+        });
+    }
     // Only when a step has a rule: a journal without it reads as before.
     let rules = crate::approvals::rules_of(&plan.runbook);
     if !rules.is_empty() {
         start["approval_rules"] = serde_json::to_value(&rules)?;
+    }
+    if let Some(severity) = &s.approvals.severity {
+        start["severity"] = severity.clone().into();
     }
     start["starter"] = s
         .approvals

@@ -97,6 +97,7 @@ pub async fn run_step_after(
         durable: cfg.durable.clone(),
         budget: cfg.budget.clone(),
         history: earlier.iter().map(summary_of).collect(),
+        guard: cfg.guard.clone(),
     });
     let mut store = Store::new(&runtime.engine, state);
     store.limiter(|s| s.limiter());

@@ -69,15 +69,42 @@ fn as_pending(l: &Value) -> Pending {
     }
 }
 
-/// Each step's approval rule, as the run started with it.
+/// Each step's approval rule, as the run started with it, together with
+/// the rule the organisation's policies asked for (its `policy` lines).
 pub fn rules(lines: &[Value]) -> BTreeMap<String, Rule> {
     let start = lines.iter().find(|l| l["event"] == "run-start");
-    start
+    let own = start
         .and_then(|s| s["approval_rules"].as_object())
         .into_iter()
         .flatten()
         .filter_map(|(step, rule)| Some((step.clone(), serde_json::from_value(rule.clone()).ok()?)))
-        .collect()
+        .collect();
+    with_policies(own, lines)
+}
+
+/// `rules` with, for each step whose last policy decision asked for
+/// approvals, that rule added ([`Rule::and_policy`]).
+pub fn with_policies(mut rules: BTreeMap<String, Rule>, lines: &[Value]) -> BTreeMap<String, Rule> {
+    let mut asked: BTreeMap<String, Rule> = BTreeMap::new();
+    for l in lines.iter().filter(|l| l["event"] == "policy") {
+        let Some(step) = l["step"].as_str() else {
+            continue;
+        };
+        match serde_json::from_value::<Rule>(l["rule"].clone()) {
+            Ok(rule) if l["decision"] == "needs-approvals" => {
+                asked.insert(step.to_string(), rule);
+            }
+            _ => {}
+        }
+    }
+    for (step, policy) in asked {
+        let merged = match rules.get(&step) {
+            Some(own) => own.and_policy(&policy),
+            None => policy,
+        };
+        rules.insert(step, merged);
+    }
+    rules
 }
 
 /// Who started the run: `run-start`'s `starter` (the person who asked

@@ -59,6 +59,10 @@ impl JournalLog for ChainLog {
 /// - `awaiting`: the step's `step-end` and the run's `awaiting-approval`
 ///   end, both durable, follow it before the run is parked; without them
 ///   the step runs again and asks again.
+/// - `policy`: the organisation's policies' decision on a change; the
+///   change's `intent`, or its `awaiting` line and the run's end, or the
+///   step's end (all durable but `awaiting`) follow it; without them the
+///   step runs again and the policies are asked again.
 ///
 /// Every other line is durable at once: `run-start` and `resume` (a run
 /// exists, who holds it), `intent` (before its change is issued),
@@ -67,7 +71,7 @@ impl JournalLog for ChainLog {
 /// and own changes count it), `step-end` (a step's outcome, so no line
 /// waits past its step's end), `run-end`, `host-panic` and `page`.
 pub fn durable(event: &str) -> bool {
-    !matches!(event, "step-start" | "awaiting")
+    !matches!(event, "step-start" | "awaiting" | "policy")
 }
 
 /// A journal line that could not be written: the run must stop before

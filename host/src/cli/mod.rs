@@ -94,6 +94,16 @@ pub enum Command {
     /// what was given up, compared with `runbook.lock` or the lock at a git
     /// revision. Exit status: 0 nothing widened, 6 something widened.
     Review(ReviewArgs),
+    /// Show each change calendar's state (OPEN or CLOSED) and its next change
+    ///
+    /// From `calendars.toml` in the policy directory; the organisation's
+    /// policies read the same states (`context.calendars`).
+    Calendar(CalendarArgs),
+    /// Validate a policy directory and list its policies, or print the schema
+    ///
+    /// Each policy's id, effect, file and line, and the calendars; with
+    /// `--schema`, the Cedar schema every policy is validated against.
+    Policies(PoliciesArgs),
     /// Show a plugin's imports, grants, limits and digest side by side
     Inspect(InspectArgs),
     /// List the plugins a runbook can use, with their digests
@@ -195,6 +205,8 @@ pub const GROUPS: &[(&str, &[&str])] = &[
             "check",
             "lock",
             "review",
+            "policies",
+            "calendar",
             "inspect",
             "plugins",
             "verify-log",

@@ -21,6 +21,31 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct PoliciesArgs {
+    /// The policy directory (default `RUNBOOK_POLICIES`).
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// Print the Cedar schema policies are written against instead (no
+    /// directory needed).
+    #[arg(long)]
+    pub schema: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CalendarArgs {
+    /// The policy directory whose `calendars.toml` to read (default
+    /// `RUNBOOK_POLICIES`).
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
+    /// The state at this time (RFC 3339) instead of now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct LockArgs {
     /// Runbooks, or directories whose executable runbooks are all locked
     /// (the lock then holds exactly those). Default: `runbooks`.
@@ -132,6 +157,11 @@ pub struct Search {
     /// beside the runbook, if there is one.
     #[arg(long, value_name = "FILE")]
     pub trust: Option<PathBuf>,
+    /// A policy directory (Cedar `*.cedar` files and `calendars.toml`):
+    /// the organisation's guardrails, reported by `check` and `review`
+    /// and asked before every change. Default: `RUNBOOK_POLICIES`.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
 }
 
 impl Search {
@@ -141,6 +171,7 @@ impl Search {
             plugins: self.plugins.clone(),
             components: self.components.clone(),
             trust: self.trust.clone(),
+            policies: self.policies.clone(),
         }
     }
 }

@@ -30,6 +30,10 @@ pub struct RunArgs {
     /// changes with it. Simulations take it from the scenario.
     #[arg(long, value_name = "TIME")]
     pub incident_start: Option<String>,
+    /// The incident's severity (`HIGH`, `MED`, `LOW`), as the
+    /// organisation's policies see it (`context.incident.severity`).
+    #[arg(long, value_name = "LEVEL")]
+    pub severity: Option<String>,
     /// Print the report as one JSON document instead of the timeline.
     #[arg(long)]
     pub json: bool,

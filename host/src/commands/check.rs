@@ -25,11 +25,8 @@ pub fn check(args: CheckArgs) -> Result<Exit> {
     }
     let runtime = Runtime::new(default_cache_dir())?;
     let loading = crate::progress::spinner("loading and linking the plugins");
-    let plan = runbook_engine::start::load_plan(
-        &runtime,
-        runbook,
-        &sources(&args.sources, &args.runbook)?,
-    )?;
+    let sources = sources(&args.sources, &args.runbook)?;
+    let plan = runbook_engine::start::load_plan(&runtime, runbook, &sources)?;
     plan.link_all(&runtime)?;
     loading.finish_and_clear();
     if let Some(env) = &args.env {
@@ -63,6 +60,18 @@ pub fn check(args: CheckArgs) -> Result<Exit> {
         plan.runbook.title,
         plan.steps.len()
     );
+    // What the organisation's policies would say of each step's changes.
+    let findings = match &sources.policies {
+        Some(policies) => {
+            let now = runbook_core::time::now_ms();
+            runbook_engine::guard::step_facts(&plan)
+                .iter()
+                .zip(&plan.steps)
+                .flat_map(|(facts, s)| policies.review(facts, &s.grants, now))
+                .collect()
+        }
+        None => Vec::new(),
+    };
     let mut warned = Vec::new();
     for s in &plan.steps {
         let limits = s.plugin.manifest.manifest.limits;
@@ -96,8 +105,21 @@ pub fn check(args: CheckArgs) -> Result<Exit> {
         if let Some(rule) = &s.def.approval {
             say!(out, "      approval: {}", rule.describe());
         }
+        for f in findings.iter().filter(|f| f.step == s.def.id.as_str()) {
+            say!(out, "      policy: {}", f.describe_for_step());
+        }
         let routes: Vec<String> = s.def.on.iter().map(|(k, v)| format!("{k} → {v}")).collect();
         say!(out, "      routes: {}", routes.join(", "));
+    }
+    if let Some(policies) = &sources.policies {
+        say!(
+            out,
+            "policies: `{}` ({} policies, {} calendars; {} findings)",
+            policies.dir.display(),
+            policies.sources.len(),
+            policies.calendars.calendars.len(),
+            findings.len()
+        );
     }
     emit(&out)?;
     Ok(Exit::Ok)

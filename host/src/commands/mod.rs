@@ -7,6 +7,7 @@ mod bench;
 mod check;
 mod console;
 mod fleet;
+mod guardrails;
 mod inspect;
 mod journal;
 mod kit;
@@ -50,6 +51,8 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
         Command::New(args) => kit::new(args),
         Command::Build(args) => kit::build(args),
         Command::Review(args) => review(args),
+        Command::Calendar(args) => guardrails::calendar(args),
+        Command::Policies(args) => guardrails::policies(args),
         Command::Keygen(args) => keygen(args),
         Command::Sign(args) => sign(args),
         Command::Resume(args) => resume(args).await,

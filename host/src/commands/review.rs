@@ -17,6 +17,9 @@ pub fn review(args: ReviewArgs) -> Result<Exit> {
     let runtime = Runtime::new(default_cache_dir())?;
     let mut all: Vec<Change> = Vec::new();
     let mut bases: Vec<String> = Vec::new();
+    // The organisation's policies, asked over what the runbooks now run.
+    let policies = runbook_engine::sources::policies(args.search.policies.as_deref())?;
+    let mut findings = Vec::new();
     for group in groups(&args.paths)? {
         let (base, shown) = match &args.base {
             None => {
@@ -32,6 +35,9 @@ pub fn review(args: ReviewArgs) -> Result<Exit> {
         };
         let now = current(&runtime, &group, &args.search, base.clone())?;
         all.extend(diff(&base, &now));
+        if let Some(p) = &policies {
+            findings.extend(super::guardrails::of_lock(p, &now, &group.dir));
+        }
         bases.push(shown);
     }
     all.sort_by_key(|c| c.kind);
@@ -43,10 +49,27 @@ pub fn review(args: ReviewArgs) -> Result<Exit> {
             "changed": all.iter().filter(|c| c.kind == Kind::Changed).count(),
             "narrowed": all.iter().filter(|c| c.kind == Kind::Narrowed).count(),
             "changes": all,
+            "guardrails": findings.iter().map(|f| serde_json::json!({
+                "step": f.step,
+                "interface": f.interface,
+                "resource": f.resource,
+                "finding": f.describe_for_step(),
+                "policies": f.policies,
+            })).collect::<Vec<_>>(),
         });
         emit(&format!("{}\n", serde_json::to_string_pretty(&doc)?))?;
     } else {
-        emit(&markdown(&bases.join(", "), &all))?;
+        let mut text = markdown(&bases.join(", "), &all);
+        if let Some(p) = &policies {
+            text.push_str(&format!("\n## Guardrails (`{}`)\n\n", p.dir.display()));
+            if findings.is_empty() {
+                text.push_str("No step's changes are forbidden or held by a policy.\n");
+            }
+            for f in &findings {
+                text.push_str(&format!("- {}\n", f.describe()));
+            }
+        }
+        emit(&text)?;
     }
     Ok(if widened { Exit::Widened } else { Exit::Ok })
 }

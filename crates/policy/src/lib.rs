@@ -1,0 +1,23 @@
+//! Guardrails a security team writes once, in Cedar, for every runbook,
+//! plugin and run.
+//!
+//! - `schema`: what a policy can name (from the capability registry).
+//! - `load`: a policy directory read and validated whole ([`Policies`]).
+//! - `calendar`: change calendars (closed windows, OPEN otherwise).
+//! - `decide`: one question before a change: allow, forbid, or forbid
+//!   unless people approve (and under which rule).
+//! - `review`: the same questions asked before anything runs, over a
+//!   step's grants, for `check` and `review`.
+//!
+//! Grants say what a step may touch; policies only take away (a
+//! built-in `grants` policy permits what was granted), so a policy
+//! directory can narrow a reviewed runbook but never widen it.
+
+pub mod calendar;
+pub mod decide;
+pub mod load;
+pub mod review;
+pub mod schema;
+
+pub use decide::{Answer, Approval, Question, RunFacts, StepFacts, Verdict};
+pub use load::Policies;

@@ -1,0 +1,387 @@
+//! The organisation's guardrails in Cedar (`--policies DIR`), live
+//! against moto and redis-server: reported by `check` and `review` before
+//! anything runs, asked before every change with the decision journaled,
+//! and a change they hold waits for the people they name (`runbook
+//! approve`), never for `--yes`. Bad policy directories are refused in
+//! `bad_input.rs`.
+
+mod common;
+
+use common::approvers::{People, STARTER, people};
+use common::fleet::aws;
+use common::live::*;
+use common::{RB0031, Run, output, path, root, runbook};
+use serde_json::Value;
+use std::path::Path;
+
+/// Nothing mutates an `AUTH_*` flag without two approvals; no production
+/// rollback while `change-freeze` is closed, unless an incident
+/// commander approves it.
+const ORG: &str = r#"// Nothing mutates an AUTH_* flag without two approvals.
+@id("auth-flags-two-approvals")
+forbid (principal, action == Runbook::Action::"feature-flags:mutate", resource is Runbook::Flag)
+when { resource.name like "AUTH_*" }
+unless { context.approvals.count >= 2 };
+
+// Rollbacks wait out a freeze, unless the incident commander approves.
+@id("rollback-freeze")
+forbid (principal, action == Runbook::Action::"ecs:mutate", resource is Runbook::Service)
+when { context.calendars.closed.contains("change-freeze") }
+unless { context.approvals.groups.contains(Runbook::Group::"incident-commander") };
+"#;
+
+/// A policy directory with [`ORG`] and a `change-freeze` calendar closed
+/// from `from` to `to` (RFC 3339).
+fn policies(dir: &Path, from: &str, to: &str) -> String {
+    let pol = dir.join("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    std::fs::write(pol.join("org.cedar"), ORG).unwrap();
+    std::fs::write(
+        pol.join("calendars.toml"),
+        format!(
+            "[[calendar]]\nname = \"change-freeze\"\nclosed = [{{ start = \"{from}\", end = \"{to}\" }}]\n"
+        ),
+    )
+    .unwrap();
+    pol.to_string_lossy().into_owned()
+}
+
+fn at(offset_s: i64) -> String {
+    let now = std::time::SystemTime::now();
+    let t = if offset_s >= 0 {
+        now + std::time::Duration::from_secs(offset_s as u64)
+    } else {
+        now - std::time::Duration::from_secs((-offset_s) as u64)
+    };
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// `ivan`, an incident commander, added to the approvers file.
+fn with_commander(people: &mut People) {
+    let out = output(runbook().args(["approver-token", "ivan"]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let token = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("# rbk_"))
+        .map(|t| format!("rbk_{t}"))
+        .unwrap();
+    let entry: Vec<&str> = out.stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    let entry = entry
+        .join("\n")
+        .replace("groups = []", "groups = [\"incident-commander\"]");
+    let mut text = std::fs::read_to_string(&people.file).unwrap();
+    text.push_str(&entry);
+    text.push('\n');
+    std::fs::write(&people.file, text).unwrap();
+    people.tokens.insert("ivan", token);
+}
+
+fn journal(state: &Path, run: &str) -> Vec<Value> {
+    std::fs::read_to_string(state.join("runs").join(format!("{run}.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn policy_lines(lines: &[Value], step: &str) -> Vec<Value> {
+    lines
+        .iter()
+        .filter(|l| l["event"] == "policy" && l["step"] == step)
+        .cloned()
+        .collect()
+}
+
+fn refused(out: &Run, expect: &str) {
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(expect),
+        "wanted `{expect}` in:\n{}",
+        out.stderr
+    );
+}
+
+fn flag(live: &Live, key: &str) -> Option<String> {
+    let text = std::fs::read_to_string(live.dir.path().join("flags.json")).ok()?;
+    let map: std::collections::BTreeMap<String, String> = serde_json::from_str(&text).unwrap();
+    map.get(key).cloned()
+}
+
+/// A second runbook, of another team: it turns on MFA enforcement, an
+/// `AUTH_*` flag the same policy holds.
+const RB_MFA: &str = r#"---
+runbook_id: RB-0107
+title: Credential Stuffing Surge
+service: login-service
+severity_scope: HIGH
+first_action_step: Enforce MFA on every login.
+steps:
+  - id: enforce-mfa
+    plugin: set-flag
+    inputs:
+      key: AUTH_MFA_ENFORCE
+      value: "true"
+    grants:
+      feature-flags:
+        read: [AUTH_MFA_ENFORCE]
+        mutate: [AUTH_MFA_ENFORCE]
+    on:
+      set: resolved
+      unchanged: resolved
+      error: escalated
+      limit-exceeded: escalated
+---
+# Credential Stuffing Surge
+"#;
+
+/// The `AUTH_*` policy, in RB-0031 and in a second runbook: `check` and
+/// `review` report the step before anything runs; `--yes` parks the run
+/// at the flag, nothing set, the decision journaled with its policy and
+/// context; the starter cannot approve, one approval is not enough (a
+/// resume parks again), a second person's lets the resumed run set it.
+#[test]
+fn an_auth_flag_waits_for_two_approvers_in_every_runbook() {
+    let moto = Moto::start();
+    let (cluster, service, _) = ecs_service(&moto);
+    // The session store really is down: started, then stopped.
+    let mut session = RedisServer::start();
+    let session_url = session.url();
+    session.signal("-TERM");
+    let _ = session.child.wait();
+    let live = Live::new(
+        &session_outage_metrics(),
+        &session_url,
+        &moto,
+        (&cluster, &service),
+        FILE_FLAGS,
+    );
+    // No freeze now: the calendar closed last year.
+    let pol = policies(
+        live.dir.path(),
+        "2025-12-24T00:00:00Z",
+        "2025-12-27T00:00:00Z",
+    );
+    let people = people(live.dir.path());
+    let mfa = live.dir.path().join("RB-0107-credential-stuffing.md");
+    std::fs::write(&mfa, RB_MFA).unwrap();
+    let mfa = mfa.to_string_lossy().into_owned();
+
+    // Before anything runs.
+    let check = output(runbook().args(["check", RB0031, "--policies", &pol]));
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    let expect = "policy: `feature-flags` on `AUTH_STATELESS_FALLBACK` needs approvals: 2 approvals from anyone in the approvers file; not the run's starter; no timeout of its own (policy `auth-flags-two-approvals` (org.cedar, line 3))";
+    assert!(check.stdout.contains(expect), "{}", check.stdout);
+    assert!(
+        check.stdout.contains("2 policies, 1 calendars; 1 findings"),
+        "{}",
+        check.stdout
+    );
+    let check = output(runbook().args(["check", &mfa, "--policies", &pol]));
+    assert_eq!(check.code, 0, "{}", check.stderr);
+    assert!(
+        check
+            .stdout
+            .contains("policy: `feature-flags` on `AUTH_MFA_ENFORCE` needs approvals: 2 approvals"),
+        "{}",
+        check.stdout
+    );
+    let review = output(
+        runbook()
+            .args(["review", "runbooks", "--policies", &pol])
+            .current_dir(root()),
+    );
+    assert_eq!(review.code, 0, "{}", review.stderr);
+    assert!(review.stdout.contains("## Guardrails"), "{}", review.stdout);
+    assert!(
+        review.stdout.contains("- step `enable-fallback`: `feature-flags` on `AUTH_STATELESS_FALLBACK` needs approvals: 2 approvals"),
+        "{}",
+        review.stdout
+    );
+
+    for (rb, step, key) in [
+        (RB0031, "enable-fallback", "AUTH_STATELESS_FALLBACK"),
+        (mfa.as_str(), "enforce-mfa", "AUTH_MFA_ENFORCE"),
+    ] {
+        let state = live.dir.path().join(format!("state-{step}"));
+        let st = state.to_str().unwrap();
+        let local = ["--state-dir", st];
+        let first = output(
+            live.command_for(rb, &["--yes", "--state-dir", st, "--policies", &pol])
+                .env("USER", STARTER),
+        );
+        assert_eq!(first.code, 4, "{step}: {}\n{}", first.stdout, first.stderr);
+        let report = first.json();
+        assert_eq!(path(&report).last().unwrap(), step);
+        let run = report["run_id"].as_str().unwrap().to_string();
+        assert_eq!(flag(&live, key), None, "{step}: set before anyone approved");
+        let parked = policy_lines(&journal(&state, &run), step);
+        assert_eq!(parked.len(), 1, "{parked:?}");
+        assert_eq!(parked[0]["decision"], "needs-approvals");
+        assert_eq!(parked[0]["rule"]["approvals"], 2);
+        assert_eq!(
+            parked[0]["policies"],
+            serde_json::json!(["auth-flags-two-approvals"])
+        );
+        assert_eq!(parked[0]["context"]["approvals"]["count"], 0);
+        assert_eq!(parked[0]["context"]["starter"], STARTER);
+        assert_eq!(parked[0]["resource"], key);
+
+        // The starter may not; one person is not two.
+        refused(
+            &people.decide(&run, step, "dave", None, &local),
+            "`dave` started this run",
+        );
+        let alice = people.decide(&run, step, "alice", None, &local);
+        assert_eq!(alice.code, 0, "{}", alice.stderr);
+        assert!(
+            alice.stdout.contains("1 of 2 approvals (alice)"),
+            "{}",
+            alice.stdout
+        );
+        let again = output(aws(runbook()
+            .args(["resume", &run, "--yes", "--json"])
+            .args(local)));
+        assert_eq!(again.code, 4, "{step}: {}\n{}", again.stdout, again.stderr);
+        assert_eq!(flag(&live, key), None, "{step}: set with one approval");
+
+        // A second person (of another group): it goes on.
+        let carol = people.decide(&run, step, "carol", None, &local);
+        assert_eq!(carol.code, 0, "{}", carol.stderr);
+        // The replayed metrics start over in a new process: recovered now.
+        std::fs::write(
+            live.dir.path().join("metrics.toml"),
+            recorded(164.0, 164.0, 99.7),
+        )
+        .unwrap();
+        let done = output(aws(runbook()
+            .args(["resume", &run, "--yes", "--json"])
+            .args(local)));
+        assert_eq!(done.code, 0, "{step}: {}\n{}", done.stdout, done.stderr);
+        assert_eq!(done.json()["status"], "resolved");
+        assert_eq!(flag(&live, key).as_deref(), Some("true"));
+        let lines = journal(&state, &run);
+        let last = policy_lines(&lines, step).pop().unwrap();
+        assert_eq!(last["decision"], "allow");
+        assert_eq!(last["context"]["approvals"]["count"], 2);
+        let intents: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["event"] == "intent" && l["step"] == step)
+            .collect();
+        assert_eq!(intents.len(), 1, "{intents:?}");
+        assert_eq!(intents[0]["approval"]["by"], "alice, carol");
+    }
+}
+
+/// A closed `change-freeze` holds the rollback, `--yes` or not, until
+/// an incident commander approves it; someone else's approval does not
+/// count, and the service stays on its revision until then.
+#[test]
+fn a_freeze_holds_the_rollback_until_the_incident_commander_approves() {
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
+    let pol = policies(live.dir.path(), &at(-3600), &at(3600));
+    let mut people = people(live.dir.path());
+    with_commander(&mut people);
+    let state = live.dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let local = ["--state-dir", st];
+
+    let cal = output(runbook().args(["calendar", "--policies", &pol, "--json"]));
+    assert_eq!(cal.code, 0, "{}", cal.stderr);
+    let cal = cal.json();
+    assert_eq!(cal["calendars"][0]["state"], "CLOSED", "{cal:#}");
+
+    let first = output(
+        live.command(&["--yes", "--state-dir", st, "--policies", &pol])
+            .env("USER", STARTER),
+    );
+    assert_eq!(first.code, 4, "{}\n{}", first.stdout, first.stderr);
+    let report = first.json();
+    assert_eq!(path(&report).last().unwrap(), "rollback");
+    let run = report["run_id"].as_str().unwrap().to_string();
+    let before = format!("{family}:3");
+    assert_eq!(service_task_definition(&moto, &cluster, &service), before);
+    let parked = policy_lines(&journal(&state, &run), "rollback");
+    assert_eq!(parked[0]["decision"], "needs-approvals");
+    assert_eq!(
+        parked[0]["rule"]["from"],
+        serde_json::json!(["incident-commander"])
+    );
+    assert_eq!(
+        parked[0]["context"]["calendars"]["closed"],
+        serde_json::json!(["change-freeze"])
+    );
+    assert_eq!(
+        parked[0]["policies"],
+        serde_json::json!(["rollback-freeze"])
+    );
+
+    refused(
+        &people.decide(&run, "rollback", "alice", None, &local),
+        "`alice` is not one of `incident-commander`",
+    );
+    let ivan = people.decide(&run, "rollback", "ivan", None, &local);
+    assert_eq!(ivan.code, 0, "{}", ivan.stderr);
+    std::fs::write(
+        live.dir.path().join("metrics.toml"),
+        recorded(121.0, 121.0, 99.9),
+    )
+    .unwrap();
+    let done = output(aws(runbook()
+        .args(["resume", &run, "--yes", "--json"])
+        .args(local)));
+    assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
+    assert_eq!(done.json()["status"], "resolved");
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:2")
+    );
+    let last = policy_lines(&journal(&state, &run), "rollback")
+        .pop()
+        .unwrap();
+    assert_eq!(last["decision"], "allow");
+    assert_eq!(
+        last["context"]["approvals"]["groups"],
+        serde_json::json!([{ "__entity": { "type": "Runbook::Group", "id": "incident-commander" } }])
+    );
+}
+
+/// A run whose policy directory cannot be read does not start: nothing
+/// journaled, nothing changed.
+#[test]
+fn nothing_runs_on_a_policy_it_cannot_read() {
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
+    let state = live.dir.path().join("state");
+    let st = state.to_str().unwrap();
+    let bad = root().join("tests/fixtures/bad/policies/schema");
+    let out = output(&mut live.command(&[
+        "--yes",
+        "--state-dir",
+        st,
+        "--policies",
+        bad.to_str().unwrap(),
+    ]));
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert!(out.stderr.contains("org.cedar`, line 9"), "{}", out.stderr);
+    assert!(
+        !state.join("runs").exists() || std::fs::read_dir(state.join("runs")).unwrap().count() == 0
+    );
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:3")
+    );
+    // The same from the environment.
+    let out = output(
+        live.command(&["--yes", "--state-dir", st])
+            .env("RUNBOOK_POLICIES", &bad),
+    );
+    assert_eq!(out.code, 2, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:3")
+    );
+}
