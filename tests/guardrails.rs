@@ -170,7 +170,7 @@ fn an_auth_flag_waits_for_two_approvers_in_every_runbook() {
     // Before anything runs.
     let check = output(runbook().args(["check", RB0031, "--policies", &pol]));
     assert_eq!(check.code, 0, "{}", check.stderr);
-    let expect = "policy: `feature-flags` on `AUTH_STATELESS_FALLBACK` needs approvals: 2 approvals from anyone in the approvers file; not the run's starter; no timeout of its own (policy `auth-flags-two-approvals` (org.cedar, line 3))";
+    let expect = "policy: `feature-flags:mutate` on `AUTH_STATELESS_FALLBACK` needs approvals: 2 approvals from anyone in the approvers file; not the run's starter; no timeout of its own (policy `auth-flags-two-approvals` (org.cedar, line 3))";
     assert!(check.stdout.contains(expect), "{}", check.stdout);
     assert!(
         check.stdout.contains("2 policies, 1 calendars; 1 findings"),
@@ -180,9 +180,9 @@ fn an_auth_flag_waits_for_two_approvers_in_every_runbook() {
     let check = output(runbook().args(["check", &mfa, "--policies", &pol]));
     assert_eq!(check.code, 0, "{}", check.stderr);
     assert!(
-        check
-            .stdout
-            .contains("policy: `feature-flags` on `AUTH_MFA_ENFORCE` needs approvals: 2 approvals"),
+        check.stdout.contains(
+            "policy: `feature-flags:mutate` on `AUTH_MFA_ENFORCE` needs approvals: 2 approvals"
+        ),
         "{}",
         check.stdout
     );
@@ -194,10 +194,37 @@ fn an_auth_flag_waits_for_two_approvers_in_every_runbook() {
     assert_eq!(review.code, 0, "{}", review.stderr);
     assert!(review.stdout.contains("## Guardrails"), "{}", review.stdout);
     assert!(
-        review.stdout.contains("- step `enable-fallback`: `feature-flags` on `AUTH_STATELESS_FALLBACK` needs approvals: 2 approvals"),
+        review.stdout.contains("- step `enable-fallback`: `feature-flags:mutate` on `AUTH_STATELESS_FALLBACK` needs approvals: 2 approvals"),
         "{}",
         review.stdout
     );
+
+    // A dry run is not held: it records what the change would do (the
+    // policy's decision journaled), sets nothing, and a resume of it
+    // changes nothing (an unfinished dry run is refused: `api.rs`).
+    let dry_state = live.dir.path().join("state-dry");
+    let ds = dry_state.to_str().unwrap();
+    let dry = output(
+        live.command(&["--dry-run", "--state-dir", ds, "--policies", &pol])
+            .env("USER", STARTER),
+    );
+    let report = dry.json();
+    assert_ne!(report["status"], "awaiting-approval", "{report:#}");
+    assert_eq!(flag(&live, "AUTH_STATELESS_FALLBACK"), None);
+    let dry_run = report["run_id"].as_str().unwrap().to_string();
+    let held = policy_lines(&journal(&dry_state, &dry_run), "enable-fallback");
+    assert_eq!(held[0]["decision"], "needs-approvals", "{held:?}");
+    let again = output(aws(runbook().args([
+        "resume",
+        &dry_run,
+        "--yes",
+        "--json",
+        "--state-dir",
+        ds,
+    ])));
+    let said = format!("{}{}", again.stdout, again.stderr);
+    assert!(said.contains("already finished"), "{said}");
+    assert_eq!(flag(&live, "AUTH_STATELESS_FALLBACK"), None);
 
     for (rb, step, key) in [
         (RB0031, "enable-fallback", "AUTH_STATELESS_FALLBACK"),

@@ -107,6 +107,26 @@ impl Approver {
         self
     }
 
+    /// Whether changes are only recorded as what they would do.
+    pub fn dry_run(&self) -> bool {
+        self.policy == Policy::DryRun
+    }
+
+    /// Whether people decided `step`'s change with digest `intent`, not
+    /// yet acted on: approved (`Ok`), or denied by whom (`Err`).
+    pub fn decided(&self, step: &str, intent: &str) -> Option<Result<(), String>> {
+        match self.gates.get(step) {
+            Some(g) if g.intent.as_deref() == Some(intent) && !g.used.load(SeqCst) => {
+                match &g.tally {
+                    Tally::Approved(_) => Some(Ok(())),
+                    Tally::Denied(by) => Some(Err(by.clone())),
+                    Tally::Waiting { .. } => None,
+                }
+            }
+            _ => None,
+        }
+    }
+
     /// Who approved `step`'s change with digest `intent`, when its rule
     /// is met (nobody otherwise): what the policies are asked with.
     pub fn approved(&self, step: &str, intent: &str) -> Vec<Approval> {

@@ -115,9 +115,17 @@ impl StepState {
             .await;
         match answer.verdict {
             runbook_policy::Verdict::Allow => Ok(()),
-            _ => Err(Error::Denied(
-                guard.refusal(&answer, &format!("reading `{}`", call.resource)),
-            )),
+            // People approve changes, not reads: forbidden either way.
+            _ => Err(Error::Denied(format!(
+                "reading `{}` is forbidden by policy {}",
+                call.resource,
+                answer
+                    .policies
+                    .iter()
+                    .map(|p| guard.policies.describe(p))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
         }
     }
 

@@ -64,10 +64,13 @@ impl Guard {
         })
     }
 
-    /// [`Self::ask`] on a thread of tokio's blocking pool: a host call
-    /// runs on the guest's fiber, whose stack is too small for Cedar's
-    /// evaluator (it checks what is left and refuses, "recursion limit
-    /// reached"). A guard that cannot be asked forbids.
+    /// [`Self::ask`] on one of a few threads kept for it: a host call
+    /// runs on the guest's fiber, whose stack Cedar's evaluator cannot
+    /// measure (it refuses: "recursion limit reached"). A stack segment
+    /// per question (`stacker::grow`) costs an mmap and, worse, an munmap
+    /// that stops every other thread; a thread per question, tokio's
+    /// blocking pool, hundreds of threads under load. A guard that cannot
+    /// be asked forbids.
     pub async fn ask_off_fiber(
         self: &Arc<Self>,
         step: &str,
@@ -78,13 +81,21 @@ impl Guard {
         now_ms: u64,
     ) -> Answer {
         let (guard, step, resource) = (self.clone(), step.to_string(), resource.to_string());
-        let asked = tokio::task::spawn_blocking(move || {
-            guard.ask(&step, interface, access, &resource, &approvals, now_ms)
-        })
-        .await;
-        asked.unwrap_or_else(|e| Answer {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _ = tx.send(guard.ask(&step, interface, access, &resource, &approvals, now_ms));
+        });
+        let sent = askers()
+            .lock()
+            .map(|s| s.send(job).is_ok())
+            .unwrap_or(false);
+        let answer = match sent {
+            true => rx.await.ok(),
+            false => None,
+        };
+        answer.unwrap_or_else(|| Answer {
             verdict: Verdict::Forbid,
-            policies: vec![format!("the policies could not be asked: {e}")],
+            policies: vec!["the policies could not be asked".to_string()],
             context: serde_json::Value::Null,
         })
     }
@@ -105,4 +116,36 @@ impl Guard {
             _ => format!("{what} is forbidden by policy {}", by.join(", ")),
         }
     }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The threads questions are asked on (as many as the machine has
+/// cores, at most 4), started on first use and kept.
+fn askers() -> &'static std::sync::Mutex<std::sync::mpsc::Sender<Job>> {
+    static ASKERS: std::sync::OnceLock<std::sync::Mutex<std::sync::mpsc::Sender<Job>>> =
+        std::sync::OnceLock::new();
+    ASKERS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        for i in 0..n {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new()
+                .name(format!("policy-{i}"))
+                .spawn(move || {
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                });
+        }
+        std::sync::Mutex::new(tx)
+    })
 }

@@ -195,8 +195,43 @@ impl StepState {
         }
         self.shared.asking.store(true, SeqCst);
         let asked = Instant::now();
-        let decision = match &guarded {
-            Some((_, answer)) if answer.verdict != runbook_policy::Verdict::Allow => Decision {
+        let held = guarded
+            .as_ref()
+            .is_some_and(|(_, a)| a.verdict != runbook_policy::Verdict::Allow);
+        let decided = self.approver.decided(&self.caller.step, &intent);
+        if let Some((guard, answer)) = &guarded
+            && held
+            && decided == Some(Ok(()))
+        {
+            // People approved it under the rule, and the policies still
+            // hold it (they ask for someone the rule did not): refused, not
+            // parked again for decisions that are already in.
+            self.shared.asking.store(false, SeqCst);
+            let result = Err(Error::Denied(format!(
+                "{}; the approvals given do not meet it",
+                guard.refusal(answer, &format!("the change to {change}"))
+            )));
+            self.record(start, &result, None)?;
+            return Ok(result);
+        }
+        let decision = match decided {
+            // Held and denied (by a person, or by the rule's timeout).
+            Some(Err(by)) if held => Decision {
+                decision: Verdict::Refused,
+                how: Some(
+                    if by == runbook_core::approval::TIMEOUT {
+                        by.as_str()
+                    } else {
+                        "approvers"
+                    }
+                    .to_string(),
+                ),
+                by: Some(by),
+                change,
+            },
+            // Held, nobody has decided yet, and the run is real: it waits
+            // for people. (A dry run records what it would do.)
+            None if held && !self.approver.dry_run() => Decision {
                 decision: Verdict::AwaitingApproval,
                 how: Some(POLICY.to_string()),
                 by: None,
@@ -281,6 +316,11 @@ impl StepState {
                     }
                 }
                 self.shared.trail().awaiting = Some(decision.change.clone());
+                if let Some((guard, answer)) = &guarded
+                    && decision.how.as_deref() == Some(POLICY)
+                {
+                    self.shared.trail().held_by = Some(guard.refusal(answer, "it"));
+                }
                 Err(Error::Denied(match &guarded {
                     Some((guard, answer)) if decision.how.as_deref() == Some(POLICY) => {
                         guard.refusal(answer, &format!("the change to {}", decision.change))

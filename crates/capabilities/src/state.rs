@@ -34,6 +34,9 @@ pub struct Trail {
     /// Set when a mutation needed an approval nobody could give: the run
     /// stops after this step.
     pub awaiting: Option<String>,
+    /// When the organisation's policies held that change: which, and the
+    /// approvals that would lift it.
+    pub held_by: Option<String>,
     /// Bytes of calls and log lines kept for this step (the report, and the
     /// audit log when there is one).
     pub kept_bytes: usize,

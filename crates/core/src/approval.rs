@@ -111,17 +111,19 @@ impl Rule {
     }
 
     /// This step's rule together with the one the organisation's policies
-    /// ask for: the larger number of approvals, from the people the
-    /// policies name when they name any (else this rule's), the starter
-    /// only when both allow it, this rule's time. The policies are asked
-    /// again, with the approvals given, before the change is made.
+    /// ask for: the larger number of approvals, from this rule's people
+    /// when it names any (else the policies'), the starter only when both
+    /// allow it, this rule's time. Whatever the policies ask beyond it
+    /// (someone of their group) is theirs to check: they are asked again,
+    /// with who approved, before the change is made, and a change the
+    /// approvals do not lift is refused.
     pub fn and_policy(&self, policy: &Rule) -> Rule {
         Rule {
             approvals: self.approvals.max(policy.approvals),
-            from: if policy.from.is_empty() {
-                self.from.clone()
-            } else {
+            from: if self.from.is_empty() {
                 policy.from.clone()
+            } else {
+                self.from.clone()
             },
             starter_may_approve: self.starter_may_approve && policy.starter_may_approve,
             timeout: self.timeout.clone(),

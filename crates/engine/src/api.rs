@@ -82,7 +82,9 @@ impl Engine {
         let runbook = Runbook::load(runbook)?;
         let backend = Backend::load(&BackendChoice::Sim(scenario.to_path_buf()), None)?;
         let plan = self.plan(runbook, sources)?;
-        Prepared::new(Arc::new(plan), backend)
+        let mut prepared = Prepared::new(Arc::new(plan), backend)?;
+        prepared.policies = sources.policies.clone();
+        Ok(prepared)
     }
 
     /// One simulated run of a prepared plan with no journal, every change
@@ -107,9 +109,21 @@ impl Engine {
                 mode: &mode,
             },
         );
+        // Policies (`bench --policies`) are asked as in a run: what they
+        // cost is this with and without them.
+        let guard = p.policies.as_ref().map(|policies| {
+            Arc::new(crate::guard::of_run(
+                policies,
+                &p.plan,
+                (run_id, run_id, &mode),
+                &Approvals::default(),
+                &[],
+            ))
+        });
         let cfg = RunConfig {
             budget: Budget::new(p.plan.runbook.max_mutations, 0),
             trace,
+            guard,
             ..RunConfig::simple(
                 run_id,
                 &p.backend.mode(),
@@ -299,6 +313,14 @@ impl Engine {
                 run_id: run_id.to_string(),
                 report,
             });
+        }
+        // A dry run changed nothing; resuming it would (a resume is
+        // never a dry run).
+        if start["policy"]["dry_run"] == true {
+            return Err(hinted(
+                format!("run `{run_id}` was a dry run: it is not resumed"),
+                "start the run again (without `--dry-run` to make its changes)",
+            ));
         }
         let journal = match store.reopen_run(run_id) {
             Ok(j) => Arc::new(j),

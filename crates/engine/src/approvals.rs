@@ -53,10 +53,21 @@ pub fn gates(
 }
 
 /// The people who approved `p`, with the groups their decisions
-/// recorded.
+/// recorded; never the run's starter (whose own rule may let them
+/// approve): the policies count other people.
 fn voters(lines: &[Value], p: &Pending, by: &[String]) -> Vec<runbook_policy::Approval> {
     let votes = votes(lines);
+    let starter = starter(lines);
+    let is_starter = |person: &str| {
+        starter.as_deref().is_some_and(|s| {
+            person == s
+                || votes
+                    .iter()
+                    .any(|v| v.by == person && v.logins.iter().any(|l| l == s))
+        })
+    };
     by.iter()
+        .filter(|person| !is_starter(person))
         .map(|person| runbook_policy::Approval {
             person: person.clone(),
             groups: votes
@@ -305,5 +316,46 @@ pub fn judge(
             format!("the change was already denied by `{by}`: nothing was recorded"),
             format!("`runbook show {run}`"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use runbook_capabilities::approval::Approver;
+    use runbook_core::approval::Policy;
+    use serde_json::json;
+
+    #[test]
+    fn the_policies_are_never_told_the_starter_approved() {
+        let awaiting = json!({ "event": "awaiting", "step": "s", "interface": "ecs", "operation": "rollback",
+                               "resource": "r", "index": 0, "change": "roll back", "would": {},
+                               "time": "2026-12-04T10:00:00.000Z" });
+        let intent = runbook_core::approval::intent_digest(&awaiting);
+        let vote = |by: &str, groups: &[&str], logins: &[&str]| {
+            json!({ "event": "approval", "vote": {
+                "step": "s", "intent": intent, "decision": "approve", "by": by,
+                "groups": groups, "logins": logins, "how": "token", "from": "h", "at_ms": 1 } })
+        };
+        let lines = [
+            json!({ "event": "run-start", "starter": "dsmith" }),
+            awaiting,
+            json!({ "event": "run-end", "status": "awaiting-approval" }),
+            vote("dave", &["incident-commander"], &["dsmith"]),
+            vote("alice", &["sre"], &[]),
+        ];
+        // The step's own rule lets the starter approve.
+        let rule: Rule =
+            serde_json::from_value(json!({ "approvals": 2, "starter_may_approve": true })).unwrap();
+        let gates = gates(&[("s".to_string(), rule)].into(), &lines, 0);
+        let approver = Approver::new(Policy::All, false, false).with_gates(gates);
+        let told = approver.approved("s", &intent);
+        assert_eq!(
+            told,
+            vec![runbook_policy::Approval {
+                person: "alice".into(),
+                groups: vec!["sre".into()]
+            }]
+        );
     }
 }

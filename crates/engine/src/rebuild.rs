@@ -82,6 +82,7 @@ pub fn report_of(store: &dyn Store, run_id: &str) -> Result<Option<Report>> {
             busy_us: 0,
             next: None,
             awaiting_approval: None,
+            held_by: None,
             blocked: None,
             run_id: run_id.to_string(),
         });

@@ -126,6 +126,10 @@ pub struct StepReport {
     /// The change this step wanted and nobody approved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub awaiting_approval: Option<String>,
+    /// The organisation's policies held that change: which, and the
+    /// approvals that lift it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by: Option<String>,
     /// Who holds what this step had to change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,

@@ -39,12 +39,15 @@ fn route(step: &PlannedStep, report: &StepReport) -> Route {
         let run = report_run_id(report);
         return Route::End(
             Status::AwaitingApproval,
-            Some(match &step.def.approval {
-                Some(rule) => format!(
+            Some(match (&report.held_by, &step.def.approval) {
+                (Some(held), _) => format!(
+                    "step `{id}` stopped before it could {change}: {held}; each approver decides with `runbook approve {run} {id} --as NAME` (with their token) or in the console (`--yes` does not decide it); once decided, a fleet's worker continues the run (in a state directory: `runbook resume {run}`, or the console)"
+                ),
+                (None, Some(rule)) => format!(
                     "step `{id}` stopped before it could {change}: it needs {}; each approver decides with `runbook approve {run} {id} --as NAME` (with their token) or in the console; once decided, a fleet's worker continues the run (in a state directory: `runbook resume {run}`, or the console)",
                     rule.describe()
                 ),
-                None => format!(
+                (None, None) => format!(
                     "step `{id}` stopped before it could {change}: nobody approved it; continue with `runbook resume {run} --approve {id}` (or `--yes`), or from a terminal to be asked"
                 ),
             }),

@@ -244,6 +244,7 @@ pub async fn run_step_after(
         busy_us,
         next: None,
         awaiting_approval: trail.awaiting,
+        held_by: trail.held_by,
         blocked: trail.blocked,
         run_id: cfg.run_id.clone(),
     }
@@ -269,6 +270,7 @@ fn unloadable(step: &PlannedStep, cfg: &RunConfig, why: &str) -> StepReport {
         busy_us: 0,
         next: None,
         awaiting_approval: None,
+        held_by: None,
         blocked: None,
         run_id: cfg.run_id.clone(),
     }

@@ -82,19 +82,33 @@ pub fn rules(lines: &[Value]) -> BTreeMap<String, Rule> {
     with_policies(own, lines)
 }
 
-/// `rules` with, for each step whose last policy decision asked for
-/// approvals, that rule added ([`Rule::and_policy`]).
+/// `rules` with, for each step, the rule the policies asked for the
+/// change it last waited for ([`Rule::and_policy`]): the `policy` line of
+/// that very call (interface, operation, resource, index) just before its
+/// `awaiting` line. A change that waited for the step's own rule alone
+/// adds nothing.
 pub fn with_policies(mut rules: BTreeMap<String, Rule>, lines: &[Value]) -> BTreeMap<String, Rule> {
     let mut asked: BTreeMap<String, Rule> = BTreeMap::new();
-    for l in lines.iter().filter(|l| l["event"] == "policy") {
-        let Some(step) = l["step"].as_str() else {
-            continue;
-        };
-        match serde_json::from_value::<Rule>(l["rule"].clone()) {
-            Ok(rule) if l["decision"] == "needs-approvals" => {
-                asked.insert(step.to_string(), rule);
-            }
-            _ => {}
+    let mut last_policy: Option<&Value> = None;
+    let same_call = |a: &Value, b: &Value| {
+        ["step", "interface", "operation", "resource", "index"]
+            .iter()
+            .all(|k| a[k] == b[k])
+    };
+    for l in lines {
+        if l["event"] == "policy" {
+            last_policy = Some(l);
+        } else if l["event"] == "awaiting" {
+            let Some(step) = l["step"].as_str() else {
+                continue;
+            };
+            let rule = last_policy
+                .filter(|p| same_call(p, l) && p["decision"] == "needs-approvals")
+                .and_then(|p| serde_json::from_value::<Rule>(p["rule"].clone()).ok());
+            match rule {
+                Some(rule) => asked.insert(step.to_string(), rule),
+                None => asked.remove(step),
+            };
         }
     }
     for (step, policy) in asked {
@@ -172,5 +186,46 @@ mod tests {
         assert_eq!(pending(&lines).unwrap().since_ms, line_ms(&lines[3]));
         // Not parked: nothing pending.
         assert!(pending(&lines[..4]).is_none());
+    }
+
+    fn policy(step: &str, resource: &str, index: u64, decision: &str, approvals: u32) -> Value {
+        json!({ "event": "policy", "step": step, "interface": "feature-flags", "operation": "set",
+                "resource": resource, "index": index, "decision": decision,
+                "rule": { "approvals": approvals } })
+    }
+
+    fn waits(step: &str, resource: &str, index: u64) -> Value {
+        json!({ "event": "awaiting", "step": step, "interface": "feature-flags", "operation": "set",
+                "resource": resource, "index": index, "change": "set", "would": {} })
+    }
+
+    #[test]
+    fn a_policy_rule_is_the_one_of_the_change_the_step_waits_for() {
+        let start = json!({ "event": "run-start", "approval_rules": { "s": { "approvals": 1, "from": ["dba"] } } });
+        // The step's first change was held by a policy (3 approvals),
+        // approved and made; its second waits for its own rule alone.
+        let lines = [
+            start.clone(),
+            policy("s", "AUTH_A", 0, "needs-approvals", 3),
+            waits("s", "AUTH_A", 0),
+            policy("s", "AUTH_A", 0, "allow", 3),
+            policy("s", "B", 0, "allow", 1),
+            waits("s", "B", 0),
+        ];
+        assert_eq!(rules(&lines)["s"].approvals, 1);
+        // While the first waited: its policy's count, the step's own people.
+        let r = &rules(&lines[..3])["s"];
+        assert_eq!(r.approvals, 3);
+        assert_eq!(
+            r.from.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+            ["dba"]
+        );
+        // A policy line of another call is not this change's.
+        let lines = [
+            start,
+            policy("s", "AUTH_A", 0, "needs-approvals", 3),
+            waits("s", "AUTH_A", 1),
+        ];
+        assert_eq!(rules(&lines)["s"].approvals, 1);
     }
 }

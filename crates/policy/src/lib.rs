@@ -8,6 +8,7 @@
 //!   unless people approve (and under which rule).
 //! - `review`: the same questions asked before anything runs, over a
 //!   step's grants, for `check` and `review`.
+//! - `values`: Cedar values built without Cedar's JSON parsers.
 //!
 //! Grants say what a step may touch; policies only take away (a
 //! built-in `grants` policy permits what was granted), so a policy
@@ -18,6 +19,7 @@ pub mod decide;
 pub mod load;
 pub mod review;
 pub mod schema;
+pub mod values;
 
 pub use decide::{Answer, Approval, Question, RunFacts, StepFacts, Verdict};
 pub use load::Policies;

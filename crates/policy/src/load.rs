@@ -34,13 +34,20 @@ pub struct Source {
 pub struct Policies {
     pub dir: PathBuf,
     pub(crate) set: PolicySet,
-    pub(crate) schema: Schema,
+    pub(crate) types: crate::values::Types,
+    /// The schema's actions and their groups (`"ecs:mutate"` in
+    /// `"mutate"`), given with every question: without them `action in
+    /// Runbook::Action::"mutate"` would never hold, and a forbid written
+    /// so would never apply.
+    pub(crate) actions: Vec<cedar_policy::Entity>,
     pub calendars: Calendars,
     /// Where each policy was written, by id.
     pub sources: BTreeMap<String, Source>,
     /// The groups the policies name (`Runbook::Group::"…"`): who an
     /// approval a policy asks for may come from.
     pub groups: Vec<String>,
+    /// The calendars the policies read (`calendars.closed.contains("…")`).
+    pub calendars_used: Vec<String>,
     /// sha256 over every file read, for the journal.
     pub digest: String,
 }
@@ -72,6 +79,7 @@ impl Policies {
             )
         })?;
         let mut files: Vec<PathBuf> = Vec::new();
+        let mut used: Vec<(String, PathBuf, usize)> = Vec::new();
         for entry in entries {
             let path = entry
                 .with_context(|| format!("policy directory `{}` cannot be listed", dir.display()))?
@@ -107,9 +115,23 @@ impl Policies {
             digest_input.push(0);
             digest_input.extend_from_slice(text.as_bytes());
             digest_input.push(0);
+            used.extend(
+                calendar_names(&text)
+                    .into_iter()
+                    .map(|(name, line)| (name, path.clone(), line)),
+            );
             let file_set: PolicySet = text.parse().map_err(|e: cedar_policy::ParseErrors| {
                 at(path, &text, &e, format!("is not Cedar: {e}"))
             })?;
+            if file_set.templates().next().is_some() {
+                return Err(hinted(
+                    format!(
+                        "policy file `{}`: it holds a policy template (`?principal` or `?resource`), which nothing here links",
+                        path.display()
+                    ),
+                    "write the policy for the entities it is about",
+                ));
+            }
             let name = path
                 .file_name()
                 .unwrap_or_default()
@@ -202,6 +224,25 @@ impl Policies {
         } else {
             Calendars::default()
         };
+        if let Some((name, path, line)) = used
+            .iter()
+            .find(|(name, _, _)| !calendars.names().any(|n| n == name))
+        {
+            return Err(hinted(
+                format!(
+                    "policy file `{}`, line {line}: the policy reads calendar `{name}`, which `{}` does not define: it would never be closed",
+                    path.display(),
+                    calendar::FILE
+                ),
+                format!(
+                    "define `{name}` in `{}` beside the policies, or correct the name",
+                    calendar::FILE
+                ),
+            ));
+        }
+        let mut calendars_used: Vec<String> = used.into_iter().map(|(n, _, _)| n).collect();
+        calendars_used.sort();
+        calendars_used.dedup();
         let mut groups: Vec<String> = set
             .policies()
             .flat_map(|p| p.entity_literals())
@@ -215,8 +256,15 @@ impl Policies {
         Ok(Self {
             dir: dir.to_path_buf(),
             set,
-            schema,
+            types: crate::values::Types::new(),
+            actions: schema
+                .action_entities()
+                .context("the schema's actions")?
+                .iter()
+                .cloned()
+                .collect(),
             calendars,
+            calendars_used,
             sources,
             groups,
             digest: runbook_core::hash::sha256_hex(&digest_input),
@@ -289,8 +337,8 @@ fn line_of_policy(text: &str, n: usize) -> usize {
         } else if c == b')' || c == b'}' || c == b']' {
             depth -= 1;
         } else if depth == 0
-            && (text[i..].starts_with("permit") || text[i..].starts_with("forbid"))
-            && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric())
+            && (bytes[i..].starts_with(b"permit") || bytes[i..].starts_with(b"forbid"))
+            && (i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'))
         {
             if seen == n {
                 return line;
@@ -302,6 +350,31 @@ fn line_of_policy(text: &str, n: usize) -> usize {
         i += 1;
     }
     line
+}
+
+/// The calendar names a policy file reads, with their lines: each
+/// `calendars.open` or `calendars.closed` followed by `.contains("NAME")`.
+fn calendar_names(text: &str) -> Vec<(String, usize)> {
+    let mut found = Vec::new();
+    for field in ["calendars.open", "calendars.closed"] {
+        let mut from = 0;
+        while let Some(at) = text[from..].find(field) {
+            let start = from + at;
+            from = start + field.len();
+            let rest = text[from..].trim_start();
+            let Some(rest) = rest.strip_prefix(".contains(") else {
+                continue;
+            };
+            let Some(rest) = rest.trim_start().strip_prefix('"') else {
+                continue;
+            };
+            if let Some(end) = rest.find('"') {
+                let line = runbook_core::files::line_column(&text.as_bytes()[..start]).0;
+                found.push((rest[..end].to_string(), line));
+            }
+        }
+    }
+    found
 }
 
 /// An error at the place a Cedar diagnostic points to in `path`.

@@ -77,14 +77,24 @@ impl Policies {
             let Some(scope) = grants.scope(interface) else {
                 continue;
             };
-            for pattern in &scope.mutate {
+            let asked = scope
+                .read
+                .iter()
+                .map(|p| (Access::Read, p))
+                .chain(scope.mutate.iter().map(|p| (Access::Mutate, p)));
+            for (access, pattern) in asked {
                 let resource = pattern.as_str();
                 let mut denied: Vec<(u64, &str, Verdict)> = Vec::new();
                 let mut allowed = 0usize;
                 let mut policies = BTreeSet::new();
                 let mut cache = std::collections::HashMap::new();
                 for h in 0..HOURS {
-                    let t = now_ms + h * HOUR_MS;
+                    // Now, then each whole hour: a window that opens on
+                    // the hour is reported at its hour.
+                    let t = match h {
+                        0 => now_ms,
+                        h => now_ms - now_ms % HOUR_MS + h * HOUR_MS,
+                    };
                     for severity in SEVERITIES {
                         let run = RunFacts {
                             severity: severity.to_string(),
@@ -94,13 +104,18 @@ impl Policies {
                             step,
                             run: &run,
                             interface,
-                            access: Access::Mutate,
+                            access,
                             resource,
                             approvals: &[],
                             now_ms: t,
                         };
                         let answer = self.decide_cached(&q, &mut cache);
-                        match answer.0 {
+                        // People approve changes, not reads.
+                        let verdict = match (access, answer.0) {
+                            (Access::Read, Verdict::NeedsApprovals { .. }) => Verdict::Forbid,
+                            (_, v) => v,
+                        };
+                        match verdict {
                             Verdict::Allow => allowed += 1,
                             v => {
                                 policies.extend(answer.1);
@@ -127,7 +142,7 @@ impl Policies {
                 };
                 findings.push(Finding {
                     step: step.step_id.clone(),
-                    interface: interface.wit_name().to_string(),
+                    interface: crate::schema::action_name(interface, access),
                     resource: resource.to_string(),
                     kind,
                     policies: policies.iter().map(|p| self.describe(p)).collect(),
@@ -166,16 +181,25 @@ impl Policies {
 
     fn how_it_depends(&self, denied: &[(u64, &str, Verdict)], now_ms: u64) -> String {
         let mut parts = Vec::new();
-        let calendars: BTreeSet<String> = denied
+        // A calendar the policies read that was closed whenever it was
+        // forbidden.
+        let calendars: Vec<String> = self
+            .calendars_used
             .iter()
-            .flat_map(|(t, _, _)| self.calendars.at(*t))
-            .filter(|s| s.closed)
-            .map(|s| format!("`{}`", s.name))
+            .filter(|c| {
+                denied.iter().all(|(t, _, _)| {
+                    self.calendars
+                        .at(*t)
+                        .iter()
+                        .any(|s| &s.name == *c && s.closed)
+                })
+            })
+            .map(|c| format!("`{c}`"))
             .collect();
         if !calendars.is_empty() {
             parts.push(format!(
                 "forbidden while {} is closed",
-                calendars.into_iter().collect::<Vec<_>>().join(" or ")
+                calendars.join(" and ")
             ));
         }
         let severities: BTreeSet<&str> = denied.iter().map(|(_, s, _)| *s).collect();

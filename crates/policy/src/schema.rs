@@ -3,10 +3,10 @@
 //! actions and resource type are here without a second list.
 //!
 //! - principals: a `Step` (in its `Runbook`; its `plugin` a `Plugin`
-//!   with digest, signers and origin) asks to read or change; a `Person`
-//!   (in `Group`s, from the approvers file) approves;
+//!   with digest, signers and origin) asks to read or change; `Person`s
+//!   (in `Group`s, from the approvers file) are the approvals a change has;
 //! - actions: `"<interface>:read"` in `"read"`, `"<interface>:mutate"` in
-//!   `"mutate"`, and `"approve"`;
+//!   `"mutate"`;
 //! - resources: one entity type per capability (`Flag`, `Service`,
 //!   `Metric`, `RedisTarget`, `NotifyTarget`), each with its `name`;
 //! - context: the time (UTC), the change calendars, the approvals the
@@ -59,7 +59,6 @@ pub fn text() -> String {
   };
   action "read";
   action "mutate";
-  action "approve" appliesTo { principal: [Person], resource: [Step], context: Change };
 "#,
     );
     for &interface in Interface::ALL {

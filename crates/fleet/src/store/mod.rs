@@ -105,6 +105,25 @@ impl JetStreamStore {
 
     /// [`Self::entry`], and the revision of the key's last message of any
     /// kind: a write decided on this read expects it ([`put_if`]).
+    /// Whether the incident at `key` lists `run_id`, read back after a
+    /// write whose answer was lost: a few tries a second apart (a new
+    /// leader is elected within seconds); `false` when it cannot be read.
+    fn lists(&self, key: &str, run_id: &str) -> bool {
+        for attempt in 0..3 {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            if let Ok((current, _)) = self.entry_last(key) {
+                return current.is_some_and(|(v, _)| {
+                    v["runs"]
+                        .as_array()
+                        .is_some_and(|runs| runs.iter().any(|r| r == run_id))
+                });
+            }
+        }
+        false
+    }
+
     fn entry_last(&self, key: &str) -> Result<(Option<(Value, u64)>, u64)> {
         let (value, revision, last) = self.fleet.read_last("reading the fleet's state", key)?;
         Ok((revision.map(|r| (value, r)), last))
@@ -472,8 +491,18 @@ impl Store for JetStreamStore {
                 let mut next = runs.clone();
                 next.push(run_id.to_string());
                 let value = json!({ "incident": incident, "runs": next });
-                if put_if(&self.fleet, &key, &value, current.map(|c| c.1), seen)?.is_some() {
-                    return Ok(true);
+                match put_if(&self.fleet, &key, &value, current.map(|c| c.1), seen) {
+                    Ok(Some(_)) => return Ok(true),
+                    Ok(None) => {}
+                    // Its answer lost (NATS electing a leader): it may
+                    // have landed, and the incident list this run.
+                    Err(e) => {
+                        return if self.lists(&key, run_id) {
+                            Ok(true)
+                        } else {
+                            Err(e)
+                        };
+                    }
                 }
             }
             Ok(false)
@@ -484,8 +513,11 @@ impl Store for JetStreamStore {
             return Ok(self.journal(run_id, hold, &[], 0));
         }
         // Not listed: its entry goes (best effort: an entry no incident
-        // lists is never read by anyone).
-        if let Some(revision) = entered {
+        // lists is never read by anyone). Not when listing failed: the
+        // incident may list it after all (`lists` could not tell), and a
+        // listed run keeps its entry, so it is seen as one listed moments
+        // ago, not as one that died before its first line.
+        if let (Ok(false), Some(revision)) = (&listed, entered) {
             let (kv, locking, run_key) = (
                 self.fleet.state.clone(),
                 self.fleet.locking,
