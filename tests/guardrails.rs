@@ -193,6 +193,16 @@ fn an_auth_flag_waits_for_two_approvers_in_every_runbook() {
     );
     assert_eq!(review.code, 0, "{}", review.stderr);
     assert!(review.stdout.contains("## Guardrails"), "{}", review.stdout);
+    let json = output(
+        runbook()
+            .args(["review", "runbooks", "--json", "--policies", &pol])
+            .current_dir(root()),
+    );
+    let found = &json.json()["guardrails"];
+    assert_eq!(found[0]["step"], "enable-fallback", "{found:#}");
+    assert_eq!(found[0]["action"], "feature-flags:mutate");
+    assert_eq!(found[0]["kind"], "needs-approvals");
+    assert_eq!(found[0]["rule"]["approvals"], 2);
     assert!(
         review.stdout.contains("- step `enable-fallback`: `feature-flags:mutate` on `AUTH_STATELESS_FALLBACK` needs approvals: 2 approvals"),
         "{}",

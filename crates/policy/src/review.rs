@@ -31,7 +31,8 @@ pub enum Kind {
 #[derive(Debug, Clone)]
 pub struct Finding {
     pub step: String,
-    pub interface: String,
+    /// The action asked about: `feature-flags:mutate`, `redis:read`.
+    pub action: String,
     /// The resource (or the grant's pattern) asked about.
     pub resource: String,
     pub kind: Kind,
@@ -44,11 +45,21 @@ impl Finding {
     pub fn describe_for_step(&self) -> String {
         format!(
             "`{}` on `{}` {} (policy {})",
-            self.interface,
+            self.action,
             self.resource,
             self.what(),
             self.policies.join(", ")
         )
+    }
+
+    /// The finding's kind, for machines: `forbidden`, `needs-approvals`,
+    /// `depends-on-context`.
+    pub fn kind_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Forbidden => "forbidden",
+            Kind::NeedsApprovals(_) => "needs-approvals",
+            Kind::DependsOnContext(_) => "depends-on-context",
+        }
     }
 
     fn what(&self) -> String {
@@ -142,7 +153,7 @@ impl Policies {
                 };
                 findings.push(Finding {
                     step: step.step_id.clone(),
-                    interface: crate::schema::action_name(interface, access),
+                    action: crate::schema::action_name(interface, access),
                     resource: resource.to_string(),
                     kind,
                     policies: policies.iter().map(|p| self.describe(p)).collect(),

@@ -51,8 +51,13 @@ pub fn review(args: ReviewArgs) -> Result<Exit> {
             "changes": all,
             "guardrails": findings.iter().map(|f| serde_json::json!({
                 "step": f.step,
-                "interface": f.interface,
+                "action": f.action,
                 "resource": f.resource,
+                "kind": f.kind_name(),
+                "rule": match &f.kind {
+                    runbook_policy::review::Kind::NeedsApprovals(rule) => serde_json::to_value(rule).ok(),
+                    _ => None,
+                },
                 "finding": f.describe_for_step(),
                 "policies": f.policies,
             })).collect::<Vec<_>>(),
