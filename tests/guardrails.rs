@@ -8,7 +8,7 @@
 mod common;
 
 use common::approvers::{People, STARTER, people};
-use common::fleet::aws;
+use common::fleet::{Nats, Worker, aws, incident_state, one_at_a_time, submit_command, wait_until};
 use common::live::*;
 use common::{RB0031, Run, output, path, root, runbook};
 use serde_json::Value;
@@ -421,4 +421,83 @@ fn nothing_runs_on_a_policy_it_cannot_read() {
         service_task_definition(&moto, &cluster, &service),
         format!("{family}:3")
     );
+}
+
+/// On a fleet: a worker given the policies by `RUNBOOK_POLICIES` holds a
+/// rollback in a closed freeze (the submitted `--yes` does not decide
+/// it); an `sre` approver is refused, the incident commander's decision
+/// has a worker continue the run, which rolls back once.
+#[test]
+fn a_fleet_worker_holds_a_rollback_in_a_freeze_until_the_commander_approves() {
+    let _serial = one_at_a_time();
+    let moto = Moto::start();
+    let redis = RedisServer::start();
+    let nats = Nats::start(1);
+    let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
+    let pol = policies(live.dir.path(), &at(-3600), &at(3600));
+    let logs = tempfile::tempdir().unwrap();
+    let worker = Worker::start_with(
+        &nats,
+        logs.path(),
+        "w",
+        &[("RUNBOOK_POLICIES", pol.as_str())],
+    );
+    let store = nats.store();
+    let url = nats.url();
+    let fleet = ["--nats", url.as_str()];
+    let mut people = people(live.dir.path());
+    with_commander(&mut people);
+    let incident = format!("guarded-{}", common::now_nanos());
+    let submitted = output(
+        submit_command(&nats, RB0031, &live.env(), &incident, &["--yes"]).env("USER", STARTER),
+    );
+    assert_eq!(submitted.code, 0, "{}", submitted.stderr);
+    use runbook_journal::store::Store;
+    let waiting = |incident: &str| {
+        let runs = store.incident_runs(incident).unwrap_or_default();
+        let run = runs.first()?.clone();
+        let lines = store.read_run(&run).ok()?;
+        runbook_fleet::parked::waiting_step(&lines).map(|(s, _)| (run, s))
+    };
+    wait_until("the run to park", 90, &[&worker], || {
+        waiting(&incident).is_some()
+    });
+    let (run, step) = waiting(&incident).unwrap();
+    assert_eq!(step, "rollback");
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:3")
+    );
+    let lines = store.read_run(&run).unwrap();
+    let held = policy_lines(&lines, "rollback");
+    assert_eq!(held[0]["decision"], "needs-approvals", "{held:?}");
+    refused(
+        &people.decide(&run, "rollback", "alice", None, &fleet),
+        "`alice` is not one of `incident-commander`",
+    );
+    let ivan = people.decide(&run, "rollback", "ivan", None, &fleet);
+    assert_eq!(ivan.code, 0, "{}", ivan.stderr);
+    assert!(
+        ivan.stdout.contains("a worker continues the run"),
+        "{}",
+        ivan.stdout
+    );
+    let over = |incident: &str| {
+        incident_state(&store, incident)
+            .2
+            .is_some_and(|s| s != "awaiting-approval")
+    };
+    wait_until("the run to go past the rollback", 120, &[&worker], || {
+        over(&incident) || waiting(&incident).is_some_and(|(_, s)| s != "rollback")
+    });
+    let (runs, rollbacks, _) = incident_state(&store, &incident);
+    assert_eq!((runs, rollbacks), (1, 1));
+    assert_eq!(
+        service_task_definition(&moto, &cluster, &service),
+        format!("{family}:2")
+    );
+    let lines = store.read_run(&run).unwrap();
+    let last = policy_lines(&lines, "rollback").pop().unwrap();
+    assert_eq!(last["decision"], "allow", "{last:#}");
+    assert_eq!(last["context"]["approvals"]["count"], 1);
 }
