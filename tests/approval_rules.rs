@@ -11,7 +11,9 @@
 mod common;
 
 use common::approvers::{STARTER, people, ruled};
-use common::fleet::{Nats, Worker, aws, incident_state, one_at_a_time, submit_command, wait_until};
+use common::fleet::{
+    Nats, Worker, aws, incident_state, one_at_a_time, parked_at, submit_command, wait_until,
+};
 use common::live::*;
 use common::{Run, output, runbook};
 use serde_json::Value;
@@ -382,12 +384,7 @@ fn a_fleet_run_goes_on_after_its_second_approver_and_a_timeout_denies() {
         output(submit_command(&nats, &rb, &live.env(), &incident, &["--yes"]).env("USER", STARTER));
     assert_eq!(submitted.code, 0, "{}", submitted.stderr);
     use runbook_journal::store::Store;
-    let waiting = |incident: &str| {
-        let runs = store.incident_runs(incident).unwrap_or_default();
-        let run = runs.first()?.clone();
-        let lines = store.read_run(&run).ok()?;
-        runbook_fleet::parked::waiting_step(&lines).map(|(s, _)| (run, s))
-    };
+    let waiting = |incident: &str| parked_at(&store, incident);
     wait_until("the run to park", 90, &[&worker], || {
         waiting(&incident).is_some()
     });

@@ -7,8 +7,10 @@
 
 mod common;
 
-use common::approvers::{People, STARTER, people};
-use common::fleet::{Nats, Worker, aws, incident_state, one_at_a_time, submit_command, wait_until};
+use common::approvers::{STARTER, people};
+use common::fleet::{
+    Nats, Worker, aws, incident_state, one_at_a_time, parked_at, submit_command, wait_until,
+};
 use common::live::*;
 use common::{RB0031, Run, output, path, root, runbook};
 use serde_json::Value;
@@ -54,27 +56,6 @@ fn at(offset_s: i64) -> String {
         now - std::time::Duration::from_secs((-offset_s) as u64)
     };
     humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// `ivan`, an incident commander, added to the approvers file.
-fn with_commander(people: &mut People) {
-    let out = output(runbook().args(["approver-token", "ivan"]));
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    let token = out
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("# rbk_"))
-        .map(|t| format!("rbk_{t}"))
-        .unwrap();
-    let entry: Vec<&str> = out.stdout.lines().filter(|l| !l.starts_with('#')).collect();
-    let entry = entry
-        .join("\n")
-        .replace("groups = []", "groups = [\"incident-commander\"]");
-    let mut text = std::fs::read_to_string(&people.file).unwrap();
-    text.push_str(&entry);
-    text.push('\n');
-    std::fs::write(&people.file, text).unwrap();
-    people.tokens.insert("ivan", token);
 }
 
 fn journal(state: &Path, run: &str) -> Vec<Value> {
@@ -320,7 +301,7 @@ fn a_freeze_holds_the_rollback_until_the_incident_commander_approves() {
     let (live, (cluster, service, family)) = bad_deploy_service(&moto, &redis);
     let pol = policies(live.dir.path(), &at(-3600), &at(3600));
     let mut people = people(live.dir.path());
-    with_commander(&mut people);
+    people.add("ivan", "[\"incident-commander\"]");
     let state = live.dir.path().join("state");
     let st = state.to_str().unwrap();
     let local = ["--state-dir", st];
@@ -446,19 +427,14 @@ fn a_fleet_worker_holds_a_rollback_in_a_freeze_until_the_commander_approves() {
     let url = nats.url();
     let fleet = ["--nats", url.as_str()];
     let mut people = people(live.dir.path());
-    with_commander(&mut people);
+    people.add("ivan", "[\"incident-commander\"]");
     let incident = format!("guarded-{}", common::now_nanos());
     let submitted = output(
         submit_command(&nats, RB0031, &live.env(), &incident, &["--yes"]).env("USER", STARTER),
     );
     assert_eq!(submitted.code, 0, "{}", submitted.stderr);
     use runbook_journal::store::Store;
-    let waiting = |incident: &str| {
-        let runs = store.incident_runs(incident).unwrap_or_default();
-        let run = runs.first()?.clone();
-        let lines = store.read_run(&run).ok()?;
-        runbook_fleet::parked::waiting_step(&lines).map(|(s, _)| (run, s))
-    };
+    let waiting = |incident: &str| parked_at(&store, incident);
     wait_until("the run to park", 90, &[&worker], || {
         waiting(&incident).is_some()
     });

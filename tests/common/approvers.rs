@@ -48,23 +48,7 @@ pub fn people(dir: &Path) -> People {
         ("carol", "[\"db\"]", "[]"),
         ("dave", "[\"sre\"]", "[\"dsmith\"]"),
     ] {
-        let out = output(runbook().args(["approver-token", name]));
-        assert_eq!(out.code, 0, "{}", out.stderr);
-        let token = out
-            .stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("# rbk_"))
-            .map(|t| format!("rbk_{t}"))
-            .unwrap_or_else(|| panic!("no token in {}", out.stdout));
-        let entry: Vec<&str> = out.stdout.lines().filter(|l| !l.starts_with('#')).collect();
-        let entry = entry.join("\n").replace(
-            "groups = []",
-            &format!(
-                "groups = {groups}\nlogins = {logins}\nslack = \"{}\"",
-                slack_id(name)
-            ),
-        );
-        assert!(!entry.contains(&token), "the file's entry holds the token");
+        let (entry, token) = entry(name, groups, logins);
         text.push_str(&entry);
         text.push_str("\n\n");
         tokens.insert(name, token);
@@ -74,7 +58,40 @@ pub fn people(dir: &Path) -> People {
     People { file, tokens }
 }
 
+/// One person's approvers-file entry and token, made by `runbook
+/// approver-token NAME`, with `groups` and `logins` (TOML lists).
+fn entry(name: &str, groups: &str, logins: &str) -> (String, String) {
+    let out = output(runbook().args(["approver-token", name]));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let token = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("# rbk_"))
+        .map(|t| format!("rbk_{t}"))
+        .unwrap_or_else(|| panic!("no token in {}", out.stdout));
+    let entry: Vec<&str> = out.stdout.lines().filter(|l| !l.starts_with('#')).collect();
+    let entry = entry.join("\n").replace(
+        "groups = []",
+        &format!(
+            "groups = {groups}\nlogins = {logins}\nslack = \"{}\"",
+            slack_id(name)
+        ),
+    );
+    assert!(!entry.contains(&token), "the file's entry holds the token");
+    (entry, token)
+}
+
 impl People {
+    /// `name`, in `groups` (a TOML list), added to the file.
+    pub fn add(&mut self, name: &'static str, groups: &str) {
+        let (entry, token) = entry(name, groups, "[]");
+        let mut text = std::fs::read_to_string(&self.file).unwrap();
+        text.push_str(&entry);
+        text.push_str("\n\n");
+        std::fs::write(&self.file, text).unwrap();
+        self.tokens.insert(name, token);
+    }
+
     /// `runbook approve RUN STEP --as WHO` with `token` (theirs when
     /// `None`) and `extra`; no token appears in what it prints.
     pub fn decide(

@@ -298,6 +298,14 @@ pub fn submit_command(
 /// The incident's runs' journals, each line checked: the chain holds
 /// (`seq`, `prev`, `hash`), and every applied change has its intent before
 /// it. Returns (runs, rollbacks applied, whether one ended).
+/// The incident's (first) run and the step it is parked at, if it is.
+pub fn parked_at(store: &JetStreamStore, incident: &str) -> Option<(String, String)> {
+    let runs = store.incident_runs(incident).unwrap_or_default();
+    let run = runs.first()?.clone();
+    let lines = store.read_run(&run).ok()?;
+    runbook_fleet::parked::waiting_step(&lines).map(|(s, _)| (run, s))
+}
+
 pub fn incident_state(store: &JetStreamStore, incident: &str) -> (usize, usize, Option<String>) {
     let runs = store.incident_runs(incident).unwrap_or_default();
     let mut applied = 0;
