@@ -39,7 +39,7 @@ pub fn status_lines(text: &str) -> String {
             Some(rest) => {
                 let style = match rest.split_whitespace().next().unwrap_or_default() {
                     "resolved" => GOOD,
-                    "escalated" | "awaiting-approval" => WARN,
+                    "escalated" | "awaiting-approval" | "halted" => WARN,
                     _ => ERROR,
                 };
                 let (body, nl) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));

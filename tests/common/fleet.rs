@@ -141,7 +141,19 @@ impl Worker {
 
     /// A worker with `env` set (`FAILPOINTS`, for one).
     pub fn start_with(nats: &Nats, dir: &Path, name: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_running(nats, dir, name, env, 3)
+    }
+
+    /// [`Worker::start_with`], running up to `concurrency` runs at once.
+    pub fn start_running(
+        nats: &Nats,
+        dir: &Path,
+        name: &str,
+        env: &[(&str, &str)],
+        concurrency: usize,
+    ) -> Self {
         let health = free_port();
+        let concurrency = concurrency.to_string();
         let log = dir.join(format!("{name}.log"));
         let mut cmd = runbook();
         cmd.envs(env.iter().copied());
@@ -150,7 +162,7 @@ impl Worker {
             "--nats",
             &nats.url(),
             "--concurrency",
-            "3",
+            &concurrency,
             "--ack-wait",
             "6",
             "--grace",

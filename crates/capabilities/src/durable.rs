@@ -57,6 +57,10 @@ pub struct Durable {
     /// What a resource name is (leases are on that): the live
     /// environment; none in simulations.
     pub identities: Option<Arc<dyn Identities>>,
+    /// The run's runbook and incident (a halt is for a runbook's runs;
+    /// `resume-all` says which incidents it continues).
+    pub runbook: String,
+    pub incident: String,
 }
 
 impl Durable {

@@ -110,7 +110,8 @@ impl StepState {
                 call.access,
                 &call.resource,
                 Vec::new(),
-                now,
+                // Changes are counted; a read is asked with none.
+                (now, Default::default()),
             )
             .await;
         match answer.verdict {

@@ -5,15 +5,26 @@
 //! it and its context.
 
 use runbook_core::grants::{Access, Interface};
+use runbook_core::recent::Recent;
+use runbook_journal::recent::Counted;
+use runbook_journal::store::Store;
 use runbook_policy::{Answer, Approval, Policies, Question, RunFacts, StepFacts, Verdict};
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// A run's policies, with what they are told about the run and its steps.
 pub struct Guard {
     pub policies: Arc<Policies>,
     pub run: RunFacts,
     steps: BTreeMap<String, StepFacts>,
+    /// Where changes are counted for policies that read `context.recent`:
+    /// the run's store (every run sharing it), else this process.
+    counts: Counts,
+}
+
+enum Counts {
+    Store(Arc<dyn Store>),
+    Here(Mutex<serde_json::Value>),
 }
 
 impl std::fmt::Debug for Guard {
@@ -25,12 +36,122 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
-    pub fn new(policies: Arc<Policies>, run: RunFacts, steps: Vec<StepFacts>) -> Self {
+    /// `store`: the run's, where its changes are counted with every other
+    /// run's (none: counted in this process only).
+    pub fn new(
+        policies: Arc<Policies>,
+        run: RunFacts,
+        steps: Vec<StepFacts>,
+        store: Option<Arc<dyn Store>>,
+    ) -> Self {
         Self {
             policies,
             run,
             steps: steps.into_iter().map(|s| (s.step_id.clone(), s)).collect(),
+            counts: match store {
+                Some(s) => Counts::Store(s),
+                None => Counts::Here(Mutex::new(serde_json::Value::Null)),
+            },
         }
+    }
+
+    /// The change as it is counted, if the policies read counts.
+    pub fn counted(
+        &self,
+        step: &str,
+        interface: Interface,
+        resource: &str,
+        now_ms: u64,
+    ) -> Option<Counted> {
+        if !self.policies.reads_recent {
+            return None;
+        }
+        Some(Counted {
+            // `live`, `simulation` (the scenario or environment named
+            // after it is not what sets them apart).
+            mode: self
+                .run
+                .mode
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+            resource: format!("{}:{resource}", interface.wit_name()),
+            runbook: self
+                .steps
+                .get(step)
+                .map(|s| s.runbook_id.clone())
+                .unwrap_or_default(),
+            at_ms: now_ms,
+        })
+    }
+
+    /// The counts for `c` now (off the guest's fiber: a store reads files
+    /// or NATS).
+    pub async fn recent(self: &Arc<Self>, c: Counted) -> Result<Recent, String> {
+        let guard = self.clone();
+        tokio::task::spawn_blocking(move || match &guard.counts {
+            Counts::Store(store) => {
+                runbook_journal::recent::read(&**store, &c).map_err(|e| format!("{e:#}"))
+            }
+            Counts::Here(ledger) => Ok(runbook_journal::recent::recent(
+                &ledger.lock().unwrap_or_else(|e| e.into_inner()),
+                &c,
+            )),
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("counting changes: {e}")))
+    }
+
+    /// Asks the policies about a change once more, with the counts as
+    /// they are, and counts it if they allow it: one write no other run
+    /// sharing the store can come between (on a thread of tokio's
+    /// blocking pool, whose stack Cedar can measure). A count that cannot
+    /// be read or written forbids.
+    pub async fn count(
+        self: &Arc<Self>,
+        step: &str,
+        (interface, resource): (Interface, &str),
+        approvals: Vec<Approval>,
+        c: Counted,
+    ) -> Answer {
+        let (guard, step, resource) = (self.clone(), step.to_string(), resource.to_string());
+        let asked = tokio::task::spawn_blocking(move || {
+            let mut last = None;
+            let mut allow = |recent: &Recent| {
+                let a = guard.ask(
+                    &step,
+                    (interface, Access::Mutate, &resource),
+                    &approvals,
+                    (c.at_ms, *recent),
+                );
+                let yes = a.verdict == Verdict::Allow;
+                last = Some(a);
+                yes
+            };
+            let counted = match &guard.counts {
+                Counts::Store(store) => runbook_journal::recent::count(&**store, &c, &mut allow)
+                    .map(|_| ())
+                    .map_err(|e| format!("{e:#}")),
+                Counts::Here(ledger) => {
+                    let mut ledger = ledger.lock().unwrap_or_else(|e| e.into_inner());
+                    if allow(&runbook_journal::recent::recent(&ledger, &c)) {
+                        runbook_journal::recent::record(&mut ledger, &c);
+                    }
+                    Ok(())
+                }
+            };
+            match (counted, last) {
+                (Ok(()), Some(a)) => a,
+                (Err(e), _) => forbidden(format!(
+                    "the changes counted for rate limits could not be read or written: {e}"
+                )),
+                (Ok(()), None) => forbidden("the policies were not asked".to_string()),
+            }
+        });
+        asked
+            .await
+            .unwrap_or_else(|e| forbidden(format!("counting the change: {e}")))
     }
 
     /// The policies' answer for `step` doing `access` on `resource` now.
@@ -38,20 +159,14 @@ impl Guard {
     pub fn ask(
         &self,
         step: &str,
-        interface: Interface,
-        access: Access,
-        resource: &str,
+        (interface, access, resource): (Interface, Access, &str),
         approvals: &[Approval],
-        now_ms: u64,
+        (now_ms, recent): (u64, Recent),
     ) -> Answer {
         let Some(facts) = self.steps.get(step) else {
-            return Answer {
-                verdict: Verdict::Forbid,
-                policies: vec![format!(
-                    "step `{step}` is not in the plan the policies were given"
-                )],
-                context: serde_json::Value::Null,
-            };
+            return forbidden(format!(
+                "step `{step}` is not in the plan the policies were given"
+            ));
         };
         self.policies.decide(&Question {
             step: facts,
@@ -61,6 +176,7 @@ impl Guard {
             resource,
             approvals,
             now_ms,
+            recent,
         })
     }
 
@@ -78,12 +194,17 @@ impl Guard {
         access: Access,
         resource: &str,
         approvals: Vec<Approval>,
-        now_ms: u64,
+        (now_ms, recent): (u64, Recent),
     ) -> Answer {
         let (guard, step, resource) = (self.clone(), step.to_string(), resource.to_string());
         let (tx, rx) = tokio::sync::oneshot::channel();
         let job: Job = Box::new(move || {
-            let _ = tx.send(guard.ask(&step, interface, access, &resource, &approvals, now_ms));
+            let _ = tx.send(guard.ask(
+                &step,
+                (interface, access, &resource),
+                &approvals,
+                (now_ms, recent),
+            ));
         });
         let sent = askers()
             .lock()
@@ -93,11 +214,7 @@ impl Guard {
             true => rx.await.ok(),
             false => None,
         };
-        answer.unwrap_or_else(|| Answer {
-            verdict: Verdict::Forbid,
-            policies: vec!["the policies could not be asked".to_string()],
-            context: serde_json::Value::Null,
-        })
+        answer.unwrap_or_else(|| forbidden("the policies could not be asked".to_string()))
     }
 
     /// Why a change or read is refused, for the step and its report.
@@ -115,6 +232,15 @@ impl Guard {
             ),
             _ => format!("{what} is forbidden by policy {}", by.join(", ")),
         }
+    }
+}
+
+/// Forbidden, for `why` (a guardrail that cannot answer fails closed).
+fn forbidden(why: String) -> Answer {
+    Answer {
+        verdict: Verdict::Forbid,
+        policies: vec![why],
+        context: serde_json::Value::Null,
     }
 }
 

@@ -42,8 +42,9 @@
 //!   every call's checks; [`mutation`]: the protocol of a change;
 //!   [`durable`]: journal, leases and budget a change needs;
 //!   [`approval`]: who approves; [`guardrails`]: the organisation's
-//!   Cedar policies, asked after the grant; [`limits`]: bounds on what a step hands
-//!   the host.
+//!   Cedar policies, asked after the grant; `brakes`: a halt in force and
+//!   the policies' rate limits, right before a change is set out;
+//!   [`limits`]: bounds on what a step hands the host.
 //! - [`log`], [`history`]: linked for every step.
 //! - the capability modules: `metrics`, `redis`, `feature_flags`, `ecs`,
 //!   `notify` (from the registry); [`aws`]: settings they share;
@@ -56,6 +57,7 @@ pub mod approval;
 pub mod aws;
 pub mod backends;
 pub mod bindings;
+pub(crate) mod brakes;
 pub mod capability;
 pub mod durable;
 pub mod environment;

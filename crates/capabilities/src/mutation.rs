@@ -161,30 +161,53 @@ impl StepState {
         // The organisation's policies, told who approved this very change:
         // allowed (the approver decides as ever), forbidden, or waiting for
         // people under the rule the policies imply. Journaled either way.
-        let guarded = match self.guard.clone() {
+        let guarded: Option<crate::brakes::Guarded> = match self.guard.clone() {
             None => None,
             Some(guard) => {
                 let approvals = self.approver.approved(&self.caller.step, &intent);
                 let now = self.backends.clock().now_ms();
-                let answer = guard
-                    .ask_off_fiber(
-                        &self.caller.step,
-                        start.interface,
-                        Access::Mutate,
-                        &start.resource,
-                        approvals,
-                        now,
-                    )
-                    .await;
+                // The changes counted so far, if the policies read them
+                // (asked again, and counted, right before the change).
+                let counted = guard.counted(
+                    &self.caller.step,
+                    start.interface,
+                    &start.resource,
+                    runbook_core::time::now_ms(),
+                );
+                let recent = match counted {
+                    None => Ok(Default::default()),
+                    Some(c) => guard.recent(c).await,
+                };
+                let answer = match recent {
+                    Ok(recent) => {
+                        guard
+                            .ask_off_fiber(
+                                &self.caller.step,
+                                start.interface,
+                                Access::Mutate,
+                                &start.resource,
+                                approvals.clone(),
+                                (now, recent),
+                            )
+                            .await
+                    }
+                    Err(e) => runbook_policy::Answer {
+                        verdict: runbook_policy::Verdict::Forbid,
+                        policies: vec![format!(
+                            "the changes counted for rate limits could not be read: {e}"
+                        )],
+                        context: serde_json::Value::Null,
+                    },
+                };
                 if let Err(e) = self.journal_policy(&start, &guard, &answer) {
                     let result = Err(e);
                     self.record(start, &result, None)?;
                     return Ok(result);
                 }
-                Some((guard, answer))
+                Some((guard, answer, approvals))
             }
         };
-        if let Some((guard, answer)) = &guarded
+        if let Some((guard, answer, _)) = &guarded
             && answer.verdict == runbook_policy::Verdict::Forbid
         {
             let result = Err(Error::Denied(
@@ -197,9 +220,9 @@ impl StepState {
         let asked = Instant::now();
         let held = guarded
             .as_ref()
-            .is_some_and(|(_, a)| a.verdict != runbook_policy::Verdict::Allow);
+            .is_some_and(|(_, a, _)| a.verdict != runbook_policy::Verdict::Allow);
         let decided = self.approver.decided(&self.caller.step, &intent);
-        if let Some((guard, answer)) = &guarded
+        if let Some((guard, answer, _)) = &guarded
             && held
             && decided == Some(Ok(()))
         {
@@ -247,10 +270,16 @@ impl StepState {
         self.shared.extend(asked.elapsed());
         self.shared.asking.store(false, SeqCst);
         let result = match decision.decision {
-            Verdict::Approved => match self
-                .before_applying(&start, &decision, &would, C::BLAST_RADIUS)
+            Verdict::Approved => match match self
+                .brakes(&start, C::BLAST_RADIUS, guarded.as_ref(), &decision.change)
                 .await
             {
+                Ok(()) => {
+                    self.before_applying(&start, &decision, &would, C::BLAST_RADIUS)
+                        .await
+                }
+                Err(e) => Err(e),
+            } {
                 // Writing the intent may have taken long (a slow store):
                 // the lease is looked at again right before the change.
                 Ok(intent) => match self.leases.iter().find_map(|l| l.lost()) {
@@ -316,13 +345,13 @@ impl StepState {
                     }
                 }
                 self.shared.trail().awaiting = Some(decision.change.clone());
-                if let Some((guard, answer)) = &guarded
+                if let Some((guard, answer, _)) = &guarded
                     && decision.how.as_deref() == Some(POLICY)
                 {
                     self.shared.trail().held_by = Some(guard.refusal(answer, "it"));
                 }
                 Err(Error::Denied(match &guarded {
-                    Some((guard, answer)) if decision.how.as_deref() == Some(POLICY) => {
+                    Some((guard, answer, _)) if decision.how.as_deref() == Some(POLICY) => {
                         guard.refusal(answer, &format!("the change to {}", decision.change))
                     }
                     _ => format!("awaiting approval to {}", decision.change),
@@ -336,7 +365,7 @@ impl StepState {
     /// The policies' decision on a change, before anything else of it is
     /// journaled: decision, the policies that made it, the rule of
     /// approvals it asks for, the context, the policy directory's digest.
-    fn journal_policy(
+    pub(crate) fn journal_policy(
         &self,
         start: &Started,
         guard: &crate::guardrails::Guard,
@@ -412,7 +441,7 @@ impl StepState {
 
     /// A change that must not go ahead: the step's report says why, and
     /// the run ends blocked.
-    fn block(&self, why: String) -> Error {
+    pub(crate) fn block(&self, why: String) -> Error {
         self.shared.trail().blocked = Some(why.clone());
         Error::Unavailable(format!("blocked: {why}"))
     }

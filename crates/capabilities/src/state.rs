@@ -48,6 +48,9 @@ pub struct Trail {
     pub limit: Option<LimitExceeded>,
     /// Another run holds what this step had to change: the run stops.
     pub blocked: Option<String>,
+    /// A halt (`runbook halt`) stopped this step before a change: the run
+    /// stops, resumable once the halt is lifted.
+    pub halted: Option<String>,
 }
 
 /// The part of a step's state the runner watches from outside the store.

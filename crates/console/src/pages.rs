@@ -52,7 +52,7 @@ fn page(title: &str, viewer: &Viewer, body: Markup) -> Markup {
 fn status_class(status: &str) -> &'static str {
     match status {
         "resolved" => "ok",
-        "awaiting-approval" | "running" => "wait",
+        "awaiting-approval" | "halted" | "running" => "wait",
         "escalated" | "failed" | "blocked" | "stopped" => "bad",
         _ => "",
     }

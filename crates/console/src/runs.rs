@@ -61,6 +61,7 @@ pub const STATUSES: &[&str] = &[
     "escalated",
     "failed",
     "blocked",
+    "halted",
     "stopped",
 ];
 

@@ -5,7 +5,8 @@
 /// route, 4 stopped before a mutation nobody approved, 5 blocked by
 /// another run (of the same incident, or holding what had to change), 8
 /// the run's journal was altered (not resumed), 9 the journal could not be
-/// written (the run stopped before its next change).
+/// written (the run stopped before its next change), 10 a halt stopped
+/// the run before a change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// A run resolved; any other command succeeded.
@@ -32,6 +33,9 @@ pub enum Exit {
     /// The run's journal could not be written: the run stopped before its
     /// next change (`resume` continues it from what the journal holds).
     Unrecorded = 9,
+    /// A halt (`runbook halt`) stopped the run before a change; `runbook
+    /// resume-all` lifts it and continues the run.
+    Halted = 10,
 }
 
 impl Exit {

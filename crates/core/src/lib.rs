@@ -16,7 +16,8 @@
 //!   between two locks; [`signing`]: plugin signatures and the trust file.
 //! - [`approval`]: approval policies, per-step rules (M of N), votes
 //!   and their tally, as recorded; [`approvers`]: the approvers file
-//!   (people, groups, Argon2id token hashes).
+//!   (people, groups, Argon2id token hashes); [`recent`]: counts of
+//!   recent changes, for rate limits.
 //! - [`exit`]: the binary's exit statuses, one type for every command.
 //! - [`files`], [`parse`], [`error`]: reading input safely, TOML files
 //!   with errors that name them, errors with hints; [`hash`], [`time`],
@@ -36,6 +37,7 @@ pub mod interface;
 pub mod lock;
 pub mod manifest;
 pub mod parse;
+pub mod recent;
 pub mod review;
 pub mod runbook;
 pub mod signing;

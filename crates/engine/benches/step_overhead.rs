@@ -203,6 +203,8 @@ fn main() {
                 since_ms: runbook_core::time::now_ms(),
                 own_changes: Vec::new().into(),
                 identities: None,
+                runbook: "RB-0031".into(),
+                incident: format!("i-{n}"),
             });
             let report = rt.block_on(execute(&plan, &runtime, &c));
             assert_eq!(report.steps.len(), 6);

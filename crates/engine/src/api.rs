@@ -118,6 +118,7 @@ impl Engine {
                 (run_id, run_id, &mode),
                 &Approvals::default(),
                 &[],
+                None,
             ))
         });
         let cfg = RunConfig {
@@ -250,6 +251,8 @@ impl Engine {
             holder,
             leases: !p.backend.is_simulation(),
             since_ms,
+            runbook: p.plan.runbook.runbook_id.clone(),
+            incident: incident.clone(),
         };
         let postmortem = postmortem::Context {
             descriptions: p
@@ -307,7 +310,10 @@ impl Engine {
             .clone();
         if let Some(report) = report_of(&*store, run_id)?.filter(|r| {
             // A run that stopped for an approval goes on from that step.
-            !matches!(r.status, Status::Unfinished | Status::AwaitingApproval)
+            !matches!(
+                r.status,
+                Status::Unfinished | Status::AwaitingApproval | Status::Halted
+            )
         }) {
             return Ok(Outcome::Finished {
                 run_id: run_id.to_string(),
@@ -456,6 +462,8 @@ impl Engine {
             since_ms: start["started_ms"]
                 .as_u64()
                 .unwrap_or_else(runbook_core::time::now_ms),
+            runbook: p.plan.runbook.runbook_id.clone(),
+            incident: incident.clone(),
         };
         let postmortem =
             postmortem::Context::from_run_start(&start, Some(durable.journal.location()));
@@ -498,6 +506,9 @@ impl Engine {
                 (&run_id, &incident, &mode),
                 approvals,
                 journaled,
+                // Changes are counted where the run's journal is: with
+                // every run that shares it.
+                durable.as_ref().map(|d| d.store.clone()),
             ))
         });
         let cfg = RunConfig {
@@ -607,7 +618,8 @@ fn ran(p: &Prepared, report: Report, postmortem: postmortem::Context, dry_run: b
     // A scenario's `[expect]` is about the runbook it was written for: one
     // that names steps this runbook lacks is said, not held against it
     // (`runbook test` holds it).
-    let (expectation, foreign_step) = if dry_run {
+    // Nor is a run a halt stopped held against it: it did not end.
+    let (expectation, foreign_step) = if dry_run || report.status == Status::Halted {
         (None, None)
     } else {
         expectation(p, &report)

@@ -15,6 +15,7 @@ pub fn of_run(
     (run_id, incident, mode): (&str, &str, &str),
     approvals: &Approvals,
     journaled: &[Value],
+    store: Option<Arc<dyn runbook_journal::store::Store>>,
 ) -> Guard {
     // A resumed run's starter is the one its journal names.
     let starter = runbook_journal::approvals::starter(journaled)
@@ -37,6 +38,7 @@ pub fn of_run(
             starter,
         },
         step_facts(plan),
+        store,
     )
 }
 

@@ -174,6 +174,7 @@ pub fn markdown(report: &Report, ctx: &Context) -> String {
         Status::Escalated => "escalated",
         Status::Failed => "failed",
         Status::AwaitingApproval => "stopped, awaiting approval",
+        Status::Halted => "stopped by a halt",
         Status::Blocked => "blocked by another run",
         Status::Unfinished => "unfinished",
         Status::Unrecorded => "stopped: the journal could not be written",

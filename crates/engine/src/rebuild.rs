@@ -84,6 +84,7 @@ pub fn report_of(store: &dyn Store, run_id: &str) -> Result<Option<Report>> {
             awaiting_approval: None,
             held_by: None,
             blocked: None,
+            halted: None,
             run_id: run_id.to_string(),
         });
     }

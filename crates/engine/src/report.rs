@@ -26,6 +26,9 @@ pub enum Status {
     /// The journal could not be written: the run stopped before its next
     /// change.
     Unrecorded,
+    /// A halt (`runbook halt`) stopped it before a change; `runbook
+    /// resume-all` continues it once the halt is lifted.
+    Halted,
 }
 
 impl Status {
@@ -39,6 +42,7 @@ impl Status {
             Status::Blocked => "blocked",
             Status::Unfinished => "unfinished",
             Status::Unrecorded => "stopped: the journal could not be written",
+            Status::Halted => "halted",
         }
     }
 
@@ -52,6 +56,7 @@ impl Status {
             Status::Blocked => Exit::Blocked,
             Status::Unfinished => Exit::Failed,
             Status::Unrecorded => Exit::Unrecorded,
+            Status::Halted => Exit::Halted,
         }
     }
 }
@@ -133,6 +138,9 @@ pub struct StepReport {
     /// Who holds what this step had to change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked: Option<String>,
+    /// A halt stopped the step before a change: who halted, when, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
     #[serde(default, skip_serializing)]
     pub run_id: String,
 }

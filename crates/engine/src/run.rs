@@ -29,6 +29,12 @@ enum Route {
 
 fn route(step: &PlannedStep, report: &StepReport) -> Route {
     let id = &report.id;
+    if let Some(halted) = &report.halted {
+        return Route::End(
+            Status::Halted,
+            Some(format!("step `{id}` stopped before its change: {halted}")),
+        );
+    }
     if let Some(held) = &report.blocked {
         return Route::End(
             Status::Blocked,

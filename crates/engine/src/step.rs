@@ -246,6 +246,7 @@ pub async fn run_step_after(
         awaiting_approval: trail.awaiting,
         held_by: trail.held_by,
         blocked: trail.blocked,
+        halted: trail.halted,
         run_id: cfg.run_id.clone(),
     }
 }
@@ -272,6 +273,7 @@ fn unloadable(step: &PlannedStep, cfg: &RunConfig, why: &str) -> StepReport {
         awaiting_approval: None,
         held_by: None,
         blocked: None,
+        halted: None,
         run_id: cfg.run_id.clone(),
     }
 }

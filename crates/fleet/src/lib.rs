@@ -11,7 +11,8 @@
 //! - [`request`]: a run request, as `submit` publishes it.
 //! - [`worker`]: pulls requests and runs them; acknowledges when a run has
 //!   ended, so a dead worker's run continues elsewhere from its journal.
-//! - [`parked`]: runs waiting for an approval, `approve`, escalation.
+//! - [`parked`]: runs waiting for an approval, `approve`, escalation;
+//!   [`halted`]: runs a halt stopped, queued again by `resume-all`.
 //! - [`page`]: paging people about parked runs (the notify capability).
 //! - [`health`]: a worker's `/healthz` and `/metrics`.
 //! - [`triggers`]: the triggers file (which alarm starts which runbook).
@@ -24,6 +25,7 @@
 pub mod alertmanager;
 pub mod exclusive;
 pub mod fuzzing;
+pub mod halted;
 pub mod health;
 pub mod intake;
 pub mod nats;

@@ -16,6 +16,9 @@
 //! - [`replay`]: a journal read back: finished or not, what resuming
 //!   replays, an incident's own changes; [`approvals`]: a parked run's
 //!   pending change, its rule, its starter and the decisions on it.
+//! - [`halt`]: the kill switch (`runbook halt`, `resume-all`) and the
+//!   values every process of a store shares; [`recent`]: changes counted
+//!   for rate limits, each counted in the write that allows it.
 //!
 //! Failpoints (`fail::fail_point!`) mark every write on the mutation path;
 //! they are nothing unless the `failpoints` feature is on (tests only).
@@ -23,10 +26,12 @@
 pub mod approvals;
 pub mod audit;
 pub mod chain;
+pub mod halt;
 pub mod holder;
 pub mod lease;
 pub mod local;
 pub mod log;
+pub mod recent;
 pub mod replay;
 pub mod store;
 

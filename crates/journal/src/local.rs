@@ -7,7 +7,7 @@ use crate::holder::{Held, Holder};
 use crate::lease::{Granted, Lease, next_lease};
 use crate::log::Journal;
 use crate::replay::finished;
-use crate::store::{Store, incident_taken, is_run_id};
+use crate::store::{Shared, Store, incident_taken, is_run_id};
 use anyhow::{Context, Result};
 use runbook_core::error::hinted;
 use serde_json::{Value, json};
@@ -31,7 +31,7 @@ impl LocalStore {
     /// `fsync`: whether each journal line reaches the disk before `record`
     /// returns (off only to measure what it costs).
     pub fn with_fsync(root: &Path, fsync: bool) -> Result<Arc<Self>> {
-        for sub in ["runs", "incidents", "leases"] {
+        for sub in ["runs", "incidents", "leases", "shared"] {
             std::fs::DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
@@ -325,6 +325,47 @@ impl Store for LocalStore {
                 record,
             },
         }))
+    }
+
+    fn read_shared(&self, name: Shared) -> Result<Value> {
+        let path = self.shared_path(name);
+        match std::fs::read_to_string(&path) {
+            Ok(t) => serde_json::from_str(&t).map_err(|e| {
+                hinted(
+                    format!("`{}` is not JSON: {e}", path.display()),
+                    "it is written whole or not at all by `runbook`: was it edited? restore it from a backup, or remove it to start it afresh (its halts and counts are then gone)",
+                )
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Value::Null),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("reading `{}`", path.display()))),
+        }
+    }
+
+    fn change_shared(
+        &self,
+        name: Shared,
+        change: &mut (dyn FnMut(&mut Value) -> bool + Send),
+    ) -> Result<bool> {
+        let path = self.shared_path(name);
+        // One process at a time: the OS lock is the "nobody in between".
+        let lock = Self::lock_file(&path.with_extension("lock"))?;
+        lock.lock()
+            .with_context(|| format!("locking `{}`", path.display()))?;
+        let mut value = self.read_shared(name)?;
+        if !change(&mut value) {
+            return Ok(false);
+        }
+        write_atomic(&path, &value.to_string())
+            .with_context(|| format!("writing `{}`", path.display()))?;
+        Ok(true)
+    }
+}
+
+impl LocalStore {
+    fn shared_path(&self, name: Shared) -> PathBuf {
+        self.root
+            .join("shared")
+            .join(format!("{}.json", name.key()))
     }
 }
 

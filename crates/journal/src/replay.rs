@@ -143,6 +143,14 @@ impl Replay {
                 {
                     replay.ended.pop();
                 }
+                // A run a halt stopped goes on with the step it stopped
+                // (which made no change after the halt was read).
+                Some("run-end")
+                    if l["status"] == "halted"
+                        && replay.ended.last().is_some_and(|r| !r["halted"].is_null()) =>
+                {
+                    replay.ended.pop();
+                }
                 _ => {}
             }
         }

@@ -28,6 +28,25 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The shared values every process of a store reads and changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shared {
+    /// The halts ([`crate::halt::Halts`]).
+    Halts,
+    /// The changes counted for rate limits ([`crate::recent`]).
+    Changes,
+}
+
+impl Shared {
+    /// Its file name (a state directory) and key (a fleet's state).
+    pub fn key(self) -> &'static str {
+        match self {
+            Shared::Halts => "halts",
+            Shared::Changes => "changes",
+        }
+    }
+}
+
 /// Where journals and leases are kept.
 pub trait Store: Send + Sync {
     /// Starts `holder`'s run of `incident`: refuses while another run of
@@ -52,6 +71,17 @@ pub trait Store: Send + Sync {
         holder: &Holder,
         wait: Duration,
     ) -> Result<Box<dyn Lease>, Box<Held>>;
+    /// A small JSON value every process sharing the store reads and
+    /// changes (the halts, the counted changes); `Null` if never written.
+    fn read_shared(&self, name: Shared) -> Result<Value>;
+    /// Changes `name` with `change` (false: leave it), written only if no
+    /// other process wrote it in between (else read and changed again, a
+    /// bounded number of times). Returns whether this call wrote it.
+    fn change_shared(
+        &self,
+        name: Shared,
+        change: &mut (dyn FnMut(&mut Value) -> bool + Send),
+    ) -> Result<bool>;
 }
 
 /// Why a run of `incident` may not start: `earlier` has not finished

@@ -62,6 +62,7 @@ fn main() {
         approvals: &[],
         // A Thursday: the freeze is open.
         now_ms: 1_764_856_800_000,
+        recent: Default::default(),
     };
     let allowed = ask("CHECKOUT_V2");
     let held = ask("AUTH_STATELESS_FALLBACK");

@@ -10,6 +10,7 @@ use crate::schema::{NAMESPACE, action_name, resource_type};
 use cedar_policy::{Authorizer, Decision, Entities, Request};
 use runbook_core::approval::{MAX_APPROVALS, Rule};
 use runbook_core::grants::{Access, Interface};
+use runbook_core::recent::Recent;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -53,6 +54,8 @@ pub struct Question<'a> {
     pub resource: &'a str,
     pub approvals: &'a [Approval],
     pub now_ms: u64,
+    /// Changes counted recently (zero unless the policies read them).
+    pub recent: Recent,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -200,6 +203,10 @@ impl Policies {
             "starter": q.run.starter,
             "incident": { "key": q.run.incident, "service": q.step.service, "severity": q.run.severity },
             "run": { "id": q.run.run_id, "mode": q.run.mode },
+            "recent": {
+                "resource": { "hour": q.recent.resource.hour as i64, "day": q.recent.resource.day as i64 },
+                "runbook": { "hour": q.recent.runbook.hour as i64, "day": q.recent.runbook.day as i64 },
+            },
         })
     }
 
@@ -330,6 +337,7 @@ closed = [{ weekday = "fri", from = "12:00", to = "24:00" }]
             resource,
             approvals,
             now_ms,
+            recent: Default::default(),
         })
     }
 
@@ -397,6 +405,7 @@ closed = [{ weekday = "fri", from = "12:00", to = "24:00" }]
             resource: "AuthService/auth-service.token.validation.duration",
             approvals: &[],
             now_ms: 0,
+            recent: Default::default(),
         });
         assert_eq!(a.verdict, Verdict::Allow, "{:?}", a.policies);
     }
@@ -463,6 +472,7 @@ closed = [{ weekday = "fri", from = "12:00", to = "24:00" }]
                 resource,
                 approvals: &[],
                 now_ms: 1_764_000_000_000,
+                recent: Default::default(),
             })
             .verdict
         };
@@ -531,6 +541,7 @@ mod schema_check {
                     resource: "r",
                     approvals: &approvals,
                     now_ms: 1_764_000_000_000,
+                    recent: Default::default(),
                 };
                 let action = p.types.action(&action_name(interface, access));
                 Entities::from_json_value(

@@ -50,6 +50,9 @@ pub struct Policies {
     pub calendars_used: Vec<String>,
     /// sha256 over every file read, for the journal.
     pub digest: String,
+    /// Some policy reads `context.recent`: runs count their changes for
+    /// it (in the store, each counted in the write that allows it).
+    pub reads_recent: bool,
 }
 
 impl std::fmt::Debug for Policies {
@@ -253,6 +256,9 @@ impl Policies {
             .collect();
         groups.sort();
         groups.dedup();
+        // Any mention (`context.recent`, `context["recent"]`): counting
+        // changes no policy reads costs a write; missing one a limit.
+        let reads_recent = set.policies().any(|p| p.to_string().contains("recent"));
         Ok(Self {
             dir: dir.to_path_buf(),
             set,
@@ -268,6 +274,7 @@ impl Policies {
             sources,
             groups,
             digest: runbook_core::hash::sha256_hex(&digest_input),
+            reads_recent,
         })
     }
 

@@ -17,6 +17,8 @@ use std::collections::BTreeSet;
 pub const SEVERITIES: [&str; 4] = ["HIGH", "MED", "LOW", ""];
 const HOUR_MS: u64 = 3_600_000;
 const HOURS: u64 = 7 * 24;
+/// The most changes a review tries when looking for a rate limit.
+const RATE_PROBE: u64 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
@@ -119,6 +121,7 @@ impl Policies {
                             resource,
                             approvals: &[],
                             now_ms: t,
+                            recent: Default::default(),
                         };
                         let answer = self.decide_cached(&q, &mut cache);
                         // People approve changes, not reads.
@@ -136,6 +139,14 @@ impl Policies {
                     }
                 }
                 if denied.is_empty() {
+                    // Allowed whenever nothing was changed lately: a rate
+                    // limit, if the policies keep one, is said with the
+                    // count it starts at.
+                    if let Some(found) =
+                        self.rate_limit(step, &run, (interface, access), resource, now_ms)
+                    {
+                        findings.push(found);
+                    }
                     continue;
                 }
                 let kind = if allowed == 0 {
@@ -161,6 +172,53 @@ impl Policies {
             }
         }
         findings
+    }
+
+    /// The fewest changes counted (of the resource in the last hour and
+    /// day, and by the runbook) at which the policies stop allowing it,
+    /// up to [`RATE_PROBE`].
+    fn rate_limit(
+        &self,
+        step: &StepFacts,
+        run: &RunFacts,
+        (interface, access): (runbook_core::grants::Interface, Access),
+        resource: &str,
+        now_ms: u64,
+    ) -> Option<Finding> {
+        if !self.reads_recent || access != Access::Mutate {
+            return None;
+        }
+        (1..=RATE_PROBE).find_map(|n| {
+            let w = runbook_core::recent::Window { hour: n, day: n };
+            let answer = self.decide(&Question {
+                step,
+                run,
+                interface,
+                access,
+                resource,
+                approvals: &[],
+                now_ms,
+                recent: runbook_core::recent::Recent {
+                    resource: w,
+                    runbook: w,
+                },
+            });
+            (answer.verdict != Verdict::Allow).then(|| Finding {
+                step: step.step_id.clone(),
+                action: crate::schema::action_name(interface, access),
+                resource: resource.to_string(),
+                kind: Kind::DependsOnContext(format!(
+                    "a rate limit: {} once {n} change{} of it (or by the runbook) {} counted in the last hour or day, across every run sharing the store",
+                    match answer.verdict {
+                        Verdict::NeedsApprovals { rule } => format!("needs approvals ({})", rule.describe()),
+                        _ => "forbidden".to_string(),
+                    },
+                    if n == 1 { "" } else { "s" },
+                    if n == 1 { "was" } else { "were" },
+                )),
+                policies: answer.policies.iter().map(|p| self.describe(p)).collect(),
+            })
+        })
     }
 
     /// Answers for one hour and severity, remembered by what the

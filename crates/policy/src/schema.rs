@@ -10,7 +10,10 @@
 //! - resources: one entity type per capability (`Flag`, `Service`,
 //!   `Metric`, `RedisTarget`, `NotifyTarget`), each with its `name`;
 //! - context: the time (UTC), the change calendars, the approvals the
-//!   change has, the run's starter, the incident and the run.
+//!   change has, the run's starter, the incident and the run, and the
+//!   changes counted over the last hour and day (`recent.resource.hour`:
+//!   of this resource by any runbook; `recent.runbook.day`: by this
+//!   runbook of any resource), fleet-wide in a fleet.
 
 use runbook_core::grants::{Access, Interface};
 
@@ -56,7 +59,9 @@ pub fn text() -> String {
     "starter": String,
     "incident": { "key": String, "service": String, "severity": String },
     "run": { "id": String, "mode": String },
+    "recent": { "resource": Window, "runbook": Window },
   };
+  type Window = { "hour": Long, "day": Long };
   action "read";
   action "mutate";
 "#,

@@ -43,7 +43,8 @@ pub enum Command {
     /// ran), 3 a step ended in a way the runbook does not route, 4 stopped
     /// before a mutation nobody approved, 5 blocked by another run (of the
     /// same incident, or holding what had to change), 7 the run did not
-    /// take the path its scenario's `[expect]` names.
+    /// take the path its scenario's `[expect]` names, 10 a halt (`runbook
+    /// halt`) stopped it before a change.
     Run(RunArgs),
     /// Continue a run that crashed, was stopped, or waits for an approval
     ///
@@ -51,6 +52,24 @@ pub enum Command {
     /// journal lacks is looked for in the backend before anything is
     /// issued again. Exit status as for `run`.
     Resume(ResumeArgs),
+    /// Stop new changes in every run that shares the store, now
+    ///
+    /// Each run of the runbook (`--runbook ID`) or of every runbook
+    /// (`--all`) stops before its next change to a system and ends
+    /// `halted` (exit status 10), wherever it runs: a state directory's
+    /// runs, or a fleet's (`--nats`) on every worker and CLI. Pages and
+    /// messages still go out. A change that read the store before the halt
+    /// was written may still be made. Recorded with who, where, when and
+    /// `--reason`. Without `--all` or `--runbook`: the halts in force and
+    /// the runs they stopped.
+    Halt(HaltArgs),
+    /// Lift halts and continue the runs they stopped
+    ///
+    /// Every halt, or one runbook's (`--runbook ID`). A fleet's stopped
+    /// runs are queued for its workers; a state directory's are continued
+    /// here, one after another, as `runbook resume` would (with what they
+    /// were started with). Recorded like the halt.
+    ResumeAll(ResumeAllArgs),
     /// Show a run's report from its journal
     ///
     /// Also of a run that crashed or waits for an approval.
@@ -197,7 +216,17 @@ pub enum Command {
 pub const GROUPS: &[(&str, &[&str])] = &[
     (
         "Running",
-        &["run", "resume", "show", "runs", "test", "step", "bench"],
+        &[
+            "run",
+            "resume",
+            "halt",
+            "resume-all",
+            "show",
+            "runs",
+            "test",
+            "step",
+            "bench",
+        ],
     ),
     (
         "Reviewing",

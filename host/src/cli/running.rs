@@ -188,3 +188,33 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub sources: Sources,
 }
+
+#[derive(Debug, Args)]
+pub struct HaltArgs {
+    /// Halt every runbook's runs.
+    #[arg(long, conflicts_with = "runbook")]
+    pub all: bool,
+    /// Halt this runbook's runs (its id: `RB-0031`).
+    #[arg(long, value_name = "ID")]
+    pub runbook: Option<String>,
+    /// Why, for the record and for the runs it stops.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// The halts and the runs they stopped, as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeAllArgs {
+    /// Lift only this runbook's halt (default: every halt).
+    #[arg(long, value_name = "ID")]
+    pub runbook: Option<String>,
+    /// Lift, and leave the runs it stopped for `runbook resume` one by one.
+    #[arg(long)]
+    pub lift_only: bool,
+    #[command(flatten)]
+    pub state: StateArgs,
+}

@@ -8,6 +8,7 @@ mod check;
 mod console;
 mod fleet;
 mod guardrails;
+mod halt;
 mod inspect;
 mod journal;
 mod kit;
@@ -56,6 +57,8 @@ pub async fn dispatch(command: Command) -> Result<Exit> {
         Command::Keygen(args) => keygen(args),
         Command::Sign(args) => sign(args),
         Command::Resume(args) => resume(args).await,
+        Command::Halt(args) => halt::halt(args),
+        Command::ResumeAll(args) => halt::resume_all(args).await,
         Command::Show(args) => show(args),
         Command::Submit(args) => fleet::submit(args),
         Command::Worker(args) => fleet::worker(args).await,

@@ -35,6 +35,7 @@ use runbook_journal::holder::{Held, Holder};
 use runbook_journal::lease::{Granted, Lease};
 use runbook_journal::log::{Journal, JournalLog};
 use runbook_journal::replay::finished;
+use runbook_journal::store::Shared;
 use runbook_journal::store::{Store, incident_taken};
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +45,7 @@ use std::time::{Duration, Instant};
 mod hold;
 mod journal;
 mod listing;
+mod shared;
 
 use hold::Hold;
 use journal::StreamLog;
@@ -588,5 +590,17 @@ impl Store for JetStreamStore {
             }
         }
         Err(held(None))
+    }
+
+    fn read_shared(&self, name: Shared) -> Result<Value> {
+        self.shared_value(name)
+    }
+
+    fn change_shared(
+        &self,
+        name: Shared,
+        change: &mut (dyn FnMut(&mut Value) -> bool + Send),
+    ) -> Result<bool> {
+        self.change_shared_value(name, change)
     }
 }

@@ -30,7 +30,13 @@ impl Worker {
             && ran.report.end_recorded
             && matches!(
                 ran.report.status,
-                Status::Resolved | Status::Escalated | Status::Failed | Status::Blocked
+                Status::Resolved
+                    | Status::Escalated
+                    | Status::Failed
+                    | Status::Blocked
+                    // On the halt's list of runs it stopped: `runbook
+                    // resume-all` queues it again.
+                    | Status::Halted
             )
         {
             let exit = ran.report.status;

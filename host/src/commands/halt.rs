@@ -1,0 +1,180 @@
+//! `runbook halt` and `runbook resume-all`: the kill switch of every run
+//! that shares a store (`runbook_journal::halt`).
+
+use super::emit;
+use super::run::store_and_fleet;
+use crate::cli::{HaltArgs, ResumeAllArgs, ResumeArgs, StateArgs};
+use anyhow::Result;
+use runbook_core::error::hinted;
+use runbook_core::exit::Exit;
+use runbook_journal::halt::{self, Halts, Scope};
+
+pub fn halt(args: HaltArgs) -> Result<Exit> {
+    let (store, _) = store_and_fleet(&args.state)?;
+    let scope = match (&args.runbook, args.all) {
+        (Some(id), _) => Some(Scope::Runbook(checked_id(id)?)),
+        (None, true) => Some(Scope::All),
+        (None, false) => None,
+    };
+    let halts = match &scope {
+        None => halt::read(&*store)?,
+        Some(scope) => {
+            let who = halt::now(args.reason.as_deref().unwrap_or_default());
+            halt::change(&*store, &mut |h| {
+                h.halt(scope, who.clone());
+                true
+            })?
+        }
+    };
+    if args.json {
+        emit(&format!("{}\n", serde_json::to_string_pretty(&halts)?))?;
+        return Ok(Exit::Ok);
+    }
+    let mut out = String::new();
+    if scope.is_none() {
+        out.push_str("nothing halted now (`--all` or `--runbook ID` halts)\n");
+        if halts.all.is_some() || !halts.runbooks.is_empty() {
+            out.clear();
+        }
+    }
+    out.push_str(&describe(&halts));
+    emit(&out)?;
+    Ok(Exit::Ok)
+}
+
+pub async fn resume_all(args: ResumeAllArgs) -> Result<Exit> {
+    let (store, fleet) = store_and_fleet(&args.state)?;
+    let scope = match &args.runbook {
+        Some(id) => Some(Scope::Runbook(checked_id(id)?)),
+        None => None,
+    };
+    let who = halt::now("");
+    let mut freed = Vec::new();
+    let halts = halt::change(&*store, &mut |h| {
+        freed = h.lift(scope.as_ref(), who.clone());
+        true
+    })?;
+    let mut out = match &scope {
+        None => "lifted every halt\n".to_string(),
+        Some(Scope::Runbook(id)) => format!("lifted the halt of `{id}`\n"),
+        Some(Scope::All) => unreachable!("resume-all lifts every halt or one runbook's"),
+    };
+    out.push_str(&describe(&halts));
+    if freed.is_empty() {
+        out.push_str("no run was waiting for it\n");
+    }
+    if args.lift_only {
+        for (run_id, s) in &freed {
+            out.push_str(&format!(
+                "run {run_id} ({}, incident `{}`, stopped at `{}`): continue it with `runbook resume {run_id}`\n",
+                s.runbook, s.incident, s.step
+            ));
+        }
+        emit(&out)?;
+        return Ok(Exit::Ok);
+    }
+    if let Some(fleet) = fleet {
+        let failed = runbook_fleet::halted::continue_runs(&fleet, &freed, &who.by, who.at_ms);
+        for (run_id, s) in &freed {
+            match failed.iter().find(|(id, _)| id == run_id) {
+                None => out.push_str(&format!(
+                    "run {run_id} ({}, incident `{}`): queued for the fleet's workers\n",
+                    s.runbook, s.incident
+                )),
+                Some((_, why)) => out.push_str(&format!(
+                    "run {run_id} could not be queued ({why}): continue it with `runbook resume {run_id} --nats URL`\n"
+                )),
+            }
+        }
+        emit(&out)?;
+        return Ok(if failed.is_empty() {
+            Exit::Ok
+        } else {
+            Exit::Failed
+        });
+    }
+    emit(&out)?;
+    // A state directory's runs are continued here, one after another,
+    // with what each was started with.
+    let mut worst = Exit::Ok;
+    for (run_id, _) in &freed {
+        let submitted = store
+            .read_run(run_id)
+            .ok()
+            .and_then(|lines| {
+                lines
+                    .iter()
+                    .find(|l| l["event"] == "run-start")
+                    .map(|s| s["policy"].clone())
+            })
+            .unwrap_or_default();
+        let resumed = super::run::resume(ResumeArgs {
+            run_id: run_id.clone(),
+            yes: submitted["yes"] == true,
+            approve: submitted["approve"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect(),
+            json: false,
+            audit_log: None,
+            state: StateArgs {
+                state_dir: args.state.state_dir.clone(),
+                nats: None,
+            },
+        })
+        .await;
+        match resumed {
+            Ok(exit) if worst == Exit::Ok => worst = exit,
+            Ok(_) => {}
+            Err(e) => {
+                eprintln!("error: continuing run {run_id}: {e:#}");
+                eprintln!("hint: continue it with `runbook resume {run_id}`");
+                worst = Exit::Failed;
+            }
+        }
+    }
+    Ok(worst)
+}
+
+/// A runbook id as runbooks write it.
+fn checked_id(id: &str) -> Result<String> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(id.to_string())
+    } else {
+        Err(hinted(
+            format!("`{id}` is not a runbook id"),
+            "a runbook's id is its front matter's `id` (`RB-0031`); `--all` halts every runbook",
+        ))
+    }
+}
+
+/// The halts in force and the runs they stopped, for people.
+fn describe(h: &Halts) -> String {
+    let mut out = String::new();
+    if let Some(all) = &h.all {
+        out.push_str(&format!("HALTED: every runbook, {}\n", all.describe()));
+    }
+    for (id, halt) in &h.runbooks {
+        out.push_str(&format!("HALTED: `{id}`, {}\n", halt.describe()));
+    }
+    if !h.stopped.is_empty() {
+        out.push_str(&format!("runs stopped by a halt: {}\n", h.stopped.len()));
+        for (run_id, s) in &h.stopped {
+            out.push_str(&format!(
+                "  {run_id}: {}, incident `{}`, before a change of step `{}` at {}\n",
+                s.runbook,
+                s.incident,
+                s.step,
+                runbook_core::time::rfc3339(s.at_ms)
+            ));
+        }
+    }
+    out
+}
