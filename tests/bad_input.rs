@@ -180,6 +180,48 @@ fn malformed_policy_directories() {
     );
 }
 
+/// Policy directories a trust file asks to be signed
+/// (`tests/fixtures/bad/signed-policies/trust.toml`: one signature by a
+/// key with `policies = true`): unsigned, signed by a key that may sign
+/// plugins only, by a key nobody trusts, altered after it was signed.
+/// Nothing runs on them: `run` is refused like `check`.
+#[test]
+fn policy_directories_not_signed_as_the_trust_file_asks() {
+    let dir = "tests/fixtures/bad/signed-policies";
+    let trust = format!("{dir}/trust.toml");
+    let mut cases: Vec<String> = std::fs::read_dir(root().join(dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| format!("{dir}/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    cases.sort();
+    assert_eq!(cases.len(), 4);
+    for c in &cases {
+        let out = run(&[
+            "run",
+            RB0031,
+            "--sim",
+            "runbooks/scenarios/bad-deploy.toml",
+            "--yes",
+            "--policies",
+            c,
+            "--trust",
+            &trust,
+            "--state-dir",
+            "target/test-state/never",
+        ]);
+        assert_eq!(out.code, 2, "{c}: {}\n{}", out.stdout, out.stderr);
+        assert!(out.stdout.is_empty(), "{c} ran: {}", out.stdout);
+    }
+    assert_all(
+        cases
+            .iter()
+            .map(|c| golden(c, &["check", RB0031, "--policies", c, "--trust", &trust]))
+            .collect(),
+    );
+}
+
 /// Approvers files (`runbook check RUNBOOK --approvers FILE`, RB-0031
 /// with two approvals from `sre` on its rollback): refused at check, a
 /// pasted token never echoed.

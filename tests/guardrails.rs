@@ -477,3 +477,103 @@ fn a_fleet_worker_holds_a_rollback_in_a_freeze_until_the_commander_approves() {
     assert_eq!(last["decision"], "allow", "{last:#}");
     assert_eq!(last["context"]["approvals"]["count"], 1);
 }
+
+/// A trust file that asks for a signed policy directory
+/// (`policy-signatures = 1`): the directory signed by a key trusted to
+/// sign policy is used (`policies`, `check`, `run`); changed afterwards,
+/// a parked run is not resumed on it until it is signed again.
+#[test]
+fn a_policy_directory_is_used_only_as_signed_when_the_trust_file_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let keygen = output(runbook().args(["keygen"]).arg(d.join("security")));
+    assert_eq!(keygen.code, 0, "{}", keygen.stderr);
+    let public = std::fs::read_to_string(d.join("security.pub")).unwrap();
+    let trust = d.join("trust.toml");
+    std::fs::write(
+        &trust,
+        format!(
+            "[[key]]\nname = \"security-team\"\npublic-key = \"{}\"\nplugins = [\"*\"]\npolicies = true\n\n[policy]\npolicy-signatures = 1\n",
+            public.lines().nth(1).unwrap()
+        ),
+    )
+    .unwrap();
+    let trust = trust.to_string_lossy().into_owned();
+    let pol = d.join("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    std::fs::write(
+        pol.join("org.cedar"),
+        "@id(\"rollbacks-need-a-commander\")\nforbid (principal, action == Runbook::Action::\"ecs:mutate\", resource is Runbook::Service)\nunless { context.approvals.groups.contains(Runbook::Group::\"incident-commander\") };\n",
+    )
+    .unwrap();
+    let pol = pol.to_string_lossy().into_owned();
+    let unsigned = output(runbook().args(["policies", "--policies", &pol, "--trust", &trust]));
+    assert_eq!(unsigned.code, 2);
+    assert!(
+        unsigned.stderr.contains("has 0 valid signatures"),
+        "{}",
+        unsigned.stderr
+    );
+    let signed = output(
+        runbook()
+            .args(["sign", "--policies", &pol, "--key"])
+            .arg(d.join("security.key")),
+    );
+    assert_eq!(signed.code, 0, "{}", signed.stderr);
+    assert!(
+        signed.stdout.contains("signed policy directory"),
+        "{}",
+        signed.stdout
+    );
+    let listed = output(runbook().args(["policies", "--policies", &pol, "--trust", &trust]));
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    let check = output(runbook().args(["check", RB0031, "--policies", &pol, "--trust", &trust]));
+    assert_eq!(check.code, 0, "{}", check.stderr);
+
+    let state = common::fresh_state_dir();
+    let run = output(
+        runbook()
+            .args([
+                "run",
+                RB0031,
+                "--sim",
+                "runbooks/scenarios/bad-deploy.toml",
+                "--yes",
+                "--json",
+                "--policies",
+                &pol,
+                "--trust",
+                &trust,
+                "--state-dir",
+            ])
+            .arg(&state),
+    );
+    // Parked at the rollback (the scenario's `[expect]` is for a run
+    // that goes on: exit 7).
+    assert_eq!(run.json()["status"], "awaiting-approval", "{}", run.stderr);
+    let run_id = run.json()["run_id"].as_str().unwrap().to_string();
+    // Someone edits the policies after they were signed.
+    let org = Path::new(&pol).join("org.cedar");
+    let text = std::fs::read_to_string(&org).unwrap();
+    std::fs::write(&org, format!("{text}\n// loosened later\n")).unwrap();
+    let resumed = output(
+        runbook()
+            .args(["resume", &run_id, "--state-dir"])
+            .arg(&state),
+    );
+    assert_eq!(resumed.code, 2, "{}\n{}", resumed.stdout, resumed.stderr);
+    assert!(
+        resumed.stderr.contains("does not match policy directory")
+            && resumed.stderr.contains("changed after it was signed"),
+        "{}",
+        resumed.stderr
+    );
+    let again = output(
+        runbook()
+            .args(["sign", "--policies", &pol, "--key"])
+            .arg(d.join("security.key")),
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let check = output(runbook().args(["check", RB0031, "--policies", &pol, "--trust", &trust]));
+    assert_eq!(check.code, 0, "{}", check.stderr);
+}

@@ -12,10 +12,16 @@
 //! public-key = "RWQ…"      # the second line of a minisign `.pub` file
 //! plugins = ["*"]          # names, or prefixes ending in `*`
 //!
+//! policies = true          # may also sign the organisation's policy directory
+//!
 //! [policy]
 //! signatures = 1           # every plugin from a directory needs this many
 //! mutating-signatures = 2  # … and this many if its manifest grants a mutation
+//! policy-signatures = 1    # a policy directory (`--policies`) needs this many
 //! ```
+//!
+//! A policy directory's signatures sit in its `signatures/` and cover the
+//! sha256 of every file the policies are read from (names and contents).
 //!
 //! Built-in plugins are not checked: they are part of the binary, which
 //! is what was installed and reviewed.
@@ -50,6 +56,9 @@ struct TrustedKeyDef {
     #[serde(rename = "public-key")]
     public_key: String,
     plugins: Vec<Pattern>,
+    /// May sign the policy directory.
+    #[serde(default)]
+    policies: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -61,6 +70,10 @@ pub struct Policy {
     /// … and a plugin whose manifest grants any mutation.
     #[serde(default)]
     pub mutating_signatures: usize,
+    /// Signatures from distinct keys trusted to sign policy that a policy
+    /// directory needs.
+    #[serde(default)]
+    pub policy_signatures: usize,
 }
 
 pub struct TrustedKey {
@@ -68,6 +81,7 @@ pub struct TrustedKey {
     pub id: String,
     key: minisign::PublicKey,
     pub plugins: Vec<Pattern>,
+    pub policies: bool,
 }
 
 /// The loaded trust file.
@@ -119,6 +133,7 @@ impl Trust {
                 name: k.name,
                 key,
                 plugins: k.plugins,
+                policies: k.policies,
             });
         }
         let policy = file.policy;
@@ -130,11 +145,103 @@ impl Trust {
                 if keys.len() == 1 { " is" } else { "s are" }
             )));
         }
+        let policy_keys = keys.iter().filter(|k| k.policies).count();
+        if policy.policy_signatures > policy_keys {
+            return Err(invalid(format!(
+                "the policy asks for {} signatures of a policy directory but {policy_keys} key{} may sign policy (`policies = true`), so no policy directory could be used",
+                policy.policy_signatures,
+                if policy_keys == 1 { "" } else { "s" },
+            )));
+        }
         Ok(Self {
             path: path.to_path_buf(),
             keys,
             policy,
         })
+    }
+
+    /// Checks a policy directory's signatures (over `digest`, the sha256
+    /// of the files its policies were read from) against
+    /// `policy-signatures`: every signature by a trusted key must match,
+    /// and enough keys trusted to sign policy must have. Returns who signed.
+    pub fn verify_policies(&self, dir: &Path, digest: &str) -> Result<Vec<String>> {
+        let needed = self.policy.policy_signatures;
+        let statement = policy_statement(digest);
+        let mut signers: Vec<String> = Vec::new();
+        let mut not_allowed: Vec<String> = Vec::new();
+        let mut unknown: Vec<String> = Vec::new();
+        for file in signature_files(dir)? {
+            let text = crate::files::read_text_capped(&file, "signature", MAX_SIGNATURE_BYTES)?;
+            let sig = minisign::SignatureBox::from_string(&text).map_err(|e| {
+                hinted(
+                    format!(
+                        "signature `{}` of policy directory `{}` is not a minisign signature: {e}",
+                        file.display(),
+                        dir.display()
+                    ),
+                    "remove it, or sign again with `runbook sign --policies DIR --key KEY`",
+                )
+            })?;
+            let id = key_id(sig.keynum());
+            let Some(key) = self.keys.iter().find(|k| k.id == id) else {
+                unknown.push(id);
+                continue;
+            };
+            minisign::verify(&key.key, &sig, std::io::Cursor::new(statement.as_bytes()), true, false, false)
+                .map_err(|_| {
+                    hinted(
+                        format!(
+                            "signature `{}` by trusted key `{}` ({id}) does not match policy directory `{}`: a policy or calendar file changed after it was signed",
+                            file.display(),
+                            key.name,
+                            dir.display()
+                        ),
+                        "have the change reviewed and the directory signed again (`runbook sign --policies DIR --key KEY`)",
+                    )
+                })?;
+            if !key.policies {
+                not_allowed.push(key.name.clone());
+                continue;
+            }
+            if !signers.contains(&key.name) {
+                signers.push(key.name.clone());
+            }
+        }
+        if signers.len() < needed {
+            let mut also = Vec::new();
+            if !not_allowed.is_empty() {
+                also.push(format!(
+                    "also signed by {}, which may not sign policy",
+                    not_allowed.join(", ")
+                ));
+            }
+            if !unknown.is_empty() {
+                also.push(format!(
+                    "also signed by key{} {} the trust file does not know",
+                    if unknown.len() == 1 { "" } else { "s" },
+                    unknown.join(", ")
+                ));
+            }
+            return Err(hinted(
+                format!(
+                    "policy directory `{}` has {} valid signature{} from keys trusted to sign policy{}; the trust file `{}` asks for {needed}",
+                    dir.display(),
+                    signers.len(),
+                    if signers.len() == 1 { "" } else { "s" },
+                    if also.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", also.join("; "))
+                    },
+                    self.path.display()
+                ),
+                format!(
+                    "have the policies reviewed and signed by a key with `policies = true`: `runbook sign --policies {} --key KEY`",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(signers)
     }
 
     /// The trust file to use: `flag`, else `trust.toml` in `dir` (the
@@ -268,6 +375,12 @@ impl<'a> Subject<'a> {
     }
 }
 
+/// What a policy directory's signature covers: the sha256 of the files
+/// its policies are read from.
+pub fn policy_statement(digest: &str) -> String {
+    format!("runbook policy signature v1\npolicies-sha256 {digest}\n")
+}
+
 /// A key id as minisign prints it.
 pub fn key_id(keynum: &[u8]) -> String {
     let mut b = [0u8; 8];
@@ -318,6 +431,34 @@ pub fn generate() -> Result<(String, String, String)> {
 /// Signs `subject` with the unencrypted minisign secret key in
 /// `key_file`; returns the signature file's text and the key id.
 pub fn sign(subject: &Subject<'_>, key_file: &Path) -> Result<(String, String)> {
+    let trusted = format!(
+        "runbook plugin {} {} component-sha256 {}",
+        subject.name, subject.version, subject.component_sha256
+    );
+    sign_statement(
+        &subject.statement(),
+        (&trusted, "runbook plugin signature"),
+        key_file,
+    )
+}
+
+/// Signs a policy directory whose files' sha256 is `digest`.
+pub fn sign_policies(digest: &str, key_file: &Path) -> Result<(String, String)> {
+    sign_statement(
+        &policy_statement(digest),
+        (
+            &format!("runbook policies-sha256 {digest}"),
+            "runbook policy signature",
+        ),
+        key_file,
+    )
+}
+
+fn sign_statement(
+    statement: &str,
+    (trusted, untrusted): (&str, &str),
+    key_file: &Path,
+) -> Result<(String, String)> {
     let text = crate::files::read_text_capped(key_file, "secret key", MAX_SIGNATURE_BYTES)?;
     let sk = minisign::SecretKeyBox::from_string(&text)
         .and_then(|b| b.into_unencrypted_secret_key())
@@ -330,16 +471,12 @@ pub fn sign(subject: &Subject<'_>, key_file: &Path) -> Result<(String, String)> 
                 "create one with `runbook keygen NAME` (or `minisign -G -W`)",
             )
         })?;
-    let trusted = format!(
-        "runbook plugin {} {} component-sha256 {}",
-        subject.name, subject.version, subject.component_sha256
-    );
     let sig = minisign::sign(
         None,
         &sk,
-        std::io::Cursor::new(subject.statement().into_bytes()),
-        Some(&trusted),
-        Some("runbook plugin signature"),
+        std::io::Cursor::new(statement.as_bytes().to_vec()),
+        Some(trusted),
+        Some(untrusted),
     )
     .context("signing")?;
     let id = key_id(sig.keynum());

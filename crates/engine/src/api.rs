@@ -343,6 +343,12 @@ impl Engine {
         };
         let backend = Backend::load(&choice, start["backend"]["incident_start"].as_str())
             .context("loading the run's backend again")?;
+        // The trust file the run started under still decides; one that
+        // went missing since is an error, not a reason to skip the check.
+        let trust = match start["sources"]["trust"].as_str() {
+            Some(t) => Some(Arc::new(Trust::load(Path::new(t))?)),
+            None => None,
+        };
         let sources = Sources {
             plugin_dirs: start["sources"]["plugin_dirs"]
                 .as_array()
@@ -353,21 +359,16 @@ impl Engine {
                 .map(|a| a.iter().map(path).collect())
                 .unwrap_or_default(),
             locked: start["sources"]["locked"].as_bool().unwrap_or(false),
-            // The trust file the run started under still decides; one that
-            // went missing since is an error, not a reason to skip the check.
-            trust: match start["sources"]["trust"].as_str() {
-                Some(t) => Some(Arc::new(Trust::load(Path::new(t))?)),
-                None => None,
-            },
             // So do its policies, as they are now (a security team's
             // change since applies); a directory gone is an error.
             policies: match start["sources"]["policies"]["dir"].as_str() {
-                Some(d) => Some(Arc::new(
-                    runbook_policy::Policies::load(Path::new(d))
+                Some(d) => Some(
+                    crate::sources::load_policies(Path::new(d), trust.as_deref())
                         .context("the run started under this policy directory")?,
-                )),
+                ),
                 None => None,
             },
+            trust,
         };
         let p = prepare(
             &self.runtime,

@@ -45,31 +45,44 @@ impl Sources {
     /// Where `runbook`'s plugins are found, and the trust file for them.
     /// Without a runbook: `--plugins`, then the built-in plugins.
     pub fn find(search: &Search, runbook: Option<&Path>) -> Result<Self> {
+        let trust = Trust::find(
+            search.trust.as_deref(),
+            runbook.map(|r| r.parent().unwrap_or(Path::new("."))),
+        )?
+        .map(Arc::new);
         Ok(Self {
             plugin_dirs: plugin_dirs(&search.plugins, runbook),
             component_dirs: component_dirs(&search.components),
             locked: false,
-            trust: Trust::find(
-                search.trust.as_deref(),
-                runbook.map(|r| r.parent().unwrap_or(Path::new("."))),
-            )?
-            .map(Arc::new),
-            policies: policies(search.policies.as_deref())?,
+            policies: policies(search.policies.as_deref(), trust.as_deref())?,
+            trust,
         })
     }
 }
 
 /// The policy directory: `--policies`, else `RUNBOOK_POLICIES`; none
 /// when neither is given. One that cannot be read is an error: nothing
-/// runs on a policy it cannot read.
-pub fn policies(flag: Option<&Path>) -> Result<Option<Arc<Policies>>> {
+/// runs on a policy it cannot read; nor on one the trust file asks to be
+/// signed (`policy-signatures`) and that is not, or not by keys trusted
+/// to sign policy.
+pub fn policies(flag: Option<&Path>, trust: Option<&Trust>) -> Result<Option<Arc<Policies>>> {
     let dir = match flag {
         Some(d) => Some(d.to_path_buf()),
         None => std::env::var_os("RUNBOOK_POLICIES")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from),
     };
-    dir.map(|d| Policies::load(&d).map(Arc::new)).transpose()
+    dir.map(|d| load_policies(&d, trust)).transpose()
+}
+
+/// Loads the policies of `dir` and checks their signatures when `trust`
+/// asks for them.
+pub fn load_policies(dir: &Path, trust: Option<&Trust>) -> Result<Arc<Policies>> {
+    let policies = Policies::load(dir)?;
+    if let Some(trust) = trust.filter(|t| t.policy.policy_signatures > 0) {
+        trust.verify_policies(dir, &policies.digest)?;
+    }
+    Ok(Arc::new(policies))
 }
 
 /// `--plugins`, else `plugins/` beside the runbook.

@@ -140,7 +140,9 @@ pub enum Command {
     Keygen(KeygenArgs),
     /// Sign a plugin's name, version, component digest and manifest
     ///
-    /// Into `signatures/KEYID.minisig` beside the manifest.
+    /// Into `signatures/KEYID.minisig` beside the manifest. With
+    /// `--policies DIR`: the organisation's policy directory instead (the
+    /// sha256 of its policy and calendar files), into `DIR/signatures/`.
     Sign(SignArgs),
     /// Scaffold a step plugin in Rust, Python or JavaScript
     ///

@@ -29,6 +29,10 @@ pub struct PoliciesArgs {
     /// directory needed).
     #[arg(long)]
     pub schema: bool,
+    /// A trust file: the directory's signatures are checked against its
+    /// `policy-signatures`.
+    #[arg(long, value_name = "FILE")]
+    pub trust: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -121,7 +125,12 @@ pub struct KeygenArgs {
 #[derive(Debug, Args)]
 pub struct SignArgs {
     /// The plugin's directory or its `plugin.toml`.
-    pub plugin: PathBuf,
+    #[arg(required_unless_present = "policies", conflicts_with = "policies")]
+    pub plugin: Option<PathBuf>,
+    /// Sign this policy directory (`*.cedar`, `calendars.toml`) instead:
+    /// checked first, as a run would load it.
+    #[arg(long, value_name = "DIR")]
+    pub policies: Option<PathBuf>,
     /// The secret key (from `runbook keygen` or `minisign -G -W`).
     #[arg(long, value_name = "FILE")]
     pub key: PathBuf,

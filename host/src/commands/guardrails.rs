@@ -43,7 +43,7 @@ pub fn policies(args: PoliciesArgs) -> Result<Exit> {
         super::emit(&runbook_policy::schema::text())?;
         return Ok(Exit::Ok);
     }
-    let policies = loaded(args.policies.as_deref())?;
+    let policies = loaded(args.policies.as_deref(), args.trust.as_deref())?;
     let mut out = format!(
         "`{}`: {} policies, valid (sha256 {}…)\n",
         policies.dir.display(),
@@ -70,8 +70,9 @@ pub fn policies(args: PoliciesArgs) -> Result<Exit> {
     Ok(Exit::Ok)
 }
 
-fn loaded(dir: Option<&Path>) -> Result<std::sync::Arc<Policies>> {
-    runbook_engine::sources::policies(dir)?.ok_or_else(|| {
+fn loaded(dir: Option<&Path>, trust: Option<&Path>) -> Result<std::sync::Arc<Policies>> {
+    let trust = trust.map(runbook_core::signing::Trust::load).transpose()?;
+    runbook_engine::sources::policies(dir, trust.as_ref())?.ok_or_else(|| {
         runbook_core::error::hinted(
             "no policy directory: give `--policies DIR` or set `RUNBOOK_POLICIES`",
             "a policy directory holds the `*.cedar` policies and `calendars.toml`",
@@ -82,7 +83,7 @@ fn loaded(dir: Option<&Path>) -> Result<std::sync::Arc<Policies>> {
 /// `runbook calendar`: each calendar's state now (or at `--at`) and when
 /// it next changes.
 pub fn calendar(args: CalendarArgs) -> Result<Exit> {
-    let policies = loaded(args.policies.as_deref())?;
+    let policies = loaded(args.policies.as_deref(), None)?;
     let at = match &args.at {
         Some(t) => humantime::parse_rfc3339_weak(t)
             .map_err(|e| {

@@ -18,9 +18,17 @@ pub fn review(args: ReviewArgs) -> Result<Exit> {
     let mut all: Vec<Change> = Vec::new();
     let mut bases: Vec<String> = Vec::new();
     // The organisation's policies, asked over what the runbooks now run.
-    let policies = runbook_engine::sources::policies(args.search.policies.as_deref())?;
+    // Checked against the trust file given, else the one beside the
+    // first runbooks' directory (as `check` and `run` find it).
+    let groups = groups(&args.paths)?;
+    let trust = runbook_core::signing::Trust::find(
+        args.search.trust.as_deref(),
+        groups.first().map(|g| g.dir.as_path()),
+    )?;
+    let policies =
+        runbook_engine::sources::policies(args.search.policies.as_deref(), trust.as_ref())?;
     let mut findings = Vec::new();
-    for group in groups(&args.paths)? {
+    for group in groups {
         let (base, shown) = match &args.base {
             None => {
                 let path = group.dir.join(FILE_NAME);

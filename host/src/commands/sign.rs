@@ -60,10 +60,19 @@ pub fn keygen(args: KeygenArgs) -> Result<Exit> {
 }
 
 pub fn sign(args: SignArgs) -> Result<Exit> {
-    let path = if args.plugin.is_dir() {
-        args.plugin.join(manifest::FILE_NAME)
+    if let Some(dir) = &args.policies {
+        return sign_policies(dir, &args.key);
+    }
+    let Some(plugin) = &args.plugin else {
+        return Err(hinted(
+            "nothing to sign: give a plugin directory or `--policies DIR`",
+            "`runbook sign PLUGIN_DIR --key KEY`",
+        ));
+    };
+    let path = if plugin.is_dir() {
+        plugin.join(manifest::FILE_NAME)
     } else {
-        args.plugin.clone()
+        plugin.clone()
     };
     let loaded = LoadedManifest::load(&path)?;
     let runtime = Runtime::new(default_cache_dir())?;
@@ -87,6 +96,28 @@ pub fn sign(args: SignArgs) -> Result<Exit> {
         subject.version,
         subject.component_sha256,
         subject.manifest_sha256,
+        file.display()
+    );
+    emit(&out)?;
+    Ok(Exit::Ok)
+}
+
+/// Signs a policy directory: the policies are loaded and validated first
+/// (what is signed is what a run would use), then their files' sha256.
+fn sign_policies(dir: &std::path::Path, key: &std::path::Path) -> Result<Exit> {
+    let policies = runbook_policy::Policies::load(dir)?;
+    let (text, id) = signing::sign_policies(&policies.digest, key)?;
+    let sigs = dir.join(signing::DIR);
+    fs_err::create_dir_all(&sigs)?;
+    let file = sigs.join(format!("{id}.{}", signing::EXTENSION));
+    fs_err::write(&file, text)?;
+    let mut out = String::new();
+    say!(
+        out,
+        "signed policy directory `{}` ({} policies, sha256 {}) with key `{id}`: `{}`",
+        dir.display(),
+        policies.sources.len(),
+        policies.digest,
         file.display()
     );
     emit(&out)?;
