@@ -176,11 +176,16 @@ fn a_halt_stops_runs_before_their_change_and_resume_all_continues_them() {
     assert!(
         lifted
             .stdout
-            .contains(&format!("continue it with `runbook resume {id}`")),
+            .contains(&format!("continue it with `runbook resume {id} --yes`")),
         "{}",
         lifted.stdout
     );
     assert_eq!(rollbacks(&journal(&state, &id)), 0);
+    // Listed until it is continued: a `resume-all` that stopped here
+    // would find it again.
+    let listed: Value =
+        serde_json::from_str(&in_state(&state, &["halt", "--json"]).stdout).unwrap();
+    assert!(listed["stopped"][&id].is_object(), "{listed:#}");
     let done = in_state(&state, &["resume", &id, "--yes"]);
     assert_eq!(done.code, 0, "{}\n{}", done.stdout, done.stderr);
     assert_eq!(rollbacks(&journal(&state, &id)), 1);
@@ -248,10 +253,13 @@ fn a_rate_limit_lets_exactly_n_changes_through_however_many_runs_race() {
         }
     }
     assert_eq!((made, refused), (2, 3));
-    // Simulated changes are counted apart from live ones, in the store.
-    let counted: Value =
-        serde_json::from_str(&std::fs::read_to_string(state.join("shared/changes.json")).unwrap())
-            .unwrap();
+    // Simulated changes are counted apart from live ones, in the store
+    // (live ones would be in `shared/changes.json`).
+    assert!(!state.join("shared/changes.json").exists());
+    let counted: Value = serde_json::from_str(
+        &std::fs::read_to_string(state.join("shared/simulated-changes.json")).unwrap(),
+    )
+    .unwrap();
     let times = &counted["resources"]["simulation:ecs:production/auth-service"];
     assert_eq!(times.as_array().map(Vec::len), Some(2), "{counted:#}");
 }

@@ -1,5 +1,6 @@
 //! What stops a change that was decided on, right before it is set out
-//! (before its lease and its intent): a halt in force for the run's
+//! (after its budget and lease, before its intent; a halt is also read
+//! before the lease is waited for): a halt in force for the run's
 //! runbook (`runbook halt`, in the run's store: every run sharing it),
 //! and a rate limit the policies keep (the change is counted in the same
 //! write that allows it, so runs on several machines cannot both take
@@ -38,7 +39,8 @@ impl StepState {
             return Ok(());
         };
         // Counted on the wall clock, whatever clock the run keeps: every
-        // run sharing the store counts on the same one.
+        // run sharing the store counts on the same one. The policies are
+        // asked at the run's time, as they were first.
         let now = runbook_core::time::now_ms();
         let Some(counted) = guard.counted(&self.caller.step, call.interface, &call.resource, now)
         else {
@@ -49,7 +51,7 @@ impl StepState {
                 &self.caller.step,
                 (call.interface, &call.resource),
                 approvals.clone(),
-                counted,
+                (counted, self.backends.clock().now_ms()),
             )
             .await;
         if answer.verdict == Verdict::Allow {
@@ -67,7 +69,7 @@ impl StepState {
     /// A halt in force for this run's runbook: the run adds itself to the
     /// runs it stopped (in the same write that read it, so a lift cannot
     /// come between and leave it out) and stops before the change.
-    async fn halted(&mut self) -> Result<(), Error> {
+    pub(crate) async fn halted(&mut self) -> Result<(), Error> {
         let Some(durable) = self.durable.clone() else {
             return Ok(());
         };
@@ -78,6 +80,9 @@ impl StepState {
         let found = tokio::task::spawn_blocking(move || -> anyhow::Result<Option<Halt>> {
             let mut found = None;
             halt::change(&*store, &mut |halts| {
+                // Each pass decides afresh (a fleet's write that lost a
+                // race is read and decided again).
+                found = None;
                 let Some(h) = halts.stopping(&runbook).cloned() else {
                     return false;
                 };

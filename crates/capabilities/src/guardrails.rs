@@ -113,7 +113,7 @@ impl Guard {
         step: &str,
         (interface, resource): (Interface, &str),
         approvals: Vec<Approval>,
-        c: Counted,
+        (c, now_ms): (Counted, u64),
     ) -> Answer {
         let (guard, step, resource) = (self.clone(), step.to_string(), resource.to_string());
         let asked = tokio::task::spawn_blocking(move || {
@@ -123,7 +123,7 @@ impl Guard {
                     &step,
                     (interface, Access::Mutate, &resource),
                     &approvals,
-                    (c.at_ms, *recent),
+                    (now_ms, *recent),
                 );
                 let yes = a.verdict == Verdict::Allow;
                 last = Some(a);

@@ -270,16 +270,15 @@ impl StepState {
         self.shared.extend(asked.elapsed());
         self.shared.asking.store(false, SeqCst);
         let result = match decision.decision {
-            Verdict::Approved => match match self
-                .brakes(&start, C::BLAST_RADIUS, guarded.as_ref(), &decision.change)
+            Verdict::Approved => match self
+                .before_applying(
+                    &start,
+                    &decision,
+                    &would,
+                    (C::BLAST_RADIUS, guarded.as_ref()),
+                )
                 .await
             {
-                Ok(()) => {
-                    self.before_applying(&start, &decision, &would, C::BLAST_RADIUS)
-                        .await
-                }
-                Err(e) => Err(e),
-            } {
                 // Writing the intent may have taken long (a slow store):
                 // the lease is looked at again right before the change.
                 Ok(intent) => match self.leases.iter().find_map(|l| l.lost()) {
@@ -452,14 +451,15 @@ impl StepState {
         Error::Unavailable(format!("{e:#}; the run stops before its next change"))
     }
 
-    /// Deadline, the run's mutation budget, the lease, then the intent in
-    /// the journal (its sequence number, to tie the result to it).
+    /// Deadline, the run's mutation budget, the lease, the brakes (a halt,
+    /// a rate limit: right before the change is set out), then the intent
+    /// in the journal (its sequence number, to tie the result to it).
     async fn before_applying<R: Serialize>(
         &mut self,
         call: &Started,
         decision: &Decision,
         would: &R,
-        counted: bool,
+        (counted, guarded): (bool, Option<&crate::brakes::Guarded>),
     ) -> Result<Option<u64>, Error> {
         self.before_deadline()?;
         let budget = counted.then(|| self.budget.clone());
@@ -467,9 +467,25 @@ impl StepState {
             b.take()?;
         }
         let Some(durable) = self.durable.clone() else {
+            // No journal, no store: the brakes are this process's.
+            if let Err(e) = self.brakes(call, counted, guarded, &decision.change).await {
+                if let Some(b) = &budget {
+                    b.give_back();
+                }
+                return Err(e);
+            }
             return Ok(None);
         };
         let mut token = None;
+        // A halt in force now: stopped before it waits for a lease (and
+        // before its holding the lease makes others' pictures stale). It
+        // is read again right before the intent.
+        if counted && let Err(e) = self.halted().await {
+            if let Some(b) = &budget {
+                b.give_back();
+            }
+            return Err(e);
+        }
         // Paging and messaging change no system: no lease to wait for.
         if durable.leases && counted {
             let what = durable
@@ -522,6 +538,14 @@ impl StepState {
                 "the lease on `{}` {lost}; nothing was changed",
                 call.resource
             )));
+        }
+        // Last before the intent: a halt read now, a change counted now, is
+        // one that is set out (nothing but the intent's write comes between).
+        if let Err(e) = self.brakes(call, counted, guarded, &decision.change).await {
+            if let Some(b) = &budget {
+                b.give_back();
+            }
+            return Err(e);
         }
         // Nothing is changed that the journal does not have first.
         let written = durable.journal.record(

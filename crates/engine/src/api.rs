@@ -451,6 +451,14 @@ impl Engine {
         journal
             .record("resume", resumed)
             .context("the run was not resumed")?;
+        // A run a halt stopped, continued (by `resume-all` or by hand):
+        // off the halt's list (a halt still in force lists it again when
+        // it stops it again).
+        if runbook_journal::replay::finished(&lines).is_some_and(|e| e["status"] == "halted") {
+            let id = run_id.to_string();
+            runbook_journal::halt::change(&*store, &mut |h| h.stopped.remove(&id).is_some())
+                .context("taking the run off the halt's list of stopped runs")?;
+        }
         let durable = Durable {
             identities: p.backend.identities(),
             own_changes: own_changes(&*store, &incident, None)?.into(),

@@ -36,9 +36,13 @@ pub fn report_of(store: &dyn Store, run_id: &str) -> Result<Option<Report>> {
                     o.3.push(l.clone());
                 }
             }
-            // Resumed after it stopped for an approval: the step that
-            // waited runs again.
-            Some("resume") if steps.last().is_some_and(|s| s.awaiting_approval.is_some()) => {
+            // Resumed after it stopped for an approval or a halt: the step
+            // that stopped runs again.
+            Some("resume")
+                if steps
+                    .last()
+                    .is_some_and(|s| s.awaiting_approval.is_some() || s.halted.is_some()) =>
+            {
                 steps.pop();
             }
             Some("step-end") => {

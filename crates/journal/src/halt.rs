@@ -120,8 +120,10 @@ impl Halts {
         self.log("halt", scope, halt, Vec::new());
     }
 
-    /// Lifts `scope` (`None`: every halt) and takes the stopped runs no
-    /// halt stops any more, which the caller continues.
+    /// Lifts `scope` (`None`: every halt) and returns the stopped runs no
+    /// halt stops any more, which the caller continues. They stay listed
+    /// until [`Halts::release`]: a lift whose caller dies, or whose write's
+    /// answer was lost, leaves them for the next `resume-all`.
     pub fn lift(&mut self, scope: Option<&Scope>, who: Halt) -> Vec<(String, Stopped)> {
         match scope {
             None => {
@@ -133,19 +135,30 @@ impl Halts {
                 self.runbooks.remove(id);
             }
         }
-        let free: Vec<String> = self
+        let runs: Vec<(String, Stopped)> = self
             .stopped
             .iter()
             .filter(|(_, s)| self.stopping(&s.runbook).is_none())
-            .map(|(id, _)| id.clone())
-            .collect();
-        let runs: Vec<(String, Stopped)> = free
-            .into_iter()
-            .filter_map(|id| self.stopped.remove(&id).map(|s| (id, s)))
+            .map(|(id, s)| (id.clone(), s.clone()))
             .collect();
         let ids = runs.iter().map(|(id, _)| id.clone()).collect();
         self.log("resume-all", scope.unwrap_or(&Scope::All), who, ids);
         runs
+    }
+
+    /// Takes `run_id` off the stopped runs once it was continued (queued,
+    /// or resumed), unless a halt stopped it again since (`stopped_at_ms`
+    /// is when the entry continued was made).
+    pub fn release(&mut self, run_id: &str, stopped_at_ms: u64) -> bool {
+        if self
+            .stopped
+            .get(run_id)
+            .is_some_and(|s| s.at_ms == stopped_at_ms)
+        {
+            self.stopped.remove(run_id);
+            return true;
+        }
+        false
     }
 
     fn log(&mut self, action: &str, scope: &Scope, who: Halt, runs: Vec<String>) {
@@ -183,6 +196,7 @@ pub fn change(
     let mut after = None;
     let mut broken = None;
     store.change_shared(Shared::Halts, &mut |v| {
+        broken = None;
         let mut halts = match Halts::from_value(v.clone()) {
             Ok(h) => h,
             Err(e) => {
@@ -253,8 +267,16 @@ mod tests {
             ["r2"]
         );
         assert!(h.stopping("RB-0031").is_some());
+        // Listed until continued: a second lift finds it again.
+        assert!(h.release("r2", 2));
         let freed = h.lift(None, who("carol"));
-        assert_eq!(freed.len(), 1);
+        assert_eq!(
+            freed.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>(),
+            ["r1"]
+        );
+        // Stopped again since (a later entry): not taken off.
+        assert!(!h.release("r1", 1));
+        assert!(h.release("r1", 2));
         assert!(h.stopped.is_empty() && h.stopping("RB-0031").is_none());
         let actions: Vec<&str> = h.record.iter().map(|r| r.action.as_str()).collect();
         assert_eq!(actions, ["halt", "halt", "resume-all", "resume-all"]);

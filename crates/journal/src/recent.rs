@@ -5,11 +5,16 @@
 //! counts, that it may go ahead ([`count`]), so runs on several machines
 //! cannot both take the last one.
 //!
-//! A change is counted when it is set out (right before its intent is
-//! journaled), whether or not its backend then takes it: a limit
-//! counts attempts, never fewer than were made. Simulated, dry and live
-//! runs are counted apart (`mode`): a rehearsal never uses up
-//! production's limit.
+//! A change is counted when it is set out (after its budget and lease,
+//! right before its intent is journaled), whether or not its backend then
+//! takes it: a limit counts attempts, never fewer than were made.
+//! Simulated runs are counted apart from live ones (a value of their
+//! own): a rehearsal never uses up production's limit. A dry run counts
+//! nothing and reads the counts of the runs it stands for.
+//!
+//! The value stays small: at most [`MAX_KEPT`] times per resource or
+//! runbook (counts stop there), and when it grows past [`MAX_BYTES`] the
+//! resources and runbooks changed longest ago go first.
 
 use crate::store::{Shared, Store};
 use anyhow::Result;
@@ -20,7 +25,10 @@ const HOUR_MS: u64 = 3_600_000;
 const DAY_MS: u64 = 24 * HOUR_MS;
 /// Most times kept per resource and per runbook: counts stop growing
 /// there (a limit above it cannot be written).
-pub const MAX_KEPT: usize = 10_000;
+pub const MAX_KEPT: usize = 1_000;
+/// Past this, the least recently changed resources and runbooks are
+/// dropped (well under NATS's default 1 MiB message).
+pub const MAX_BYTES: usize = 256 * 1024;
 
 /// One change about to be set out.
 #[derive(Debug, Clone)]
@@ -98,11 +106,49 @@ pub fn record(ledger: &mut Value, c: &Counted) {
             });
         }
     }
+    // Bounded: the least recently changed go first (never the two just
+    // counted, which are the most recent). Sizes are reckoned, not
+    // serialized: a time is at most 14 bytes, a key its length and 6.
+    let mut lists: Vec<(u64, &'static str, String, usize)> = ["resources", "runbooks"]
+        .iter()
+        .flat_map(|m| {
+            ledger[*m]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(move |(k, v)| {
+                    let times = v.as_array().map_or(&[][..], Vec::as_slice);
+                    let last = times.last().and_then(Value::as_u64).unwrap_or(0);
+                    (last, *m, k.clone(), k.len() + 6 + 14 * times.len())
+                })
+        })
+        .collect();
+    let mut size: usize = 64 + lists.iter().map(|l| l.3).sum::<usize>();
+    if size > MAX_BYTES {
+        lists.sort();
+        for (_, map, key, bytes) in lists {
+            if size <= MAX_BYTES {
+                break;
+            }
+            if let Some(all) = ledger[map].as_object_mut() {
+                all.remove(&key);
+            }
+            size -= bytes;
+        }
+    }
+}
+
+/// Where `c`'s mode is counted.
+fn shared(c: &Counted) -> Shared {
+    match c.mode.as_str() {
+        "live" => Shared::Changes,
+        _ => Shared::SimulatedChanges,
+    }
 }
 
 /// The counts for `c` as the store has them now.
 pub fn read(store: &dyn Store, c: &Counted) -> Result<Recent> {
-    Ok(recent(&store.read_shared(Shared::Changes)?, c))
+    Ok(recent(&store.read_shared(shared(c))?, c))
 }
 
 /// Asks `allow` with the counts for `c` and, if it allows, counts `c`, in
@@ -114,7 +160,7 @@ pub fn count(
     allow: &mut (dyn FnMut(&Recent) -> bool + Send),
 ) -> Result<(Recent, bool)> {
     let mut last = None;
-    let wrote = store.change_shared(Shared::Changes, &mut |ledger| {
+    let wrote = store.change_shared(shared(c), &mut |ledger| {
         let counts = recent(ledger, c);
         let yes = allow(&counts);
         last = Some(counts);
@@ -168,5 +214,22 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn the_value_stays_small_and_keeps_what_was_changed_last() {
+        let mut l = Value::Null;
+        let name = "x".repeat(200);
+        for i in 0..2000u64 {
+            let mut c = at(DAY_MS + i);
+            c.resource = format!("ecs:{name}-{i}");
+            record(&mut l, &c);
+        }
+        assert!(l.to_string().len() <= MAX_BYTES, "{}", l.to_string().len());
+        let mut last = at(DAY_MS + 1999);
+        last.resource = format!("ecs:{name}-1999");
+        assert_eq!(recent(&l, &last).resource.hour, 1);
+        // The runbook's own count is one of the most recent: kept, capped.
+        assert_eq!(recent(&l, &last).runbook.hour, MAX_KEPT as u64);
     }
 }

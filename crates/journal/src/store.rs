@@ -33,8 +33,12 @@ use std::time::Duration;
 pub enum Shared {
     /// The halts ([`crate::halt::Halts`]).
     Halts,
-    /// The changes counted for rate limits ([`crate::recent`]).
+    /// The changes live runs made, counted for rate limits
+    /// ([`crate::recent`]).
     Changes,
+    /// Simulated runs' changes, counted apart (a rehearsal never uses up
+    /// production's limit, nor crowds its counts out).
+    SimulatedChanges,
 }
 
 impl Shared {
@@ -43,6 +47,7 @@ impl Shared {
         match self {
             Shared::Halts => "halts",
             Shared::Changes => "changes",
+            Shared::SimulatedChanges => "simulated-changes",
         }
     }
 }

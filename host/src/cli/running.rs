@@ -215,6 +215,9 @@ pub struct ResumeAllArgs {
     /// Lift, and leave the runs it stopped for `runbook resume` one by one.
     #[arg(long)]
     pub lift_only: bool,
+    /// Why, for the record.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
     #[command(flatten)]
     pub state: StateArgs,
 }

@@ -48,7 +48,10 @@ pub async fn resume_all(args: ResumeAllArgs) -> Result<Exit> {
         Some(id) => Some(Scope::Runbook(checked_id(id)?)),
         None => None,
     };
-    let who = halt::now("");
+    let who = halt::now(args.reason.as_deref().unwrap_or_default());
+    // Each pass decides on what it read; the runs it frees stay listed
+    // until each is continued, so a lost answer or a stop half-way loses
+    // none (the next `resume-all` finds them).
     let mut freed = Vec::new();
     let halts = halt::change(&*store, &mut |h| {
         freed = h.lift(scope.as_ref(), who.clone());
@@ -56,18 +59,28 @@ pub async fn resume_all(args: ResumeAllArgs) -> Result<Exit> {
     })?;
     let mut out = match &scope {
         None => "lifted every halt\n".to_string(),
-        Some(Scope::Runbook(id)) => format!("lifted the halt of `{id}`\n"),
+        Some(Scope::Runbook(id)) => match &halts.all {
+            None => format!("lifted the halt of `{id}`\n"),
+            Some(all) => format!(
+                "lifted the halt of `{id}`; every runbook is still halted ({}): `runbook resume-all` lifts that\n",
+                all.describe()
+            ),
+        },
         Some(Scope::All) => unreachable!("resume-all lifts every halt or one runbook's"),
     };
     out.push_str(&describe(&halts));
     if freed.is_empty() {
         out.push_str("no run was waiting for it\n");
     }
+    let on_fleet = if fleet.is_some() { " --nats URL" } else { "" };
     if args.lift_only {
         for (run_id, s) in &freed {
             out.push_str(&format!(
-                "run {run_id} ({}, incident `{}`, stopped at `{}`): continue it with `runbook resume {run_id}`\n",
-                s.runbook, s.incident, s.step
+                "run {run_id} ({}, incident `{}`, stopped at `{}`): continue it with `runbook resume {run_id}{}{on_fleet}`\n",
+                s.runbook,
+                s.incident,
+                s.step,
+                approvals_flags(&*store, run_id)
             ));
         }
         emit(&out)?;
@@ -75,6 +88,12 @@ pub async fn resume_all(args: ResumeAllArgs) -> Result<Exit> {
     }
     if let Some(fleet) = fleet {
         let failed = runbook_fleet::halted::continue_runs(&fleet, &freed, &who.by, who.at_ms);
+        let queued: Vec<(String, u64)> = freed
+            .iter()
+            .filter(|(id, _)| !failed.iter().any(|(f, _)| f == id))
+            .map(|(id, s)| (id.clone(), s.at_ms))
+            .collect();
+        release(&*store, &queued)?;
         for (run_id, s) in &freed {
             match failed.iter().find(|(id, _)| id == run_id) {
                 None => out.push_str(&format!(
@@ -82,7 +101,7 @@ pub async fn resume_all(args: ResumeAllArgs) -> Result<Exit> {
                     s.runbook, s.incident
                 )),
                 Some((_, why)) => out.push_str(&format!(
-                    "run {run_id} could not be queued ({why}): continue it with `runbook resume {run_id} --nats URL`\n"
+                    "run {run_id} could not be queued ({why}); it stays listed: `runbook resume-all --nats URL` again\n"
                 )),
             }
         }
@@ -97,17 +116,8 @@ pub async fn resume_all(args: ResumeAllArgs) -> Result<Exit> {
     // A state directory's runs are continued here, one after another,
     // with what each was started with.
     let mut worst = Exit::Ok;
-    for (run_id, _) in &freed {
-        let submitted = store
-            .read_run(run_id)
-            .ok()
-            .and_then(|lines| {
-                lines
-                    .iter()
-                    .find(|l| l["event"] == "run-start")
-                    .map(|s| s["policy"].clone())
-            })
-            .unwrap_or_default();
+    for (run_id, stopped) in &freed {
+        let submitted = submitted(&*store, run_id);
         let resumed = super::run::resume(ResumeArgs {
             run_id: run_id.clone(),
             yes: submitted["yes"] == true,
@@ -126,16 +136,70 @@ pub async fn resume_all(args: ResumeAllArgs) -> Result<Exit> {
         })
         .await;
         match resumed {
-            Ok(exit) if worst == Exit::Ok => worst = exit,
-            Ok(_) => {}
+            Ok(exit) => {
+                // Continued (whatever became of it): off the list, unless
+                // a halt stopped it again meanwhile.
+                release(&*store, &[(run_id.clone(), stopped.at_ms)])?;
+                if worst == Exit::Ok {
+                    worst = exit;
+                }
+            }
             Err(e) => {
                 eprintln!("error: continuing run {run_id}: {e:#}");
-                eprintln!("hint: continue it with `runbook resume {run_id}`");
+                eprintln!(
+                    "hint: it stays listed; continue it with `runbook resume {run_id}{}` (or `runbook resume-all` again)",
+                    approvals_flags(&*store, run_id)
+                );
                 worst = Exit::Failed;
             }
         }
     }
     Ok(worst)
+}
+
+/// Takes continued runs off the halts' list of stopped runs.
+fn release(store: &dyn runbook_journal::store::Store, runs: &[(String, u64)]) -> Result<()> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    halt::change(store, &mut |h| {
+        let mut any = false;
+        for (id, at) in runs {
+            any |= h.release(id, *at);
+        }
+        any
+    })?;
+    Ok(())
+}
+
+/// What a run was started with (`run-start`'s `policy`: `yes`, `approve`).
+fn submitted(store: &dyn runbook_journal::store::Store, run_id: &str) -> serde_json::Value {
+    store
+        .read_run(run_id)
+        .ok()
+        .and_then(|lines| {
+            lines
+                .iter()
+                .find(|l| l["event"] == "run-start")
+                .map(|s| s["policy"].clone())
+        })
+        .unwrap_or_default()
+}
+
+/// ` --yes`, ` --approve STEP`...: what `runbook resume` needs to go on
+/// as the run was started.
+fn approvals_flags(store: &dyn runbook_journal::store::Store, run_id: &str) -> String {
+    let s = submitted(store, run_id);
+    let mut flags = String::new();
+    if s["yes"] == true {
+        flags.push_str(" --yes");
+    }
+    for step in s["approve"].as_array().into_iter().flatten() {
+        if let Some(step) = step.as_str() {
+            flags.push_str(&format!(" --approve {step}"));
+        }
+    }
+    flags
 }
 
 /// A runbook id as runbooks write it.

@@ -84,8 +84,10 @@ impl Worker {
         // request again, never drop it (an approved run would not go on).
         // A hold that does not clear (the incident was handled already)
         // is acknowledged below.
-        let parked_or_running =
-            finished(&lines).is_none_or(|end| end["status"] == "awaiting-approval");
+        // A halted run is waiting too: `resume-all`'s request for it must
+        // not be acknowledged unrun while the run is still finishing.
+        let parked_or_running = finished(&lines)
+            .is_none_or(|end| end["status"] == "awaiting-approval" || end["status"] == "halted");
         if held_now && parked_or_running {
             tracing::warn!(incident, "held elsewhere for now: to be tried again");
             return Outcome::Later;

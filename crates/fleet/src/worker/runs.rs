@@ -138,20 +138,16 @@ impl Worker {
         // What the run was submitted with still holds when it goes on
         // after an approval: `--yes` approved everything up front (but
         // the changes of a step under an approval rule).
-        let submitted = {
+        let start = {
             let (store, id) = (self.store.clone(), run_id.to_string());
             tokio::task::spawn_blocking(move || store.read_run(&id))
                 .await
                 .ok()
                 .and_then(Result::ok)
-                .and_then(|lines| {
-                    lines
-                        .iter()
-                        .find(|l| l["event"] == "run-start")
-                        .map(|s| s["policy"].clone())
-                })
+                .and_then(|lines| lines.into_iter().find(|l| l["event"] == "run-start"))
                 .unwrap_or_default()
         };
+        let submitted = start["policy"].clone();
         let mut steps = r.map(|r| r.approve.clone()).unwrap_or_default();
         steps.extend(approved);
         steps.extend(
@@ -183,11 +179,25 @@ impl Worker {
                 .map(|entry| entry["page"].clone())
                 .filter(|p| !p.is_null())
         };
-        let env = r.and_then(|r| r.env.clone()).or_else(|| {
-            paged
-                .as_ref()
-                .and_then(|p| p["env"].as_str().map(std::path::PathBuf::from))
-        });
+        // Who is paged if it parks later: the request's environment, its
+        // parked entry's, else (a run `resume-all` continued) the live
+        // environment it started with.
+        let env = r
+            .and_then(|r| r.env.clone())
+            .or_else(|| {
+                paged
+                    .as_ref()
+                    .and_then(|p| p["env"].as_str().map(std::path::PathBuf::from))
+            })
+            .or_else(|| {
+                (start["backend"]["kind"] == "live")
+                    .then(|| {
+                        start["backend"]["path"]
+                            .as_str()
+                            .map(std::path::PathBuf::from)
+                    })
+                    .flatten()
+            });
         let engine = self.engine.clone();
         let exit = super::thread::on_own_thread(move || async move {
             engine.resume(request, Arc::new(Unwatched)).await
