@@ -294,7 +294,7 @@ fn a_fleet_wide_limit_lets_exactly_n_rollbacks_through_across_workers() {
                     "--incident",
                     incident,
                 ])
-                .args(["--yes", "--nats", &url])
+                .args(["--yes", "--severity", "HIGH", "--nats", &url])
                 .current_dir(root())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::piped())
@@ -333,6 +333,8 @@ fn a_fleet_wide_limit_lets_exactly_n_rollbacks_through_across_workers() {
                 .unwrap();
             assert_eq!(forbid["decision"], "forbid", "{forbid:#}");
             assert_eq!(forbid["context"]["recent"]["resource"]["hour"], 3);
+            // The submitted severity reached the worker's policies.
+            assert_eq!(forbid["context"]["incident"]["severity"], "HIGH");
             refused += 1;
         }
     }

@@ -52,6 +52,11 @@ pub struct RunRequest {
     /// How long a parked run waits for an approval before it escalates
     /// (the worker's default when absent).
     pub approval_timeout_s: Option<u64>,
+    /// The incident's severity, for the organisation's policies
+    /// (`context.incident.severity`); absent, left out of the body (a
+    /// worker of an earlier version refuses fields it does not know).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity: Option<String>,
     pub submitted_by: String,
     pub submitted_ms: u64,
     /// The submitter's trace and what started the run (an alert's
@@ -119,6 +124,7 @@ impl RunRequest {
             yes: false,
             approve: Vec::new(),
             approval_timeout_s: None,
+            severity: None,
             submitted_by: runbook_core::whoami::who(),
             submitted_ms: runbook_core::time::now_ms(),
             trace: TraceOrigin::default(),
@@ -315,6 +321,7 @@ mod tests {
             yes: false,
             approve: Vec::new(),
             approval_timeout_s: None,
+            severity: None,
             submitted_by: "t".into(),
             submitted_ms: 0,
             trace: TraceOrigin::default(),

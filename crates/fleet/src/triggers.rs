@@ -521,6 +521,13 @@ impl Trigger {
         r.yes = self.yes;
         r.approve = self.approve.clone();
         r.approval_timeout_s = self.approval_timeout;
+        // An alert's `severity` label, for the policies (upper case, as
+        // `run --severity` takes it).
+        r.severity = alarm
+            .alert
+            .as_ref()
+            .and_then(|a| a.labels.get("severity"))
+            .map(|s| s.to_uppercase());
         r.incident_start = match &alarm.alert {
             // Alertmanager writes RFC 3339 in UTC (`…Z`); a sender with an
             // offset gets a run without an incident start, said so.
@@ -638,6 +645,22 @@ mod tests {
         // SNS triggers never take alerts, alert triggers never SNS messages.
         assert!(!trigger(Some("AuthSlow"), None).matches(&a));
         assert!(!t.matches(&alarm("AuthSlow", "ALARM")));
+    }
+
+    #[test]
+    fn an_alerts_severity_label_reaches_the_policies() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../runbooks");
+        let mut t = trigger(None, None);
+        t.runbook = repo.join("RB-0031-auth-service-degradation.md");
+        t.sim = Some(repo.join("scenarios/bad-deploy.toml"));
+        let mut a = alert("AuthSlow", "auth-service", "2026-12-03T23:10:01.123Z");
+        let r = t.request("serve", &a).unwrap();
+        assert_eq!(r.severity, None);
+        if let Some(alert) = a.alert.as_mut() {
+            alert.labels.insert("severity".into(), "critical".into());
+        }
+        let r = t.request("serve", &a).unwrap();
+        assert_eq!(r.severity.as_deref(), Some("CRITICAL"));
     }
 
     #[test]

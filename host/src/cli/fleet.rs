@@ -43,6 +43,10 @@ pub struct SubmitArgs {
     /// (default: the worker's `--approval-timeout`).
     #[arg(long, value_name = "SECONDS")]
     pub approval_timeout: Option<u64>,
+    /// The incident's severity (`HIGH`, `MED`, `LOW`), as the
+    /// organisation's policies see it (`context.incident.severity`).
+    #[arg(long, value_name = "LEVEL")]
+    pub severity: Option<String>,
     #[command(flatten)]
     pub nats: NatsArgs,
 }

@@ -21,6 +21,7 @@ pub fn submit(args: SubmitArgs) -> Result<Exit> {
     request.yes = args.yes;
     request.approve = args.approve.clone();
     request.approval_timeout_s = args.approval_timeout;
+    request.severity = args.severity.clone();
     request.trace = super::traces::origin_from_env();
     let fleet = Fleet::connect(&url_of(args.nats.nats.as_deref())?, args.nats.replicas)?;
     let key = format!("incident:{}", request.incident);

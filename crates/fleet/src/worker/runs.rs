@@ -102,6 +102,7 @@ impl Worker {
                 // Whoever submitted it asked for it: a step whose rule
                 // says so is not theirs to approve.
                 starter: Some(r.submitted_by.clone()),
+                severity: r.severity.clone(),
                 ..Approvals::default()
             },
             // Submitted with a lock (checked to be this worker's): every
