@@ -577,3 +577,107 @@ fn a_policy_directory_is_used_only_as_signed_when_the_trust_file_asks() {
     let check = output(runbook().args(["check", RB0031, "--policies", &pol, "--trust", &trust]));
     assert_eq!(check.code, 0, "{}", check.stderr);
 }
+
+/// What people do is asked too: who may run a runbook, resume a run of
+/// it, and approve a change of one of its steps (`run`, `resume`,
+/// `approve`, with the person's groups from the approvers file).
+#[test]
+fn policies_say_who_may_run_resume_and_approve() {
+    let dir = tempfile::tempdir().unwrap();
+    let pol = dir.path().join("policies");
+    std::fs::create_dir_all(&pol).unwrap();
+    std::fs::write(
+        pol.join("people.cedar"),
+        r#"@id("rollbacks-wait-for-a-person")
+forbid (principal, action == Runbook::Action::"ecs:mutate", resource)
+unless { context.approvals.count >= 1 };
+
+@id("rollbacks-approved-by-db-only")
+forbid (principal, action == Runbook::Action::"approve", resource == Runbook::Runbook::"RB-0031")
+when { context.step == "rollback" }
+unless { principal in Runbook::Group::"db" };
+
+@id("not-mallory")
+forbid (principal == Runbook::Person::"mallory", action in [Runbook::Action::"run", Runbook::Action::"resume"], resource);
+"#,
+    )
+    .unwrap();
+    let pol = pol.to_string_lossy().into_owned();
+    let people = people(dir.path());
+    let state = common::fresh_state_dir();
+    let run = |user: &str| {
+        output(
+            runbook()
+                .args([
+                    "run",
+                    RB0031,
+                    "--sim",
+                    "runbooks/scenarios/bad-deploy.toml",
+                    "--yes",
+                    "--json",
+                ])
+                .args(["--policies", &pol, "--state-dir"])
+                .arg(&state)
+                .env("USER", user),
+        )
+    };
+    let refused = run("mallory");
+    assert_eq!(refused.code, 2, "{}\n{}", refused.stdout, refused.stderr);
+    assert!(
+        refused.stderr.contains("policy `not-mallory` (people.cedar, line 11) forbids `mallory` running `RB-0031`; nothing was done"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        !state.join("runs").exists()
+            || std::fs::read_dir(state.join("runs"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    let parked = run(STARTER);
+    assert_eq!(
+        parked.json()["status"],
+        "awaiting-approval",
+        "{}",
+        parked.stderr
+    );
+    let run_id = parked.json()["run_id"].as_str().unwrap().to_string();
+    let flags = ["--state-dir", state.to_str().unwrap()];
+    let alice = people.decide(&run_id, "rollback", "alice", None, &flags);
+    assert_eq!(alice.code, 2, "{}\n{}", alice.stdout, alice.stderr);
+    assert!(
+        alice.stderr.contains("policy `rollbacks-approved-by-db-only` (people.cedar, line 6) forbids `alice` deciding on step `rollback`"),
+        "{}",
+        alice.stderr
+    );
+    let carol = people.decide(&run_id, "rollback", "carol", None, &flags);
+    assert_eq!(carol.code, 0, "{}\n{}", carol.stdout, carol.stderr);
+    let by_mallory = output(
+        runbook()
+            .args(["resume", &run_id])
+            .args(flags)
+            .env("USER", "mallory"),
+    );
+    assert_eq!(by_mallory.code, 2, "{}", by_mallory.stderr);
+    assert!(
+        by_mallory.stderr.contains("forbids `mallory` resuming run"),
+        "{}",
+        by_mallory.stderr
+    );
+    let resumed = output(
+        runbook()
+            .args(["resume", &run_id, "--json"])
+            .args(flags)
+            .env("USER", STARTER),
+    );
+    assert_eq!(resumed.json()["status"], "resolved", "{}", resumed.stderr);
+    let lines = journal(&state, &run_id);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l["event"] == "applied" && l["resource"] == "production/auth-service")
+            .count(),
+        1
+    );
+}

@@ -189,6 +189,35 @@ impl Engine {
             true => format!("{}, dry run", p.backend.mode()),
             false => p.backend.mode(),
         };
+        // The organisation's policies: may whoever starts it run it?
+        if let Some(policies) = &p.policies {
+            let starter = req
+                .approvals
+                .starter
+                .clone()
+                .unwrap_or_else(runbook_core::whoami::who);
+            let rb = &p.plan.runbook;
+            crate::guard::may(
+                policies,
+                (&starter, &[]),
+                runbook_policy::Act::Run,
+                (
+                    &runbook_policy::RunbookFacts {
+                        id: rb.runbook_id.clone(),
+                        title: rb.title.clone(),
+                        service: rb.service.clone(),
+                    },
+                    &runbook_policy::RunFacts {
+                        run_id: run_id.clone(),
+                        mode: mode.clone(),
+                        incident: incident.clone(),
+                        severity: req.approvals.severity.clone().unwrap_or_default(),
+                        starter: starter.clone(),
+                    },
+                ),
+                ("", ""),
+            )?;
+        }
         let store = self
             .store
             .clone()
@@ -378,6 +407,23 @@ impl Engine {
             req.audit_log.as_deref(),
             run_id,
         )?;
+        // The organisation's policies: may whoever continues it resume it?
+        // (A fleet's worker continues a run as its own user.)
+        if let Some(policies) = &p.policies {
+            let who = req
+                .approvals
+                .starter
+                .clone()
+                .unwrap_or_else(runbook_core::whoami::who);
+            let (runbook, run) = crate::guard::journaled_facts(&start, run_id);
+            crate::guard::may(
+                policies,
+                (&who, &[]),
+                runbook_policy::Act::Resume,
+                (&runbook, &run),
+                ("", ""),
+            )?;
+        }
         // What runs now must be what ran then.
         let changed = |what: &str, now: &str, then: &Value| {
             (then.as_str() != Some(now)).then(|| {

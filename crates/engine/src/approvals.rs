@@ -156,7 +156,10 @@ pub fn cast(store: &dyn Store, person: &Person, ballot: &Ballot) -> Result<Recor
     let now = runbook_core::time::now_ms();
     // Judged before the hold is taken (a clear answer at once), and again
     // under it: another decision may have landed in between.
-    judge(&lines, person, ballot, now)?;
+    let (pending_now, _) = judge(&lines, person, ballot, now)?;
+    // The organisation's policies, those the run started under: may this
+    // person decide on this change?
+    may_decide(&lines, person, ballot, &pending_now.change)?;
     let journal = hold(store, &ballot.run_id)?;
     let lines = store.read_run(&ballot.run_id)?;
     let now = runbook_core::time::now_ms();
@@ -187,6 +190,32 @@ pub fn cast(store: &dyn Store, person: &Person, ballot: &Ballot) -> Result<Recor
         vote,
         tally,
     })
+}
+
+/// Whether the run's policies (the directory its `run-start` names,
+/// under its trust file) let `person` decide on `change`; no policies:
+/// yes.
+fn may_decide(lines: &[Value], person: &Person, ballot: &Ballot, change: &str) -> Result<()> {
+    let Some(start) = lines.iter().find(|l| l["event"] == "run-start") else {
+        return Ok(());
+    };
+    let Some(dir) = start["sources"]["policies"]["dir"].as_str() else {
+        return Ok(());
+    };
+    let trust = match start["sources"]["trust"].as_str() {
+        Some(t) => Some(runbook_core::signing::Trust::load(std::path::Path::new(t))?),
+        None => None,
+    };
+    let policies = crate::sources::load_policies(std::path::Path::new(dir), trust.as_ref())
+        .context("the run started under this policy directory")?;
+    let (runbook, run) = crate::guard::journaled_facts(start, &ballot.run_id);
+    crate::guard::may(
+        &policies,
+        (&person.name, &person.groups),
+        runbook_policy::Act::Approve,
+        (&runbook, &run),
+        (&ballot.step, change),
+    )
 }
 
 /// The run, reopened to append to it: waits (bounded) while another

@@ -63,3 +63,73 @@ pub fn step_facts(plan: &Plan) -> Vec<StepFacts> {
         })
         .collect()
 }
+
+/// What a run's journal says its policies need to know of it: the
+/// runbook and the run (from its `run-start`).
+pub fn journaled_facts(start: &Value, run_id: &str) -> (runbook_policy::RunbookFacts, RunFacts) {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    (
+        runbook_policy::RunbookFacts {
+            id: s(&start["runbook"]["id"]),
+            title: s(&start["runbook"]["title"]),
+            service: s(&start["runbook"]["service"]),
+        },
+        RunFacts {
+            run_id: run_id.to_string(),
+            mode: if start["policy"]["dry_run"] == true {
+                format!("{}, dry run", s(&start["backend"]["kind"]))
+            } else {
+                s(&start["backend"]["kind"])
+            },
+            incident: s(&start["incident"]),
+            severity: s(&start["severity"]),
+            starter: s(&start["starter"]),
+        },
+    )
+}
+
+/// May `person` (in `groups`) do `act` (on `step`'s `change`, for an
+/// approval)? An error naming the policy if not: nothing is done.
+pub fn may(
+    policies: &Policies,
+    (person, groups): (&str, &[String]),
+    act: runbook_policy::Act,
+    (runbook, run): (&runbook_policy::RunbookFacts, &RunFacts),
+    (step, change): (&str, &str),
+) -> anyhow::Result<()> {
+    let who = runbook_policy::Approval {
+        person: person.to_string(),
+        groups: groups.to_vec(),
+    };
+    let q = runbook_policy::PersonQuestion {
+        person: &who,
+        act,
+        runbook,
+        run,
+        step,
+        change,
+        now_ms: runbook_core::time::now_ms(),
+    };
+    // Asked on a thread of its own: Cedar measures the stack it is given,
+    // and a caller may be deep in an async runtime.
+    let answer = std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .name("policy-person".into())
+            .spawn_scoped(s, || policies.may(&q))
+            .map(|h| h.join())
+    });
+    let answer = match answer {
+        Ok(Ok(a)) => a,
+        _ => anyhow::bail!("the organisation's policies could not be asked; nothing was done"),
+    };
+    if answer.verdict == runbook_policy::Verdict::Allow {
+        return Ok(());
+    }
+    Err(runbook_core::error::hinted(
+        format!("{}; nothing was done", policies.person_refusal(&q, &answer)),
+        format!(
+            "the organisation's policies (`{}`) decide who may run, resume and approve what: ask whoever owns them",
+            policies.dir.display()
+        ),
+    ))
+}

@@ -180,7 +180,23 @@ impl Policies {
     }
 
     fn context(&self, q: &Question<'_>, count: u64, approvals: &Value) -> Value {
-        let t = q.now_ms;
+        let mut c = self.common_context(q.now_ms, q.run, &q.step.service);
+        c["approvals"] = json!({
+            "count": count as i64,
+            "people": approvals["people"],
+            "groups": approvals["groups"],
+        });
+        c["recent"] = json!({
+            "resource": { "hour": q.recent.resource.hour as i64, "day": q.recent.resource.day as i64 },
+            "runbook": { "hour": q.recent.runbook.hour as i64, "day": q.recent.runbook.day as i64 },
+        });
+        c["step"] = q.step.step_id.clone().into();
+        c
+    }
+
+    /// What every question's context has: the time, the calendars, the
+    /// incident and the run.
+    pub(crate) fn common_context(&self, t: u64, run: &RunFacts, service: &str) -> Value {
         let minute = crate::calendar::minute_of_week(t);
         let states = self.calendars.at(t);
         let (closed, open): (Vec<_>, Vec<_>) = states.into_iter().partition(|s| s.closed);
@@ -195,18 +211,16 @@ impl Policies {
                 "open": open.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
                 "closed": closed.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
             },
-            "approvals": {
-                "count": count as i64,
-                "people": approvals["people"],
-                "groups": approvals["groups"],
-            },
-            "starter": q.run.starter,
-            "incident": { "key": q.run.incident, "service": q.step.service, "severity": q.run.severity },
-            "run": { "id": q.run.run_id, "mode": q.run.mode },
+            "incident": { "key": run.incident, "service": service, "severity": run.severity },
+            "run": { "id": run.run_id, "mode": run.mode },
+            "approvals": { "count": 0, "people": [], "groups": [] },
+            "starter": run.starter,
             "recent": {
-                "resource": { "hour": q.recent.resource.hour as i64, "day": q.recent.resource.day as i64 },
-                "runbook": { "hour": q.recent.runbook.hour as i64, "day": q.recent.runbook.day as i64 },
+                "resource": { "hour": 0, "day": 0 },
+                "runbook": { "hour": 0, "day": 0 },
             },
+            "step": "",
+            "change": "",
         })
     }
 

@@ -6,6 +6,8 @@
 //! - `calendar`: change calendars (closed windows, OPEN otherwise).
 //! - `decide`: one question before a change: allow, forbid, or forbid
 //!   unless people approve (and under which rule).
+//! - `people`: what a person may do: run a runbook, resume a run,
+//!   approve a change.
 //! - `review`: the same questions asked before anything runs, over a
 //!   step's grants, for `check` and `review`.
 //! - `values`: Cedar values built without Cedar's JSON parsers.
@@ -17,9 +19,11 @@
 pub mod calendar;
 pub mod decide;
 pub mod load;
+pub mod people;
 pub mod review;
 pub mod schema;
 pub mod values;
 
 pub use decide::{Answer, Approval, Question, RunFacts, StepFacts, Verdict};
 pub use load::Policies;
+pub use people::{Act, PersonQuestion, RunbookFacts};

@@ -13,7 +13,13 @@
 //!   change has, the run's starter, the incident and the run, and the
 //!   changes counted over the last hour and day (`recent.resource.hour`:
 //!   of this resource by any runbook; `recent.runbook.day`: by this
-//!   runbook of any resource), fleet-wide in a fleet.
+//!   runbook of any resource), fleet-wide in a fleet;
+//! - what people do: a `Person` (in the groups of the approvers file) may
+//!   `"run"` or `"resume"` a `Runbook`, or `"approve"` a change of one of
+//!   its steps. Every action has the same context, so a policy that
+//!   names no action still validates: for a person's act `approvals` is
+//!   none and `recent` zero; `step` and `change` are set for a step's
+//!   questions (`step`) and an approval (both).
 
 use runbook_core::grants::{Access, Interface};
 
@@ -60,10 +66,13 @@ pub fn text() -> String {
     "incident": { "key": String, "service": String, "severity": String },
     "run": { "id": String, "mode": String },
     "recent": { "resource": Window, "runbook": Window },
+    "step": String,
+    "change": String,
   };
   type Window = { "hour": Long, "day": Long };
   action "read";
   action "mutate";
+  action "run", "resume", "approve" appliesTo { principal: [Person], resource: [Runbook], context: Change };
 "#,
     );
     for &interface in Interface::ALL {
