@@ -476,6 +476,12 @@ fn a_fleet_worker_holds_a_rollback_in_a_freeze_until_the_commander_approves() {
     let last = policy_lines(&lines, "rollback").pop().unwrap();
     assert_eq!(last["decision"], "allow", "{last:#}");
     assert_eq!(last["context"]["approvals"]["count"], 1);
+    // The submitted `--incident-start` (a minute from the submission).
+    let start = last["context"]["incident"]["start_unix_seconds"]
+        .as_i64()
+        .unwrap();
+    let now = (runbook_core::time::now_ms() / 1000) as i64;
+    assert!((now - 600..now + 600).contains(&start), "{last:#}");
 }
 
 /// A trust file that asks for a signed policy directory

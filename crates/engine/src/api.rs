@@ -115,7 +115,7 @@ impl Engine {
             Arc::new(crate::guard::of_run(
                 policies,
                 &p.plan,
-                (run_id, run_id, &mode),
+                (run_id, run_id, &mode, p.backend.incident_start_ms()),
                 &Approvals::default(),
                 &[],
                 None,
@@ -213,6 +213,7 @@ impl Engine {
                         incident: incident.clone(),
                         severity: req.approvals.severity.clone().unwrap_or_default(),
                         starter: starter.clone(),
+                        incident_start_ms: p.backend.incident_start_ms(),
                     },
                 ),
                 ("", ""),
@@ -558,7 +559,7 @@ impl Engine {
             Arc::new(crate::guard::of_run(
                 policies,
                 &p.plan,
-                (&run_id, &incident, &mode),
+                (&run_id, &incident, &mode, p.backend.incident_start_ms()),
                 approvals,
                 journaled,
                 // Changes are counted where the run's journal is: with

@@ -66,6 +66,16 @@ impl Backend {
         }
     }
 
+    /// When the incident started (`--incident-start`, live runs).
+    pub fn incident_start_ms(&self) -> Option<u64> {
+        match self {
+            Backend::Live {
+                incident_start_ms, ..
+            } => *incident_start_ms,
+            Backend::Sim { .. } => None,
+        }
+    }
+
     /// Every resource the plan's grants name is provided.
     pub fn check(&self, plan: &Plan) -> Result<()> {
         match self {

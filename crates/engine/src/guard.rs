@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub fn of_run(
     policies: &Arc<Policies>,
     plan: &Plan,
-    (run_id, incident, mode): (&str, &str, &str),
+    (run_id, incident, mode, incident_start_ms): (&str, &str, &str, Option<u64>),
     approvals: &Approvals,
     journaled: &[Value],
     store: Option<Arc<dyn runbook_journal::store::Store>>,
@@ -36,6 +36,7 @@ pub fn of_run(
             incident: incident.to_string(),
             severity,
             starter,
+            incident_start_ms,
         },
         step_facts(plan),
         store,
@@ -84,6 +85,11 @@ pub fn journaled_facts(start: &Value, run_id: &str) -> (runbook_policy::RunbookF
             incident: s(&start["incident"]),
             severity: s(&start["severity"]),
             starter: s(&start["starter"]),
+            incident_start_ms: start["backend"]["incident_start"]
+                .as_str()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_millis() as u64),
         },
     )
 }

@@ -37,6 +37,8 @@ pub struct RunFacts {
     pub incident: String,
     pub severity: String,
     pub starter: String,
+    /// When the incident started (ms since the epoch), when known.
+    pub incident_start_ms: Option<u64>,
 }
 
 /// Someone who approved the change asked about.
@@ -211,7 +213,12 @@ impl Policies {
                 "open": open.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
                 "closed": closed.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
             },
-            "incident": { "key": run.incident, "service": service, "severity": run.severity },
+            "incident": {
+                "key": run.incident,
+                "service": service,
+                "severity": run.severity,
+                "start_unix_seconds": run.incident_start_ms.map_or(0, |ms| (ms / 1000) as i64),
+            },
             "run": { "id": run.run_id, "mode": run.mode },
             "approvals": { "count": 0, "people": [], "groups": [] },
             "starter": run.starter,

@@ -63,7 +63,7 @@ pub fn text() -> String {
     "calendars": { "open": Set<String>, "closed": Set<String> },
     "approvals": Approvals,
     "starter": String,
-    "incident": { "key": String, "service": String, "severity": String },
+    "incident": { "key": String, "service": String, "severity": String, "start_unix_seconds": Long },
     "run": { "id": String, "mode": String },
     "recent": { "resource": Window, "runbook": Window },
     "step": String,
