@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::journal;
+
 use common::approvers::{STARTER, people, ruled};
 use common::fleet::{
     Nats, Worker, aws, incident_state, one_at_a_time, parked_at, submit_command, wait_until,
@@ -31,14 +33,6 @@ fn decisions(state: &Path, run: &str) -> Vec<(String, String)> {
                 l["vote"]["decision"].as_str().unwrap().to_string(),
             )
         })
-        .collect()
-}
-
-fn journal(state: &Path, run: &str) -> Vec<Value> {
-    std::fs::read_to_string(state.join("runs").join(format!("{run}.jsonl")))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
         .collect()
 }
 

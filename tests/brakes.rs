@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::journal;
+
 use common::fleet::{Nats, Worker, incident_state, one_at_a_time, submit_command, wait_until};
 use common::live::*;
 use common::{RB0031, Run, fresh_state_dir, output, root, runbook};
@@ -52,14 +54,6 @@ fn sim_run(state: &Path, incident: &str, extra: &[&str]) -> Command {
     cmd
 }
 
-fn journal(state: &Path, run: &str) -> Vec<Value> {
-    std::fs::read_to_string(state.join("runs").join(format!("{run}.jsonl")))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 fn rollbacks(lines: &[Value]) -> usize {
     lines
         .iter()
@@ -97,11 +91,35 @@ fn a_halt_stops_runs_before_their_change_and_resume_all_continues_them() {
     let free = output(&mut sim_run(&state, "free", &[]));
     assert_eq!(free.code, 0, "{}\n{}", free.stdout, free.stderr);
 
+    // Typed in lower case: a kill switch errs on the side of stopping.
     let halted = in_state(
         &state,
-        &["halt", "--runbook", "RB-0031", "--reason", "bad region"],
+        &["halt", "--runbook", "rb-0031", "--reason", "bad region"],
     );
     assert_eq!(halted.code, 0, "{}", halted.stderr);
+    assert!(
+        halted.stdout.contains("halted in the state directory `"),
+        "{}",
+        halted.stdout
+    );
+    let again = in_state(
+        &state,
+        &["halt", "--runbook", "RB-0031", "--reason", "later"],
+    );
+    assert!(
+        again
+            .stdout
+            .contains("already halted in the state directory"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.contains("(bad region): that halt stands"),
+        "{}",
+        again.stdout
+    );
+    let no_scope = in_state(&state, &["halt", "--reason", "why"]);
+    assert_eq!(no_scope.code, 2, "{}", no_scope.stderr);
     let run = output(&mut sim_run(&state, "stopped", &[]));
     assert_eq!(run.code, 10, "{}\n{}", run.stdout, run.stderr);
     let report = run.json();
@@ -161,11 +179,20 @@ fn a_halt_stops_runs_before_their_change_and_resume_all_continues_them() {
         actions,
         [
             ("halt", "RB-0107"),
-            ("halt", "RB-0031"),
+            ("halt", "rb-0031"),
             ("resume-all", "RB-0031")
         ]
     );
     assert_eq!(shown["record"][2]["runs"][0], run_id.as_str());
+    // Lifting what is not halted records nothing.
+    let nothing = in_state(&state, &["resume-all", "--runbook", "RB-0031"]);
+    assert!(
+        nothing.stdout.contains("`RB-0031` had no halt of its own"),
+        "{}",
+        nothing.stdout
+    );
+    let after: Value = serde_json::from_str(&in_state(&state, &["halt", "--json"]).stdout).unwrap();
+    assert_eq!(after["record"].as_array().unwrap().len(), 3);
 
     // `--all`, lifted without continuing: the run waits for its resume.
     assert_eq!(in_state(&state, &["halt", "--all"]).code, 0);
@@ -174,9 +201,10 @@ fn a_halt_stops_runs_before_their_change_and_resume_all_continues_them() {
     let id = run.json()["run_id"].as_str().unwrap().to_string();
     let lifted = in_state(&state, &["resume-all", "--lift-only"]);
     assert!(
-        lifted
-            .stdout
-            .contains(&format!("continue it with `runbook resume {id} --yes`")),
+        lifted.stdout.contains(&format!(
+            "continue it with `runbook resume {id} --yes --state-dir {}`",
+            state.display()
+        )),
         "{}",
         lifted.stdout
     );
@@ -245,7 +273,10 @@ fn a_rate_limit_lets_exactly_n_changes_through_however_many_runs_race() {
                 let call = &common::step(&report, "rollback")["calls"];
                 assert!(
                     call.to_string()
-                        .contains("forbidden by policy `rollbacks-per-hour`"),
+                        .contains("forbidden by policy `rollbacks-per-hour`")
+                        && call
+                            .to_string()
+                            .contains("2 change(s) of it in the last hour"),
                     "{call:#}"
                 );
             }

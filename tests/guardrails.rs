@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::journal;
+
 use common::approvers::{STARTER, people};
 use common::fleet::{
     Nats, Worker, aws, incident_state, one_at_a_time, parked_at, submit_command, wait_until,
@@ -56,14 +58,6 @@ fn at(offset_s: i64) -> String {
         now - std::time::Duration::from_secs((-offset_s) as u64)
     };
     humantime::format_rfc3339_seconds(t).to_string()
-}
-
-fn journal(state: &Path, run: &str) -> Vec<Value> {
-    std::fs::read_to_string(state.join("runs").join(format!("{run}.jsonl")))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn policy_lines(lines: &[Value], step: &str) -> Vec<Value> {
@@ -520,11 +514,14 @@ fn a_policy_directory_is_used_only_as_signed_when_the_trust_file_asks() {
         "{}",
         unsigned.stderr
     );
-    let signed = output(
-        runbook()
-            .args(["sign", "--policies", &pol, "--key"])
-            .arg(d.join("security.key")),
-    );
+    let sign = || {
+        output(
+            runbook()
+                .args(["sign", "--policies", &pol, "--key"])
+                .arg(d.join("security.key")),
+        )
+    };
+    let signed = sign();
     assert_eq!(signed.code, 0, "{}", signed.stderr);
     assert!(
         signed.stdout.contains("signed policy directory"),
@@ -574,11 +571,7 @@ fn a_policy_directory_is_used_only_as_signed_when_the_trust_file_asks() {
         "{}",
         resumed.stderr
     );
-    let again = output(
-        runbook()
-            .args(["sign", "--policies", &pol, "--key"])
-            .arg(d.join("security.key")),
-    );
+    let again = sign();
     assert_eq!(again.code, 0, "{}", again.stderr);
     let check = output(runbook().args(["check", RB0031, "--policies", &pol, "--trust", &trust]));
     assert_eq!(check.code, 0, "{}", check.stderr);

@@ -125,6 +125,15 @@ pub fn step<'a>(report: &'a Value, id: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no step `{id}` in the report"))
 }
 
+/// A run's journal lines in a state directory (`runs/RUN.jsonl`).
+pub fn journal(state: &Path, run: &str) -> Vec<Value> {
+    std::fs::read_to_string(state.join("runs").join(format!("{run}.jsonl")))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 pub fn audit_lines(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()

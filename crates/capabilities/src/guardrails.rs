@@ -224,13 +224,25 @@ impl Guard {
             .iter()
             .map(|p| self.policies.describe(p))
             .collect();
-        match &answer.verdict {
+        let said = match &answer.verdict {
             Verdict::NeedsApprovals { rule } => format!(
                 "{what} needs approvals under policy {}: {}",
                 by.join(", "),
                 rule.describe()
             ),
             _ => format!("{what} is forbidden by policy {}", by.join(", ")),
+        };
+        // Under policies that read the counts, the counts it was decided on.
+        let r = &answer.context["recent"];
+        match (self.policies.reads_recent, r.is_object()) {
+            (true, true) => format!(
+                "{said} (counted across the runs sharing the store: {} change(s) of it in the last hour, {} in the last day; {} and {} by the runbook)",
+                r["resource"]["hour"],
+                r["resource"]["day"],
+                r["runbook"]["hour"],
+                r["runbook"]["day"]
+            ),
+            _ => said,
         }
     }
 }

@@ -104,27 +104,53 @@ impl Scope {
 
 impl Halts {
     /// The halt that stops `runbook`'s changes now, if any.
+    /// A runbook's id is matched without regard to case: a halt typed
+    /// `rb-0031` stops RB-0031 (a kill switch errs on the side of
+    /// stopping).
     pub fn stopping(&self, runbook: &str) -> Option<&Halt> {
-        self.all.as_ref().or_else(|| self.runbooks.get(runbook))
+        self.all.as_ref().or_else(|| {
+            self.runbooks
+                .iter()
+                .find(|(id, _)| id.eq_ignore_ascii_case(runbook))
+                .map(|(_, h)| h)
+        })
     }
 
-    /// Halts `scope` (a second halt of it keeps the first one's record).
-    pub fn halt(&mut self, scope: &Scope, halt: Halt) {
+    /// Whether `scope` is halted now.
+    pub fn halted(&self, scope: &Scope) -> Option<&Halt> {
         match scope {
-            Scope::All => self.all = Some(self.all.clone().unwrap_or(halt.clone())),
+            Scope::All => self.all.as_ref(),
+            Scope::Runbook(id) => self
+                .runbooks
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(id))
+                .map(|(_, h)| h),
+        }
+    }
+
+    /// Halts `scope`; false (and nothing recorded) when it is halted
+    /// already: the first halt, its time and reason, stand.
+    pub fn halt(&mut self, scope: &Scope, halt: Halt) -> bool {
+        if self.halted(scope).is_some() {
+            return false;
+        }
+        match scope {
+            Scope::All => self.all = Some(halt.clone()),
             Scope::Runbook(id) => {
-                let kept = self.runbooks.get(id).cloned().unwrap_or(halt.clone());
-                self.runbooks.insert(id.clone(), kept);
+                self.runbooks.insert(id.clone(), halt.clone());
             }
         }
         self.log("halt", scope, halt, Vec::new());
+        true
     }
 
     /// Lifts `scope` (`None`: every halt) and returns the stopped runs no
     /// halt stops any more, which the caller continues. They stay listed
     /// until [`Halts::release`]: a lift whose caller dies, or whose write's
     /// answer was lost, leaves them for the next `resume-all`.
+    /// Nothing is recorded when it lifted nothing and frees no run.
     pub fn lift(&mut self, scope: Option<&Scope>, who: Halt) -> Vec<(String, Stopped)> {
+        let before = (self.all.is_some(), self.runbooks.len());
         match scope {
             None => {
                 self.all = None;
@@ -132,15 +158,19 @@ impl Halts {
             }
             Some(Scope::All) => self.all = None,
             Some(Scope::Runbook(id)) => {
-                self.runbooks.remove(id);
+                self.runbooks.retain(|k, _| !k.eq_ignore_ascii_case(id));
             }
         }
+        let lifted = before != (self.all.is_some(), self.runbooks.len());
         let runs: Vec<(String, Stopped)> = self
             .stopped
             .iter()
             .filter(|(_, s)| self.stopping(&s.runbook).is_none())
             .map(|(id, s)| (id.clone(), s.clone()))
             .collect();
+        if !lifted && runs.is_empty() {
+            return runs;
+        }
         let ids = runs.iter().map(|(id, _)| id.clone()).collect();
         self.log("resume-all", scope.unwrap_or(&Scope::All), who, ids);
         runs
@@ -253,10 +283,13 @@ mod tests {
     fn a_halt_stops_its_scope_and_a_lift_frees_only_what_no_halt_stops() {
         let mut h = Halts::default();
         assert!(h.stopping("RB-0031").is_none());
-        h.halt(&Scope::Runbook("RB-0031".into()), who("alice"));
+        assert!(h.halt(&Scope::Runbook("rb-0031".into()), who("alice")));
+        assert_eq!(h.stopping("RB-0031").unwrap().by, "alice");
+        // Halted already: the first halt stands, nothing recorded.
+        assert!(!h.halt(&Scope::Runbook("RB-0031".into()), who("zed")));
         assert_eq!(h.stopping("RB-0031").unwrap().by, "alice");
         assert!(h.stopping("RB-0107").is_none());
-        h.halt(&Scope::All, who("bob"));
+        assert!(h.halt(&Scope::All, who("bob")));
         assert_eq!(h.stopping("RB-0107").unwrap().by, "bob");
         h.stopped.insert("r1".into(), stopped("RB-0031"));
         h.stopped.insert("r2".into(), stopped("RB-0107"));
@@ -278,6 +311,8 @@ mod tests {
         assert!(!h.release("r1", 1));
         assert!(h.release("r1", 2));
         assert!(h.stopped.is_empty() && h.stopping("RB-0031").is_none());
+        // A lift of nothing, freeing nothing: not recorded.
+        assert!(h.lift(None, who("carol")).is_empty());
         let actions: Vec<&str> = h.record.iter().map(|r| r.action.as_str()).collect();
         assert_eq!(actions, ["halt", "halt", "resume-all", "resume-all"]);
         assert_eq!(h.record[3].runs, ["r1"]);

@@ -155,8 +155,18 @@ impl Policies {
             Ok(r) => r,
             Err(e) => return forbidden(format!("request: {e}")),
         };
-        let response = Authorizer::new().is_authorized(&request, &self.set, &entities);
-        // A policy that erred may have been a forbid: fail closed.
+        self.authorize(&request, &entities)
+    }
+
+    /// Cedar's decision on `request` and the policies that made it (the
+    /// grants' permit only for an allow). A policy that erred may have
+    /// been a forbid: the answer is then deny, naming it (fail closed).
+    pub(crate) fn authorize(
+        &self,
+        request: &Request,
+        entities: &Entities,
+    ) -> (Decision, Vec<String>) {
+        let response = Authorizer::new().is_authorized(request, &self.set, entities);
         let erred: Vec<String> = response
             .diagnostics()
             .errors()
@@ -297,7 +307,7 @@ fn step_id(s: &StepFacts) -> String {
     format!("{}/{}", s.runbook_id, s.step_id)
 }
 
-fn eref(ty: &str, id: &str) -> Value {
+pub(crate) fn eref(ty: &str, id: &str) -> Value {
     json!({ "type": format!("{NAMESPACE}::{ty}"), "id": id })
 }
 

@@ -396,7 +396,12 @@ fn at(path: &Path, text: &str, d: &dyn Diagnostic, what: String) -> anyhow::Erro
             runbook_core::files::line_column(&text.as_bytes()[..o]).0
         )
     });
-    let help = d.help().map(|h| format!(" ({h})")).unwrap_or_default();
+    let help = d
+        .help()
+        .map(|h| h.to_string())
+        .filter(|h| !steadier(h))
+        .map(|h| format!(" ({h})"))
+        .unwrap_or_default();
     hinted(
         format!(
             "policy file `{}`{line}: the policy {what}{help}",
@@ -404,6 +409,13 @@ fn at(path: &Path, text: &str, d: &dyn Diagnostic, what: String) -> anyhow::Erro
         ),
         HINT,
     )
+}
+
+/// Cedar's guess at the action meant: among actions as near as each
+/// other (`run`, `read`) it guesses differently from run to run, so it
+/// is left out (`runbook policies --schema` lists them; the hint says so).
+fn steadier(help: &str) -> bool {
+    help.starts_with("did you mean `Runbook::Action::")
 }
 
 #[cfg(test)]

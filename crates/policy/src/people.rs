@@ -5,9 +5,9 @@
 //! allow or forbid (people are not asked to approve people); a policy
 //! that cannot be evaluated forbids.
 
-use crate::decide::{Answer, Approval, RunFacts, Verdict};
-use crate::load::{GRANTS, Policies};
-use cedar_policy::{Authorizer, Decision, Entities, Request};
+use crate::decide::{Answer, Approval, RunFacts, Verdict, eref};
+use crate::load::Policies;
+use cedar_policy::{Decision, Entities, Request};
 use serde_json::{Value, json};
 
 /// What a person asks to do.
@@ -90,38 +90,11 @@ impl Policies {
             Ok(r) => r,
             Err(e) => return forbidden(format!("request: {e}")),
         };
-        let response = Authorizer::new().is_authorized(&request, &self.set, &entities);
-        let erred: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(|e| match e {
-                cedar_policy::AuthorizationError::PolicyEvaluationError(e) => format!(
-                    "{} could not be evaluated: {}",
-                    self.describe(e.policy_id().as_ref()),
-                    e.inner()
-                ),
-            })
-            .collect();
-        if !erred.is_empty() {
-            return Answer {
-                verdict: Verdict::Forbid,
-                policies: erred,
-                context,
-            };
-        }
-        let allowed = response.decision() == Decision::Allow;
-        let mut policies: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(|p| p.to_string())
-            .filter(|p| p != GRANTS || allowed)
-            .collect();
-        policies.sort();
+        let (decision, policies) = self.authorize(&request, &entities);
         Answer {
-            verdict: if allowed {
-                Verdict::Allow
-            } else {
-                Verdict::Forbid
+            verdict: match decision {
+                Decision::Allow => Verdict::Allow,
+                Decision::Deny => Verdict::Forbid,
             },
             policies,
             context,
@@ -152,10 +125,6 @@ impl Policies {
         c["change"] = q.change.into();
         c
     }
-}
-
-fn eref(ty: &str, id: &str) -> Value {
-    json!({ "type": format!("{}::{ty}", crate::schema::NAMESPACE), "id": id })
 }
 
 #[cfg(test)]

@@ -43,8 +43,9 @@ pub enum Command {
     /// ran), 3 a step ended in a way the runbook does not route, 4 stopped
     /// before a mutation nobody approved, 5 blocked by another run (of the
     /// same incident, or holding what had to change), 7 the run did not
-    /// take the path its scenario's `[expect]` names, 10 a halt (`runbook
-    /// halt`) stopped it before a change.
+    /// take the path its scenario's `[expect]` names, 8 the journal of a
+    /// run resumed was altered, 9 the journal could not be written, 10 a
+    /// halt (`runbook halt`) stopped it before a change.
     Run(RunArgs),
     /// Continue a run that crashed, was stopped, or waits for an approval
     ///
@@ -69,6 +70,10 @@ pub enum Command {
     /// runs are queued for its workers; a state directory's are continued
     /// here, one after another, as `runbook resume` would (with what they
     /// were started with). Recorded like the halt.
+    ///
+    /// Exit status: that of the first run continued here that did not
+    /// resolve (as for `resume`), else 0; 3 when a fleet's run could not
+    /// be queued (it stays listed).
     ResumeAll(ResumeAllArgs),
     /// Show a run's report from its journal
     ///

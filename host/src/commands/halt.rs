@@ -10,19 +10,26 @@ use runbook_core::exit::Exit;
 use runbook_journal::halt::{self, Halts, Scope};
 
 pub fn halt(args: HaltArgs) -> Result<Exit> {
-    let (store, _) = store_and_fleet(&args.state)?;
     let scope = match (&args.runbook, args.all) {
         (Some(id), _) => Some(Scope::Runbook(checked_id(id)?)),
         (None, true) => Some(Scope::All),
         (None, false) => None,
     };
+    if scope.is_none() && args.reason.is_some() {
+        return Err(hinted(
+            "`--reason` without `--all` or `--runbook ID`: nothing to halt",
+            "`runbook halt --all --reason TEXT` halts every runbook; `runbook halt` alone shows the halts",
+        ));
+    }
+    let (store, fleet) = store_and_fleet(&args.state)?;
+    let mut fresh = false;
     let halts = match &scope {
         None => halt::read(&*store)?,
         Some(scope) => {
             let who = halt::now(args.reason.as_deref().unwrap_or_default());
             halt::change(&*store, &mut |h| {
-                h.halt(scope, who.clone());
-                true
+                fresh = h.halt(scope, who.clone());
+                fresh
             })?
         }
     };
@@ -31,15 +38,43 @@ pub fn halt(args: HaltArgs) -> Result<Exit> {
         return Ok(Exit::Ok);
     }
     let mut out = String::new();
-    if scope.is_none() {
-        out.push_str("nothing halted now (`--all` or `--runbook ID` halts)\n");
-        if halts.all.is_some() || !halts.runbooks.is_empty() {
-            out.clear();
+    let place = place(&args.state, fleet.is_some());
+    match &scope {
+        None if halts.all.is_none() && halts.runbooks.is_empty() => out.push_str(&format!(
+            "nothing halted now in {place} (`--all` or `--runbook ID` halts)\n"
+        )),
+        None => {}
+        Some(scope) if !fresh => {
+            let since = halts
+                .halted(scope)
+                .map(|h| h.describe())
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "already halted in {place}, {since}: that halt stands (`runbook halt --json` has the record)\n"
+            ));
         }
+        Some(_) => out.push_str(&format!(
+            "halted in {place}: every run there stops before its next change to a system\n"
+        )),
     }
     out.push_str(&describe(&halts));
     emit(&out)?;
     Ok(Exit::Ok)
+}
+
+/// Where the halts are, for people: the state directory or the fleet.
+fn place(state: &StateArgs, fleet: bool) -> String {
+    if fleet {
+        return "the fleet's NATS".to_string();
+    }
+    match state
+        .state_dir
+        .clone()
+        .or_else(runbook_journal::store::default_state_dir)
+    {
+        Some(d) => format!("the state directory `{}`", d.display()),
+        None => "the state directory".to_string(),
+    }
 }
 
 pub async fn resume_all(args: ResumeAllArgs) -> Result<Exit> {
@@ -53,30 +88,47 @@ pub async fn resume_all(args: ResumeAllArgs) -> Result<Exit> {
     // until each is continued, so a lost answer or a stop half-way loses
     // none (the next `resume-all` finds them).
     let mut freed = Vec::new();
+    // What was halted before: (anything, the scope itself).
+    let mut before = (false, false);
     let halts = halt::change(&*store, &mut |h| {
+        before = (
+            h.all.is_some() || !h.runbooks.is_empty(),
+            scope.as_ref().is_none_or(|s| h.halted(s).is_some()),
+        );
+        let records = h.record.len();
         freed = h.lift(scope.as_ref(), who.clone());
-        true
+        // Lifted nothing, freed nothing: nothing written, nothing recorded.
+        h.record.len() != records
     })?;
-    let mut out = match &scope {
-        None => "lifted every halt\n".to_string(),
-        Some(Scope::Runbook(id)) => match &halts.all {
-            None => format!("lifted the halt of `{id}`\n"),
-            Some(all) => format!(
-                "lifted the halt of `{id}`; every runbook is still halted ({}): `runbook resume-all` lifts that\n",
-                all.describe()
-            ),
-        },
-        Some(Scope::All) => unreachable!("resume-all lifts every halt or one runbook's"),
+    let place = place(&args.state, fleet.is_some());
+    let mut out = match (&scope, &before) {
+        (None, (false, _)) => format!("nothing was halted in {place}\n"),
+        (None, _) => format!("lifted every halt in {place}\n"),
+        (Some(Scope::Runbook(id)), (_, false)) => {
+            format!("`{id}` had no halt of its own in {place}\n")
+        }
+        (Some(Scope::Runbook(id)), _) => format!("lifted the halt of `{id}` in {place}\n"),
+        (Some(Scope::All), _) => unreachable!("resume-all lifts every halt or one runbook's"),
     };
+    if let (Some(Scope::Runbook(_)), Some(all)) = (&scope, &halts.all) {
+        out.push_str(&format!(
+            "every runbook is still halted ({}): `runbook resume-all` lifts that\n",
+            all.describe()
+        ));
+    }
     out.push_str(&describe(&halts));
     if freed.is_empty() {
-        out.push_str("no run was waiting for it\n");
+        out.push_str("no stopped run to continue\n");
     }
-    let on_fleet = if fleet.is_some() { " --nats URL" } else { "" };
+    let on_store = match (&fleet, &args.state.state_dir) {
+        (Some(_), _) => " --nats URL".to_string(),
+        (None, Some(d)) => format!(" --state-dir {}", d.display()),
+        (None, None) => String::new(),
+    };
     if args.lift_only {
         for (run_id, s) in &freed {
             out.push_str(&format!(
-                "run {run_id} ({}, incident `{}`, stopped at `{}`): continue it with `runbook resume {run_id}{}{on_fleet}`\n",
+                "run {run_id} ({}, incident `{}`, stopped at `{}`): continue it with `runbook resume {run_id}{}{on_store}`\n",
                 s.runbook,
                 s.incident,
                 s.step,
@@ -214,7 +266,7 @@ fn checked_id(id: &str) -> Result<String> {
     } else {
         Err(hinted(
             format!("`{id}` is not a runbook id"),
-            "a runbook's id is its front matter's `id` (`RB-0031`); `--all` halts every runbook",
+            "a runbook's id is its front matter's `runbook_id` (`RB-0031`); `--all` halts every runbook",
         ))
     }
 }

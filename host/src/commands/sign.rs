@@ -55,6 +55,15 @@ pub fn keygen(args: KeygenArgs) -> Result<Exit> {
     );
     say!(out, "public-key = \"{line}\"");
     say!(out, "plugins = [\"*\"]");
+    say!(
+        out,
+        "# policies = true    # may also sign the policy directory (`runbook sign --policies DIR`)"
+    );
+    say!(
+        out,
+        "\n# once per trust file (required): how many signatures are needed"
+    );
+    say!(out, "# [policy]\n# signatures = 1\n# policy-signatures = 1");
     emit(&out)?;
     Ok(Exit::Ok)
 }
