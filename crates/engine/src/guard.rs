@@ -1,6 +1,7 @@
 //! What a run's policies are told about it: the runbook, each step and
 //! its plugin (digest, signers, where it came from), the run, its
-//! incident and who started it.
+//! incident and who started it; and the questions about people (`may`:
+//! who runs, resumes, approves).
 
 use crate::plan::Plan;
 use crate::request::Approvals;
