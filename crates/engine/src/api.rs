@@ -191,32 +191,11 @@ impl Engine {
         };
         // The organisation's policies: may whoever starts it run it?
         if let Some(policies) = &p.policies {
-            let starter = req
-                .approvals
-                .starter
-                .clone()
-                .unwrap_or_else(runbook_core::whoami::who);
-            let rb = &p.plan.runbook;
-            crate::guard::may(
+            crate::guard::may_start(
                 policies,
-                (&starter, &[]),
-                runbook_policy::Act::Run,
-                (
-                    &runbook_policy::RunbookFacts {
-                        id: rb.runbook_id.clone(),
-                        title: rb.title.clone(),
-                        service: rb.service.clone(),
-                    },
-                    &runbook_policy::RunFacts {
-                        run_id: run_id.clone(),
-                        mode: mode.clone(),
-                        incident: incident.clone(),
-                        severity: req.approvals.severity.clone().unwrap_or_default(),
-                        starter: starter.clone(),
-                        incident_start_ms: p.backend.incident_start_ms(),
-                    },
-                ),
-                ("", ""),
+                &p.plan,
+                (&run_id, &incident, &mode, p.backend.incident_start_ms()),
+                &req.approvals,
             )?;
         }
         let store = self
@@ -409,21 +388,8 @@ impl Engine {
             run_id,
         )?;
         // The organisation's policies: may whoever continues it resume it?
-        // (A fleet's worker continues a run as its own user.)
         if let Some(policies) = &p.policies {
-            let who = req
-                .approvals
-                .starter
-                .clone()
-                .unwrap_or_else(runbook_core::whoami::who);
-            let (runbook, run) = crate::guard::journaled_facts(&start, run_id);
-            crate::guard::may(
-                policies,
-                (&who, &[]),
-                runbook_policy::Act::Resume,
-                (&runbook, &run),
-                ("", ""),
-            )?;
+            crate::guard::may_resume(policies, &start, run_id, &req.approvals)?;
         }
         // What runs now must be what ran then.
         let changed = |what: &str, now: &str, then: &Value| {
@@ -502,8 +468,7 @@ impl Engine {
         // off the halt's list (a halt still in force lists it again when
         // it stops it again).
         if runbook_journal::replay::finished(&lines).is_some_and(|e| e["status"] == "halted") {
-            let id = run_id.to_string();
-            runbook_journal::halt::change(&*store, &mut |h| h.stopped.remove(&id).is_some())
+            runbook_journal::halt::unlist(&*store, run_id)
                 .context("taking the run off the halt's list of stopped runs")?;
         }
         let durable = Durable {

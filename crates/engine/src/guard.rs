@@ -140,3 +140,59 @@ pub fn may(
         ),
     ))
 }
+
+/// May whoever starts this run (its starter) run the runbook?
+pub fn may_start(
+    policies: &Policies,
+    plan: &Plan,
+    (run_id, incident, mode, incident_start_ms): (&str, &str, &str, Option<u64>),
+    approvals: &Approvals,
+) -> anyhow::Result<()> {
+    let starter = approvals
+        .starter
+        .clone()
+        .unwrap_or_else(runbook_core::whoami::who);
+    let rb = &plan.runbook;
+    let runbook = runbook_policy::RunbookFacts {
+        id: rb.runbook_id.clone(),
+        title: rb.title.clone(),
+        service: rb.service.clone(),
+    };
+    let run = RunFacts {
+        run_id: run_id.to_string(),
+        mode: mode.to_string(),
+        incident: incident.to_string(),
+        severity: approvals.severity.clone().unwrap_or_default(),
+        starter: starter.clone(),
+        incident_start_ms,
+    };
+    may(
+        policies,
+        (&starter, &[]),
+        runbook_policy::Act::Run,
+        (&runbook, &run),
+        ("", ""),
+    )
+}
+
+/// May whoever continues the run (`start`: its `run-start`) resume it?
+/// A fleet's worker continues a run as its own user.
+pub fn may_resume(
+    policies: &Policies,
+    start: &Value,
+    run_id: &str,
+    approvals: &Approvals,
+) -> anyhow::Result<()> {
+    let who = approvals
+        .starter
+        .clone()
+        .unwrap_or_else(runbook_core::whoami::who);
+    let (runbook, run) = journaled_facts(start, run_id);
+    may(
+        policies,
+        (&who, &[]),
+        runbook_policy::Act::Resume,
+        (&runbook, &run),
+        ("", ""),
+    )
+}

@@ -247,6 +247,13 @@ pub fn change(
     after.ok_or_else(|| anyhow::anyhow!("the halts were not read"))
 }
 
+/// Takes `run_id` off the stopped runs, whatever entry it has (a run
+/// being continued; a halt still in force lists it again when it stops
+/// it again).
+pub fn unlist(store: &dyn Store, run_id: &str) -> Result<()> {
+    change(store, &mut |h| h.stopped.remove(run_id).is_some()).map(|_| ())
+}
+
 /// The person's record of a halt or lift made now.
 pub fn now(reason: &str) -> Halt {
     Halt {
